@@ -1,0 +1,57 @@
+//! The command line: one module per subcommand, each thin over the library.
+
+pub mod check;
+pub mod serve;
+pub mod simulate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "siyu",
+    version,
+    about = "WeChat official-account and WeCom callbacks, answered from your own rules"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the webhook for every configured account at /wx/{id}.
+    Serve(ConfigArg),
+    /// Validate the config and every rule file; print a summary.
+    Check(ConfigArg),
+    /// Run one message through the engine (the server's own code path) and print the
+    /// rule that matched, the reply and the actions.
+    Simulate(simulate::SimulateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// The config file.
+    #[arg(
+        long,
+        short,
+        env = "SIYU_CONFIG",
+        default_value = "config.toml",
+        hide_env_values = true
+    )]
+    pub config: PathBuf,
+}
+
+/// Exit codes: 0 fine, 1 refused input (config, rules, message), 2 usage (clap), 3 runtime failure.
+pub const EXIT_INVALID: u8 = 1;
+pub const EXIT_RUNTIME: u8 = 3;
+
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve(a) => serve::run(&a.config),
+        Command::Check(a) => check::run(&a.config),
+        Command::Simulate(a) => simulate::run(&a),
+    }
+}

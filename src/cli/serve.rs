@@ -1,0 +1,49 @@
+//! `siyu serve`: load, check, bind, serve until SIGINT/SIGTERM.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use super::{EXIT_INVALID, EXIT_RUNTIME};
+use crate::config::Settings;
+use crate::server::{Application, StartupError};
+
+pub fn run(config: &Path) -> ExitCode {
+    let settings = match Settings::load(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    runtime.block_on(async {
+        let accounts: Vec<String> = settings.accounts.iter().map(|a| a.id.clone()).collect();
+        let app = match Application::build(settings) {
+            Ok(app) => app,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(match e {
+                    StartupError::Rules { .. } => EXIT_INVALID,
+                    _ => EXIT_RUNTIME,
+                });
+            }
+        };
+        tracing::info!(port = app.port(), accounts = ?accounts, "siyu serving");
+        match app.run_until_stopped().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        }
+    })
+}

@@ -1,0 +1,256 @@
+//! `siyu simulate`: try a message or event against the rules before it goes live.
+//!
+//! Runs the engine's own path (`engine::dry_run`, or `engine::handle` with `--commit`)
+//! against the real store, so the follower's real tags and counters decide conditions.
+//! A dry run writes nothing.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::ValueEnum;
+
+use super::{EXIT_INVALID, EXIT_RUNTIME};
+use crate::config::{AccountKind, Settings};
+use crate::engine::{self, Context, Outcome};
+use crate::follower::Follower;
+use crate::protocol::{Event, ExternalContactChange, Inbound, InboundKind, Reply};
+use crate::rulebook;
+use crate::server::webhook::Entropy;
+use crate::store::{SledStore, Store};
+
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// The config file.
+    #[arg(
+        long,
+        short,
+        env = "SIYU_CONFIG",
+        default_value = "config.toml",
+        hide_env_values = true
+    )]
+    pub config: PathBuf,
+    /// The account id (as in config.toml).
+    #[arg(long)]
+    pub account: String,
+    /// The follower's openid (WeCom: UserID, or the external user id for contact events).
+    #[arg(long, default_value = "o_simulated_follower")]
+    pub from: String,
+    /// Simulate an event instead of a text message.
+    #[arg(long, value_enum)]
+    pub event: Option<SimEvent>,
+    /// The QR scene (subscribe, scan) or channel-code state (add_external_contact).
+    #[arg(long)]
+    pub scene: Option<String>,
+    /// The menu key (click, view).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Apply the state change for real (as if WeChat had called); default: a dry run.
+    #[arg(long)]
+    pub commit: bool,
+    /// Picks among reply variants; random by default.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// The text of the message.
+    pub text: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SimEvent {
+    Subscribe,
+    Unsubscribe,
+    Scan,
+    Click,
+    View,
+    EnterAgent,
+    AddExternalContact,
+    DelExternalContact,
+}
+
+pub fn run(args: &SimulateArgs) -> ExitCode {
+    match simulate(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
+    let settings = match Settings::load(&args.config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
+    let Some(account) = settings.account(&args.account) else {
+        let ids: Vec<&str> = settings.accounts.iter().map(|a| a.id.as_str()).collect();
+        eprintln!(
+            "error: no account `{}` (configured: {})",
+            args.account,
+            ids.join(", ")
+        );
+        return Ok(ExitCode::from(EXIT_INVALID));
+    };
+    let table = match rulebook::load_dir(&account.replies_dir) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("rules {}: refused\n{e}", account.replies_dir.display());
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
+    let msg = match build_message(args, account.kind, &account.receive_id) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
+    let store = SledStore::open(&settings.storage_path)?;
+    let entropy = Entropy::fresh();
+    let ctx = Context {
+        account: &account.id,
+        rules: &table,
+        now: entropy.now,
+        seed: args.seed.unwrap_or(entropy.seed),
+        dedupe_ttl_secs: settings.dedupe_ttl_secs,
+    };
+    let (outcome, after) = if args.commit {
+        let o = engine::handle(&store, ctx, &msg)?;
+        store.flush()?;
+        let after = store.follower(&account.id, &o.follower_id)?;
+        (o, after)
+    } else {
+        engine::dry_run(&store, ctx, &msg)?
+    };
+    print_outcome(&account.id, &outcome, after.as_ref(), args.commit);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn build_message(
+    args: &SimulateArgs,
+    kind: AccountKind,
+    receive_id: &str,
+) -> Result<Inbound, String> {
+    let entropy = Entropy::fresh();
+    let key = || args.key.clone().ok_or("this event needs --key");
+    let inbound_kind = match args.event {
+        None => InboundKind::Text {
+            content: args
+                .text
+                .clone()
+                .ok_or("give the message text, or --event")?,
+            msg_id: entropy.seed,
+        },
+        Some(event) => InboundKind::Event(match event {
+            SimEvent::Subscribe => Event::Subscribe {
+                scene: args.scene.clone(),
+                ticket: None,
+            },
+            SimEvent::Unsubscribe => Event::Unsubscribe,
+            SimEvent::Scan => Event::Scan {
+                scene: args.scene.clone().ok_or("scan needs --scene")?,
+                ticket: None,
+            },
+            SimEvent::Click => Event::Click { key: key()? },
+            SimEvent::View => Event::View {
+                url: key()?,
+                menu_id: None,
+            },
+            SimEvent::EnterAgent => Event::EnterAgent {
+                key: args.key.clone(),
+            },
+            SimEvent::AddExternalContact | SimEvent::DelExternalContact => {
+                if kind != AccountKind::Wecom {
+                    return Err("external-contact events exist only for wecom accounts".into());
+                }
+                Event::ExternalContact {
+                    change: if matches!(event, SimEvent::AddExternalContact) {
+                        ExternalContactChange::Add
+                    } else {
+                        ExternalContactChange::Del
+                    },
+                    user_id: "simulated-staff".into(),
+                    external_user_id: args.from.clone(),
+                    state: args.scene.clone(),
+                    welcome_code: None,
+                }
+            }
+        }),
+    };
+    Ok(Inbound {
+        to: receive_id.to_string(),
+        from: args.from.clone(),
+        create_time: entropy.now,
+        agent_id: (kind == AccountKind::Wecom).then(|| "0".to_string()),
+        kind: inbound_kind,
+    })
+}
+
+fn print_outcome(account: &str, o: &Outcome, after: Option<&Follower>, committed: bool) {
+    println!("account   {account}");
+    println!("follower  {}", o.follower_id);
+    if o.answer.rules.is_empty() {
+        println!("rules     (none matched)");
+    } else {
+        println!("rules     {}", o.answer.rules.join(" → "));
+    }
+    match &o.answer.reply {
+        None => println!("reply     (none: answered `success`)"),
+        Some(r) => println!("reply     {}", describe(r)),
+    }
+    if o.actions.is_empty() {
+        println!("actions   (none)");
+    } else {
+        for (i, a) in o.actions.iter().enumerate() {
+            println!("{}{a}", if i == 0 { "actions   " } else { "          " });
+        }
+    }
+    if let Some(f) = after {
+        let tags: Vec<&str> = f.tags.iter().map(String::as_str).collect();
+        println!(
+            "state     subscribed={} tags=[{}] messages_in={} first_scene={}",
+            f.subscribed,
+            tags.join(", "),
+            f.messages_in,
+            f.first_scene.as_deref().unwrap_or("-")
+        );
+        for (k, v) in &f.counters {
+            println!("          counter {k} = {v}");
+        }
+        for (k, v) in &f.attributes {
+            println!("          attribute {k} = {v}");
+        }
+    }
+    if committed {
+        println!("(committed to the store)");
+    } else {
+        println!("(dry run: nothing written; --commit applies it)");
+    }
+}
+
+fn describe(r: &Reply) -> String {
+    match r {
+        Reply::Text { content } => format!("text: {content}"),
+        Reply::Image { media_id } => format!("image: {media_id}"),
+        Reply::Voice { media_id } => format!("voice: {media_id}"),
+        Reply::Video {
+            media_id, title, ..
+        } => {
+            format!("video: {media_id} {}", title.as_deref().unwrap_or(""))
+        }
+        Reply::Music { title, .. } => format!("music: {}", title.as_deref().unwrap_or("")),
+        Reply::News { articles } => {
+            let titles: Vec<&str> = articles.iter().map(|a| a.title.as_str()).collect();
+            format!("news: {}", titles.join(" | "))
+        }
+        Reply::TransferCustomerService { kf_account } => format!(
+            "transfer to customer service{}",
+            kf_account
+                .as_deref()
+                .map(|k| format!(" ({k})"))
+                .unwrap_or_default()
+        ),
+    }
+}

@@ -1,0 +1,431 @@
+//! Typed settings: the config file, then environment overrides for secrets, validated into
+//! `Settings` once at startup.
+//!
+//! Two stages, like the rule files: `RawConfig` is what the operator wrote (unknown keys are
+//! refused so a typo never silently does nothing), `Settings` is what runs: paths resolved
+//! against the config file's folder, AES keys parsed, secrets wrapped so they never print.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::protocol::{AesKey, MsgCrypt};
+
+/// WeChat retries an unanswered callback within about 15 seconds; an hour covers that with
+/// a wide margin (a restart in between included) while keeping the dedupe table small.
+pub const DEFAULT_DEDUPE_TTL_SECS: u64 = 3600;
+/// Callbacks are a few hundred bytes; 64 KiB leaves room for long texts and refuses floods.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: account `{account}`: {message}")]
+    Account {
+        path: String,
+        account: String,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// A secret string: `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountKind {
+    Official,
+    Wecom,
+}
+
+/// The message-security mode chosen in the official-account console (protocol.md §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Plaintext,
+    Compatible,
+    Safe,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    server: RawServer,
+    storage: RawStorage,
+    #[serde(default)]
+    replies: Option<RawReplies>,
+    #[serde(default)]
+    account: Vec<RawAccount>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    bind: String,
+    #[serde(default = "default_skew")]
+    max_clock_skew_secs: u64,
+    #[serde(default = "default_body")]
+    max_body_bytes: usize,
+    #[serde(default = "default_ttl")]
+    dedupe_ttl_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    path: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReplies {
+    dir: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccount {
+    id: String,
+    kind: AccountKind,
+    app_id: Option<String>,
+    corp_id: Option<String>,
+    token: Option<Secret>,
+    encoding_aes_key: Option<Secret>,
+    mode: Option<Mode>,
+    /// A rule folder of this account's own; default: the shared `replies/`.
+    replies: Option<PathBuf>,
+}
+
+fn default_skew() -> u64 {
+    300
+}
+fn default_body() -> usize {
+    DEFAULT_MAX_BODY_BYTES
+}
+fn default_ttl() -> u64 {
+    DEFAULT_DEDUPE_TTL_SECS
+}
+
+/// Everything `siyu` needs to run, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The config file this came from, for messages.
+    pub source: PathBuf,
+    pub bind: String,
+    /// 0 disables the timestamp check.
+    pub max_clock_skew_secs: u64,
+    pub max_body_bytes: usize,
+    pub dedupe_ttl_secs: u64,
+    pub storage_path: PathBuf,
+    pub replies_dir: PathBuf,
+    pub accounts: Vec<Account>,
+}
+
+/// One official account or WeCom app, served at `/wx/{id}`.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub id: String,
+    pub kind: AccountKind,
+    /// App id (official) or corp id (WeCom): the receive id inside every encrypted frame.
+    pub receive_id: String,
+    pub token: Secret,
+    /// Present unless the account runs in plaintext mode without a key.
+    pub crypt: Option<MsgCrypt>,
+    pub mode: Mode,
+    pub replies_dir: PathBuf,
+}
+
+impl Settings {
+    /// Reads and validates a config file; secrets may be overridden from the environment
+    /// (`SIYU_<ACCOUNT>_TOKEN`, `SIYU_<ACCOUNT>_ENCODING_AES_KEY`, and `SIYU_BIND`).
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Settings::parse(path, &text, |name| std::env::var(name).ok())
+    }
+
+    /// Parses config text; `env` looks up environment overrides (a closure so tests need
+    /// not touch the process environment).
+    pub fn parse(
+        path: &Path,
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
+        let shown = path.display().to_string();
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            ConfigError::Syntax {
+                path: shown.clone(),
+                line,
+                column,
+                message: e.message().to_string(),
+            }
+        })?;
+        let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
+        let replies_dir = base.join(
+            raw.replies
+                .map(|r| r.dir)
+                .unwrap_or_else(|| PathBuf::from("replies")),
+        );
+        let invalid = |message: String| ConfigError::Invalid {
+            path: shown.clone(),
+            message,
+        };
+        if raw.account.is_empty() {
+            return Err(invalid("no [[account]] configured".into()));
+        }
+        let mut seen = HashSet::new();
+        let mut accounts = Vec::with_capacity(raw.account.len());
+        for a in raw.account {
+            if !seen.insert(a.id.clone()) {
+                return Err(invalid(format!("account id `{}` is used twice", a.id)));
+            }
+            accounts.push(validate_account(&shown, &base, &replies_dir, a, &env)?);
+        }
+        Ok(Settings {
+            source: path.to_path_buf(),
+            bind: env("SIYU_BIND").unwrap_or(raw.server.bind),
+            max_clock_skew_secs: raw.server.max_clock_skew_secs,
+            max_body_bytes: raw.server.max_body_bytes,
+            dedupe_ttl_secs: raw.server.dedupe_ttl_secs,
+            storage_path: base.join(raw.storage.path),
+            replies_dir,
+            accounts,
+        })
+    }
+
+    pub fn account(&self, id: &str) -> Option<&Account> {
+        self.accounts.iter().find(|a| a.id == id)
+    }
+
+    /// The distinct rule folders in use, each with the accounts that read it.
+    pub fn rule_dirs(&self) -> BTreeMap<PathBuf, Vec<String>> {
+        let mut dirs: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
+        for a in &self.accounts {
+            dirs.entry(a.replies_dir.clone())
+                .or_default()
+                .push(a.id.clone());
+        }
+        dirs
+    }
+}
+
+fn validate_account(
+    path: &str,
+    base: &Path,
+    shared_replies: &Path,
+    a: RawAccount,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Account, ConfigError> {
+    let err = |message: String| ConfigError::Account {
+        path: path.to_string(),
+        account: a.id.clone(),
+        message,
+    };
+    if a.id.is_empty()
+        || !a
+            .id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+    {
+        return Err(err(
+            "id must be non-empty ASCII letters, digits, `-` or `_` (it is part of the URL)".into(),
+        ));
+    }
+    let prefix = format!("SIYU_{}_", a.id.to_ascii_uppercase().replace('-', "_"));
+    let secret = |field: &str, from_file: Option<Secret>| {
+        env(&format!("{prefix}{}", field.to_ascii_uppercase()))
+            .map(Secret::new)
+            .or(from_file)
+    };
+    let receive_id = match a.kind {
+        AccountKind::Official => a
+            .app_id
+            .clone()
+            .ok_or_else(|| err("an official account needs `app_id`".into()))?,
+        AccountKind::Wecom => a
+            .corp_id
+            .clone()
+            .ok_or_else(|| err("a wecom app needs `corp_id`".into()))?,
+    };
+    let token = secret("token", a.token.clone())
+        .ok_or_else(|| err(format!("no `token` (set it in the file or {prefix}TOKEN)")))?;
+    if token.expose().is_empty() {
+        return Err(err("`token` is empty".into()));
+    }
+    let mode = match (a.kind, a.mode) {
+        (AccountKind::Official, m) => m.unwrap_or(Mode::Safe),
+        (AccountKind::Wecom, None | Some(Mode::Safe)) => Mode::Safe,
+        (AccountKind::Wecom, Some(_)) => {
+            return Err(err(
+                "wecom callbacks are always encrypted: leave `mode` out or set it to \"safe\""
+                    .into(),
+            ))
+        }
+    };
+    let key = secret("encoding_aes_key", a.encoding_aes_key.clone());
+    let crypt = match key {
+        Some(k) => Some(MsgCrypt::new(
+            AesKey::parse(k.expose()).map_err(|e| err(format!("encoding_aes_key: {e}")))?,
+            receive_id.clone(),
+        )),
+        None if mode == Mode::Plaintext => None,
+        None => {
+            return Err(err(format!(
+                "mode {mode:?} needs `encoding_aes_key` (or {prefix}ENCODING_AES_KEY)"
+            )))
+        }
+    };
+    Ok(Account {
+        replies_dir: a
+            .replies
+            .map(|p| base.join(p))
+            .unwrap_or_else(|| shared_replies.to_path_buf()),
+        id: a.id,
+        kind: a.kind,
+        receive_id,
+        token,
+        crypt,
+        mode,
+    })
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHIPPED: &str = include_str!("../config.toml");
+
+    fn parse(text: &str) -> Result<Settings, ConfigError> {
+        Settings::parse(Path::new("conf/config.toml"), text, |_| None)
+    }
+
+    #[test]
+    fn shipped_config_loads() {
+        let s = parse(SHIPPED).expect("shipped config.toml must be valid");
+        assert!(s.account("demo").is_some());
+        assert_eq!(s.replies_dir, Path::new("conf/replies"));
+        assert_eq!(s.max_clock_skew_secs, 300);
+    }
+
+    const MINIMAL: &str = r#"
+[server]
+bind = "127.0.0.1:0"
+[storage]
+path = "data/x.sled"
+[[account]]
+id = "demo"
+kind = "official"
+app_id = "wx0123456789abcdef"
+token = "siyutoken"
+encoding_aes_key = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+mode = "safe"
+"#;
+
+    #[test]
+    fn env_overrides_secrets_and_secrets_never_print() {
+        let s = Settings::parse(Path::new("c.toml"), MINIMAL, |name| {
+            (name == "SIYU_DEMO_TOKEN").then(|| "from-env".to_string())
+        })
+        .unwrap();
+        let a = s.account("demo").unwrap();
+        assert_eq!(a.token.expose(), "from-env");
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("from-env"), "{debug}");
+        assert!(!debug.contains("abcdefghijklmnopqrstuvwxyz"), "{debug}");
+    }
+
+    #[test]
+    fn errors_name_the_place() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "unknown key",
+                "[server]\nbind = \"x\"\nbnid = 1\n",
+                "conf/config.toml:3:1",
+            ),
+            (
+                "wecom without corp id",
+                &MINIMAL.replace("kind = \"official\"", "kind = \"wecom\""),
+                "needs `corp_id`",
+            ),
+            (
+                "bad aes key",
+                &MINIMAL.replace("ABCDEFG", "ABC"),
+                "encoding_aes_key",
+            ),
+            (
+                "safe without key",
+                &MINIMAL.replace(
+                    "encoding_aes_key = \"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG\"\n",
+                    "",
+                ),
+                "needs `encoding_aes_key`",
+            ),
+            (
+                "duplicate account",
+                &format!(
+                    "{MINIMAL}{}",
+                    &MINIMAL[MINIMAL.find("[[account]]").unwrap()..]
+                ),
+                "used twice",
+            ),
+        ];
+        for (name, text, want) in cases {
+            let err = parse(text).expect_err(name).to_string();
+            assert!(err.contains(want), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn line_col_counts_chars() {
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+        assert_eq!(line_col("", 0), (1, 1));
+    }
+}

@@ -1,0 +1,243 @@
+//! The one path a message takes, whether it comes from HTTP, `siyu simulate` or a test:
+//! inbound message → follower bookkeeping → rule decision → one atomic commit.
+//!
+//! No actix types and no network here. Time and randomness come in as arguments so that
+//! tests are deterministic. The decision itself (`prepare`) is pure: the store may run it
+//! again if its transaction conflicts, and a dry run calls the very same function.
+
+use crate::follower::{Follower, HistoryEntry, SceneVisit, HISTORY_LEN};
+use crate::protocol::{Event, ExternalContactChange, Inbound, InboundKind};
+use crate::rules::{Action, RuleTable};
+use crate::store::{Answer, Applied, CallbackKey, Commit, Store, StoreError};
+
+/// How many scene visits a follower keeps (the first scene is kept apart, forever).
+pub const SCENES_LEN: usize = 20;
+/// Longest text kept in a history entry, in characters.
+const HISTORY_DETAIL_CHARS: usize = 80;
+
+/// What happened to one callback.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// Whose state this callback touched (openid, or WeCom external user id).
+    pub follower_id: String,
+    pub answer: Answer,
+    /// The actions applied (empty for a duplicate: nothing was applied again).
+    pub actions: Vec<Action>,
+    /// True when this was WeChat retrying a callback already handled.
+    pub duplicate: bool,
+}
+
+/// The inputs of one callback besides the message.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    pub account: &'a str,
+    pub rules: &'a RuleTable,
+    pub now: i64,
+    /// Picks among reply variants.
+    pub seed: u64,
+    pub dedupe_ttl_secs: u64,
+}
+
+/// Handles one callback for real: decides and commits atomically, or returns the cached
+/// answer of the first delivery when this is a retry.
+pub fn handle(store: &dyn Store, ctx: Context<'_>, msg: &Inbound) -> Result<Outcome, StoreError> {
+    let follower_id = follower_id(msg);
+    let dedupe_key = msg.dedupe_key();
+    let mut actions = Vec::new();
+    let applied = store.apply_callback(
+        CallbackKey {
+            account: ctx.account,
+            openid: &follower_id,
+            dedupe_key: &dedupe_key,
+            now: ctx.now,
+            expires_at: ctx.now.saturating_add(ctx.dedupe_ttl_secs as i64),
+        },
+        &mut |current| {
+            let (commit, applied_actions) = prepare(current, &follower_id, msg, ctx);
+            actions = applied_actions;
+            commit
+        },
+    )?;
+    Ok(match applied {
+        Applied::Fresh(answer) => Outcome {
+            follower_id,
+            answer,
+            actions,
+            duplicate: false,
+        },
+        Applied::Duplicate(answer) => Outcome {
+            follower_id,
+            answer,
+            actions: Vec::new(),
+            duplicate: true,
+        },
+    })
+}
+
+/// Runs the same decision against the store's current state without writing anything;
+/// returns the outcome and the follower as it would be afterwards.
+pub fn dry_run(
+    store: &dyn Store,
+    ctx: Context<'_>,
+    msg: &Inbound,
+) -> Result<(Outcome, Option<Follower>), StoreError> {
+    let follower_id = follower_id(msg);
+    let current = store.follower(ctx.account, &follower_id)?;
+    let (commit, actions) = prepare(current, &follower_id, msg, ctx);
+    Ok((
+        Outcome {
+            follower_id,
+            answer: commit.answer,
+            actions,
+            duplicate: false,
+        },
+        commit.follower,
+    ))
+}
+
+/// The follower a callback is about: the sender, except for WeCom customer-contact events
+/// where the sender is `sys` and the customer is the external user id.
+pub fn follower_id(msg: &Inbound) -> String {
+    match &msg.kind {
+        InboundKind::Event(Event::ExternalContact {
+            external_user_id, ..
+        }) => external_user_id.clone(),
+        _ => msg.from.clone(),
+    }
+}
+
+/// The pure heart: bookkeeping, then the rule table's decision, then history.
+fn prepare(
+    current: Option<Follower>,
+    follower_id: &str,
+    msg: &Inbound,
+    ctx: Context<'_>,
+) -> (Commit, Vec<Action>) {
+    let known = current.is_some();
+    let mut follower = current.unwrap_or_else(|| Follower::new(follower_id));
+    let touches_follower = record_inbound(&mut follower, msg, ctx.now);
+    let decision = ctx.rules.decide(msg, &mut follower, ctx.seed);
+    let rule = decision.rules.first().cloned();
+    follower.history.push(HistoryEntry {
+        at: ctx.now,
+        kind: kind_name(msg),
+        detail: detail(msg),
+        rule,
+    });
+    if follower.history.len() > HISTORY_LEN {
+        let excess = follower.history.len() - HISTORY_LEN;
+        follower.history.drain(..excess);
+    }
+    // Job reports are about the account, not a follower: don't invent a record for them.
+    let write = touches_follower || known || !decision.actions.is_empty();
+    (
+        Commit {
+            follower: write.then_some(follower),
+            answer: Answer {
+                reply: decision.reply,
+                rules: decision.rules,
+            },
+        },
+        decision.actions,
+    )
+}
+
+/// Applies what the callback itself says about the follower (before rules run, so that
+/// conditions and placeholders see it). Returns false for callbacks that are not a
+/// follower's own doing (send-job reports).
+fn record_inbound(f: &mut Follower, msg: &Inbound, now: i64) -> bool {
+    let InboundKind::Event(event) = &msg.kind else {
+        // Only a follower can send a message, so one we did not know is subscribed.
+        f.subscribed = true;
+        f.messages_in += 1;
+        f.last_inbound_at = Some(now);
+        return true;
+    };
+    match event {
+        Event::Subscribe { scene, .. } => {
+            subscribe(f, now);
+            if let Some(scene) = scene {
+                visit(f, scene, now);
+            }
+        }
+        Event::Unsubscribe => {
+            f.subscribed = false;
+            f.unsubscribed_at = Some(now);
+        }
+        Event::Scan { scene, .. } => {
+            f.subscribed = true;
+            visit(f, scene, now);
+            f.last_interaction_at = Some(now);
+        }
+        Event::ExternalContact {
+            change,
+            state,
+            user_id,
+            ..
+        } => match change {
+            ExternalContactChange::Add | ExternalContactChange::AddHalf => {
+                subscribe(f, now);
+                if let Some(state) = state.as_deref().filter(|s| !s.is_empty()) {
+                    visit(f, state, now);
+                }
+                f.attributes
+                    .insert("wecom_staff".to_string(), user_id.clone());
+            }
+            ExternalContactChange::Del | ExternalContactChange::DelFollowUser => {
+                f.subscribed = false;
+                f.unsubscribed_at = Some(now);
+            }
+            _ => {}
+        },
+        Event::TemplateSendJobFinish { .. } | Event::MassSendJobFinish { .. } => return false,
+        Event::Click { .. } | Event::ScanCode { .. } => {
+            f.subscribed = true;
+            f.last_interaction_at = Some(now);
+        }
+        _ => f.subscribed = true,
+    }
+    true
+}
+
+fn subscribe(f: &mut Follower, now: i64) {
+    f.subscribed = true;
+    f.first_subscribed_at.get_or_insert(now);
+    f.last_subscribed_at = Some(now);
+    f.last_interaction_at = Some(now);
+}
+
+fn visit(f: &mut Follower, scene: &str, now: i64) {
+    if f.first_scene.is_none() {
+        f.first_scene = Some(scene.to_string());
+    }
+    f.scenes.push(SceneVisit {
+        scene: scene.to_string(),
+        at: now,
+    });
+    if f.scenes.len() > SCENES_LEN {
+        f.scenes.remove(0);
+    }
+}
+
+fn kind_name(msg: &Inbound) -> String {
+    match &msg.kind {
+        InboundKind::Text { .. } => "text".into(),
+        InboundKind::Image { .. } => "image".into(),
+        InboundKind::Voice { .. } => "voice".into(),
+        InboundKind::Video { short: false, .. } => "video".into(),
+        InboundKind::Video { short: true, .. } => "shortvideo".into(),
+        InboundKind::Location { .. } => "location".into(),
+        InboundKind::Link { .. } => "link".into(),
+        InboundKind::Event(e) => format!("event:{}", e.name_and_key().0),
+        InboundKind::Other { msg_type, .. } => msg_type.clone(),
+    }
+}
+
+fn detail(msg: &Inbound) -> Option<String> {
+    let text = match &msg.kind {
+        InboundKind::Event(e) => e.name_and_key().1,
+        InboundKind::Link { url, .. } => Some(url.as_str()),
+        _ => msg.text(),
+    }?;
+    Some(text.chars().take(HISTORY_DETAIL_CHARS).collect())
+}

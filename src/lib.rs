@@ -1,0 +1,28 @@
+//! siyu (私域, "private domain"): run a brand's own audience on WeChat official accounts
+//! and WeCom without renting it from a platform.
+//!
+//! WeChat's servers call our webhook; we verify and decrypt the callback, route the message
+//! through the operator-edited rule table in `replies/` to a passive reply and tagging
+//! actions, and keep every follower's state in an embedded store.
+//!
+//! # Layout
+//! - [`protocol`]: PURE. Signatures, the WXBizMsgCrypt scheme, inbound and reply XML.
+//! - [`rules`]: PURE. The rule-file format, its compiler, normalisation, matching and
+//!   placeholder rendering.
+//! - [`follower`]: the follower's state, plain data.
+//! - [`store`]: the storage trait and its backends (sled on disk; memory for tests).
+//! - [`engine`]: one inbound message → reply + state change, in one atomic commit.
+//! - [`rulebook`]: reading a rule folder and holding the table in force.
+//! - [`config`]: typed settings from `config.toml` and the environment.
+//! - [`server`]: the actix-web app: routes, startup, the one error → HTTP mapping.
+//! - [`cli`]: one module per subcommand, thin over the library.
+
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod follower;
+pub mod protocol;
+pub mod rulebook;
+pub mod rules;
+pub mod server;
+pub mod store;

@@ -1,0 +1,387 @@
+//! The one XML reader behind `inbound.rs` and `envelope.rs`: a WeChat document flattened to
+//! `(path, text)` pairs, e.g. `("ScanCodeInfo/ScanType", "qrcode")`.
+//!
+//! WeChat XML is a flat record with a few nested groups and no attributes that matter, so a
+//! flat list searched linearly beats a tree or serde. The safety rules live here once:
+//! DOCTYPE refused (XXE and entity expansion), only the five predefined entities and
+//! character references, the root must be `<xml>`, and every input, however broken, ends in
+//! an error, never a panic. Text borrows from the input when it comes in one piece.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use quick_xml::events::Event;
+use quick_xml::Reader;
+
+use super::error::ProtocolError;
+
+/// Deeper nesting than this is never WeChat's (it uses 4 levels at most); refusing it keeps
+/// the path buffer small on hostile input.
+const MAX_DEPTH: usize = 16;
+
+/// The leaf elements of a document, in document order.
+pub(crate) struct Fields<'a> {
+    /// All paths, back to back; each leaf holds its range.
+    paths: String,
+    leaves: Vec<(Range<usize>, Cow<'a, str>)>,
+}
+
+impl<'a> Fields<'a> {
+    pub(crate) fn parse(xml: &'a str) -> Result<Fields<'a>, ProtocolError> {
+        let mut reader = Reader::from_str(xml);
+        let mut fields = Fields {
+            paths: String::with_capacity(128),
+            leaves: Vec::with_capacity(16),
+        };
+        // Path of the open element below the root, e.g. "SendPicsInfo/PicList".
+        let mut path = String::with_capacity(64);
+        let mut depth = 0usize;
+        let mut root_done = false;
+        let mut text = LeafText::default();
+
+        loop {
+            let event = reader.read_event().map_err(|e| xml_error(&reader, e))?;
+            match event {
+                Event::Start(start) => {
+                    if root_done {
+                        return Err(malformed("content after the root element"));
+                    }
+                    let name = start.name().into_inner();
+                    if depth == 0 {
+                        if name != "xml" {
+                            return Err(malformed("root element must be <xml>"));
+                        }
+                    } else {
+                        if depth >= MAX_DEPTH {
+                            return Err(malformed("elements nested too deeply"));
+                        }
+                        if depth > 1 {
+                            path.push('/');
+                        }
+                        path.push_str(name);
+                    }
+                    depth += 1;
+                    text = LeafText::open();
+                }
+                Event::Empty(start) => {
+                    if root_done {
+                        return Err(malformed("content after the root element"));
+                    }
+                    let name = start.name().into_inner();
+                    if depth == 0 {
+                        if name != "xml" {
+                            return Err(malformed("root element must be <xml>"));
+                        }
+                        root_done = true;
+                        continue;
+                    }
+                    let start_len = path.len();
+                    if depth > 1 {
+                        path.push('/');
+                    }
+                    path.push_str(name);
+                    fields.push(&path, Cow::Borrowed(""));
+                    path.truncate(start_len);
+                    // The parent now has a child, so it is not a leaf.
+                    text = LeafText::default();
+                }
+                Event::End(_) => {
+                    // quick-xml has already checked that the name matches the start tag.
+                    depth = depth.saturating_sub(1);
+                    if depth >= 1 {
+                        if let Some(value) = text.finish() {
+                            fields.push(&path, value);
+                        }
+                        let parent_len = path.rfind('/').unwrap_or(0);
+                        path.truncate(parent_len);
+                    } else {
+                        root_done = true;
+                    }
+                    text = LeafText::default();
+                }
+                Event::Text(t) => {
+                    let content = t.xml10_content();
+                    if depth == 0 {
+                        if !is_xml_whitespace(&content) {
+                            return Err(malformed("text outside the root element"));
+                        }
+                    } else {
+                        text.push_text(content);
+                    }
+                }
+                Event::CData(c) => {
+                    if depth == 0 {
+                        return Err(malformed("CDATA outside the root element"));
+                    }
+                    text.push_cdata(c.xml10_content());
+                }
+                Event::GeneralRef(r) => {
+                    if depth == 0 {
+                        return Err(malformed("reference outside the root element"));
+                    }
+                    let ch = if r.is_char_ref() {
+                        r.resolve_char_ref()
+                            .ok()
+                            .flatten()
+                            .ok_or_else(|| malformed("invalid character reference"))?
+                    } else {
+                        match &*r {
+                            "lt" => '<',
+                            "gt" => '>',
+                            "amp" => '&',
+                            "apos" => '\'',
+                            "quot" => '"',
+                            _ => return Err(malformed("undefined entity reference")),
+                        }
+                    };
+                    text.push_char(ch);
+                }
+                Event::DocType(_) => return Err(ProtocolError::DoctypeForbidden),
+                Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
+                Event::Eof => {
+                    return if root_done {
+                        Ok(fields)
+                    } else if depth == 0 {
+                        Err(malformed("no root element"))
+                    } else {
+                        Err(malformed("unexpected end of document: unclosed element"))
+                    };
+                }
+            }
+        }
+    }
+
+    /// The first leaf at `path`.
+    pub(crate) fn get(&self, path: &str) -> Option<&str> {
+        self.position(path).map(|i| &*self.leaves[i].1)
+    }
+
+    /// Moves the first leaf at `path` out (later lookups of it see an empty string), to
+    /// avoid a copy when the text is already owned.
+    pub(crate) fn take(&mut self, path: &str) -> Option<String> {
+        let i = self.position(path)?;
+        Some(std::mem::take(&mut self.leaves[i].1).into_owned())
+    }
+
+    /// Every leaf at `path`, e.g. each `SendPicsInfo/PicList/item/PicMd5Sum`.
+    pub(crate) fn all<'s>(&'s self, path: &'s str) -> impl Iterator<Item = &'s str> + 's {
+        self.leaves
+            .iter()
+            .filter(move |(range, _)| &self.paths[range.clone()] == path)
+            .map(|(_, text)| &**text)
+    }
+
+    /// How many leaves the document has.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.leaves.len()
+    }
+
+    fn position(&self, path: &str) -> Option<usize> {
+        self.leaves
+            .iter()
+            .position(|(range, _)| &self.paths[range.clone()] == path)
+    }
+
+    fn push(&mut self, path: &str, text: Cow<'a, str>) {
+        let start = self.paths.len();
+        self.paths.push_str(path);
+        self.leaves.push((start..self.paths.len(), text));
+    }
+}
+
+/// The text of the innermost open element, while it may still be a leaf.
+///
+/// WeChat wraps text in CDATA; when an element has any CDATA section, whitespace-only text
+/// around it is layout (pretty-printed XML), not content, so it is dropped. Without CDATA,
+/// text is kept exactly.
+#[derive(Default)]
+struct LeafText<'a> {
+    /// `None` once the element has a child element: containers have no value.
+    all: Option<Cow<'a, str>>,
+    /// The same text without whitespace-only text events.
+    significant: Cow<'a, str>,
+    has_cdata: bool,
+}
+
+impl<'a> LeafText<'a> {
+    fn open() -> Self {
+        LeafText {
+            all: Some(Cow::Borrowed("")),
+            significant: Cow::Borrowed(""),
+            has_cdata: false,
+        }
+    }
+
+    fn push_text(&mut self, piece: Cow<'a, str>) {
+        let Some(all) = &mut self.all else { return };
+        if !is_xml_whitespace(&piece) {
+            append(&mut self.significant, piece.clone());
+        }
+        append(all, piece);
+    }
+
+    fn push_cdata(&mut self, piece: Cow<'a, str>) {
+        let Some(all) = &mut self.all else { return };
+        self.has_cdata = true;
+        append(&mut self.significant, piece.clone());
+        append(all, piece);
+    }
+
+    fn push_char(&mut self, ch: char) {
+        let Some(all) = &mut self.all else { return };
+        all.to_mut().push(ch);
+        self.significant.to_mut().push(ch);
+    }
+
+    fn finish(self) -> Option<Cow<'a, str>> {
+        let all = self.all?;
+        Some(if self.has_cdata {
+            self.significant
+        } else {
+            all
+        })
+    }
+}
+
+/// Appends without allocating while the text is a single borrowed piece.
+fn append<'a>(acc: &mut Cow<'a, str>, piece: Cow<'a, str>) {
+    if acc.is_empty() {
+        *acc = piece;
+    } else if !piece.is_empty() {
+        acc.to_mut().push_str(&piece);
+    }
+}
+
+fn is_xml_whitespace(s: &str) -> bool {
+    s.bytes().all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+}
+
+fn malformed(reason: &str) -> ProtocolError {
+    ProtocolError::Xml(reason.to_owned())
+}
+
+fn xml_error(reader: &Reader<&[u8]>, e: quick_xml::Error) -> ProtocolError {
+    ProtocolError::Xml(format!("{e} at byte {}", reader.error_position()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaves(xml: &str) -> Vec<(String, String)> {
+        let f = Fields::parse(xml).unwrap_or_else(|e| panic!("{xml}: {e}"));
+        f.leaves
+            .iter()
+            .map(|(r, t)| (f.paths[r.clone()].to_owned(), t.to_string()))
+            .collect()
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(p, t)| (p.to_string(), t.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn flattens_nested_groups() {
+        let xml = "<xml><A>1</A><G><B><![CDATA[2]]></B><L><item><C>3</C></item><item><C>4</C></item></L></G><E/><F></F></xml>";
+        assert_eq!(
+            leaves(xml),
+            pairs(&[
+                ("A", "1"),
+                ("G/B", "2"),
+                ("G/L/item/C", "3"),
+                ("G/L/item/C", "4"),
+                ("E", ""),
+                ("F", "")
+            ])
+        );
+    }
+
+    #[test]
+    fn text_rules() {
+        let cases = [
+            (
+                "split CDATA",
+                "<xml><A><![CDATA[a ]]]]><![CDATA[> b]]></A></xml>",
+                "a ]]> b",
+            ),
+            (
+                "escapes",
+                "<xml><A>&lt;&amp;&gt;&quot;&apos;&#x41;&#66;</A></xml>",
+                "<&>\"'AB",
+            ),
+            (
+                "pretty CDATA",
+                "<xml><A>\n  <![CDATA[ x ]]>\n</A></xml>",
+                " x ",
+            ),
+            (
+                "plain text kept exactly",
+                "<xml><A>  x\n</A></xml>",
+                "  x\n",
+            ),
+            ("CRLF normalised", "<xml><A>a\r\nb</A></xml>", "a\nb"),
+            ("comment inside", "<xml><A>a<!-- c -->b</A></xml>", "ab"),
+            (
+                "ref next to CDATA",
+                "<xml><A><![CDATA[a]]>&amp;</A></xml>",
+                "a&",
+            ),
+        ];
+        for (name, xml, expected) in cases {
+            assert_eq!(leaves(xml), pairs(&[("A", expected)]), "{name}");
+        }
+    }
+
+    #[test]
+    fn refusals() {
+        let deep = format!("<xml>{}{}</xml>", "<a>".repeat(20), "</a>".repeat(20));
+        let cases: Vec<(&str, &str)> = vec![
+            ("empty", ""),
+            ("whitespace only", "  \n"),
+            ("unclosed root", "<xml><A>1</A>"),
+            ("unclosed leaf", "<xml><A>1</xml>"),
+            ("mismatched end", "<xml><A>1</B></xml>"),
+            ("stray end", "<xml></A></xml>"),
+            ("other root", "<root><A>1</A></root>"),
+            ("second root", "<xml></xml><xml></xml>"),
+            ("text after root", "<xml></xml>junk"),
+            ("text before root", "junk<xml></xml>"),
+            ("undefined entity", "<xml><A>&xxe;</A></xml>"),
+            ("dangling ampersand", "<xml><A>a & b</A></xml>"),
+            ("bad char ref", "<xml><A>&#0;</A></xml>"),
+            ("unclosed CDATA", "<xml><A><![CDATA[x</A></xml>"),
+            ("unclosed tag", "<xml><A"),
+            ("too deep", &deep),
+        ];
+        for (name, xml) in cases {
+            match Fields::parse(xml) {
+                Err(ProtocolError::Xml(_)) => {}
+                Err(other) => panic!("{name}: unexpected {other:?}"),
+                Ok(_) => panic!("{name}: accepted"),
+            }
+        }
+    }
+
+    #[test]
+    fn doctype_is_forbidden() {
+        let xml = "<?xml version=\"1.0\"?><!DOCTYPE xml [<!ENTITY xxe SYSTEM \"file:///etc/passwd\">]><xml><A>&xxe;</A></xml>";
+        assert!(matches!(
+            Fields::parse(xml),
+            Err(ProtocolError::DoctypeForbidden)
+        ));
+    }
+
+    #[test]
+    fn get_take_and_all() {
+        let mut f =
+            Fields::parse("<xml><A>a&amp;</A><B>b</B><B>c</B><G><B>d</B></G></xml>").expect("ok");
+        assert_eq!(f.get("B"), Some("b"));
+        assert_eq!(f.all("B").collect::<Vec<_>>(), ["b", "c"]);
+        assert_eq!(f.get("G/B"), Some("d"));
+        assert_eq!(f.get("Z"), None);
+        assert_eq!(f.take("A").as_deref(), Some("a&"));
+    }
+}

@@ -1,0 +1,11 @@
+//! One integration-test binary (each binary links separately; one keeps the build short).
+//! The app runs for real on a random port with a sled store in a temp dir; the tests play
+//! WeChat's servers over HTTP.
+
+mod bad_input;
+mod cli;
+mod dedupe;
+mod helpers;
+mod official;
+mod persistence;
+mod wecom;
