@@ -241,3 +241,172 @@ fn detail(msg: &Inbound) -> Option<String> {
     }?;
     Some(text.chars().take(HISTORY_DETAIL_CHARS).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Reply;
+    use crate::rules::RuleSource;
+    use crate::store::MemoryStore;
+
+    const RULES: &str = r#"
+[[rule]]
+name = "welcome"
+event = "subscribe"
+reply = "欢迎 {scene}"
+add_tags = ["new"]
+
+[[rule]]
+name = "count"
+keywords = ["打卡"]
+reply = "第 {counter.checkin} 次"
+incr = { checkin = 1 }
+"#;
+
+    fn table() -> RuleTable {
+        RuleTable::compile(&[RuleSource {
+            name: "t.toml".into(),
+            text: RULES.into(),
+        }])
+        .unwrap()
+    }
+
+    fn ctx<'a>(rules: &'a RuleTable, now: i64) -> Context<'a> {
+        Context {
+            account: "demo",
+            rules,
+            now,
+            seed: 0,
+            dedupe_ttl_secs: 60,
+        }
+    }
+
+    fn msg(from: &str, at: i64, kind: InboundKind) -> Inbound {
+        Inbound {
+            to: "gh".into(),
+            from: from.into(),
+            create_time: at,
+            agent_id: None,
+            kind,
+        }
+    }
+
+    fn subscribe(scene: Option<&str>) -> InboundKind {
+        InboundKind::Event(Event::Subscribe {
+            scene: scene.map(str::to_string),
+            ticket: None,
+        })
+    }
+
+    fn text(s: &str, id: u64) -> InboundKind {
+        InboundKind::Text {
+            content: s.into(),
+            msg_id: id,
+        }
+    }
+
+    #[test]
+    fn subscribe_lifecycle_keeps_history() {
+        let store = MemoryStore::default();
+        let t = table();
+        let o = handle(
+            &store,
+            ctx(&t, 100),
+            &msg("o1", 100, subscribe(Some("poster"))),
+        )
+        .unwrap();
+        assert_eq!(
+            o.answer.reply,
+            Some(Reply::Text {
+                content: "欢迎 poster".into()
+            })
+        );
+        handle(
+            &store,
+            ctx(&t, 200),
+            &msg("o1", 200, InboundKind::Event(Event::Unsubscribe)),
+        )
+        .unwrap();
+        handle(&store, ctx(&t, 300), &msg("o1", 300, subscribe(None))).unwrap();
+        let f = store.follower("demo", "o1").unwrap().unwrap();
+        assert!(f.subscribed);
+        assert_eq!(f.first_subscribed_at, Some(100));
+        assert_eq!(f.last_subscribed_at, Some(300));
+        assert_eq!(f.unsubscribed_at, Some(200));
+        assert_eq!(f.first_scene.as_deref(), Some("poster"));
+        let kinds: Vec<&str> = f.history.iter().map(|h| h.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            ["event:subscribe", "event:unsubscribe", "event:subscribe"]
+        );
+    }
+
+    #[test]
+    fn dry_run_decides_the_same_and_writes_nothing() {
+        let store = MemoryStore::default();
+        let t = table();
+        let m = msg("o2", 1, text("打卡", 1));
+        let (dry, after) = dry_run(&store, ctx(&t, 1), &m).unwrap();
+        assert!(store.follower("demo", "o2").unwrap().is_none());
+        assert_eq!(after.unwrap().counters.get("checkin"), Some(&1));
+        let real = handle(&store, ctx(&t, 1), &m).unwrap();
+        assert_eq!(dry.answer, real.answer);
+        assert_eq!(dry.actions, real.actions);
+        let retry = handle(&store, ctx(&t, 2), &m).unwrap();
+        assert!(retry.duplicate && retry.actions.is_empty());
+        assert_eq!(retry.answer, real.answer);
+    }
+
+    #[test]
+    fn job_reports_do_not_invent_followers() {
+        let store = MemoryStore::default();
+        let t = table();
+        let report = InboundKind::Event(Event::MassSendJobFinish {
+            msg_id: 1,
+            status: "send success".into(),
+            total_count: 1,
+            filter_count: 1,
+            sent_count: 1,
+            error_count: 0,
+        });
+        handle(&store, ctx(&t, 1), &msg("gh_admin", 1, report)).unwrap();
+        assert!(store.follower("demo", "gh_admin").unwrap().is_none());
+    }
+
+    #[test]
+    fn history_is_bounded_and_counts_every_message() {
+        let store = MemoryStore::default();
+        let t = table();
+        for i in 0..(HISTORY_LEN as u64 + 5) {
+            handle(
+                &store,
+                ctx(&t, i as i64),
+                &msg("o3", i as i64, text("打卡", i)),
+            )
+            .unwrap();
+        }
+        let f = store.follower("demo", "o3").unwrap().unwrap();
+        assert_eq!(f.history.len(), HISTORY_LEN);
+        assert_eq!(f.messages_in, HISTORY_LEN as u64 + 5);
+        assert_eq!(f.counters.get("checkin"), Some(&(HISTORY_LEN as i64 + 5)));
+        assert_eq!(f.history.last().unwrap().rule.as_deref(), Some("count"));
+    }
+
+    #[test]
+    fn external_contacts_are_keyed_by_external_user_id() {
+        let store = MemoryStore::default();
+        let t = table();
+        let add = InboundKind::Event(Event::ExternalContact {
+            change: ExternalContactChange::Add,
+            user_id: "staff".into(),
+            external_user_id: "wmX".into(),
+            state: Some("store-1".into()),
+            welcome_code: None,
+        });
+        let o = handle(&store, ctx(&t, 1), &msg("sys", 1, add)).unwrap();
+        assert_eq!(o.follower_id, "wmX");
+        let f = store.follower("demo", "wmX").unwrap().unwrap();
+        assert_eq!(f.first_scene.as_deref(), Some("store-1"));
+        assert!(store.follower("demo", "sys").unwrap().is_none());
+    }
+}

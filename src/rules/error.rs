@@ -5,6 +5,7 @@
 //! parser and the compiler push into a [`FileErrors`] that knows the file being read and
 //! turns TOML byte offsets into the line and column an editor shows.
 
+use std::cell::OnceCell;
 use std::fmt;
 
 /// One problem in one rule file. Lines and columns start at 1; columns count characters,
@@ -41,12 +42,24 @@ pub(crate) struct FileErrors<'a> {
     pub name: &'a str,
     pub text: &'a str,
     pub errors: &'a mut Vec<RuleError>,
+    /// Built on first use: a file with thousands of rules must not rescan its text for
+    /// every error or every "first defined at" location.
+    lines: OnceCell<LineIndex>,
 }
 
-impl FileErrors<'_> {
+impl<'a> FileErrors<'a> {
+    pub fn new(name: &'a str, text: &'a str, errors: &'a mut Vec<RuleError>) -> Self {
+        FileErrors {
+            name,
+            text,
+            errors,
+            lines: OnceCell::new(),
+        }
+    }
+
     /// Records `message` at byte `offset` of the file.
     pub fn push(&mut self, offset: usize, message: impl Into<String>) {
-        let (line, column) = line_column(self.text, offset);
+        let (line, column) = self.line_column(offset);
         self.errors.push(RuleError {
             file: self.name.to_string(),
             line,
@@ -57,23 +70,47 @@ impl FileErrors<'_> {
 
     /// The `file:line` of byte `offset`, for messages that point at an earlier definition.
     pub fn location(&self, offset: usize) -> String {
-        format!("{}:{}", self.name, line_column(self.text, offset).0)
+        format!("{}:{}", self.name, self.line_column(offset).0)
+    }
+
+    fn line_column(&self, offset: usize) -> (usize, usize) {
+        self.lines
+            .get_or_init(|| LineIndex::new(self.text))
+            .position(self.text, offset)
     }
 }
 
-/// 1-based line and column (in characters) of byte `offset` of `text`. An offset past the
-/// end or inside a character is moved back to the nearest character start, so a bad span
-/// from a parser can never panic here.
+/// 1-based line and column (in characters) of byte `offset` of `text`.
+#[cfg(test)]
 pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(text.len());
-    while !text.is_char_boundary(offset) {
-        offset -= 1;
+    LineIndex::new(text).position(text, offset)
+}
+
+/// Where each line of a text starts.
+struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    fn new(text: &str) -> LineIndex {
+        let after_newlines = text.match_indices('\n').map(|(i, _)| i + 1);
+        LineIndex {
+            starts: std::iter::once(0).chain(after_newlines).collect(),
+        }
     }
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let column = before[line_start..].chars().count() + 1;
-    (line, column)
+
+    /// An offset past the end or inside a character is moved back to the nearest
+    /// character start, so a bad span from a parser can never panic here.
+    fn position(&self, text: &str, offset: usize) -> (usize, usize) {
+        let mut offset = offset.min(text.len());
+        while !text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        // `starts[0] == 0 <= offset`, so `line >= 1`.
+        let line = self.starts.partition_point(|&start| start <= offset);
+        let column = text[self.starts[line - 1]..offset].chars().count() + 1;
+        (line, column)
+    }
 }
 
 #[cfg(test)]
@@ -93,7 +130,11 @@ mod tests {
             ("past the end", 999, (3, 2)),
         ];
         for (name, offset, expected) in cases {
-            assert_eq!(line_column(text, offset), expected, "{name}: offset {offset}");
+            assert_eq!(
+                line_column(text, offset),
+                expected,
+                "{name}: offset {offset}"
+            );
         }
     }
 

@@ -1,0 +1,480 @@
+//! Raw rule files → the validated, indexed [`RuleTable`] that runs.
+//!
+//! The second of the two stages (the first is `format.rs`). Everything that can be wrong
+//! with a rule set is found here or there, and all of it is reported at once: the table is
+//! built only from a rule set with no error at all, so a bad edit never half-applies.
+//! Keywords are normalised, regexes and templates compiled, intent references resolved and
+//! every trigger put in the indexes of `matcher.rs`, once per load.
+
+use std::cmp::Reverse;
+use std::collections::HashMap;
+
+use super::error::{FileErrors, RuleError, RuleErrors};
+use super::format::{parse_file, RawFile};
+use super::matcher::{EventIndex, TextIndexBuilder};
+use super::rule::{compile_rule, keyword, Rule, Trigger};
+use super::{RuleSource, RuleTable, Summary};
+
+/// Compiles `sources` (in name order, whatever order they come in) into a table.
+pub(crate) fn compile(sources: &[RuleSource]) -> Result<RuleTable, RuleErrors> {
+    let mut sources: Vec<&RuleSource> = sources.iter().collect();
+    sources.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut all_errors = Vec::new();
+    let files: Vec<RawFile> = sources
+        .iter()
+        .map(|s| parse_file(&s.text, &mut file_errors(s, &mut all_errors)))
+        .collect();
+    let mut indexes = Indexes::default();
+    indexes.summary.files = sources.len();
+
+    // Intents first, from every file: a rule may use an intent defined in a later file.
+    let intents = define_intents(&sources, &files, &mut indexes, &mut all_errors);
+    let mut intent_names: Vec<&str> = intents.keys().copied().collect();
+    intent_names.sort_unstable();
+    let known_intents = if intent_names.is_empty() {
+        "no intents are defined".to_string()
+    } else {
+        format!("defined intents: {}", intent_names.join(", "))
+    };
+
+    let mut rules: Vec<Rule> = Vec::new();
+    // Rule name → where it was first defined, for the duplicate error.
+    let mut names: HashMap<&str, String> = HashMap::new();
+    for (source, file) in sources.iter().zip(&files) {
+        let mut errors = file_errors(source, &mut all_errors);
+        for raw in &file.rules {
+            let name = raw.name.get_ref();
+            let at = raw.name.span().start;
+            match names.get(name.as_str()) {
+                Some(first) => errors.push(
+                    at,
+                    format!("duplicate rule name `{name}` (first defined at {first})"),
+                ),
+                None => {
+                    names.insert(name, errors.location(at));
+                }
+            }
+            if let Some((rule, trigger)) = compile_rule(raw, &mut errors, &intents, &known_intents)
+            {
+                indexes.add(rules.len(), rule.priority, trigger);
+                rules.push(rule);
+            }
+        }
+    }
+
+    let Indexes {
+        text,
+        events,
+        mut defaults,
+        mut summary,
+    } = indexes;
+    summary.rules = rules.len();
+    let text = text.build();
+    if let Err(message) = &text {
+        // Only an automaton or regex set too large to build gets here.
+        let file = sources.first().map_or_else(String::new, |s| s.name.clone());
+        let message = message.clone();
+        all_errors.push(RuleError {
+            file,
+            line: 1,
+            column: 1,
+            message,
+        });
+    }
+    match text {
+        Ok(text) if all_errors.is_empty() => {
+            // Defaults are tried after every other rule, by priority then declaration.
+            defaults.sort_by_key(|&(priority, id)| (Reverse(priority), id));
+            let defaults = defaults.into_iter().map(|(_, id)| id).collect();
+            Ok(RuleTable {
+                rules,
+                text,
+                events,
+                defaults,
+                summary,
+            })
+        }
+        _ => {
+            let order: HashMap<&str, usize> = sources
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.name.as_str(), i))
+                .collect();
+            all_errors.sort_by_key(|e| (order.get(e.file.as_str()).copied(), e.line, e.column));
+            Err(RuleErrors(all_errors))
+        }
+    }
+}
+
+/// The indexes being filled, and the counts for the summary.
+#[derive(Default)]
+struct Indexes {
+    text: TextIndexBuilder,
+    events: EventIndex,
+    /// (priority, rule id), sorted once all are in.
+    defaults: Vec<(i64, usize)>,
+    summary: Summary,
+}
+
+impl Indexes {
+    fn add(&mut self, id: usize, priority: i64, trigger: Trigger) {
+        match trigger {
+            Trigger::Text {
+                keywords,
+                regexes,
+                intents,
+            } => {
+                self.summary.keywords += keywords.len();
+                self.summary.regexes += regexes.len();
+                for (keyword, kind) in keywords {
+                    self.text.keyword(id, keyword, kind);
+                }
+                for regex in regexes {
+                    self.text.regex(id, regex);
+                }
+                for intent in intents {
+                    self.text.intent_ref(id, intent);
+                }
+            }
+            Trigger::Event { kind, values } => {
+                self.summary.event_rules += 1;
+                self.events.add(id, kind, values.as_deref());
+            }
+            Trigger::Default => {
+                self.summary.default_rules += 1;
+                self.defaults.push((priority, id));
+            }
+        }
+    }
+}
+
+/// Reads every file's `[intents]` into the text index; returns name → intent id.
+fn define_intents<'s>(
+    sources: &[&RuleSource],
+    files: &'s [RawFile],
+    indexes: &mut Indexes,
+    all_errors: &mut Vec<RuleError>,
+) -> HashMap<&'s str, usize> {
+    // Name → (id, where it was first defined).
+    let mut intents: HashMap<&str, (usize, String)> = HashMap::new();
+    for (source, file) in sources.iter().zip(files) {
+        let mut errors = file_errors(source, all_errors);
+        for (name, intent) in &file.intents {
+            let at = name.span().start;
+            if let Some((_, first)) = intents.get(name.get_ref().as_str()) {
+                let name = name.get_ref();
+                errors.push(
+                    at,
+                    format!("duplicate intent `{name}` (first defined at {first})"),
+                );
+                continue;
+            }
+            let id = intents.len();
+            intents.insert(name.get_ref(), (id, errors.location(at)));
+            let phrases = intent.phrases();
+            if phrases.get_ref().is_empty() {
+                let message = format!("intent `{}` has no phrases", name.get_ref());
+                errors.push(phrases.span().start, message);
+            }
+            let normalised = phrases.get_ref().iter();
+            let normalised = normalised
+                .filter_map(|p| keyword(p, "phrase", &mut errors))
+                .collect();
+            indexes.text.intent(id, normalised, intent.match_kind());
+        }
+    }
+    indexes.summary.intents = intents.len();
+    intents
+        .into_iter()
+        .map(|(name, (id, _))| (name, id))
+        .collect()
+}
+
+fn file_errors<'a>(source: &'a RuleSource, errors: &'a mut Vec<RuleError>) -> FileErrors<'a> {
+    FileErrors::new(&source.name, &source.text, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile_files(files: &[(&str, &str)]) -> Result<RuleTable, RuleErrors> {
+        let sources: Vec<RuleSource> = files
+            .iter()
+            .map(|(name, text)| RuleSource {
+                name: name.to_string(),
+                text: text.to_string(),
+            })
+            .collect();
+        compile(&sources)
+    }
+
+    /// A case: its name, the files, and every error expected as (`file:line:column`, a
+    /// fragment of the message).
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<(&'a str, &'a str)>);
+
+    /// Every case must fail with exactly the listed errors: `file:line:column` and a
+    /// fragment of the message.
+    #[test]
+    fn errors() {
+        const A: &str = "replies/a.toml";
+        const B: &str = "replies/b.toml";
+        let nine_articles = format!(
+            "[[rule]]\nname = \"a\"\nkeywords = \"x\"\nreply.news = [\n{}]\n",
+            "{ title = \"t\" },\n".repeat(9)
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "bad TOML syntax",
+                vec![(A, "[[rule]]\nname = \"a\"\nkeywords = [\"x\" \"y\"]\n")],
+                vec![("replies/a.toml:3:17", "missing comma")],
+            ),
+            (
+                "unknown field",
+                vec![(A, "[[rule]]\nname = \"a\"\nkeywords = [\"x\"]\nreplay = \"hi\"\n")],
+                vec![("replies/a.toml:4:1", "unknown field `replay`, expected one of")],
+            ),
+            (
+                "wrong type",
+                vec![(A, "[[rule]]\nname = \"a\"\nkeywords = [\"x\"]\ncontinue = \"yes\"\n")],
+                vec![("replies/a.toml:4:12", "invalid type: string \"yes\", expected a boolean")],
+            ),
+            (
+                "invalid regex",
+                vec![(A, "[[rule]]\nname = \"a\"\nregex = [\"ok\", \"^订单(\\\\d+\"]\n")],
+                vec![("replies/a.toml:3:16", "invalid regex `^订单(\\d+`: unclosed group")],
+            ),
+            (
+                "undefined intent",
+                vec![
+                    (A, "[intents]\ngreeting = [\"hi\"]\nprice = [\"多少钱\"]\n"),
+                    (B, "\n[[rule]]\nname = \"a\"\nintent = [\"greeting\", \"greting\"]\n"),
+                ],
+                vec![("replies/b.toml:4:23", "unknown intent `greting` (defined intents: greeting, price)")],
+            ),
+            (
+                "intent with no intents defined",
+                vec![(A, "[[rule]]\nname = \"a\"\nintent = \"greeting\"\n")],
+                vec![("replies/a.toml:3:10", "unknown intent `greeting` (no intents are defined)")],
+            ),
+            (
+                "duplicate rule name across files, reported at the second",
+                vec![
+                    (B, "[[rule]]\nname = \"dup\"\nkeywords = \"x\"\n"),
+                    (A, "[[rule]]\nname = \"other\"\nkeywords = \"y\"\n\n[[rule]]\nname = \"dup\"\nkeywords = \"z\"\n"),
+                ],
+                vec![("replies/b.toml:2:8", "duplicate rule name `dup` (first defined at replies/a.toml:6)")],
+            ),
+            (
+                "duplicate intent across files",
+                vec![(A, "[intents]\ngreeting = [\"hi\"]\n"), (B, "[intents]\nother = [\"x\"]\ngreeting = [\"你好\"]\n")],
+                vec![("replies/b.toml:3:1", "duplicate intent `greeting` (first defined at replies/a.toml:2)")],
+            ),
+            (
+                "empty keyword list",
+                vec![(A, "[[rule]]\nname = \"a\"\nkeywords = []\n")],
+                vec![("replies/a.toml:3:12", "empty keyword list")],
+            ),
+            (
+                "keyword empty after normalisation",
+                vec![(A, "[[rule]]\nname = \"a\"\nkeywords = [\"ok\", \"！？\"]\n")],
+                vec![("replies/a.toml:3:19", "keyword \"！？\" is empty after normalisation")],
+            ),
+            (
+                "intent phrase empty after normalisation",
+                vec![(A, "[intents]\ng = [\"  \"]\n")],
+                vec![("replies/a.toml:2:6", "phrase \"  \" is empty after normalisation")],
+            ),
+            (
+                "mixed trigger kinds",
+                vec![(A, "[[rule]]\nname = \"a\"\nkeywords = [\"x\"]\nevent = \"subscribe\"\n")],
+                vec![("replies/a.toml:4:9", "rule `a` mixes trigger kinds (`keywords`, `event`)")],
+            ),
+            (
+                "event and default",
+                vec![(A, "[[rule]]\nname = \"a\"\nevent = \"click\"\ndefault = true\n")],
+                vec![("replies/a.toml:4:11", "mixes trigger kinds (`event`, `default`)")],
+            ),
+            (
+                "no trigger",
+                vec![(A, "[[rule]]\nname = \"a\"\ndefault = false\nreply = \"x\"\n")],
+                vec![("replies/a.toml:2:8", "rule `a` has no trigger")],
+            ),
+            (
+                "scene on the wrong event",
+                vec![(A, "[[rule]]\nname = \"a\"\nevent = \"click\"\nscene = \"spring\"\n")],
+                vec![("replies/a.toml:4:9", "`scene` applies to subscribe, scan, add_external_contact events, not `click`")],
+            ),
+            (
+                "key on the wrong event",
+                vec![(A, "[[rule]]\nname = \"a\"\nevent = \"subscribe\"\nkey = [\"K\"]\n")],
+                vec![("replies/a.toml:4:7", "`key` applies to click, view, scancode events, not `subscribe`")],
+            ),
+            (
+                "scene without an event",
+                vec![(A, "[[rule]]\nname = \"a\"\nkeywords = \"x\"\nscene = \"s\"\n")],
+                vec![("replies/a.toml:4:9", "`scene` needs an `event` trigger")],
+            ),
+            (
+                "empty scene value",
+                vec![(A, "[[rule]]\nname = \"a\"\nevent = \"scan\"\nscene = [\"\"]\n")],
+                vec![("replies/a.toml:4:10", "empty scene: use \"*\"")],
+            ),
+            (
+                "match without keywords",
+                vec![(A, "[[rule]]\nname = \"a\"\nregex = \"x\"\nmatch = \"contains\"\n")],
+                vec![("replies/a.toml:4:9", "`match` applies to `keywords`")],
+            ),
+            (
+                "unknown event",
+                vec![(A, "[[rule]]\nname = \"a\"\nevent = \"subcribe\"\n")],
+                vec![(
+                    "replies/a.toml:3:9",
+                    "unknown event `subcribe` (valid events: subscribe, unsubscribe, scan, click, view, location, \
+                     scancode, enter_agent, add_external_contact, del_external_contact, template_finish, mass_finish)",
+                )],
+            ),
+            (
+                "reply table with several kinds",
+                vec![(A, "[[rule]]\nname = \"a\"\nkeywords = \"x\"\n[rule.reply]\ntext = \"t\"\nimage = \"m\"\n")],
+                vec![("replies/a.toml:4:1", "exactly one of text, image, voice, video, music, news, transfer (found text, image)")],
+            ),
+            (
+                "reply table with no kind",
+                vec![(A, "[[rule]]\nname = \"a\"\nkeywords = \"x\"\nreply = {}\n")],
+                vec![("replies/a.toml:4:9", "(found none)")],
+            ),
+            (
+                "more than 8 news articles",
+                vec![(A, &nine_articles)],
+                vec![("replies/a.toml:4:14", "news has 9 articles; WeChat allows 1 to 8")],
+            ),
+            (
+                "empty rule name",
+                vec![(A, "[[rule]]\nname = \" \"\nkeywords = \"x\"\n")],
+                vec![("replies/a.toml:2:8", "rule name is empty")],
+            ),
+            (
+                "unknown placeholder, pointed at",
+                vec![(A, "[[rule]]\nname = \"a\"\nkeywords = \"x\"\nreply = \"你好 {nmae}！\"\n")],
+                vec![("replies/a.toml:4:13", "unknown placeholder `{nmae}` (known: {openid}")],
+            ),
+            (
+                "unclosed brace in a set value",
+                vec![(A, "[[rule]]\nname = \"a\"\nkeywords = \"x\"\nset = { city = \"{content\" }\n")],
+                vec![("replies/a.toml:4:17", "unclosed `{`")],
+            ),
+            (
+                "placeholder in a multi-line string",
+                vec![(A, "[[rule]]\nname = \"a\"\nkeywords = \"x\"\nreply = \"\"\"\nline one\nline {two}\n\"\"\"\n")],
+                vec![("replies/a.toml:6:6", "unknown placeholder `{two}`")],
+            ),
+            (
+                "capture group without a regex",
+                vec![(A, "[[rule]]\nname = \"a\"\nkeywords = \"x\"\nreply = \"#{match.1}\"\n")],
+                vec![("replies/a.toml:4:11", "`{match.1}` needs a `regex` trigger")],
+            ),
+            (
+                "capture group beyond the regex's",
+                vec![(A, "[[rule]]\nname = \"a\"\nregex = \"^(a)$\"\nreply = \"{match.1}{match.2}\"\n")],
+                vec![("replies/a.toml:4:19", "at most 1 capture group")],
+            ),
+            (
+                "empty tag",
+                vec![(A, "[[rule]]\nname = \"a\"\nkeywords = \"x\"\nadd_tags = [\"\"]\n")],
+                vec![("replies/a.toml:4:13", "empty tag name")],
+            ),
+        ];
+        for (name, files, expected) in cases {
+            let errors = match compile_files(&files) {
+                Ok(_) => panic!("{name}: compiled"),
+                Err(RuleErrors(errors)) => errors,
+            };
+            let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            assert_eq!(errors.len(), expected.len(), "{name}: {shown:#?}");
+            for (error, (at, fragment)) in errors.iter().zip(&expected) {
+                let location = format!("{}:{}:{}", error.file, error.line, error.column);
+                assert_eq!(&location, at, "{name}: {error}");
+                assert!(
+                    error.message.contains(fragment),
+                    "{name}: {error}\nwanted: {fragment}"
+                );
+                assert!(!error.message.contains('\n'), "{name}: one line: {error}");
+            }
+        }
+    }
+
+    /// One run reports every mistake of every file, in file order then line order.
+    #[test]
+    fn all_errors_at_once() {
+        let a = "[[rule]]\nname = \"a\"\nkeywords = []\n\n[[rule]]\nname = \"b\"\nevent = \"nope\"\nreply = \"{x}\"\n\n[[rule]]\nname = \"fine\"\nkeywords = \"ok\"\n";
+        let b = "[[rule]]\nname = \"a\"\nregex = \"(\"\nintent = \"missing\"\n\n[[rule]]\nname = \"c\"\nunknown = 1\n";
+        let c = "this is not toml\n";
+        let errors = compile_files(&[
+            ("replies/c.toml", c),
+            ("replies/b.toml", b),
+            ("replies/a.toml", a),
+        ])
+        .expect_err("broken");
+        let shown: Vec<String> = errors
+            .0
+            .iter()
+            .map(|e| format!("{}:{}", e.file, e.line))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "replies/a.toml:3",
+                "replies/a.toml:7",
+                "replies/a.toml:8",
+                "replies/b.toml:2",
+                "replies/b.toml:3",
+                "replies/b.toml:4",
+                "replies/b.toml:8",
+                "replies/c.toml:1",
+            ],
+            "{errors}"
+        );
+        assert_eq!(errors.to_string().lines().count(), 8);
+    }
+
+    #[test]
+    fn summary_counts() {
+        let text = r#"
+[intents]
+greeting = ["hi"]
+price = { phrases = ["price"], match = "contains" }
+
+[[rule]]
+name = "k"
+keywords = ["a", "b", "c"]
+regex = ["x", "y"]
+
+[[rule]]
+name = "i"
+intent = "greeting"
+
+[[rule]]
+name = "e"
+event = "subscribe"
+
+[[rule]]
+name = "d"
+default = true
+"#;
+        let table = compile_files(&[("r1.toml", text), ("r2.toml", "")]).expect("valid");
+        assert_eq!(
+            table.summary(),
+            Summary {
+                files: 2,
+                rules: 4,
+                keywords: 3,
+                regexes: 2,
+                intents: 2,
+                event_rules: 1,
+                default_rules: 1
+            }
+        );
+        assert_eq!(table.len(), 4);
+    }
+}

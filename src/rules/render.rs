@@ -1,0 +1,339 @@
+//! Placeholders: `{openid}`, `{attr.city}`, `{match.1}`… in reply strings and `set` values.
+//!
+//! A template is parsed once, at compile time, into literal and placeholder segments, so a
+//! typo is a compile error at the string's line and rendering is a straight walk with no
+//! parsing. `{{` and `}}` stand for literal braces, as in Rust's `format!`; a lone brace is
+//! an error rather than a guess, so a half-typed placeholder never reaches a follower.
+
+use toml::Spanned;
+
+use super::error::FileErrors;
+use crate::follower::Follower;
+
+/// Every placeholder, as listed in error messages.
+const KNOWN: &str = "{openid}, {content}, {scene}, {first_scene}, {tags}, {attr.NAME}, \
+                     {counter.NAME}, {messages_in}, {match.N}, {event_key}";
+
+/// A parsed template string.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Template {
+    segments: Vec<Segment>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Segment {
+    Text(String),
+    Field(Field),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Field {
+    OpenId,
+    Content,
+    Scene,
+    FirstScene,
+    Tags,
+    Attr(String),
+    Counter(String),
+    MessagesIn,
+    Match(usize),
+    EventKey,
+}
+
+/// Why a template was refused. `fragment` is the offending text as written, used to point
+/// the error at its column when the string appears verbatim in the file.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TemplateError {
+    pub fragment: String,
+    pub message: String,
+}
+
+/// What a template sees of the message besides the follower.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Context<'a> {
+    /// The message text as the follower sent it ("" for events and non-text messages).
+    pub content: &'a str,
+    /// This event's scene; `{scene}` falls back to the follower's latest scene.
+    pub scene: Option<&'a str>,
+    pub event_key: &'a str,
+    /// Capture groups of the rule's regex that matched, group 0 first; empty if none.
+    pub captures: &'a [String],
+}
+
+impl Template {
+    pub fn parse(source: &str) -> Result<Template, TemplateError> {
+        let mut segments = Vec::new();
+        let mut text = String::new();
+        let mut rest = source;
+        while let Some(i) = rest.find(['{', '}']) {
+            text.push_str(&rest[..i]);
+            let tail = &rest[i..];
+            if tail.starts_with("{{") || tail.starts_with("}}") {
+                text.push_str(&tail[..1]);
+                rest = &tail[2..];
+            } else if tail.starts_with('}') {
+                return Err(TemplateError {
+                    fragment: "}".into(),
+                    message: "unmatched `}`; write `}}` for a literal brace".into(),
+                });
+            } else {
+                let Some(end) = tail.find('}') else {
+                    return Err(TemplateError {
+                        fragment: tail.chars().take(12).collect(),
+                        message: format!(
+                            "unclosed `{{` in {source:?}; write `{{{{` for a literal brace"
+                        ),
+                    });
+                };
+                let placeholder = &tail[..=end];
+                let field = Field::parse(&placeholder[1..end]).ok_or_else(|| TemplateError {
+                    fragment: placeholder.into(),
+                    message: format!("unknown placeholder `{placeholder}` (known: {KNOWN})"),
+                })?;
+                if !text.is_empty() {
+                    segments.push(Segment::Text(std::mem::take(&mut text)));
+                }
+                segments.push(Segment::Field(field));
+                rest = &tail[end + 1..];
+            }
+        }
+        text.push_str(rest);
+        if !text.is_empty() {
+            segments.push(Segment::Text(text));
+        }
+        Ok(Template { segments })
+    }
+
+    /// Parses a string from a rule file, recording an error at the offending placeholder
+    /// (at the string's start when escapes make its text differ from the source).
+    /// `groups` is the highest capture group the rule's regexes have (`None`: the rule has
+    /// no regex), which `{match.N}` must not exceed.
+    pub fn compile(
+        source: &Spanned<String>,
+        groups: Option<usize>,
+        errors: &mut FileErrors<'_>,
+    ) -> Option<Template> {
+        let result = Template::parse(source.get_ref()).and_then(|template| {
+            let too_high = template.match_groups().find(|&n| groups.is_none_or(|max| n > max));
+            match too_high {
+                None => Ok(template),
+                Some(n) => Err(TemplateError {
+                    fragment: format!("{{match.{n}}}"),
+                    message: match groups {
+                        None => format!("`{{match.{n}}}` needs a `regex` trigger in this rule"),
+                        Some(max) => format!(
+                            "`{{match.{n}}}`: this rule's regexes have at most {max} capture group(s)"
+                        ),
+                    },
+                }),
+            }
+        });
+        match result {
+            Ok(template) => Some(template),
+            Err(e) => {
+                let span = source.span();
+                let within = errors
+                    .text
+                    .get(span.clone())
+                    .and_then(|raw| raw.find(&e.fragment));
+                errors.push(span.start + within.unwrap_or(0), e.message);
+                None
+            }
+        }
+    }
+
+    pub fn render(&self, ctx: &Context<'_>, follower: &Follower) -> String {
+        let mut out = String::new();
+        for segment in &self.segments {
+            match segment {
+                Segment::Text(text) => out.push_str(text),
+                Segment::Field(field) => field.render(ctx, follower, &mut out),
+            }
+        }
+        out
+    }
+
+    /// The capture groups `{match.N}` refers to, for checking them against the rule's regexes.
+    pub fn match_groups(&self) -> impl Iterator<Item = usize> + '_ {
+        self.segments.iter().filter_map(|s| match s {
+            Segment::Field(Field::Match(n)) => Some(*n),
+            _ => None,
+        })
+    }
+}
+
+impl Field {
+    fn parse(name: &str) -> Option<Field> {
+        let named = |prefix: &str| {
+            name.strip_prefix(prefix)
+                .filter(|rest| !rest.is_empty())
+                .map(str::to_string)
+        };
+        Some(match name {
+            "openid" => Field::OpenId,
+            "content" => Field::Content,
+            "scene" => Field::Scene,
+            "first_scene" => Field::FirstScene,
+            "tags" => Field::Tags,
+            "messages_in" => Field::MessagesIn,
+            "event_key" => Field::EventKey,
+            _ => {
+                if let Some(attr) = named("attr.") {
+                    Field::Attr(attr)
+                } else if let Some(counter) = named("counter.") {
+                    Field::Counter(counter)
+                } else {
+                    let n = name.strip_prefix("match.")?;
+                    // Digits only: `parse` would also accept "+1".
+                    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+                        return None;
+                    }
+                    Field::Match(n.parse().ok()?)
+                }
+            }
+        })
+    }
+
+    fn render(&self, ctx: &Context<'_>, f: &Follower, out: &mut String) {
+        match self {
+            Field::OpenId => out.push_str(&f.openid),
+            Field::Content => out.push_str(ctx.content),
+            Field::Scene => out.push_str(ctx.scene.or(f.latest_scene()).unwrap_or("")),
+            Field::FirstScene => out.push_str(f.first_scene.as_deref().unwrap_or("")),
+            Field::Tags => {
+                for (i, tag) in f.tags.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    out.push_str(tag);
+                }
+            }
+            Field::Attr(name) => out.push_str(f.attributes.get(name).map_or("", String::as_str)),
+            Field::Counter(name) => out.push_str(&f.counters.get(name).unwrap_or(&0).to_string()),
+            Field::MessagesIn => out.push_str(&f.messages_in.to_string()),
+            Field::Match(n) => out.push_str(ctx.captures.get(*n).map_or("", String::as_str)),
+            Field::EventKey => out.push_str(ctx.event_key),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::follower::SceneVisit;
+
+    fn follower() -> Follower {
+        let mut f = Follower::new("o123");
+        f.first_scene = Some("spring-poster".into());
+        f.scenes.push(SceneVisit {
+            scene: "store-7".into(),
+            at: 1,
+        });
+        f.tags
+            .extend(["vip".to_string(), "coupon-seeker".to_string()]);
+        f.attributes.insert("city".into(), "上海".into());
+        f.counters.insert("checkin".into(), 3);
+        f.messages_in = 9;
+        f
+    }
+
+    #[test]
+    fn renders() {
+        let captures = ["订单 42".to_string(), "42".to_string()];
+        let ctx = Context {
+            content: "订单 42",
+            scene: None,
+            event_key: "MENU_COUPON",
+            captures: &captures,
+        };
+        let cases = [
+            ("plain text", "你好", "你好"),
+            ("openid", "id={openid}", "id=o123"),
+            ("content", "你说：{content}", "你说：订单 42"),
+            ("scene falls back to the latest visit", "{scene}", "store-7"),
+            ("first scene", "{first_scene}", "spring-poster"),
+            (
+                "tags sorted, comma-separated",
+                "{tags}",
+                "coupon-seeker, vip",
+            ),
+            ("attribute", "城市 {attr.city}", "城市 上海"),
+            ("missing attribute is empty", "[{attr.nope}]", "[]"),
+            ("counter", "第{counter.checkin}次", "第3次"),
+            ("missing counter is 0", "{counter.nope}", "0"),
+            ("messages in", "{messages_in}", "9"),
+            ("capture group", "#{match.1}", "#42"),
+            ("whole match", "{match.0}", "订单 42"),
+            ("missing group is empty", "[{match.7}]", "[]"),
+            ("event key", "{event_key}", "MENU_COUPON"),
+            ("escaped braces", "{{openid}} }}{{", "{openid} }{"),
+            ("adjacent placeholders", "{openid}{messages_in}", "o1239"),
+            ("empty string", "", ""),
+        ];
+        let f = follower();
+        for (name, source, expected) in cases {
+            let t = Template::parse(source).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            assert_eq!(t.render(&ctx, &f), expected, "{name}: {source:?}");
+        }
+    }
+
+    #[test]
+    fn event_scene_wins_over_follower_scene() {
+        let t = Template::parse("{scene}").unwrap();
+        let ctx = Context {
+            scene: Some("now"),
+            ..Context::default()
+        };
+        assert_eq!(t.render(&ctx, &follower()), "now");
+        assert_eq!(t.render(&Context::default(), &Follower::new("o")), "");
+    }
+
+    #[test]
+    fn errors() {
+        let cases = [
+            (
+                "unknown placeholder",
+                "hi {nmae}",
+                "{nmae}",
+                "unknown placeholder `{nmae}`",
+            ),
+            (
+                "attr without a name",
+                "{attr.}",
+                "{attr.}",
+                "unknown placeholder",
+            ),
+            (
+                "match with a name",
+                "{match.x}",
+                "{match.x}",
+                "unknown placeholder",
+            ),
+            (
+                "match with a sign",
+                "{match.+1}",
+                "{match.+1}",
+                "unknown placeholder",
+            ),
+            (
+                "spaces inside",
+                "{ openid }",
+                "{ openid }",
+                "unknown placeholder",
+            ),
+            ("unclosed", "hello {openid", "{openid", "unclosed `{`"),
+            ("lone closing brace", "a } b", "}", "unmatched `}`"),
+        ];
+        for (name, source, fragment, message) in cases {
+            let e = Template::parse(source).expect_err(name);
+            assert_eq!(e.fragment, fragment, "{name}");
+            assert!(e.message.contains(message), "{name}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn match_groups_are_listed() {
+        let t = Template::parse("{match.1}-{match.3}-{openid}").unwrap();
+        assert_eq!(t.match_groups().collect::<Vec<_>>(), [1, 3]);
+    }
+}
