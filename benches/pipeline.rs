@@ -16,7 +16,7 @@ use siyu::protocol::{sign, Inbound, InboundKind};
 use siyu::rules::{RuleSource, RuleTable};
 use siyu::server::build_state;
 use siyu::server::webhook::{handle_callback, CallbackQuery, Entropy};
-use siyu::store::SledStore;
+use siyu::store::{Answer, CallbackKey, Commit, SledStore, Store};
 
 const TOKEN: &str = "siyutoken";
 const NOW: i64 = 1_700_000_000;
@@ -116,6 +116,86 @@ fn bench_pipeline(c: &mut Criterion) {
     group.bench_function("safe_retry_dedupe_hit", |b| {
         b.iter(|| {
             handle_callback(&state, "safe", &retry_q, retry_body.as_bytes(), entropy).unwrap()
+        })
+    });
+    group.finish();
+
+    // The store alone: one callback's commit of a follower with a full history.
+    let mut group = c.benchmark_group("store");
+    let sled = SledStore::open(&dir.path().join("store-only")).unwrap();
+    let mut seasoned = Follower::new("o_store");
+    for i in 0..20 {
+        seasoned.history.push(siyu::follower::HistoryEntry {
+            at: NOW + i,
+            kind: "text".into(),
+            detail: Some("我要关键词123".into()),
+            rule: Some("r123".into()),
+        });
+    }
+    seasoned.tags = (0..5).map(|i| format!("t{i}")).collect();
+    let mut n = 0u64;
+    group.bench_function("apply_callback_sled", |b| {
+        b.iter(|| {
+            n += 1;
+            let key = n.to_string();
+            sled.apply_callback(
+                CallbackKey {
+                    account: "safe",
+                    openid: "o_store",
+                    dedupe_key: &key,
+                    now: NOW,
+                    expires_at: NOW + 3600,
+                },
+                &mut |_| Commit {
+                    follower: Some(seasoned.clone()),
+                    answer: Answer {
+                        reply: None,
+                        rules: vec!["r123".into()],
+                    },
+                },
+            )
+            .unwrap()
+        })
+    });
+    let raw = sled::open(dir.path().join("raw")).unwrap();
+    let mut m = 0u64;
+    group.bench_function("raw_sled_batch_3_keys", |b| {
+        b.iter(|| {
+            m += 1;
+            let mut batch = sled::Batch::default();
+            batch.insert(format!("f\0safe\0o{}", m % 1000).as_bytes(), vec![7u8; 300]);
+            batch.insert(format!("d\0safe\0{m}").as_bytes(), vec![8u8; 120]);
+            batch.insert(format!("x\0{m}").as_bytes(), vec![]);
+            raw.apply_batch(batch).unwrap()
+        })
+    });
+    group.bench_function("raw_sled_insert_600B", |b| {
+        b.iter(|| {
+            m += 1;
+            raw.insert(format!("f\0safe\0o{}", m % 1000).as_bytes(), vec![7u8; 600])
+                .unwrap()
+        })
+    });
+    group.bench_function("raw_sled_cas_600B", |b| {
+        b.iter(|| {
+            m += 1;
+            let k = format!("f\0safe\0o{}", m % 1000);
+            let old = raw.get(k.as_bytes()).unwrap();
+            raw.compare_and_swap(k.as_bytes(), old, Some(vec![9u8; 600]))
+                .unwrap()
+                .unwrap()
+        })
+    });
+    group.bench_function("raw_sled_get", |b| {
+        b.iter(|| {
+            raw.get(format!("f\0safe\0o{}", m % 1000).as_bytes())
+                .unwrap()
+        })
+    });
+    group.bench_function("follower_json_roundtrip", |b| {
+        b.iter(|| {
+            let v = serde_json::to_vec(&seasoned).unwrap();
+            serde_json::from_slice::<Follower>(&v).unwrap()
         })
     });
     group.finish();

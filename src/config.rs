@@ -13,9 +13,9 @@ use serde::Deserialize;
 
 use crate::protocol::{AesKey, MsgCrypt};
 
-/// WeChat retries an unanswered callback within about 15 seconds; an hour covers that with
-/// a wide margin (a restart in between included) while keeping the dedupe table small.
-pub const DEFAULT_DEDUPE_TTL_SECS: u64 = 3600;
+/// WeChat retries an unanswered callback within about 15 seconds; ten minutes covers that
+/// with a wide margin (a restart in between included) while keeping records small.
+pub const DEFAULT_DEDUPE_TTL_SECS: u64 = 600;
 /// Callbacks are a few hundred bytes; 64 KiB leaves room for long texts and refuses floods.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 

@@ -120,7 +120,7 @@ fn prepare(
     let rule = decision.rules.first().cloned();
     follower.history.push(HistoryEntry {
         at: ctx.now,
-        kind: kind_name(msg),
+        kind: msg.type_name(),
         detail: detail(msg),
         rule,
     });
@@ -216,20 +216,6 @@ fn visit(f: &mut Follower, scene: &str, now: i64) {
     });
     if f.scenes.len() > SCENES_LEN {
         f.scenes.remove(0);
-    }
-}
-
-fn kind_name(msg: &Inbound) -> String {
-    match &msg.kind {
-        InboundKind::Text { .. } => "text".into(),
-        InboundKind::Image { .. } => "image".into(),
-        InboundKind::Voice { .. } => "voice".into(),
-        InboundKind::Video { short: false, .. } => "video".into(),
-        InboundKind::Video { short: true, .. } => "shortvideo".into(),
-        InboundKind::Location { .. } => "location".into(),
-        InboundKind::Link { .. } => "link".into(),
-        InboundKind::Event(e) => format!("event:{}", e.name_and_key().0),
-        InboundKind::Other { msg_type, .. } => msg_type.clone(),
     }
 }
 

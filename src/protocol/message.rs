@@ -177,6 +177,21 @@ pub enum ExternalContactChange {
     Other(String),
 }
 
+impl ExternalContactChange {
+    /// The `ChangeType` as WeCom spells it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ExternalContactChange::Add => "add_external_contact",
+            ExternalContactChange::AddHalf => "add_half_external_contact",
+            ExternalContactChange::Edit => "edit_external_contact",
+            ExternalContactChange::Del => "del_external_contact",
+            ExternalContactChange::DelFollowUser => "del_follow_user",
+            ExternalContactChange::TransferFail => "transfer_fail",
+            ExternalContactChange::Other(s) => s,
+        }
+    }
+}
+
 impl Inbound {
     /// The text rules match against: a text message's content, or a voice message's
     /// speech recognition when WeChat provides one.
@@ -189,6 +204,22 @@ impl Inbound {
             } => Some(r),
             _ => None,
         }
+    }
+
+    /// `text`, `image`, …, `event:subscribe`, or the unknown `MsgType`: for logs and history.
+    pub fn type_name(&self) -> String {
+        let name = match &self.kind {
+            InboundKind::Text { .. } => "text",
+            InboundKind::Image { .. } => "image",
+            InboundKind::Voice { .. } => "voice",
+            InboundKind::Video { short: false, .. } => "video",
+            InboundKind::Video { short: true, .. } => "shortvideo",
+            InboundKind::Location { .. } => "location",
+            InboundKind::Link { .. } => "link",
+            InboundKind::Event(e) => return format!("event:{}", e.name_and_key().0),
+            InboundKind::Other { msg_type, .. } => msg_type,
+        };
+        name.to_string()
     }
 
     pub fn is_event(&self) -> bool {
@@ -262,11 +293,66 @@ impl Event {
             Event::TemplateSendJobFinish { .. } => ("TEMPLATESENDJOBFINISH", None),
             Event::MassSendJobFinish { .. } => ("MASSSENDJOBFINISH", None),
             Event::EnterAgent { key } => ("enter_agent", key.as_deref()),
+            // The change type is the name: an add and a delete of one contact can share a
+            // second, and must not share a dedupe key.
             Event::ExternalContact {
-                external_user_id, ..
-            } => ("change_external_contact", Some(external_user_id)),
+                change,
+                external_user_id,
+                ..
+            } => (change.as_str(), Some(external_user_id)),
             Event::Contact { change_type, .. } => ("change_contact", Some(change_type)),
             Event::Other { event, key } => (event, key.as_deref()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contact(change: ExternalContactChange) -> Inbound {
+        Inbound {
+            to: "corp".into(),
+            from: "sys".into(),
+            create_time: 1,
+            agent_id: Some("218".into()),
+            kind: InboundKind::Event(Event::ExternalContact {
+                change,
+                user_id: "staff".into(),
+                external_user_id: "wmX".into(),
+                state: None,
+                welcome_code: None,
+            }),
+        }
+    }
+
+    fn text(from: &str, msg_id: u64) -> Inbound {
+        Inbound {
+            to: "gh".into(),
+            from: from.into(),
+            create_time: 1,
+            agent_id: None,
+            kind: InboundKind::Text {
+                content: "x".into(),
+                msg_id,
+            },
+        }
+    }
+
+    #[test]
+    fn dedupe_keys_separate_what_must_not_collide() {
+        let cases = [
+            ("same msg id, two followers", text("a", 1), text("b", 1)),
+            ("two msg ids, one follower", text("a", 1), text("a", 2)),
+            (
+                "add then delete in one second",
+                contact(ExternalContactChange::Add),
+                contact(ExternalContactChange::Del),
+            ),
+        ];
+        for (name, x, y) in cases {
+            assert_ne!(x.dedupe_key(), y.dedupe_key(), "{name}");
+        }
+        assert_eq!(text("a", 1).dedupe_key(), text("a", 1).dedupe_key());
     }
 }

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 
 /// A passive reply. "No reply" is not a variant: the server answers `success` then.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+// Externally tagged (`{"text": {...}}`): readable as JSON, and decodable by the compact
+// binary format the store uses, which cannot read internally tagged enums.
+#[serde(rename_all = "snake_case")]
 pub enum Reply {
     Text {
         content: String,

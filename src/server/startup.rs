@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
 
@@ -13,10 +12,6 @@ use super::{configure, AccountState, AppState};
 use crate::config::Settings;
 use crate::rulebook::{LoadError, RuleBook};
 use crate::store::{SledStore, Store, StoreError};
-
-/// How often expired dedupe keys are swept. A minute keeps the table near its steady size
-/// without the sweep ever showing up in latency.
-const PURGE_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -111,29 +106,13 @@ impl Application {
         self.store.clone()
     }
 
-    /// Serves until SIGINT/SIGTERM (actix finishes in-flight requests first), sweeping
-    /// expired dedupe keys meanwhile, then flushes the store.
+    /// Serves until SIGINT/SIGTERM (actix finishes in-flight requests first), then
+    /// flushes the store.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let sweeper = tokio::spawn(sweep(self.store.clone()));
         let result = self.server.await;
-        sweeper.abort();
         if let Err(e) = self.store.flush() {
             tracing::error!(error = %e, "store flush at shutdown failed");
         }
         result
-    }
-}
-
-async fn sweep(store: Arc<SledStore>) {
-    let mut tick = tokio::time::interval(PURGE_EVERY);
-    loop {
-        tick.tick().await;
-        let s = store.clone();
-        let now = super::webhook::Entropy::fresh().now;
-        match tokio::task::spawn_blocking(move || s.purge_expired(now)).await {
-            Ok(Ok(n)) if n > 0 => tracing::debug!(purged = n, "expired dedupe keys swept"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "dedupe sweep failed"),
-            _ => {}
-        }
     }
 }

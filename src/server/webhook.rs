@@ -147,11 +147,7 @@ pub fn handle_callback(
         body
     };
     let msg = parse_inbound(xml)?;
-    let kind = match &msg.kind {
-        InboundKind::Event(e) => format!("event:{}", e.name_and_key().0),
-        InboundKind::Other { msg_type, .. } => msg_type.clone(),
-        other => message_type(other).to_string(),
-    };
+    let kind = msg.type_name();
     if let InboundKind::Other { .. } = msg.kind {
         return Ok(success(None, kind));
     }
@@ -194,19 +190,6 @@ fn success(outcome: Option<Outcome>, kind: String) -> CallbackReply {
         content_type: "text/plain; charset=utf-8",
         outcome,
         kind,
-    }
-}
-
-fn message_type(kind: &InboundKind) -> &'static str {
-    match kind {
-        InboundKind::Text { .. } => "text",
-        InboundKind::Image { .. } => "image",
-        InboundKind::Voice { .. } => "voice",
-        InboundKind::Video { short: false, .. } => "video",
-        InboundKind::Video { short: true, .. } => "shortvideo",
-        InboundKind::Location { .. } => "location",
-        InboundKind::Link { .. } => "link",
-        InboundKind::Event(_) | InboundKind::Other { .. } => "other",
     }
 }
 

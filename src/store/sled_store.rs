@@ -1,26 +1,28 @@
 //! The sled backend: an embedded, crash-safe store in one folder.
 //!
-//! Trees: `followers` (account\0openid → JSON follower), `dedupe` (account\0key → JSON
-//! entry with the cached answer), `dedupe_expiry` (big-endian expiry ‖ account\0key → ()),
-//! the last an index so purging reads only what expired instead of every key. One
-//! callback's writes go through one sled transaction over the three trees, which also makes
-//! two concurrent callbacks of one follower serialise (sled retries the loser).
+//! One tree, `followers`: account\0openid → versioned record (follower + recent
+//! deliveries). A callback is a get and one plain insert of that key, so it is atomic
+//! without a transaction. Concurrent callbacks of one follower are serialised by a striped
+//! lock: a std `Mutex` (held for a few µs, never across an await), 256 stripes so that
+//! different followers almost never wait on each other.
 
-use std::cell::RefCell;
+use std::hash::{BuildHasher, RandomState};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use sled::{Db, Tree};
 
-use super::{key, Applied, CallbackKey, Commit, DedupeEntry, Store, StoreError};
+use super::{decode_record, encode_record, key, Applied, CallbackKey, Commit, Store, StoreError};
 use crate::follower::Follower;
+
+const STRIPES: usize = 256;
 
 #[derive(Clone)]
 pub struct SledStore {
     db: Db,
     followers: Tree,
-    dedupe: Tree,
-    dedupe_expiry: Tree,
+    stripes: Arc<[Mutex<()>]>,
+    hasher: RandomState,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -35,23 +37,22 @@ impl SledStore {
             std::fs::create_dir_all(parent).map_err(|e| StoreError::Backend(e.to_string()))?;
         }
         let db = sled::Config::new().path(path).open().map_err(|e| match e {
-            // sled takes an exclusive file lock; a second process gets WouldBlock.
-            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+            // sled takes an exclusive file lock; a second process is refused.
+            sled::Error::Io(io)
+                if io.kind() == std::io::ErrorKind::WouldBlock
+                    || io.to_string().contains("lock") =>
+            {
                 StoreError::Locked {
                     path: path.display().to_string(),
                 }
             }
-            sled::Error::Io(io) if io.to_string().contains("lock") => StoreError::Locked {
-                path: path.display().to_string(),
-            },
             other => StoreError::Backend(other.to_string()),
         })?;
-        let tree = |name: &str| db.open_tree(name).map_err(backend);
         Ok(SledStore {
-            followers: tree("followers")?,
-            dedupe: tree("dedupe")?,
-            dedupe_expiry: tree("dedupe_expiry")?,
+            followers: db.open_tree("followers").map_err(backend)?,
             db,
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            hasher: RandomState::new(),
         })
     }
 
@@ -65,31 +66,11 @@ fn backend(e: sled::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-fn decode<T: serde::de::DeserializeOwned>(k: &[u8], v: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(v).map_err(|source| StoreError::Corrupt {
-        key: String::from_utf8_lossy(k).replace('\0', "/"),
-        source,
-    })
-}
-
-fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    // Serialising our own plain structs (strings, numbers, maps with string keys) to JSON
-    // cannot fail.
-    serde_json::to_vec(v).expect("plain data serialises to JSON")
-}
-
-fn expiry_key(expires_at: i64, dedupe_key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(8 + dedupe_key.len());
-    k.extend_from_slice(&(expires_at.max(0) as u64).to_be_bytes());
-    k.extend_from_slice(dedupe_key);
-    k
-}
-
 impl Store for SledStore {
     fn follower(&self, account: &str, openid: &str) -> Result<Option<Follower>, StoreError> {
         let k = key(account, openid);
         match self.followers.get(&k).map_err(backend)? {
-            Some(v) => decode(&k, &v).map(Some),
+            Some(v) => Ok(decode_record(&k, &v)?.follower),
             None => Ok(None),
         }
     }
@@ -99,63 +80,24 @@ impl Store for SledStore {
         ck: CallbackKey<'_>,
         decide: &mut dyn FnMut(Option<Follower>) -> Commit,
     ) -> Result<Applied, StoreError> {
-        let fk = key(ck.account, ck.openid);
-        let dk = key(ck.account, ck.dedupe_key);
-        // sled wants an `Fn` closure because it may rerun it on conflict.
-        let decide = RefCell::new(decide);
-        let result = (&self.followers, &self.dedupe, &self.dedupe_expiry).transaction(
-            |(followers, dedupe, expiry)| {
-                let abort = ConflictableTransactionError::Abort;
-                if let Some(v) = dedupe.get(&dk)? {
-                    let entry: DedupeEntry = decode(&dk, &v).map_err(abort)?;
-                    if entry.expires_at > ck.now {
-                        return Ok(Applied::Duplicate(entry.answer));
-                    }
-                    expiry.remove(expiry_key(entry.expires_at, &dk))?;
-                }
-                let current = match followers.get(&fk)? {
-                    Some(v) => Some(decode::<Follower>(&fk, &v).map_err(abort)?),
-                    None => None,
-                };
-                let commit = (decide.borrow_mut())(current);
-                if let Some(f) = &commit.follower {
-                    followers.insert(fk.as_slice(), encode(f))?;
-                }
-                let entry = DedupeEntry {
-                    expires_at: ck.expires_at,
-                    answer: commit.answer,
-                };
-                dedupe.insert(dk.as_slice(), encode(&entry))?;
-                expiry.insert(expiry_key(ck.expires_at, &dk), &[][..])?;
-                Ok(Applied::Fresh(entry.answer))
-            },
-        );
-        result.map_err(|e| match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => backend(e),
-        })
-    }
-
-    fn purge_expired(&self, now: i64) -> Result<usize, StoreError> {
-        let end = (now.max(0) as u64 + 1).to_be_bytes();
-        let mut purged = 0;
-        for item in self.dedupe_expiry.range(..end.as_slice()) {
-            let (ek, _) = item.map_err(backend)?;
-            let dk = &ek[8..];
-            // Remove the entry only if it still carries this expiry: a fresh delivery may
-            // have re-armed the key since.
-            let expires_at = u64::from_be_bytes(ek[..8].try_into().expect("8-byte prefix")) as i64;
-            let current = self.dedupe.get(dk).map_err(backend)?;
-            if let Some(v) = current {
-                let entry: DedupeEntry = decode(dk, &v)?;
-                if entry.expires_at == expires_at {
-                    self.dedupe.remove(dk).map_err(backend)?;
-                    purged += 1;
-                }
-            }
-            self.dedupe_expiry.remove(&ek).map_err(backend)?;
+        let k = key(ck.account, ck.openid);
+        let stripe = (self.hasher.hash_one(&k) as usize) % STRIPES;
+        // Nothing panics while this is held except a bug in `decide`; the stored record is
+        // untouched then, so a poisoned stripe is still safe to use.
+        let _guard = self.stripes[stripe]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut record = match self.followers.get(&k).map_err(backend)? {
+            Some(v) => decode_record(&k, &v)?,
+            None => Default::default(),
+        };
+        let applied = record.apply(ck, decide);
+        if let Applied::Fresh(_) = applied {
+            self.followers
+                .insert(k, encode_record(&record))
+                .map_err(backend)?;
         }
-        Ok(purged)
+        Ok(applied)
     }
 
     fn flush(&self) -> Result<(), StoreError> {
