@@ -17,6 +17,10 @@ use siyu::config::Settings;
 use siyu::protocol::sign;
 use siyu::server::Application;
 
+// The same allocator as the `siyu` binary, so the figures are the server's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const TOKEN: &str = "siyutoken";
 
 fn env_or(name: &str, default: u64) -> u64 {

@@ -18,6 +18,10 @@ use siyu::server::build_state;
 use siyu::server::webhook::{handle_callback, CallbackQuery, Entropy};
 use siyu::store::{Answer, CallbackKey, Commit, SledStore, Store};
 
+// The same allocator as the `siyu` binary, so the figures are the server's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const TOKEN: &str = "siyutoken";
 const NOW: i64 = 1_700_000_000;
 
@@ -124,7 +128,7 @@ fn bench_pipeline(c: &mut Criterion) {
     let mut group = c.benchmark_group("store");
     let sled = SledStore::open(&dir.path().join("store-only")).unwrap();
     let mut seasoned = Follower::new("o_store");
-    for i in 0..20 {
+    for i in 0..siyu::follower::HISTORY_LEN as i64 {
         seasoned.history.push(siyu::follower::HistoryEntry {
             at: NOW + i,
             kind: "text".into(),

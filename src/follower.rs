@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// How many recent inbound messages a follower keeps. Bounded so a chatty follower's
 /// record stays small and the per-callback write stays cheap.
-pub const HISTORY_LEN: usize = 20;
+pub const HISTORY_LEN: usize = 10;
 
 /// Missing fields read as their defaults, so records written by an older version load.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

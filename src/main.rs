@@ -5,6 +5,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+// The callback path allocates many small strings (XML fields, the follower record);
+// with mimalloc the whole pipeline costs about half what it does on glibc malloc
+// (README "Speed").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = siyu::cli::Cli::parse();
     // One line per event on stderr; RUST_LOG overrides the default level.

@@ -24,7 +24,7 @@ use crate::protocol::Reply;
 /// How many recent deliveries a record remembers. WeChat retries within ~15 s; a follower
 /// would have to send more than this many callbacks inside that window to push a key out
 /// before its retry arrives.
-pub const DELIVERIES_KEPT: usize = 16;
+pub const DELIVERIES_KEPT: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -60,7 +60,9 @@ pub struct CallbackKey<'a> {
 /// The state one callback leaves behind.
 #[derive(Debug, Clone)]
 pub struct Commit {
-    /// `None`: the follower is left as it is (e.g. a mass-send report, not a follower's act).
+    /// The follower afterwards. `None` only when there was none and the callback creates
+    /// none (e.g. a mass-send report, not a follower's act): the decision is handed the
+    /// stored follower by value, so returning `None` for a known follower would drop it.
     pub follower: Option<Follower>,
     pub answer: Answer,
 }
@@ -78,7 +80,8 @@ pub trait Store: Send + Sync {
 
     /// Runs `decide` on the follower's current state (None if unknown) unless this
     /// callback was already answered, and writes its commit atomically. `decide` must be
-    /// pure: a backend may run it again (e.g. after an optimistic-concurrency conflict).
+    /// pure (no effects but its result): a backend may run it again (e.g. after an
+    /// optimistic-concurrency conflict).
     fn apply_callback(
         &self,
         key: CallbackKey<'_>,
@@ -119,10 +122,9 @@ impl Record {
         {
             return Applied::Duplicate(d.answer.clone());
         }
-        let commit = decide(self.follower.clone());
-        if commit.follower.is_some() {
-            self.follower = commit.follower;
-        }
+        // Moved, not cloned: a follower with full history is dozens of allocations.
+        let commit = decide(self.follower.take());
+        self.follower = commit.follower;
         self.deliveries
             .retain(|d| d.expires_at > k.now && d.key != k.dedupe_key);
         if self.deliveries.len() >= DELIVERIES_KEPT {
