@@ -3,7 +3,8 @@
 //!
 //! No actix types and no network here. Time and randomness come in as arguments so that
 //! tests are deterministic. The decision itself (`prepare`) is pure: the store may run it
-//! again if its transaction conflicts, and a dry run calls the very same function.
+//! again (a backend with optimistic concurrency would), and a dry run calls the very same
+//! function.
 
 use crate::follower::{Follower, HistoryEntry, SceneVisit, HISTORY_LEN};
 use crate::protocol::{Event, ExternalContactChange, Inbound, InboundKind};

@@ -23,9 +23,9 @@ pub fn run(config: &Path) -> ExitCode {
             AccountKind::Wecom => "wecom app",
         };
         println!(
-            "  account {}: {kind}, {:?} mode, /wx/{}, rules from {}",
+            "  account {}: {kind}, {} mode, /wx/{}, rules from {}",
             a.id,
-            a.mode,
+            format!("{:?}", a.mode).to_lowercase(),
             a.id,
             a.replies_dir.display()
         );
