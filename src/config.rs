@@ -88,6 +88,45 @@ struct RawConfig {
     replies: Option<RawReplies>,
     #[serde(default)]
     account: Vec<RawAccount>,
+    #[serde(default)]
+    admin: RawAdmin,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(default)]
+    token: Vec<RawToken>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    name: String,
+    role: Role,
+    secret_env: Option<String>,
+    secret: Option<Secret>,
+}
+
+/// What an admin token may do; each role includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads rules, followers, tags, simulations.
+    Viewer,
+    /// Also writes rule files, reloads, edits followers' tags.
+    Operator,
+    /// Everything, including the audit trail.
+    Admin,
+}
+
+/// A bearer token for `/admin/v1`.
+#[derive(Debug, Clone)]
+pub struct AdminToken {
+    /// Shown in the audit trail.
+    pub name: String,
+    pub role: Role,
+    pub secret: Secret,
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,6 +190,9 @@ pub struct Settings {
     pub storage_path: PathBuf,
     pub replies_dir: PathBuf,
     pub accounts: Vec<Account>,
+    pub admin_tokens: Vec<AdminToken>,
+    /// Things worth a warning at startup (e.g. a secret written in the file).
+    pub warnings: Vec<String>,
 }
 
 /// One official account or WeCom app, served at `/wx/{id}`.
@@ -216,7 +258,52 @@ impl Settings {
             }
             accounts.push(validate_account(&shown, &base, &replies_dir, a, &env)?);
         }
+        let mut warnings = Vec::new();
+        let mut admin_tokens = Vec::new();
+        for t in raw.admin.token {
+            let secret = match (&t.secret_env, t.secret) {
+                (Some(var), None) => Secret::new(env(var).ok_or_else(|| {
+                    invalid(format!(
+                        "admin token `{}`: environment variable {var} is not set",
+                        t.name
+                    ))
+                })?),
+                (None, Some(s)) => {
+                    warnings.push(format!(
+                        "admin token `{}` has its secret written in {shown}; prefer secret_env",
+                        t.name
+                    ));
+                    s
+                }
+                _ => {
+                    return Err(invalid(format!(
+                        "admin token `{}` needs exactly one of `secret_env` and `secret`",
+                        t.name
+                    )))
+                }
+            };
+            // Short secrets can be guessed: 16 characters is the least we accept.
+            if secret.expose().chars().count() < 16 {
+                return Err(invalid(format!(
+                    "admin token `{}`: the secret must be at least 16 characters",
+                    t.name
+                )));
+            }
+            if admin_tokens.iter().any(|a: &AdminToken| a.name == t.name) {
+                return Err(invalid(format!(
+                    "admin token name `{}` is used twice",
+                    t.name
+                )));
+            }
+            admin_tokens.push(AdminToken {
+                name: t.name,
+                role: t.role,
+                secret,
+            });
+        }
         Ok(Settings {
+            admin_tokens,
+            warnings,
             source: path.to_path_buf(),
             bind: env("SIYU_BIND").unwrap_or(raw.server.bind),
             max_clock_skew_secs: raw.server.max_clock_skew_secs,

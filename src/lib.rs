@@ -13,10 +13,13 @@
 //! - [`store`]: the storage trait and its backends (sled on disk; memory for tests).
 //! - [`engine`]: one inbound message → reply + state change, in one atomic commit.
 //! - [`rulebook`]: reading a rule folder and holding the table in force.
+//! - [`audit`]: the audit trail's entry type.
 //! - [`config`]: typed settings from `config.toml` and the environment.
 //! - [`server`]: the actix-web app: routes, startup, the one error → HTTP mapping.
+//! - [`trial`]: synthetic messages for trying rules (simulate).
 //! - [`cli`]: one module per subcommand, thin over the library.
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod engine;
@@ -26,3 +29,4 @@ pub mod rulebook;
 pub mod rules;
 pub mod server;
 pub mod store;
+pub mod trial;

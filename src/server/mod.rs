@@ -1,7 +1,10 @@
 //! The HTTP layer: thin. Routes call the webhook flow, which goes through the engine;
 //! errors become HTTP statuses in exactly one place (`error.rs`).
 
+pub mod admin;
 pub mod error;
+pub mod metrics;
+pub mod reload;
 pub mod startup;
 pub mod webhook;
 
@@ -21,7 +24,10 @@ pub use startup::{build_state, Application, StartupError};
 pub struct AppState {
     pub settings: Settings,
     pub accounts: HashMap<String, AccountState>,
+    /// Every distinct rule folder, once.
+    pub books: Vec<Arc<RuleBook>>,
     pub store: Arc<dyn Store>,
+    pub metrics: metrics::Metrics,
 }
 
 /// One served account and the rule table it answers from (shared with the other accounts
@@ -52,15 +58,47 @@ impl AccountState {
 
 /// The routes, shared by `serve` and the in-process tests.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz)).service(
-        web::resource("/wx/{account}")
-            .route(web::get().to(webhook::get))
-            .route(web::post().to(webhook::post)),
-    );
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/metrics", web::get().to(metrics_text))
+        .service(
+            web::resource("/wx/{account}")
+                .route(web::get().to(webhook::get))
+                .route(web::post().to(webhook::post)),
+        )
+        .configure(admin::configure);
 }
 
-async fn healthz() -> HttpResponse {
+/// 200 when the store answers and every rule folder's last load succeeded; 503 otherwise
+/// (the rules in force still answer then, but an operator must look).
+async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    let store_ok = state.store.follower("", "").is_ok();
+    let rules: Vec<serde_json::Value> = state
+        .books
+        .iter()
+        .map(|b| {
+            serde_json::json!({
+                "dir": b.dir().display().to_string(),
+                "version": b.current().version,
+                "last_error": b.last_error(),
+            })
+        })
+        .collect();
+    let healthy = store_ok && state.books.iter().all(|b| b.last_error().is_none());
+    let body = serde_json::json!({
+        "status": if healthy { "ok" } else { "degraded" },
+        "store": if store_ok { "ok" } else { "unreadable" },
+        "store_bytes": state.store.size_on_disk(),
+        "rules": rules,
+    });
+    if healthy {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
-        .content_type("text/plain; charset=utf-8")
-        .body("ok\n")
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render(state.store.size_on_disk()))
 }

@@ -28,6 +28,7 @@ pub enum StartupError {
 
 /// The app's shared state over a given store: every account with its compiled rules.
 pub fn build_state(settings: Settings, store: Arc<dyn Store>) -> Result<AppState, StartupError> {
+    let now = super::webhook::Entropy::fresh().now;
     let mut books: HashMap<PathBuf, Arc<RuleBook>> = HashMap::new();
     let mut accounts = HashMap::new();
     for account in &settings.accounts {
@@ -35,10 +36,13 @@ pub fn build_state(settings: Settings, store: Arc<dyn Store>) -> Result<AppState
         let book = match books.get(&dir) {
             Some(b) => b.clone(),
             None => {
-                let b = Arc::new(RuleBook::load(&dir).map_err(|source| StartupError::Rules {
-                    dir: dir.clone(),
-                    source,
-                })?);
+                let b =
+                    Arc::new(
+                        RuleBook::load(&dir, now).map_err(|source| StartupError::Rules {
+                            dir: dir.clone(),
+                            source,
+                        })?,
+                    );
                 books.insert(dir, b.clone());
                 b
             }
@@ -51,10 +55,15 @@ pub fn build_state(settings: Settings, store: Arc<dyn Store>) -> Result<AppState
             },
         );
     }
+    for book in books.values() {
+        tracing::info!(dir = %book.dir().display(), version = %book.current().version, "rules loaded");
+    }
     Ok(AppState {
         settings,
         accounts,
+        books: books.into_values().collect(),
         store,
+        metrics: super::metrics::Metrics::new(),
     })
 }
 
@@ -62,6 +71,7 @@ pub struct Application {
     port: u16,
     server: actix_web::dev::Server,
     store: Arc<SledStore>,
+    state: web::Data<AppState>,
 }
 
 impl Application {
@@ -78,6 +88,7 @@ impl Application {
             .local_addr()
             .map_err(|source| StartupError::Bind { addr, source })?
             .port();
+        let app_state = state.clone();
         let server =
             HttpServer::new(move || App::new().app_data(state.clone()).configure(configure))
                 .listen(listener)
@@ -90,6 +101,7 @@ impl Application {
             port,
             server,
             store,
+            state: app_state,
         })
     }
 
@@ -106,11 +118,40 @@ impl Application {
         self.store.clone()
     }
 
-    /// Serves until SIGINT/SIGTERM (actix finishes in-flight requests first), then
-    /// flushes the store.
+    /// Serves until SIGINT/SIGTERM (actix stops accepting, finishes in-flight requests),
+    /// reloading rules on changes meanwhile, then flushes the store.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let result = self.server.await;
-        if let Err(e) = self.store.flush() {
+        let Application {
+            server,
+            store,
+            state,
+            ..
+        } = self;
+        // Rule changes are picked up while serving: file changes and SIGHUP.
+        let watcher = match super::reload::watch(state.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch rule folders; reload with SIGHUP or the admin API");
+                None
+            }
+        };
+        #[cfg(unix)]
+        let hup = tokio::spawn(super::reload::on_sighup(state.clone()));
+        let result = server.await;
+        #[cfg(unix)]
+        hup.abort();
+        // Let go of every handle on the store, then wait for the workers and the watcher
+        // thread to let go of theirs, so the store is closed (and its file lock released)
+        // when this returns: a restart in the same process can open it at once.
+        drop(watcher);
+        drop(state);
+        for _ in 0..500 {
+            if Arc::strong_count(&store) == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        if let Err(e) = store.flush() {
             tracing::error!(error = %e, "store flush at shutdown failed");
         }
         result

@@ -156,7 +156,7 @@ pub fn handle_callback(
         state.store.as_ref(),
         Context {
             account: account_id,
-            rules: &rules,
+            rules: &rules.table,
             now: entropy.now,
             seed: entropy.seed,
             dedupe_ttl_secs: state.settings.dedupe_ttl_secs,
@@ -260,31 +260,66 @@ pub async fn post(
         Ok(body) => handle_callback(&state, &path, &query, &body, Entropy::fresh()),
         Err(e) => Err(e),
     };
-    let latency_us = started.elapsed().as_micros() as u64;
+    let elapsed = started.elapsed();
+    let latency_us = elapsed.as_micros() as u64;
     let openid = query.openid.as_deref().unwrap_or("");
+    // Only configured ids become metric labels.
+    let label = if state.accounts.contains_key(path.as_str()) {
+        path.as_str()
+    } else {
+        "unknown"
+    };
     match result {
         Ok(reply) => {
             match &reply.outcome {
-                Some(o) => tracing::info!(
-                    account = %path,
-                    openid = %o.follower_id,
-                    msg = %reply.kind,
-                    rule = o.answer.rules.first().map(String::as_str).unwrap_or("-"),
-                    duplicate = o.duplicate,
-                    replied = o.answer.reply.is_some(),
-                    latency_us,
-                    "callback"
-                ),
-                None => tracing::info!(
-                    account = %path, openid, msg = %reply.kind, latency_us,
-                    "callback of an unsupported type answered success"
-                ),
+                Some(o) => {
+                    let outcome = match (o.duplicate, reply.body.as_str()) {
+                        (true, _) => "duplicate",
+                        (false, "success") => "success",
+                        (false, _) => "replied",
+                    };
+                    state.metrics.answered(
+                        label,
+                        &reply.kind,
+                        outcome,
+                        &o.answer.rules,
+                        o.duplicate,
+                        elapsed.as_secs_f64(),
+                    );
+                    tracing::info!(
+                        account = %path,
+                        openid = %o.follower_id,
+                        msg = %reply.kind,
+                        rule = o.answer.rules.first().map(String::as_str).unwrap_or("-"),
+                        duplicate = o.duplicate,
+                        replied = o.answer.reply.is_some(),
+                        latency_us,
+                        "callback"
+                    )
+                }
+                None => {
+                    state.metrics.answered(
+                        label,
+                        "unsupported",
+                        "success",
+                        &[],
+                        false,
+                        elapsed.as_secs_f64(),
+                    );
+                    tracing::info!(
+                        account = %path, openid, msg = %reply.kind, latency_us,
+                        "callback of an unsupported type answered success"
+                    )
+                }
             }
             Ok(HttpResponse::Ok()
                 .content_type(reply.content_type)
                 .body(reply.body))
         }
         Err(e) => {
+            state
+                .metrics
+                .rejected(label, e.reason(), elapsed.as_secs_f64());
             tracing::warn!(
                 account = %path, openid, reason = e.reason(), error = %e, latency_us,
                 "callback refused"

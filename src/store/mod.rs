@@ -18,6 +18,7 @@ pub use sled_store::SledStore;
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::AuditEntry;
 use crate::follower::Follower;
 use crate::protocol::Reply;
 
@@ -88,8 +89,33 @@ pub trait Store: Send + Sync {
         decide: &mut dyn FnMut(Option<Follower>) -> Commit,
     ) -> Result<Applied, StoreError>;
 
+    /// Changes a known follower atomically (operators' edits); `None` if unknown.
+    fn update_follower(
+        &self,
+        account: &str,
+        openid: &str,
+        change: &mut dyn FnMut(&mut Follower),
+    ) -> Result<Option<Follower>, StoreError>;
+
+    /// Visits every follower of an account, in key order, streaming (never all in memory).
+    fn for_each_follower(
+        &self,
+        account: &str,
+        visit: &mut dyn FnMut(Follower),
+    ) -> Result<(), StoreError>;
+
+    fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+
+    /// The newest `limit` audit entries, newest first.
+    fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+
     /// Makes every write so far durable.
     fn flush(&self) -> Result<(), StoreError>;
+
+    /// Bytes used on disk, where the backend knows.
+    fn size_on_disk(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// What is stored per (account, openid).

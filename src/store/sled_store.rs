@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use sled::{Db, Tree};
 
 use super::{decode_record, encode_record, key, Applied, CallbackKey, Commit, Store, StoreError};
+use crate::audit::AuditEntry;
 use crate::follower::Follower;
 
 const STRIPES: usize = 256;
@@ -21,6 +22,8 @@ const STRIPES: usize = 256;
 pub struct SledStore {
     db: Db,
     followers: Tree,
+    /// big-endian time ‖ sled-generated id → JSON entry: ordered by time, never colliding.
+    audit: Tree,
     stripes: Arc<[Mutex<()>]>,
     hasher: RandomState,
 }
@@ -50,15 +53,21 @@ impl SledStore {
         })?;
         Ok(SledStore {
             followers: db.open_tree("followers").map_err(backend)?,
+            audit: db.open_tree("audit").map_err(backend)?,
             db,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             hasher: RandomState::new(),
         })
     }
 
-    /// Bytes on disk, for health and metrics.
-    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        self.db.size_on_disk().map_err(backend)
+    /// Serialises writers of one record.
+    fn lock_stripe(&self, k: &[u8]) -> std::sync::MutexGuard<'_, ()> {
+        let stripe = (self.hasher.hash_one(k) as usize) % STRIPES;
+        // Nothing panics while this is held except a bug in a decision; the stored record
+        // is untouched then, so a poisoned stripe is still safe to use.
+        self.stripes[stripe]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -81,12 +90,7 @@ impl Store for SledStore {
         decide: &mut dyn FnMut(Option<Follower>) -> Commit,
     ) -> Result<Applied, StoreError> {
         let k = key(ck.account, ck.openid);
-        let stripe = (self.hasher.hash_one(&k) as usize) % STRIPES;
-        // Nothing panics while this is held except a bug in `decide`; the stored record is
-        // untouched then, so a poisoned stripe is still safe to use.
-        let _guard = self.stripes[stripe]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _guard = self.lock_stripe(&k);
         let mut record = match self.followers.get(&k).map_err(backend)? {
             Some(v) => decode_record(&k, &v)?,
             None => Default::default(),
@@ -100,7 +104,72 @@ impl Store for SledStore {
         Ok(applied)
     }
 
+    fn update_follower(
+        &self,
+        account: &str,
+        openid: &str,
+        change: &mut dyn FnMut(&mut Follower),
+    ) -> Result<Option<Follower>, StoreError> {
+        let k = key(account, openid);
+        let _guard = self.lock_stripe(&k);
+        let Some(v) = self.followers.get(&k).map_err(backend)? else {
+            return Ok(None);
+        };
+        let mut record = decode_record(&k, &v)?;
+        let Some(f) = record.follower.as_mut() else {
+            return Ok(None);
+        };
+        change(f);
+        let after = f.clone();
+        self.followers
+            .insert(k, encode_record(&record))
+            .map_err(backend)?;
+        Ok(Some(after))
+    }
+
+    fn for_each_follower(
+        &self,
+        account: &str,
+        visit: &mut dyn FnMut(Follower),
+    ) -> Result<(), StoreError> {
+        for item in self.followers.scan_prefix(key(account, "")) {
+            let (k, v) = item.map_err(backend)?;
+            if let Some(f) = decode_record(&k, &v)?.follower {
+                visit(f);
+            }
+        }
+        Ok(())
+    }
+
+    fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let id = self.db.generate_id().map_err(backend)?;
+        let mut k = (entry.at.max(0) as u64).to_be_bytes().to_vec();
+        k.extend_from_slice(&id.to_be_bytes());
+        let v = serde_json::to_vec(entry).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.audit.insert(k, v).map_err(backend)?;
+        Ok(())
+    }
+
+    fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.audit
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|item| {
+                let (k, v) = item.map_err(backend)?;
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                    key: format!("audit/{}", hex::encode(&k)),
+                    reason: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(|_| ()).map_err(backend)
+    }
+
+    fn size_on_disk(&self) -> Option<u64> {
+        self.db.size_on_disk().ok()
     }
 }

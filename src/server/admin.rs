@@ -1,0 +1,434 @@
+//! The admin API under `/admin/v1`: JSON, bearer tokens with roles (viewer < operator <
+//! admin), compared in constant time. Every change is validated first, applied
+//! atomically, and recorded in the audit trail under the token's name. Described in
+//! `openapi.yaml`.
+
+use std::collections::BTreeMap;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use super::reload::{audit, reload_book};
+use super::webhook::Entropy;
+use super::AppState;
+use crate::audit::diff_summary;
+use crate::config::{AdminToken, Role};
+use crate::engine::{self, Context};
+use crate::rulebook::{LoadError, Reloaded, RuleBook};
+use crate::store::StoreError;
+use crate::trial::Trial;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/admin/v1")
+            .route("/rules", web::get().to(list_rules))
+            .route("/rules/{file}", web::get().to(read_rule))
+            .route("/rules/{file}", web::put().to(write_rule))
+            .route("/reload", web::post().to(reload))
+            .route("/simulate", web::post().to(simulate))
+            .route("/followers/{account}/{openid}", web::get().to(follower))
+            .route(
+                "/followers/{account}/{openid}/tags/{tag}",
+                web::put().to(add_tag),
+            )
+            .route(
+                "/followers/{account}/{openid}/tags/{tag}",
+                web::delete().to(remove_tag),
+            )
+            .route("/tags/{account}", web::get().to(tags))
+            .route("/audit", web::get().to(audit_list)),
+    );
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    #[error("this needs the {0:?} role")]
+    Forbidden(Role),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("rules refused")]
+    Refused(Vec<String>),
+    #[error("store failure: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl ResponseError for AdminError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AdminError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AdminError::NotFound(_) => StatusCode::NOT_FOUND,
+            AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AdminError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AdminError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut r = HttpResponse::build(self.status_code());
+        if let AdminError::Unauthorized = self {
+            r.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        let errors = match self {
+            AdminError::Refused(errors) => errors.clone(),
+            _ => Vec::new(),
+        };
+        r.json(json!({ "error": self.to_string(), "errors": errors }))
+    }
+}
+
+impl From<LoadError> for AdminError {
+    fn from(e: LoadError) -> Self {
+        match e {
+            LoadError::Rules(errors) => {
+                AdminError::Refused(errors.0.iter().map(|e| e.to_string()).collect())
+            }
+            LoadError::BadName(_) => AdminError::BadRequest(e.to_string()),
+            LoadError::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                AdminError::NotFound(e.to_string())
+            }
+            LoadError::Io { .. } => AdminError::BadRequest(e.to_string()),
+        }
+    }
+}
+
+/// The token that signed this request, if it has at least `need`. Every configured
+/// secret is compared (in constant time) so timing tells nothing about which was close.
+fn authorize<'s>(
+    state: &'s AppState,
+    req: &HttpRequest,
+    need: Role,
+) -> Result<&'s AdminToken, AdminError> {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(AdminError::Unauthorized)?;
+    let mut found = None;
+    for t in &state.settings.admin_tokens {
+        if bool::from(t.secret.expose().as_bytes().ct_eq(presented.as_bytes())) {
+            found = Some(t);
+        }
+    }
+    let token = found.ok_or(AdminError::Unauthorized)?;
+    if token.role < need {
+        return Err(AdminError::Forbidden(need));
+    }
+    Ok(token)
+}
+
+#[derive(Debug, Deserialize)]
+struct FolderQuery {
+    account: Option<String>,
+}
+
+/// The rule folder a request means: the named account's, or the only one there is.
+fn book<'s>(state: &'s AppState, q: &FolderQuery) -> Result<&'s RuleBook, AdminError> {
+    match &q.account {
+        Some(id) => state
+            .accounts
+            .get(id)
+            .map(|a| a.rules.as_ref())
+            .ok_or_else(|| AdminError::NotFound(format!("unknown account `{id}`"))),
+        None if state.books.len() == 1 => Ok(&state.books[0]),
+        None => Err(AdminError::BadRequest(
+            "several rule folders are in use: name one with ?account=ID".into(),
+        )),
+    }
+}
+
+async fn list_rules(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, AdminError> {
+    authorize(&state, &req, Role::Viewer)?;
+    let folders: Vec<_> = state
+        .books
+        .iter()
+        .map(|b| {
+            let loaded = b.current();
+            let files: Vec<String> = crate::rulebook::read_sources(b.dir())
+                .map(|s| {
+                    s.iter()
+                        .filter_map(|s| {
+                            std::path::Path::new(&s.name)
+                                .file_name()
+                                .map(|n| n.to_string_lossy().into_owned())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let accounts: Vec<&str> = state
+                .accounts
+                .iter()
+                .filter(|(_, a)| std::ptr::eq(a.rules.as_ref(), b.as_ref()))
+                .map(|(id, _)| id.as_str())
+                .collect();
+            json!({
+                "dir": b.dir().display().to_string(),
+                "accounts": accounts,
+                "version": loaded.version,
+                "summary": loaded.table.summary().to_string(),
+                "files": files,
+                "last_error": b.last_error(),
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "folders": folders })))
+}
+
+async fn read_rule(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    file: web::Path<String>,
+    q: web::Query<FolderQuery>,
+) -> Result<HttpResponse, AdminError> {
+    authorize(&state, &req, Role::Viewer)?;
+    let text = book(&state, &q)?.read_file(&file)?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/toml; charset=utf-8")
+        .body(text))
+}
+
+async fn write_rule(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    file: web::Path<String>,
+    q: web::Query<FolderQuery>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    let token = authorize(&state, &req, Role::Operator)?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| AdminError::BadRequest("the rule file must be UTF-8".into()))?;
+    let book = book(&state, &q)?;
+    let old = book.read_file(&file).unwrap_or_default();
+    let state2 = state.clone();
+    let (name, text_owned, token_name) = (file.into_inner(), text.to_string(), token.name.clone());
+    let book_dir = book.dir().to_path_buf();
+    // Compiling and writing are blocking work: off the async worker.
+    let result = web::block(move || {
+        let book = state2
+            .books
+            .iter()
+            .find(|b| b.dir() == book_dir)
+            .expect("the book was found above");
+        book.write_file(&name, &text_owned, Entropy::fresh().now)
+            .map(|r| (r, name))
+    })
+    .await
+    .map_err(|e| AdminError::BadRequest(e.to_string()))?;
+    let (reloaded, name) = result?;
+    let version = match reloaded {
+        Reloaded::Replaced(v) | Reloaded::Unchanged(v) => v,
+    };
+    state.metrics.reload(true);
+    audit(
+        &state,
+        &token_name,
+        "rules.write",
+        &format!("{}/{name}", book.dir().display()),
+        format!("{}; version {}", diff_summary(&old, text), version.hash),
+    );
+    tracing::info!(file = %name, who = %token_name, version = %version, "rule file written");
+    Ok(HttpResponse::Ok().json(json!({ "version": version })))
+}
+
+async fn reload(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, AdminError> {
+    let who = authorize(&state, &req, Role::Operator)?.name.clone();
+    let state2 = state.clone();
+    let results = web::block(move || {
+        state2
+            .books
+            .iter()
+            .map(|b| {
+                let r = reload_book(&state2, b, &who);
+                json!({
+                    "dir": b.dir().display().to_string(),
+                    "changed": matches!(r, Ok(Reloaded::Replaced(_))),
+                    "version": b.current().version,
+                    "error": r.err().map(|e| e.to_string()),
+                })
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| AdminError::BadRequest(e.to_string()))?;
+    Ok(HttpResponse::Ok().json(json!({ "folders": results })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SimulateBody {
+    account: String,
+    #[serde(flatten)]
+    trial: Trial,
+    seed: Option<u64>,
+}
+
+/// A dry run through the engine against the live store: nothing is written.
+async fn simulate(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<SimulateBody>,
+) -> Result<HttpResponse, AdminError> {
+    authorize(&state, &req, Role::Viewer)?;
+    let account = state
+        .accounts
+        .get(&body.account)
+        .ok_or_else(|| AdminError::NotFound(format!("unknown account `{}`", body.account)))?;
+    let entropy = Entropy::fresh();
+    let msg = body
+        .trial
+        .message(
+            account.settings.kind,
+            &account.settings.receive_id,
+            entropy.now,
+            entropy.seed,
+        )
+        .map_err(AdminError::BadRequest)?;
+    let loaded = account.rules.current();
+    let (outcome, after) = engine::dry_run(
+        state.store.as_ref(),
+        Context {
+            account: &body.account,
+            rules: &loaded.table,
+            now: entropy.now,
+            seed: body.seed.unwrap_or(entropy.seed),
+            dedupe_ttl_secs: state.settings.dedupe_ttl_secs,
+        },
+        &msg,
+    )?;
+    let actions: Vec<String> = outcome.actions.iter().map(|a| a.to_string()).collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "rules_version": loaded.version,
+        "follower": outcome.follower_id,
+        "rules": outcome.answer.rules,
+        "reply": outcome.answer.reply,
+        "actions": actions,
+        "follower_after": after,
+    })))
+}
+
+async fn follower(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, AdminError> {
+    authorize(&state, &req, Role::Viewer)?;
+    let (account, openid) = path.into_inner();
+    known_account(&state, &account)?;
+    let f = state
+        .store
+        .follower(&account, &openid)?
+        .ok_or_else(|| AdminError::NotFound(format!("no follower `{openid}` in `{account}`")))?;
+    Ok(HttpResponse::Ok().json(f))
+}
+
+async fn add_tag(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String, String)>,
+) -> Result<HttpResponse, AdminError> {
+    change_tag(state, req, path.into_inner(), true).await
+}
+
+async fn remove_tag(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String, String)>,
+) -> Result<HttpResponse, AdminError> {
+    change_tag(state, req, path.into_inner(), false).await
+}
+
+async fn change_tag(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    (account, openid, tag): (String, String, String),
+    add: bool,
+) -> Result<HttpResponse, AdminError> {
+    let who = authorize(&state, &req, Role::Operator)?.name.clone();
+    known_account(&state, &account)?;
+    if tag.trim().is_empty() || tag.chars().count() > 64 {
+        return Err(AdminError::BadRequest("a tag is 1 to 64 characters".into()));
+    }
+    let mut changed = false;
+    let f = state
+        .store
+        .update_follower(&account, &openid, &mut |f| {
+            changed = if add {
+                f.tags.insert(tag.clone())
+            } else {
+                f.tags.remove(&tag)
+            };
+        })?
+        .ok_or_else(|| AdminError::NotFound(format!("no follower `{openid}` in `{account}`")))?;
+    if changed {
+        let action = if add {
+            "follower.tag_add"
+        } else {
+            "follower.tag_remove"
+        };
+        audit(&state, &who, action, &format!("{account}/{openid}"), tag);
+    }
+    Ok(HttpResponse::Ok().json(f))
+}
+
+async fn tags(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    account: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    authorize(&state, &req, Role::Viewer)?;
+    known_account(&state, &account)?;
+    let state2 = state.clone();
+    let account = account.into_inner();
+    // A scan of every follower: streamed from the store, off the async worker.
+    let counted = web::block(move || {
+        let (mut followers, mut subscribed) = (0u64, 0u64);
+        let mut tags: BTreeMap<String, u64> = BTreeMap::new();
+        state2.store.for_each_follower(&account, &mut |f| {
+            followers += 1;
+            subscribed += u64::from(f.subscribed);
+            for t in f.tags {
+                *tags.entry(t).or_default() += 1;
+            }
+        })?;
+        Ok::<_, StoreError>(
+            json!({ "followers": followers, "subscribed": subscribed, "tags": tags }),
+        )
+    })
+    .await
+    .map_err(|e| AdminError::BadRequest(e.to_string()))??;
+    Ok(HttpResponse::Ok().json(counted))
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditQuery {
+    limit: Option<usize>,
+}
+
+async fn audit_list(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    q: web::Query<AuditQuery>,
+) -> Result<HttpResponse, AdminError> {
+    authorize(&state, &req, Role::Admin)?;
+    let entries = state.store.audit(q.limit.unwrap_or(100).min(1000))?;
+    Ok(HttpResponse::Ok().json(json!({ "entries": entries })))
+}
+
+fn known_account(state: &AppState, account: &str) -> Result<(), AdminError> {
+    if state.accounts.contains_key(account) {
+        Ok(())
+    } else {
+        Err(AdminError::NotFound(format!("unknown account `{account}`")))
+    }
+}

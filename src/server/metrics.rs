@@ -1,0 +1,140 @@
+//! Prometheus metrics, served at `GET /metrics` in the text format.
+//!
+//! Labels are bounded on purpose: account ids come from the config (a request for an
+//! unknown account is counted as `unknown`, so nobody can grow the series by probing URLs),
+//! message types from the protocol's list, reasons from `WebhookError::reason`, rule names
+//! from the rule files.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    callbacks: IntCounterVec,
+    latency: HistogramVec,
+    rule_hits: IntCounterVec,
+    duplicates: IntCounterVec,
+    reloads: IntCounterVec,
+    store_bytes: IntGauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        // Registering fresh collectors with unique names in a fresh registry cannot fail.
+        let registry = Registry::new_custom(Some("siyu".into()), None).expect("fresh registry");
+        let callbacks = IntCounterVec::new(
+            Opts::new("callbacks_total", "Callbacks by account, message type and outcome (replied, success, duplicate, rejected_<reason>)"),
+            &["account", "type", "outcome"],
+        )
+        .expect("valid metric");
+        // Buckets around WeChat's 5 s deadline's scale: most callbacks take well under 1 ms.
+        let latency = HistogramVec::new(
+            HistogramOpts::new("callback_seconds", "Time to answer a callback").buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0, 5.0,
+            ]),
+            &["account"],
+        )
+        .expect("valid metric");
+        let rule_hits = IntCounterVec::new(
+            Opts::new("rule_hits_total", "Rules fired, by rule name"),
+            &["rule"],
+        )
+        .expect("valid metric");
+        let duplicates = IntCounterVec::new(
+            Opts::new(
+                "duplicates_suppressed_total",
+                "WeChat retries answered from the dedupe cache",
+            ),
+            &["account"],
+        )
+        .expect("valid metric");
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "rule_reloads_total",
+                "Rule folder reloads that changed the table (ok) or were refused (failed)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let store_bytes =
+            IntGauge::new("store_bytes", "Size of the sled store on disk").expect("valid metric");
+        for c in [&callbacks, &rule_hits, &duplicates, &reloads] {
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+        }
+        registry
+            .register(Box::new(latency.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(store_bytes.clone()))
+            .expect("unique metric");
+        Metrics {
+            registry,
+            callbacks,
+            latency,
+            rule_hits,
+            duplicates,
+            reloads,
+            store_bytes,
+        }
+    }
+
+    /// One answered callback.
+    pub fn answered(
+        &self,
+        account: &str,
+        kind: &str,
+        outcome: &str,
+        rules: &[String],
+        duplicate: bool,
+        secs: f64,
+    ) {
+        self.callbacks
+            .with_label_values(&[account, kind, outcome])
+            .inc();
+        self.latency.with_label_values(&[account]).observe(secs);
+        if duplicate {
+            self.duplicates.with_label_values(&[account]).inc();
+        } else {
+            for r in rules {
+                self.rule_hits.with_label_values(&[r.as_str()]).inc();
+            }
+        }
+    }
+
+    /// One refused callback; `account` must be a configured id or `unknown`.
+    pub fn rejected(&self, account: &str, reason: &str, secs: f64) {
+        let outcome = format!("rejected_{reason}");
+        self.callbacks
+            .with_label_values(&[account, "unknown", outcome.as_str()])
+            .inc();
+        self.latency.with_label_values(&[account]).observe(secs);
+    }
+
+    pub fn reload(&self, ok: bool) {
+        self.reloads
+            .with_label_values(&[if ok { "ok" } else { "failed" }])
+            .inc();
+    }
+
+    /// The text exposition, with the store size read now.
+    pub fn render(&self, store_bytes: Option<u64>) -> String {
+        if let Some(b) = store_bytes {
+            self.store_bytes.set(b as i64);
+        }
+        let mut out = Vec::new();
+        // Encoding our own well-formed families into a Vec cannot fail.
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding");
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
