@@ -277,9 +277,13 @@ struct SimulateBody {
 async fn simulate(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Json<SimulateBody>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, AdminError> {
+    // Parsed after the token check, so a caller without one learns nothing from the body's
+    // errors (and gets 401, not 400).
     authorize(&state, &req, Role::Viewer)?;
+    let body: SimulateBody = serde_json::from_slice(&body)
+        .map_err(|e| AdminError::BadRequest(format!("simulate body: {e}")))?;
     let account = state
         .accounts
         .get(&body.account)

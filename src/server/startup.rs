@@ -72,6 +72,9 @@ pub struct Application {
     server: actix_web::dev::Server,
     store: Arc<SledStore>,
     state: web::Data<AppState>,
+    /// Watches the rule folders from the moment the app is built (not from its first
+    /// poll), so no change made after `build` returns can be missed.
+    watcher: Option<notify::RecommendedWatcher>,
 }
 
 impl Application {
@@ -97,11 +100,19 @@ impl Application {
                     source,
                 })?
                 .run();
+        let watcher = match super::reload::watch(app_state.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch rule folders; reload with SIGHUP or the admin API");
+                None
+            }
+        };
         Ok(Application {
             port,
             server,
             store,
             state: app_state,
+            watcher,
         })
     }
 
@@ -125,16 +136,9 @@ impl Application {
             server,
             store,
             state,
+            watcher,
             ..
         } = self;
-        // Rule changes are picked up while serving: file changes and SIGHUP.
-        let watcher = match super::reload::watch(state.clone()) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch rule folders; reload with SIGHUP or the admin API");
-                None
-            }
-        };
         #[cfg(unix)]
         let hup = tokio::spawn(super::reload::on_sighup(state.clone()));
         let result = server.await;

@@ -236,13 +236,36 @@ pub struct Response {
     pub body: String,
 }
 
-/// Loads the test config with a store under `dir`.
+impl Response {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// Loads the test config with a store and a copy of the fixture rules under `dir`, so
+/// tests that change rules change only their own copy.
 pub fn settings(dir: &Path) -> Settings {
     let mut s = Settings::load(&fixtures().join("config.toml")).expect("test config loads");
     s.storage_path = dir.join("siyu.sled");
     s.bind = "127.0.0.1:0".into();
+    let replies = dir.join("replies");
+    if !replies.exists() {
+        std::fs::create_dir_all(&replies).unwrap();
+        for e in std::fs::read_dir(fixtures().join("replies")).unwrap() {
+            let p = e.unwrap().path();
+            std::fs::copy(&p, replies.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    for a in &mut s.accounts {
+        a.replies_dir = replies.clone();
+    }
+    s.replies_dir = replies;
     s
 }
+
+pub const VIEWER: &str = "viewer-secret-0123456789";
+pub const OPERATOR: &str = "operator-secret-0123456789";
+pub const ADMIN: &str = "admin-secret-0123456789";
 
 pub async fn spawn_app(dir: &TempDir) -> TestApp {
     spawn_with(settings(dir.path())).await
@@ -281,6 +304,28 @@ impl TestApp {
             .send()
             .await
             .expect("request sent");
+        Response {
+            status: r.status().as_u16(),
+            body: r.text().await.unwrap(),
+        }
+    }
+
+    /// An admin API call with an optional bearer token.
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<String>,
+    ) -> Response {
+        let mut r = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            r = r.header("authorization", format!("Bearer {t}"));
+        }
+        if let Some(b) = body {
+            r = r.body(b);
+        }
+        let r = r.send().await.expect("request sent");
         Response {
             status: r.status().as_u16(),
             body: r.text().await.unwrap(),

@@ -2,10 +2,12 @@
 //! The app runs for real on a random port with a sled store in a temp dir; the tests play
 //! WeChat's servers over HTTP.
 
+mod admin;
 mod bad_input;
 mod cli;
 mod dedupe;
 mod helpers;
 mod official;
 mod persistence;
+mod reload;
 mod wecom;
