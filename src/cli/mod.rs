@@ -1,5 +1,6 @@
 //! The command line: one module per subcommand, each thin over the library.
 
+pub mod audit;
 pub mod check;
 pub mod serve;
 pub mod simulate;
@@ -29,6 +30,8 @@ pub enum Command {
     /// Run one message through the engine (the server's own code path) and print the
     /// rule that matched, the reply and the actions.
     Simulate(simulate::SimulateArgs),
+    /// Show the audit trail: rule writes and reloads, follower edits, newest first.
+    Audit(audit::AuditArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -53,5 +56,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve(a) => serve::run(&a.config),
         Command::Check(a) => check::run(&a.config),
         Command::Simulate(a) => simulate::run(&a),
+        Command::Audit(a) => audit::run(&a),
     }
 }

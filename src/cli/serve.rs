@@ -25,6 +25,9 @@ pub fn run(config: &Path) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
+    for w in &settings.warnings {
+        tracing::warn!("{w}");
+    }
     runtime.block_on(async {
         let accounts: Vec<String> = settings.accounts.iter().map(|a| a.id.clone()).collect();
         let app = match Application::build(settings) {

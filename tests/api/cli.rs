@@ -113,3 +113,74 @@ fn simulate_dry_runs_and_commits_through_the_engine() {
     assert_eq!(code, 1, "click without --key is refused");
     assert!(err.contains("--key"), "{err}");
 }
+
+/// The real binary: serves, answers, takes an admin write, and on SIGTERM finishes, flushes
+/// and exits 0; the audit trail then shows the write.
+#[tokio::test]
+async fn serve_shuts_down_gracefully_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path(), &fixtures().join("replies"));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_siyu"))
+        .args(["serve", "--config", &config])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let port: u16 = loop {
+        let line = lines.next().expect("serve logs its port").unwrap();
+        if let Some(rest) = line.split("port=").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    // Keep draining stderr so the child never blocks on a full pipe.
+    let logs = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let (query, body) = PLAIN.request(&PLAIN.text("o_term", "优惠券", 1), now(), "5");
+    let r = client
+        .post(format!("{base}/wx/plain?{query}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client
+        .put(format!("{base}/admin/v1/rules/extra.toml"))
+        .header("authorization", format!("Bearer {OPERATOR}"))
+        .body("[[rule]]\nname = \"extra\"\nkeywords = [\"额外\"]\nreply = \"extra\"\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    let logs = logs.join().unwrap().join("\n");
+    assert!(logs.contains("callback"), "{logs}");
+    assert!(
+        !logs.contains("siyutoken") && !logs.contains(OPERATOR),
+        "secrets never logged"
+    );
+
+    let (code, out, err) = siyu(&["audit", "--config", &config]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("ops-li") && out.contains("rules.write") && out.contains("extra.toml"),
+        "{out}"
+    );
+    let store = siyu::store::SledStore::open(&dir.path().join("data/siyu.sled")).unwrap();
+    use siyu::store::Store;
+    let f = store
+        .follower("plain", "o_term")
+        .unwrap()
+        .expect("flushed before exit");
+    assert_eq!(f.counters.get("coupon_asks"), Some(&1));
+}

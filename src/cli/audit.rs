@@ -1,0 +1,55 @@
+//! `siyu audit`: the audit trail, newest first (who changed which rule file or follower,
+//! and every reload). Reads the store, so stop `siyu serve` first or use
+//! `GET /admin/v1/audit` while it runs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::{EXIT_INVALID, EXIT_RUNTIME};
+use crate::config::Settings;
+use crate::store::{SledStore, Store};
+
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// The config file.
+    #[arg(
+        long,
+        short,
+        env = "SIYU_CONFIG",
+        default_value = "config.toml",
+        hide_env_values = true
+    )]
+    pub config: PathBuf,
+    /// How many entries.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+}
+
+pub fn run(args: &AuditArgs) -> ExitCode {
+    let settings = match Settings::load(&args.config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let entries = SledStore::open(&settings.storage_path).and_then(|s| s.audit(args.limit));
+    match entries {
+        Ok(entries) => {
+            if entries.is_empty() {
+                println!("(no audit entries)");
+            }
+            for e in entries {
+                println!(
+                    "{}  {:<14} {:<20} {}  {}",
+                    e.at, e.who, e.action, e.target, e.detail
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
