@@ -369,3 +369,32 @@ async fn metrics_count_what_was_sent() {
     assert!(m.body.contains("siyu_store_bytes "), "{}", m.body);
     app.stop().await;
 }
+
+/// docs/openapi.yaml describes every route the admin API serves.
+#[test]
+fn the_openapi_file_lists_every_route() {
+    let spec = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.yaml"),
+    )
+    .unwrap();
+    let source = include_str!("../../src/server/admin.rs");
+    let routes: Vec<&str> = source
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix(".route(\""))
+        .map(|l| l.split('"').next().unwrap())
+        .chain(
+            source
+                .lines()
+                .map(str::trim)
+                .filter(|l| l.starts_with("\"/") && l.ends_with("\","))
+                .map(|l| l.trim_matches(|c| c == '"' || c == ',')),
+        )
+        .collect();
+    assert!(routes.len() >= 9, "{routes:?}");
+    for r in routes {
+        assert!(
+            spec.contains(&format!("/admin/v1{r}:")),
+            "{r} is not in docs/openapi.yaml"
+        );
+    }
+}
