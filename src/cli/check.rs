@@ -1,14 +1,31 @@
-//! `siyu check`: validate the config and every rule folder, print a summary, exit 1 on
-//! any error (all rule errors are listed, each with file:line:column).
+//! `siyu check`: validate the config and every rule folder, print a summary and the
+//! folder's warnings, exit 1 on any error (all rule errors are listed, each with
+//! file:line:column). Warnings never fail a check. With `--tests FILE`, also run an
+//! operator regression suite against each folder and exit 1 on any failed case.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::EXIT_INVALID;
+use super::{ConfigArg, EXIT_INVALID};
 use crate::config::{AccountKind, Settings};
 use crate::rulebook;
+use crate::rules::{RuleTable, Suite};
 
-pub fn run(config: &Path) -> ExitCode {
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Also run this regression suite (a TOML file of `[[case]]` test messages, each with
+    /// the rule expected to answer it) against the rule folder of each account.
+    #[arg(long, value_name = "FILE")]
+    pub tests: Option<PathBuf>,
+    /// Check only this account's rule folder (the config is checked whole).
+    #[arg(long)]
+    pub account: Option<String>,
+}
+
+pub fn run(args: &CheckArgs) -> ExitCode {
+    let config = &args.config.config;
     let settings = match Settings::load(config) {
         Ok(s) => s,
         Err(e) => {
@@ -30,15 +47,41 @@ pub fn run(config: &Path) -> ExitCode {
             a.replies_dir.display()
         );
     }
+    let mut dirs = settings.rule_dirs();
+    if let Some(id) = &args.account {
+        let Some(account) = settings.account(id) else {
+            let ids: Vec<&str> = settings.accounts.iter().map(|a| a.id.as_str()).collect();
+            eprintln!("error: no account `{id}` (configured: {})", ids.join(", "));
+            return ExitCode::from(EXIT_INVALID);
+        };
+        dirs.retain(|dir, _| *dir == account.replies_dir);
+    }
+    // Read before the folders so that a broken suite is reported once, not per folder.
     let mut failed = false;
-    for (dir, accounts) in settings.rule_dirs() {
+    let suite = match &args.tests {
+        None => None,
+        Some(path) => {
+            let suite = read_suite(path);
+            failed |= suite.is_none();
+            suite
+        }
+    };
+    for (dir, accounts) in dirs {
         match rulebook::load_dir(&dir) {
-            Ok(table) => println!(
-                "rules {}: ok, {} (accounts: {})",
-                dir.display(),
-                table.summary(),
-                accounts.join(", ")
-            ),
+            Ok(table) => {
+                println!(
+                    "rules {}: ok, {} (accounts: {})",
+                    dir.display(),
+                    table.summary(),
+                    accounts.join(", ")
+                );
+                for warning in table.warnings() {
+                    println!("{warning}");
+                }
+                if let Some(suite) = &suite {
+                    failed |= !run_suite(&table, suite, &dir);
+                }
+            }
             Err(e) => {
                 failed = true;
                 eprintln!("rules {}: refused", dir.display());
@@ -51,4 +94,40 @@ pub fn run(config: &Path) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Reads and parses a suite file, printing why not if it can't (`None`).
+pub(crate) fn read_suite(path: &Path) -> Option<Suite> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("error: cannot read tests {}: {e}", path.display());
+            return None;
+        }
+    };
+    match Suite::parse(&path.display().to_string(), &text) {
+        Ok(suite) => Some(suite),
+        Err(e) => {
+            eprintln!("tests {}: refused", path.display());
+            eprintln!("{e}");
+            None
+        }
+    }
+}
+
+/// Runs `suite` against the rules of `dir`, prints a summary and every failure; whether
+/// every case passed.
+pub(crate) fn run_suite(table: &RuleTable, suite: &Suite, dir: &Path) -> bool {
+    let report = table.run_suite(suite);
+    println!(
+        "tests {} on rules {}: {} passed, {} failed",
+        suite.name(),
+        dir.display(),
+        report.passed,
+        report.failures.len()
+    );
+    for failure in &report.failures {
+        eprintln!("{failure}");
+    }
+    report.failures.is_empty()
 }

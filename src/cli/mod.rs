@@ -26,7 +26,7 @@ pub enum Command {
     /// Serve the webhook for every configured account at /wx/{id}.
     Serve(ConfigArg),
     /// Validate the config and every rule file; print a summary.
-    Check(ConfigArg),
+    Check(check::CheckArgs),
     /// Run one message through the engine (the server's own code path) and print the
     /// rule that matched, the reply and the actions.
     Simulate(simulate::SimulateArgs),
@@ -54,7 +54,7 @@ pub const EXIT_RUNTIME: u8 = 3;
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(a) => serve::run(&a.config),
-        Command::Check(a) => check::run(&a.config),
+        Command::Check(a) => check::run(&a),
         Command::Simulate(a) => simulate::run(&a),
         Command::Audit(a) => audit::run(&a),
     }

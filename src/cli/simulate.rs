@@ -2,19 +2,22 @@
 //!
 //! Runs the engine's own path (`engine::dry_run`, or `engine::handle` with `--commit`)
 //! against the real store, so the follower's real tags and counters decide conditions.
-//! A dry run writes nothing.
+//! A dry run writes nothing. With `--tests FILE` it runs an operator regression suite
+//! against the account's rules instead: the rules alone, no store (see `rules::Suite`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::ValueEnum;
 
+use super::check::{read_suite, run_suite};
 use super::{EXIT_INVALID, EXIT_RUNTIME};
 use crate::config::{AccountKind, Settings};
 use crate::engine::{self, Context, Outcome};
 use crate::follower::Follower;
-use crate::protocol::{Event, ExternalContactChange, Inbound, InboundKind, Reply};
+use crate::protocol::{Inbound, Reply};
 use crate::rulebook;
+use crate::trial::Trial;
 use crate::server::webhook::Entropy;
 use crate::store::{SledStore, Store};
 
@@ -50,6 +53,14 @@ pub struct SimulateArgs {
     /// Picks among reply variants; random by default.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Instead of one message, run this regression suite (a TOML file of `[[case]]` test
+    /// messages, each with the rule expected to answer it); exit 1 on any mismatch.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["text", "event", "scene", "key", "commit", "seed"]
+    )]
+    pub tests: Option<PathBuf>,
     /// The text of the message.
     pub text: Option<String>,
 }
@@ -100,6 +111,15 @@ fn simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     };
+    if let Some(path) = &args.tests {
+        let passed =
+            read_suite(path).is_some_and(|suite| run_suite(&table, &suite, &account.replies_dir));
+        return Ok(if passed {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(EXIT_INVALID)
+        });
+    }
     let msg = match build_message(args, account.kind, &account.receive_id) {
         Ok(m) => m,
         Err(e) => {
@@ -134,58 +154,18 @@ fn build_message(
     receive_id: &str,
 ) -> Result<Inbound, String> {
     let entropy = Entropy::fresh();
-    let key = || args.key.clone().ok_or("this event needs --key");
-    let inbound_kind = match args.event {
-        None => InboundKind::Text {
-            content: args
-                .text
-                .clone()
-                .ok_or("give the message text, or --event")?,
-            msg_id: entropy.seed,
-        },
-        Some(event) => InboundKind::Event(match event {
-            SimEvent::Subscribe => Event::Subscribe {
-                scene: args.scene.clone(),
-                ticket: None,
-            },
-            SimEvent::Unsubscribe => Event::Unsubscribe,
-            SimEvent::Scan => Event::Scan {
-                scene: args.scene.clone().ok_or("scan needs --scene")?,
-                ticket: None,
-            },
-            SimEvent::Click => Event::Click { key: key()? },
-            SimEvent::View => Event::View {
-                url: key()?,
-                menu_id: None,
-            },
-            SimEvent::EnterAgent => Event::EnterAgent {
-                key: args.key.clone(),
-            },
-            SimEvent::AddExternalContact | SimEvent::DelExternalContact => {
-                if kind != AccountKind::Wecom {
-                    return Err("external-contact events exist only for wecom accounts".into());
-                }
-                Event::ExternalContact {
-                    change: if matches!(event, SimEvent::AddExternalContact) {
-                        ExternalContactChange::Add
-                    } else {
-                        ExternalContactChange::Del
-                    },
-                    user_id: "simulated-staff".into(),
-                    external_user_id: args.from.clone(),
-                    state: args.scene.clone(),
-                    welcome_code: None,
-                }
-            }
+    let trial = Trial {
+        from: Some(args.from.clone()),
+        text: args.text.clone(),
+        event: args.event.map(|e| {
+            e.to_possible_value()
+                .map(|v| v.get_name().replace('-', "_"))
+                .unwrap_or_default()
         }),
+        scene: args.scene.clone(),
+        key: args.key.clone(),
     };
-    Ok(Inbound {
-        to: receive_id.to_string(),
-        from: args.from.clone(),
-        create_time: entropy.now,
-        agent_id: (kind == AccountKind::Wecom).then(|| "0".to_string()),
-        kind: inbound_kind,
-    })
+    trial.message(kind, receive_id, entropy.now, entropy.seed)
 }
 
 fn print_outcome(account: &str, o: &Outcome, after: Option<&Follower>, committed: bool) {

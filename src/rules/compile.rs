@@ -9,8 +9,8 @@
 use std::cmp::Reverse;
 use std::collections::HashMap;
 
-use super::error::{FileErrors, RuleError, RuleErrors};
-use super::format::{parse_file, RawFile};
+use super::error::{FileErrors, Pos, RuleError, RuleErrors};
+use super::format::{parse_file, MatchKind, RawFile};
 use super::matcher::{EventIndex, TextIndexBuilder};
 use super::rule::{compile_rule, keyword, Rule, Trigger};
 use super::{RuleSource, RuleTable, Summary};
@@ -28,7 +28,7 @@ pub(crate) fn compile(sources: &[RuleSource]) -> Result<RuleTable, RuleErrors> {
     indexes.summary.files = sources.len();
 
     // Intents first, from every file: a rule may use an intent defined in a later file.
-    let intents = define_intents(&sources, &files, &mut indexes, &mut all_errors);
+    let (intents, intent_defs) = define_intents(&sources, &files, &mut indexes, &mut all_errors);
     let mut intent_names: Vec<&str> = intents.keys().copied().collect();
     intent_names.sort_unstable();
     let known_intents = if intent_names.is_empty() {
@@ -40,7 +40,7 @@ pub(crate) fn compile(sources: &[RuleSource]) -> Result<RuleTable, RuleErrors> {
     let mut rules: Vec<Rule> = Vec::new();
     // Rule name → where it was first defined, for the duplicate error.
     let mut names: HashMap<&str, String> = HashMap::new();
-    for (source, file) in sources.iter().zip(&files) {
+    for (file_id, (source, file)) in sources.iter().zip(&files).enumerate() {
         let mut errors = file_errors(source, &mut all_errors);
         for raw in &file.rules {
             let name = raw.name.get_ref();
@@ -54,9 +54,8 @@ pub(crate) fn compile(sources: &[RuleSource]) -> Result<RuleTable, RuleErrors> {
                     names.insert(name, errors.location(at));
                 }
             }
-            if let Some((rule, trigger)) = compile_rule(raw, &mut errors, &intents, &known_intents)
-            {
-                indexes.add(rules.len(), rule.priority, trigger);
+            if let Some(rule) = compile_rule(raw, file_id, &mut errors, &intents, &known_intents) {
+                indexes.add(rules.len(), &rule);
                 rules.push(rule);
             }
         }
@@ -92,6 +91,8 @@ pub(crate) fn compile(sources: &[RuleSource]) -> Result<RuleTable, RuleErrors> {
                 events,
                 defaults,
                 summary,
+                files: sources.iter().map(|s| s.name.clone()).collect(),
+                intents: intent_defs,
             })
         }
         _ => {
@@ -117,47 +118,67 @@ struct Indexes {
 }
 
 impl Indexes {
-    fn add(&mut self, id: usize, priority: i64, trigger: Trigger) {
-        match trigger {
+    /// Puts rule number `id`'s trigger in the indexes.
+    fn add(&mut self, id: usize, rule: &Rule) {
+        match &rule.trigger {
             Trigger::Text {
                 keywords,
+                match_kind,
                 regexes,
                 intents,
             } => {
                 self.summary.keywords += keywords.len();
                 self.summary.regexes += regexes.len();
-                for (keyword, kind) in keywords {
-                    self.text.keyword(id, keyword, kind);
+                for keyword in keywords {
+                    self.text.keyword(id, keyword.value.clone(), *match_kind);
                 }
                 for regex in regexes {
-                    self.text.regex(id, regex);
+                    self.text.regex(id, regex.value.clone());
                 }
                 for intent in intents {
-                    self.text.intent_ref(id, intent);
+                    self.text.intent_ref(id, intent.value);
                 }
             }
             Trigger::Event { kind, values } => {
                 self.summary.event_rules += 1;
-                self.events.add(id, kind, values.as_deref());
+                let values: Option<Vec<String>> = values
+                    .as_ref()
+                    .map(|values| values.iter().map(|v| v.value.clone()).collect());
+                self.events.add(id, *kind, values.as_deref());
             }
             Trigger::Default => {
                 self.summary.default_rules += 1;
-                self.defaults.push((priority, id));
+                self.defaults.push((rule.priority, id));
             }
         }
     }
 }
 
-/// Reads every file's `[intents]` into the text index; returns name → intent id.
+/// An intent as defined, kept in the table for warnings (the index holds its phrases).
+#[derive(Debug)]
+pub(crate) struct Intent {
+    pub name: String,
+    /// The file it is defined in: an index into the table's file names.
+    pub file: usize,
+    /// Where its name is written.
+    pub at: Pos,
+    /// Normalised.
+    pub phrases: Vec<String>,
+    pub match_kind: MatchKind,
+}
+
+/// Reads every file's `[intents]` into the text index; returns name → intent id, and the
+/// intents by id.
 fn define_intents<'s>(
     sources: &[&RuleSource],
     files: &'s [RawFile],
     indexes: &mut Indexes,
     all_errors: &mut Vec<RuleError>,
-) -> HashMap<&'s str, usize> {
+) -> (HashMap<&'s str, usize>, Vec<Intent>) {
     // Name → (id, where it was first defined).
     let mut intents: HashMap<&str, (usize, String)> = HashMap::new();
-    for (source, file) in sources.iter().zip(files) {
+    let mut defs = Vec::new();
+    for (file_id, (source, file)) in sources.iter().zip(files).enumerate() {
         let mut errors = file_errors(source, all_errors);
         for (name, intent) in &file.intents {
             let at = name.span().start;
@@ -177,17 +198,25 @@ fn define_intents<'s>(
                 errors.push(phrases.span().start, message);
             }
             let normalised = phrases.get_ref().iter();
-            let normalised = normalised
+            let normalised: Vec<String> = normalised
                 .filter_map(|p| keyword(p, "phrase", &mut errors))
                 .collect();
+            defs.push(Intent {
+                name: name.get_ref().clone(),
+                file: file_id,
+                at: errors.position(at),
+                phrases: normalised.clone(),
+                match_kind: intent.match_kind(),
+            });
             indexes.text.intent(id, normalised, intent.match_kind());
         }
     }
     indexes.summary.intents = intents.len();
-    intents
+    let names = intents
         .into_iter()
         .map(|(name, (id, _))| (name, id))
-        .collect()
+        .collect();
+    (names, defs)
 }
 
 fn file_errors<'a>(source: &'a RuleSource, errors: &'a mut Vec<RuleError>) -> FileErrors<'a> {

@@ -37,6 +37,15 @@ impl fmt::Display for RuleErrors {
 
 impl std::error::Error for RuleErrors {}
 
+/// A place in a rule file, 1-based (columns in characters), as errors show it. Compiled
+/// rules keep the positions of what they were written with, so that `warnings.rs` can
+/// point at a keyword or placeholder long after the source text is gone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Pos {
+    pub line: usize,
+    pub column: usize,
+}
+
 /// Where errors of one file go while it is parsed and compiled.
 pub(crate) struct FileErrors<'a> {
     pub name: &'a str,
@@ -71,6 +80,12 @@ impl<'a> FileErrors<'a> {
     /// The `file:line` of byte `offset`, for messages that point at an earlier definition.
     pub fn location(&self, offset: usize) -> String {
         format!("{}:{}", self.name, self.line_column(offset).0)
+    }
+
+    /// Line and column of byte `offset`, kept in the compiled table for warnings.
+    pub fn position(&self, offset: usize) -> Pos {
+        let (line, column) = self.line_column(offset);
+        Pos { line, column }
     }
 
     fn line_column(&self, offset: usize) -> (usize, usize) {

@@ -93,6 +93,12 @@
 //! refuses the whole folder, and every mistake is listed as `file:line:column: message`
 //! (columns count characters). For TOML syntax errors only the first of each file is
 //! shown, since the ones after it are usually its echoes.
+//!
+//! **Warnings.** `siyu check` also prints what compiles but looks wrong, as
+//! `file:line:column: warning: message`, without refusing the folder: a keyword (or a
+//! whole rule) that never fires because an earlier rule always takes its messages, the
+//! same keyword in two rules of the same priority, an unused intent, a placeholder that
+//! may render empty, a regex that matches the empty string (see `warnings.rs`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -161,7 +167,8 @@ pub(crate) fn parse_file(text: &str, errors: &mut FileErrors<'_>) -> RawFile {
     file
 }
 
-fn toml_offset(e: &toml::de::Error, fallback: usize) -> usize {
+/// Where a TOML error is, or `fallback` when the parser gives no span.
+pub(crate) fn toml_offset(e: &toml::de::Error, fallback: usize) -> usize {
     e.span().map_or(fallback, |s| s.start)
 }
 
@@ -193,7 +200,7 @@ pub(crate) struct RawRule {
 }
 
 /// How a keyword or phrase is compared with the normalised message text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum MatchKind {
     #[default]

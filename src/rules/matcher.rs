@@ -33,6 +33,15 @@ pub(crate) mod specificity {
     /// An event rule with `scene = "*"` / `key = "*"`.
     pub const EVENT_ANY_VALUE: u8 = 1;
     pub const EVENT_UNFILTERED: u8 = 0;
+
+    /// The specificity of a keyword or phrase of match kind `kind`.
+    pub fn of(kind: super::MatchKind) -> u8 {
+        match kind {
+            super::MatchKind::Exact => EXACT,
+            super::MatchKind::Prefix => PREFIX,
+            super::MatchKind::Contains => CONTAINS,
+        }
+    }
 }
 
 /// A rule that matched, and how.
@@ -296,14 +305,27 @@ impl EventIndex {
 
     /// The rules for an event of `kind` carrying `value` (non-empty, or `None`).
     pub fn candidates(&self, kind: EventKind, value: Option<&str>) -> Vec<Candidate> {
+        self.gather(kind, value, value.is_some())
+    }
+
+    /// The rules for an event of `kind` carrying a value that no rule lists: what every
+    /// value a `"*"` rule covers meets at least (for `warnings.rs`).
+    pub fn candidates_unlisted(&self, kind: EventKind) -> Vec<Candidate> {
+        self.gather(kind, None, true)
+    }
+
+    /// `listed`: the value, if rules may list it; `has_value`: the event carries one.
+    fn gather(&self, kind: EventKind, listed: Option<&str>, has_value: bool) -> Vec<Candidate> {
         let Some(rules) = self.kinds.get(&kind) else {
             return Vec::new();
         };
         let mut found = Found::default();
-        if let Some(value) = value {
+        if let Some(value) = listed {
             for &rule in rules.by_value.get(value).into_iter().flatten() {
                 found.rule(rule, specificity::EVENT_VALUE, None);
             }
+        }
+        if has_value {
             for &rule in &rules.any_value {
                 found.rule(rule, specificity::EVENT_ANY_VALUE, None);
             }

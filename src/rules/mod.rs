@@ -16,7 +16,10 @@
 //! - `event.rs`: event names and how they map onto the protocol's events;
 //! - `decide.rs`: ordering the candidates, conditions, `continue`, the [`Decision`];
 //! - `render.rs`, `reply.rs`: placeholder templates and compiled replies;
-//! - `action.rs`: [`Action`], the changes a rule makes to a follower.
+//! - `action.rs`: [`Action`], the changes a rule makes to a follower;
+//! - `warnings.rs`: [`RuleWarning`]s, for rules that compile but look wrong (shadowed
+//!   keywords, duplicates, unused intents, placeholders that may be empty, …);
+//! - `suite.rs`: operators' regression suites ([`Suite`]) run against a table.
 
 mod action;
 mod compile;
@@ -29,6 +32,8 @@ mod normalise;
 mod render;
 mod reply;
 mod rule;
+mod suite;
+mod warnings;
 
 use std::fmt;
 
@@ -36,6 +41,8 @@ pub use action::Action;
 pub use decide::Decision;
 pub use error::{RuleError, RuleErrors};
 pub use normalise::normalise;
+pub use suite::{CaseFailure, Suite, SuiteReport, SUITE_OPENID};
+pub use warnings::RuleWarning;
 
 /// One rule file's contents.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +62,10 @@ pub struct RuleTable {
     /// Default rules, already in the order they are tried.
     defaults: Vec<usize>,
     summary: Summary,
+    /// File names in name order; a rule's `file` indexes it.
+    files: Vec<String>,
+    /// By id, for warnings.
+    intents: Vec<compile::Intent>,
 }
 
 impl RuleTable {
@@ -240,6 +251,33 @@ mod tests {
         assert_eq!(d0.rules, ["fallback"]);
         assert_eq!(d1.rules, ["fallback"]);
         assert_ne!(d0.reply, d1.reply, "two variants");
+    }
+
+    /// The shipped rules are the operators' model: they must not draw a warning.
+    #[test]
+    fn shipped_rules_have_no_warnings() {
+        let table = RuleTable::compile(&shipped()).expect("shipped rules compile");
+        let warnings: Vec<String> = table.warnings().iter().map(ToString::to_string).collect();
+        assert!(warnings.is_empty(), "{warnings:#?}");
+    }
+
+    /// The example suite (shipped for operators, and the tests' fixture) passes on the
+    /// shipped rules, and the two copies agree.
+    #[test]
+    fn example_suite_passes_on_the_shipped_rules() {
+        let fixture = include_str!("../../tests/fixtures/rule_tests.toml");
+        assert_eq!(
+            fixture,
+            include_str!("../../examples/rule_tests.toml"),
+            "examples/rule_tests.toml is a copy of tests/fixtures/rule_tests.toml"
+        );
+        let suite = Suite::parse("rule_tests.toml", fixture).unwrap_or_else(|e| panic!("{e}"));
+        let table = RuleTable::compile(&shipped()).expect("shipped rules compile");
+        let report = table.run_suite(&suite);
+        let failures: Vec<String> = report.failures.iter().map(ToString::to_string).collect();
+        assert!(failures.is_empty(), "{failures:#?}");
+        assert_eq!(report.passed, suite.len());
+        assert!(suite.len() >= 20, "{}", suite.len());
     }
 
     #[test]

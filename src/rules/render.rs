@@ -5,9 +5,11 @@
 //! parsing. `{{` and `}}` stand for literal braces, as in Rust's `format!`; a lone brace is
 //! an error rather than a guess, so a half-typed placeholder never reaches a follower.
 
+use std::fmt;
+
 use toml::Spanned;
 
-use super::error::FileErrors;
+use super::error::{FileErrors, Pos};
 use crate::follower::Follower;
 
 /// Every placeholder, as listed in error messages.
@@ -18,6 +20,9 @@ const KNOWN: &str = "{openid}, {content}, {scene}, {first_scene}, {tags}, {attr.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Template {
     segments: Vec<Segment>,
+    /// Where each placeholder is written in its file, in order; empty for a template that
+    /// was not read from a file (`parse`). Only `warnings.rs` looks at it.
+    at: Vec<Pos>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -26,8 +31,9 @@ enum Segment {
     Field(Field),
 }
 
+/// A placeholder.
 #[derive(Debug, Clone, PartialEq)]
-enum Field {
+pub(crate) enum Field {
     OpenId,
     Content,
     Scene,
@@ -101,7 +107,10 @@ impl Template {
         if !text.is_empty() {
             segments.push(Segment::Text(text));
         }
-        Ok(Template { segments })
+        Ok(Template {
+            segments,
+            at: Vec::new(),
+        })
     }
 
     /// Parses a string from a rule file, recording an error at the offending placeholder
@@ -129,7 +138,10 @@ impl Template {
             }
         });
         match result {
-            Ok(template) => Some(template),
+            Ok(mut template) => {
+                template.at = template.positions(source, errors);
+                Some(template)
+            }
             Err(e) => {
                 let span = source.span();
                 let within = errors
@@ -153,12 +165,63 @@ impl Template {
         out
     }
 
+    /// Every placeholder with where it is written (`None` for a template from `parse`).
+    pub fn placeholders(&self) -> impl Iterator<Item = (&Field, Option<Pos>)> + '_ {
+        let fields = self.segments.iter().filter_map(|s| match s {
+            Segment::Field(field) => Some(field),
+            Segment::Text(_) => None,
+        });
+        fields
+            .enumerate()
+            .map(|(i, field)| (field, self.at.get(i).copied()))
+    }
+
+    /// The position of each placeholder of this template, read from `source`: each is
+    /// looked for in the string as written, after the previous one; one that is not found
+    /// verbatim (escapes in the TOML string) gets the string's own position.
+    fn positions(&self, source: &Spanned<String>, errors: &FileErrors<'_>) -> Vec<Pos> {
+        let span = source.span();
+        let raw = errors.text.get(span.clone()).unwrap_or("");
+        let mut from = 0;
+        let mut at = Vec::new();
+        for (field, _) in self.placeholders() {
+            let written = field.to_string();
+            let offset = match raw.get(from..).and_then(|rest| rest.find(&written)) {
+                Some(i) => {
+                    from += i + written.len();
+                    span.start + from - written.len()
+                }
+                None => span.start,
+            };
+            at.push(errors.position(offset));
+        }
+        at
+    }
+
     /// The capture groups `{match.N}` refers to, for checking them against the rule's regexes.
     pub fn match_groups(&self) -> impl Iterator<Item = usize> + '_ {
         self.segments.iter().filter_map(|s| match s {
             Segment::Field(Field::Match(n)) => Some(*n),
             _ => None,
         })
+    }
+}
+
+/// The placeholder as written: `{attr.city}`.
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Field::OpenId => f.write_str("{openid}"),
+            Field::Content => f.write_str("{content}"),
+            Field::Scene => f.write_str("{scene}"),
+            Field::FirstScene => f.write_str("{first_scene}"),
+            Field::Tags => f.write_str("{tags}"),
+            Field::Attr(name) => write!(f, "{{attr.{name}}}"),
+            Field::Counter(name) => write!(f, "{{counter.{name}}}"),
+            Field::MessagesIn => f.write_str("{messages_in}"),
+            Field::Match(n) => write!(f, "{{match.{n}}}"),
+            Field::EventKey => f.write_str("{event_key}"),
+        }
     }
 }
 

@@ -1,8 +1,9 @@
-//! One rule, checked: a raw `[[rule]]` → a compiled [`Rule`] and its [`Trigger`].
+//! One rule, checked: a raw `[[rule]]` → a compiled [`Rule`] with its [`Trigger`].
 //!
 //! Every check of a rule runs even after another failed, so one pass reports all of its
-//! mistakes; each check records its errors and returns `Err(Reported)`. The trigger is
-//! handed back separately because it goes into the table's indexes, not into the rule.
+//! mistakes; each check records its errors and returns `Err(Reported)`. The trigger goes
+//! into the table's indexes (which is what matching uses); the rule keeps it too, with
+//! the position of every keyword, regex and value, for the warnings of `warnings.rs`.
 
 use std::collections::HashMap;
 
@@ -10,7 +11,7 @@ use regex::Regex;
 use toml::Spanned;
 
 use super::action::Actions;
-use super::error::FileErrors;
+use super::error::{FileErrors, Pos};
 use super::event::{EventKind, Filter};
 use super::format::{items, MatchKind, RawRule, Strings};
 use super::matcher::regex_builder;
@@ -30,36 +31,62 @@ pub(crate) struct Rule {
     pub continues: bool,
     /// Whether a template uses `{match.N}`: captures are computed only then.
     pub uses_captures: bool,
+    /// The file the rule is written in: an index into the table's file names.
+    pub file: usize,
+    /// Where its `name` is written.
+    pub at: Pos,
+    /// Its trigger as written (the indexes hold their own copy, shaped for matching).
+    pub trigger: Trigger,
 }
 
-/// A rule's validated trigger, before it goes into the indexes.
+impl Rule {
+    /// Whether the rule, once tried, surely ends the search: no condition can skip it
+    /// and it does not `continue`. Such a rule hides every rule tried after it.
+    pub fn always_ends(&self) -> bool {
+        self.if_tags.is_empty() && self.unless_tags.is_empty() && !self.continues
+    }
+}
+
+/// A rule's validated trigger.
+#[derive(Debug, Clone)]
 pub(crate) enum Trigger {
+    /// All keywords of a rule share one match kind (`match` applies to the list).
     Text {
-        keywords: Vec<(String, MatchKind)>,
-        regexes: Vec<Regex>,
-        intents: Vec<usize>,
+        keywords: Vec<Written<String>>,
+        match_kind: MatchKind,
+        regexes: Vec<Written<Regex>>,
+        intents: Vec<Written<usize>>,
     },
     Event {
         kind: EventKind,
-        values: Option<Vec<String>>,
+        values: Option<Vec<Written<String>>>,
     },
     Default,
 }
 
-/// Checks and compiles `raw`; `None` if it has any error (each recorded in `errors`).
-/// `intents` maps intent names to their ids; `known_intents` lists them for messages.
+/// A value and where it is written: keywords normalised, regexes compiled.
+#[derive(Debug, Clone)]
+pub(crate) struct Written<T> {
+    pub value: T,
+    pub at: Pos,
+}
+
+/// Checks and compiles `raw`, written in file number `file`; `None` if it has any error
+/// (each recorded in `errors`). `intents` maps intent names to their ids;
+/// `known_intents` lists them for messages.
 pub(crate) fn compile_rule(
     raw: &RawRule,
+    file: usize,
     errors: &mut FileErrors<'_>,
     intents: &HashMap<&str, usize>,
     known_intents: &str,
-) -> Option<(Rule, Trigger)> {
+) -> Option<Rule> {
     RuleCx {
         errors,
         intents,
         known_intents,
     }
-    .rule(raw)
+    .rule(raw, file)
     .ok()
 }
 
@@ -100,7 +127,7 @@ struct RuleCx<'e, 'a> {
 }
 
 impl RuleCx<'_, '_> {
-    fn rule(&mut self, raw: &RawRule) -> Result<(Rule, Trigger), Reported> {
+    fn rule(&mut self, raw: &RawRule, file: usize) -> Result<Rule, Reported> {
         let before = self.errors.errors.len();
         let name = raw.name.get_ref();
         if name.trim().is_empty() {
@@ -109,7 +136,9 @@ impl RuleCx<'_, '_> {
         }
         let trigger = self.trigger(raw);
         let groups = match &trigger {
-            Ok(Trigger::Text { regexes, .. }) => regexes.iter().map(|r| r.captures_len() - 1).max(),
+            Ok(Trigger::Text { regexes, .. }) => {
+                regexes.iter().map(|r| r.value.captures_len() - 1).max()
+            }
             Ok(_) => None,
             // The trigger is broken and reported: don't pile `{match.N}` errors on top.
             Err(Reported) => Some(usize::MAX),
@@ -130,7 +159,7 @@ impl RuleCx<'_, '_> {
             .flat_map(ReplyTemplate::templates)
             .chain(actions.set.iter().map(|(_, t)| t))
             .any(|t| t.match_groups().next().is_some());
-        let rule = Rule {
+        Ok(Rule {
             name: name.clone(),
             priority: raw.priority,
             if_tags: if_tags?,
@@ -139,8 +168,10 @@ impl RuleCx<'_, '_> {
             actions,
             continues: raw.continues,
             uses_captures,
-        };
-        Ok((rule, trigger))
+            file,
+            at: self.errors.position(raw.name.span().start),
+            trigger,
+        })
     }
 
     fn trigger(&mut self, raw: &RawRule) -> Result<Trigger, Reported> {
@@ -201,8 +232,10 @@ impl RuleCx<'_, '_> {
         if let Some(event) = event? {
             return Ok(event);
         }
+        let (keywords, match_kind) = keywords?;
         Ok(Trigger::Text {
-            keywords: keywords?,
+            keywords,
+            match_kind,
             regexes: regexes?,
             intents: intents?,
         })
@@ -250,7 +283,7 @@ impl RuleCx<'_, '_> {
         filter: Filter,
         has_event: bool,
         kind: Option<EventKind>,
-    ) -> Result<Option<Vec<String>>, Reported> {
+    ) -> Result<Option<Vec<Written<String>>>, Reported> {
         let Some(values) = values else {
             return Ok(None);
         };
@@ -288,62 +321,67 @@ impl RuleCx<'_, '_> {
                 self.errors.push(v.span().start, message);
                 return Err(Reported);
             }
-            Ok(v.into_inner())
+            Ok(self.written(v.span().start, v.into_inner()))
         }))
         .map(Some)
     }
 
-    fn keywords(&mut self, raw: &RawRule) -> Result<Vec<(String, MatchKind)>, Reported> {
-        let Some(list) = &raw.keywords else {
-            return Ok(Vec::new());
-        };
+    fn keywords(&mut self, raw: &RawRule) -> Result<(Vec<Written<String>>, MatchKind), Reported> {
         let kind = raw
             .match_kind
             .as_ref()
             .map_or(MatchKind::Exact, |m| *m.get_ref());
+        let Some(list) = &raw.keywords else {
+            return Ok((Vec::new(), kind));
+        };
         let keywords = self.non_empty(list, "keyword")?;
-        all(keywords
-            .iter()
-            .map(|k| Ok((keyword(k, "keyword", self.errors).ok_or(Reported)?, kind))))
+        let keywords = all(keywords.iter().map(|k| {
+            let normalised = keyword(k, "keyword", self.errors).ok_or(Reported)?;
+            Ok(self.written(k.span().start, normalised))
+        }))?;
+        Ok((keywords, kind))
     }
 
-    fn regexes(&mut self, raw: &RawRule) -> Result<Vec<Regex>, Reported> {
+    fn regexes(&mut self, raw: &RawRule) -> Result<Vec<Written<Regex>>, Reported> {
         let Some(list) = &raw.regex else {
             return Ok(Vec::new());
         };
         let patterns = self.non_empty(list, "regex")?;
-        all(patterns.iter().map(|pattern| {
-            regex_builder(pattern.get_ref()).build().map_err(|e| {
-                let message = format!(
-                    "invalid regex `{}`: {}",
-                    pattern.get_ref(),
-                    regex_message(&e)
-                );
-                self.errors.push(pattern.span().start, message);
-                Reported
-            })
-        }))
+        all(patterns
+            .iter()
+            .map(|pattern| match regex_builder(pattern.get_ref()).build() {
+                Ok(regex) => Ok(self.written(pattern.span().start, regex)),
+                Err(e) => {
+                    let message = format!(
+                        "invalid regex `{}`: {}",
+                        pattern.get_ref(),
+                        regex_message(&e)
+                    );
+                    self.errors.push(pattern.span().start, message);
+                    Err(Reported)
+                }
+            }))
     }
 
-    fn intent_refs(&mut self, raw: &RawRule) -> Result<Vec<usize>, Reported> {
+    fn intent_refs(&mut self, raw: &RawRule) -> Result<Vec<Written<usize>>, Reported> {
         let Some(list) = &raw.intent else {
             return Ok(Vec::new());
         };
         let names = self.non_empty(list, "intent")?;
-        all(names.iter().map(|name| {
-            self.intents
-                .get(name.get_ref().as_str())
-                .copied()
-                .ok_or_else(|| {
+        all(names
+            .iter()
+            .map(|name| match self.intents.get(name.get_ref().as_str()) {
+                Some(&id) => Ok(self.written(name.span().start, id)),
+                None => {
                     let message = format!(
                         "unknown intent `{}` ({})",
                         name.get_ref(),
                         self.known_intents
                     );
                     self.errors.push(name.span().start, message);
-                    Reported
-                })
-        }))
+                    Err(Reported)
+                }
+            }))
     }
 
     fn actions(&mut self, raw: &RawRule, groups: Option<usize>) -> Result<Actions, Reported> {
@@ -384,6 +422,13 @@ impl RuleCx<'_, '_> {
             }
             Ok(tag.into_inner())
         }))
+    }
+
+    fn written<T>(&self, offset: usize, value: T) -> Written<T> {
+        Written {
+            value,
+            at: self.errors.position(offset),
+        }
     }
 
     fn non_empty(

@@ -11,3 +11,4 @@ mod official;
 mod persistence;
 mod reload;
 mod wecom;
+mod workbench;
