@@ -17,9 +17,9 @@ use crate::engine::{self, Context, Outcome};
 use crate::follower::Follower;
 use crate::protocol::{Inbound, Reply};
 use crate::rulebook;
-use crate::trial::Trial;
 use crate::server::webhook::Entropy;
 use crate::store::{SledStore, Store};
+use crate::trial::Trial;
 
 #[derive(Debug, clap::Args)]
 pub struct SimulateArgs {
