@@ -2,7 +2,6 @@
 //! and every reload). Reads the store, so stop `siyu serve` first or use
 //! `GET /admin/v1/audit` while it runs.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::{EXIT_INVALID, EXIT_RUNTIME};
@@ -11,22 +10,15 @@ use crate::store::{SledStore, Store};
 
 #[derive(Debug, clap::Args)]
 pub struct AuditArgs {
-    /// The config file.
-    #[arg(
-        long,
-        short,
-        env = "SIYU_CONFIG",
-        default_value = "config.toml",
-        hide_env_values = true
-    )]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub config: super::ConfigArg,
     /// How many entries.
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
 }
 
 pub fn run(args: &AuditArgs) -> ExitCode {
-    let settings = match Settings::load(&args.config) {
+    let settings = match Settings::load(&args.config.config) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");

@@ -23,15 +23,8 @@ use crate::trial::Trial;
 
 #[derive(Debug, clap::Args)]
 pub struct SimulateArgs {
-    /// The config file.
-    #[arg(
-        long,
-        short,
-        env = "SIYU_CONFIG",
-        default_value = "config.toml",
-        hide_env_values = true
-    )]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub config: super::ConfigArg,
     /// The account id (as in config.toml).
     #[arg(long)]
     pub account: String,
@@ -88,7 +81,7 @@ pub fn run(args: &SimulateArgs) -> ExitCode {
 }
 
 fn simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
-    let settings = match Settings::load(&args.config) {
+    let settings = match Settings::load(&args.config.config) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");

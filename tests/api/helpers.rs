@@ -2,6 +2,7 @@
 //! servers: building signed (and encrypted) callbacks, opening encrypted replies.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use siyu::config::Settings;
@@ -358,4 +359,34 @@ impl TestApp {
         assert_eq!(r.status, 200, "body: {}", r.body);
         peer.open_reply(&r.body)
     }
+}
+
+/// Runs the `siyu` binary: (exit code, stdout, stderr).
+pub fn siyu(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_siyu"))
+        .args(args)
+        .env_remove("SIYU_CONFIG")
+        .output()
+        .expect("siyu runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A config in `dir` whose rules come from `replies` and whose store is in `dir`.
+pub fn config_in(dir: &Path, replies: &Path) -> String {
+    let text = std::fs::read_to_string(fixtures().join("config.toml"))
+        .unwrap()
+        .replace(
+            "[storage]",
+            &format!(
+                "[replies]\ndir = {:?}\n\n[storage]",
+                replies.display().to_string()
+            ),
+        );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
 }

@@ -2,38 +2,8 @@
 //! `simulate --tests` run an operator regression suite and fail on a wrong expectation.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::helpers::*;
-
-fn siyu(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_siyu"))
-        .args(args)
-        .env_remove("SIYU_CONFIG")
-        .output()
-        .expect("siyu runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// A config in `dir` whose rules come from `replies` (the tests' accounts).
-fn config_in(dir: &Path, replies: &Path) -> String {
-    let text = std::fs::read_to_string(fixtures().join("config.toml"))
-        .unwrap()
-        .replace(
-            "[storage]",
-            &format!(
-                "[replies]\ndir = {:?}\n\n[storage]",
-                replies.display().to_string()
-            ),
-        );
-    let path = dir.join("config.toml");
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
-}
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
