@@ -28,6 +28,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/rules/{file}", web::get().to(read_rule))
             .route("/rules/{file}", web::put().to(write_rule))
             .route("/reload", web::post().to(reload))
+            .route("/tests", web::post().to(run_tests))
             .route("/simulate", web::post().to(simulate))
             .route("/followers/{account}/{openid}", web::get().to(follower))
             .route(
@@ -177,6 +178,12 @@ async fn list_rules(
                 "accounts": accounts,
                 "version": loaded.version,
                 "summary": loaded.table.summary().to_string(),
+                "warnings": loaded
+                    .table
+                    .warnings()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>(),
                 "files": files,
                 "last_error": b.last_error(),
             })
@@ -262,6 +269,31 @@ async fn reload(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResp
     .await
     .map_err(|e| AdminError::BadRequest(e.to_string()))?;
     Ok(HttpResponse::Ok().json(json!({ "folders": results })))
+}
+
+/// Runs an operator regression suite (the body: a `[[case]]` TOML file, as for
+/// `siyu check --tests`) against the rules in force; 200 with the report either way, 422
+/// when the suite file itself is wrong.
+async fn run_tests(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    q: web::Query<FolderQuery>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    authorize(&state, &req, Role::Viewer)?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| AdminError::BadRequest("the suite must be UTF-8".into()))?;
+    let suite = crate::rules::Suite::parse("suite.toml", text)
+        .map_err(|e| AdminError::Refused(e.0.iter().map(ToString::to_string).collect()))?;
+    let loaded = book(&state, &q)?.current();
+    let report = loaded.table.run_suite(&suite);
+    let failures: Vec<String> = report.failures.iter().map(ToString::to_string).collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "rules_version": loaded.version,
+        "passed": report.passed,
+        "failed": failures.len(),
+        "failures": failures,
+    })))
 }
 
 #[derive(Debug, Deserialize)]

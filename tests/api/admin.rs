@@ -34,6 +34,12 @@ fn endpoints() -> Vec<Endpoint> {
         e(Method::GET, "/admin/v1/followers/safe/o_adm", None, 0),
         e(Method::GET, "/admin/v1/tags/safe", None, 0),
         e(
+            Method::POST,
+            "/admin/v1/tests",
+            Some("[[case]]\ntext = \"优惠券\"\nexpect = \"coupon\"\n"),
+            0,
+        ),
+        e(
             Method::PUT,
             "/admin/v1/rules/extra.toml",
             Some("[[rule]]\nname = \"extra\"\nkeywords = [\"额外\"]\nreply = \"extra\"\n"),
@@ -332,6 +338,63 @@ async fn simulate_followers_tags_and_the_audit_trail() {
         .collect();
     let want = |a: &str| ("ops-li".to_string(), a.to_string(), "safe/o_t".to_string());
     assert_eq!(got, [want("follower.tag_remove"), want("follower.tag_add")]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_workbench_over_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(&dir).await;
+    let suite = "[[case]]\ntext = \"优惠券\"\nexpect = \"coupon\"\n\n[[case]]\ntext = \"hello\"\nexpect = \"coupon\"\n";
+    let r = app
+        .admin(
+            Method::POST,
+            "/admin/v1/tests",
+            Some(VIEWER),
+            Some(suite.into()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let report = r.json();
+    assert_eq!(
+        (report["passed"].as_u64(), report["failed"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let failure = report["failures"][0].as_str().unwrap();
+    assert!(
+        failure.contains("suite.toml:7") && failure.contains("greet"),
+        "{failure}"
+    );
+    let bad = app
+        .admin(
+            Method::POST,
+            "/admin/v1/tests",
+            Some(VIEWER),
+            Some("[[case]]\nwhat = 1\n".into()),
+        )
+        .await;
+    assert_eq!(bad.status, 422, "{}", bad.body);
+
+    // A rule shadowed by an earlier one is reported by GET /rules.
+    let shadowed = "[[rule]]\nname = \"late-coupon\"\nkeywords = [\"优惠券\"]\nmatch = \"contains\"\nreply = \"never\"\n";
+    let w = app
+        .admin(
+            Method::PUT,
+            "/admin/v1/rules/zz.toml",
+            Some(OPERATOR),
+            Some(shadowed.into()),
+        )
+        .await;
+    assert_eq!(w.status, 200, "{}", w.body);
+    let rules = app
+        .admin(Method::GET, "/admin/v1/rules", Some(VIEWER), None)
+        .await
+        .json();
+    let warnings = rules["folders"][0]["warnings"].to_string();
+    assert!(
+        warnings.contains("zz.toml:2") && warnings.contains("can never fire"),
+        "{warnings}"
+    );
     app.stop().await;
 }
 
