@@ -222,9 +222,6 @@ impl Inbound {
         name.to_string()
     }
 
-    pub fn is_event(&self) -> bool {
-        matches!(self.kind, InboundKind::Event(_))
-    }
 
     /// The key WeChat's retries share (protocol.md §6): `MsgId` for messages, and for
     /// events `FromUserName + CreateTime + Event + EventKey`, because several events of one

@@ -20,12 +20,6 @@ impl MemoryStore {
         // is one map insert after the decision), so a poisoned lock is still usable.
         self.records.lock().unwrap_or_else(|p| p.into_inner())
     }
-
-    /// Seeds a follower (tests).
-    pub fn put_follower(&self, account: &str, follower: Follower) {
-        let k = key(account, &follower.openid);
-        self.lock().entry(k).or_default().follower = Some(follower);
-    }
 }
 
 impl Store for MemoryStore {
