@@ -222,7 +222,6 @@ impl Inbound {
         name.to_string()
     }
 
-
     /// The key WeChat's retries share (protocol.md §6): `MsgId` for messages, and for
     /// events `FromUserName + CreateTime + Event + EventKey`, because several events of one
     /// follower can share a second. WeCom adds `AgentID`. The caller prefixes the account.
