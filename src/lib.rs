@@ -16,13 +16,17 @@
 //! - [`audit`]: the audit trail's entry type.
 //! - [`config`]: typed settings from `config.toml` and the environment.
 //! - [`server`]: the actix-web app: routes, startup, the one error → HTTP mapping.
+//! - [`api`]: the outbound half: typed WeChat/WeCom API calls, shared access tokens.
+//! - [`fake_wechat`]: a fake WeChat/WeCom API server for tests and local development.
 //! - [`trial`]: synthetic messages for trying rules (simulate).
 //! - [`cli`]: one module per subcommand, thin over the library.
 
+pub mod api;
 pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod fake_wechat;
 pub mod follower;
 pub mod protocol;
 pub mod rulebook;

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod check;
+pub mod fake_wechat;
 pub mod serve;
 pub mod simulate;
 
@@ -32,6 +33,8 @@ pub enum Command {
     Simulate(simulate::SimulateArgs),
     /// Show the audit trail: rule writes and reloads, follower edits, newest first.
     Audit(audit::AuditArgs),
+    /// Run a fake WeChat/WeCom API server for tests and local development.
+    FakeWechat(fake_wechat::FakeWechatArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -57,5 +60,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check(a) => check::run(&a),
         Command::Simulate(a) => simulate::run(&a),
         Command::Audit(a) => audit::run(&a),
+        Command::FakeWechat(a) => fake_wechat::run(&a),
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use super::{key, Applied, CallbackKey, Commit, Record, Store, StoreError};
+use super::{key, Applied, CallbackKey, Commit, Record, Store, StoreError, StoredToken};
 use crate::audit::AuditEntry;
 use crate::follower::Follower;
 
@@ -12,6 +12,7 @@ use crate::follower::Follower;
 pub struct MemoryStore {
     records: Mutex<HashMap<Vec<u8>, Record>>,
     audit: Mutex<Vec<AuditEntry>>,
+    tokens: Mutex<HashMap<String, StoredToken>>,
 }
 
 impl MemoryStore {
@@ -86,6 +87,23 @@ impl Store for MemoryStore {
         // Ordered by time like the sled tree (a stable sort keeps arrival order within a second).
         all.sort_by_key(|e| e.at);
         Ok(all.into_iter().rev().take(limit).collect())
+    }
+
+    fn token(&self, account: &str) -> Result<Option<StoredToken>, StoreError> {
+        Ok(self
+            .tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(account)
+            .cloned())
+    }
+
+    fn put_token(&self, account: &str, token: &StoredToken) -> Result<(), StoreError> {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(account.to_string(), token.clone());
+        Ok(())
     }
 
     fn flush(&self) -> Result<(), StoreError> {

@@ -19,6 +19,7 @@ pub use sled_store::SledStore;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditEntry;
+use crate::config::Secret;
 use crate::follower::Follower;
 use crate::protocol::Reply;
 
@@ -44,6 +45,21 @@ pub struct Answer {
     pub reply: Option<Reply>,
     /// The rules that fired, for logs.
     pub rules: Vec<String>,
+}
+
+/// An account's API access token, kept so that a restart (or a second client over the same
+/// store) reuses it: fetches are limited per day and each new token retires the previous
+/// one (protocol.md §8). `Debug` never shows the token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredToken {
+    #[serde(serialize_with = "expose_secret")]
+    pub access_token: Secret,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+fn expose_secret<S: serde::Serializer>(secret: &Secret, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(secret.expose())
 }
 
 /// Where one callback writes.
@@ -108,6 +124,12 @@ pub trait Store: Send + Sync {
 
     /// The newest `limit` audit entries, newest first.
     fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// The access token last stored for an account (API client, `src/api/token.rs`).
+    fn token(&self, account: &str) -> Result<Option<StoredToken>, StoreError>;
+
+    /// Replaces the account's stored access token.
+    fn put_token(&self, account: &str, token: &StoredToken) -> Result<(), StoreError>;
 
     /// Makes every write so far durable.
     fn flush(&self) -> Result<(), StoreError>;
@@ -308,6 +330,23 @@ mod tests {
             store.apply_callback(oldest, &mut decide).unwrap(),
             Applied::Fresh(_)
         ));
+
+        // Tokens: one per account, replaced on put, never shown by Debug.
+        assert!(store.token("demo").unwrap().is_none());
+        let t1 = StoredToken {
+            access_token: Secret::new("ACCESS-1"),
+            expires_at: 7300,
+        };
+        store.put_token("demo", &t1).unwrap();
+        assert_eq!(store.token("demo").unwrap(), Some(t1.clone()));
+        assert!(store.token("other").unwrap().is_none());
+        let t2 = StoredToken {
+            access_token: Secret::new("ACCESS-2"),
+            expires_at: 9000,
+        };
+        store.put_token("demo", &t2).unwrap();
+        assert_eq!(store.token("demo").unwrap(), Some(t2.clone()));
+        assert!(!format!("{t2:?}").contains("ACCESS"), "{t2:?}");
         store.flush().unwrap();
     }
 

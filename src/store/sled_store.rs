@@ -1,7 +1,8 @@
 //! The sled backend: an embedded, crash-safe store in one folder.
 //!
 //! One tree, `followers`: account\0openid → versioned record (follower + recent
-//! deliveries). A callback is a get and one plain insert of that key, so it is atomic
+//! deliveries). Two small side trees: `audit` (time-ordered entries) and `tokens` (account →
+//! JSON access token; a handful of keys, rewritten every two hours). A callback is a get and one plain insert of that key, so it is atomic
 //! without a transaction. Concurrent callbacks of one follower are serialised by a striped
 //! lock: a std `Mutex` (held for a few µs, never across an await), 256 stripes so that
 //! different followers almost never wait on each other.
@@ -12,7 +13,9 @@ use std::sync::{Arc, Mutex};
 
 use sled::{Db, Tree};
 
-use super::{decode_record, encode_record, key, Applied, CallbackKey, Commit, Store, StoreError};
+use super::{
+    decode_record, encode_record, key, Applied, CallbackKey, Commit, Store, StoreError, StoredToken,
+};
 use crate::audit::AuditEntry;
 use crate::follower::Follower;
 
@@ -24,6 +27,7 @@ pub struct SledStore {
     followers: Tree,
     /// big-endian time ‖ sled-generated id → JSON entry: ordered by time, never colliding.
     audit: Tree,
+    tokens: Tree,
     stripes: Arc<[Mutex<()>]>,
     hasher: RandomState,
 }
@@ -54,6 +58,7 @@ impl SledStore {
         Ok(SledStore {
             followers: db.open_tree("followers").map_err(backend)?,
             audit: db.open_tree("audit").map_err(backend)?,
+            tokens: db.open_tree("tokens").map_err(backend)?,
             db,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             hasher: RandomState::new(),
@@ -163,6 +168,25 @@ impl Store for SledStore {
                 })
             })
             .collect()
+    }
+
+    fn token(&self, account: &str) -> Result<Option<StoredToken>, StoreError> {
+        let Some(v) = self.tokens.get(account).map_err(backend)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&v)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                key: format!("tokens/{account}"),
+                // Position only: serde_json's message may quote the value, i.e. the token.
+                reason: format!("{:?} error at column {}", e.classify(), e.column()),
+            })
+    }
+
+    fn put_token(&self, account: &str, token: &StoredToken) -> Result<(), StoreError> {
+        let v = serde_json::to_vec(token).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.tokens.insert(account, v).map_err(backend)?;
+        Ok(())
     }
 
     fn flush(&self) -> Result<(), StoreError> {

@@ -8,6 +8,7 @@ mod cli;
 mod dedupe;
 mod helpers;
 mod official;
+mod outbound;
 mod persistence;
 mod reload;
 mod wecom;

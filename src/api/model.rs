@@ -1,0 +1,226 @@
+//! The typed requests and answers of the API calls siyu makes (protocol.md §9–§11).
+//!
+//! Requests serialize to exactly the JSON WeChat documents; answers deserialize leniently
+//! (unknown fields ignored, optional ones defaulted) because WeChat adds fields over time.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// A customer-service message (`/cgi-bin/message/custom/send`), sendable only inside the
+/// window the follower opened (§9).
+#[derive(Debug, Clone, PartialEq)]
+pub enum CustomMessage {
+    Text {
+        content: String,
+    },
+    /// An image uploaded beforehand as temporary or permanent material.
+    Image {
+        media_id: String,
+    },
+    /// One link card.
+    News {
+        title: String,
+        description: String,
+        url: String,
+        picurl: String,
+    },
+    MiniProgramPage {
+        title: String,
+        appid: String,
+        pagepath: String,
+        thumb_media_id: String,
+    },
+}
+
+impl CustomMessage {
+    pub fn text(content: impl Into<String>) -> CustomMessage {
+        CustomMessage::Text {
+            content: content.into(),
+        }
+    }
+
+    /// The request body for `touser`: `{"touser", "msgtype": T, T: {…}}`. Built by hand
+    /// because the payload's key is the message type, which serde's enum tagging cannot say.
+    pub(crate) fn body(&self, touser: &str) -> Value {
+        let (msgtype, payload) = match self {
+            CustomMessage::Text { content } => ("text", json!({ "content": content })),
+            CustomMessage::Image { media_id } => ("image", json!({ "media_id": media_id })),
+            CustomMessage::News {
+                title,
+                description,
+                url,
+                picurl,
+            } => (
+                "news",
+                json!({ "articles": [{
+                    "title": title, "description": description, "url": url, "picurl": picurl,
+                }] }),
+            ),
+            CustomMessage::MiniProgramPage {
+                title,
+                appid,
+                pagepath,
+                thumb_media_id,
+            } => (
+                "miniprogrampage",
+                json!({
+                    "title": title, "appid": appid, "pagepath": pagepath,
+                    "thumb_media_id": thumb_media_id,
+                }),
+            ),
+        };
+        json!({ "touser": touser, "msgtype": msgtype, msgtype: payload })
+    }
+}
+
+/// A template message (`/cgi-bin/message/template/send`): no window needed, approved
+/// templates only.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TemplateMessage {
+    pub touser: String,
+    pub template_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub miniprogram: Option<MiniProgramLink>,
+    pub data: BTreeMap<String, TemplateValue>,
+    /// Makes a retried send idempotent on WeChat's side.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_msg_id: Option<String>,
+}
+
+impl TemplateMessage {
+    pub fn new(touser: impl Into<String>, template_id: impl Into<String>) -> TemplateMessage {
+        TemplateMessage {
+            touser: touser.into(),
+            template_id: template_id.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Sets the template's field `key` (`{{key.DATA}}` in the template).
+    pub fn field(mut self, key: impl Into<String>, value: impl Into<String>) -> TemplateMessage {
+        self.data.insert(
+            key.into(),
+            TemplateValue {
+                value: value.into(),
+            },
+        );
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MiniProgramLink {
+    pub appid: String,
+    pub pagepath: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TemplateValue {
+    pub value: String,
+}
+
+/// `/cgi-bin/user/info`. An unsubscribed follower comes back with `subscribe: 0` and the
+/// openid only.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct UserInfo {
+    pub subscribe: i64,
+    pub openid: String,
+    pub unionid: Option<String>,
+    pub subscribe_time: Option<i64>,
+    pub remark: String,
+    pub groupid: i64,
+    pub tagid_list: Vec<i64>,
+    pub subscribe_scene: Option<String>,
+    pub qr_scene: Option<i64>,
+    pub qr_scene_str: Option<String>,
+}
+
+impl UserInfo {
+    pub fn is_subscribed(&self) -> bool {
+        self.subscribe == 1
+    }
+}
+
+/// A follower tag of the account (`/cgi-bin/tags/get`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Tag {
+    pub id: i64,
+    pub name: String,
+    /// Followers carrying it.
+    #[serde(default)]
+    pub count: i64,
+}
+
+/// A parametric QR code (`/cgi-bin/qrcode/create`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QrTicket {
+    pub ticket: String,
+    /// `None` for a permanent code.
+    pub expire_seconds: Option<u32>,
+    /// What the QR code encodes (to render it yourself).
+    pub url: String,
+    /// WeChat's rendering of the code: `showqrcode?ticket=` with the ticket URL-encoded.
+    pub image_url: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn custom_messages_have_the_documented_shapes() {
+        let cases = [
+            (
+                "text",
+                CustomMessage::text("hi"),
+                json!({"touser": "o1", "msgtype": "text", "text": {"content": "hi"}}),
+            ),
+            (
+                "image",
+                CustomMessage::Image {
+                    media_id: "M".into(),
+                },
+                json!({"touser": "o1", "msgtype": "image", "image": {"media_id": "M"}}),
+            ),
+            (
+                "news",
+                CustomMessage::News {
+                    title: "T".into(),
+                    description: "D".into(),
+                    url: "U".into(),
+                    picurl: "P".into(),
+                },
+                json!({"touser": "o1", "msgtype": "news", "news": {"articles": [
+                    {"title": "T", "description": "D", "url": "U", "picurl": "P"}]}}),
+            ),
+            (
+                "miniprogrampage",
+                CustomMessage::MiniProgramPage {
+                    title: "T".into(),
+                    appid: "wxa".into(),
+                    pagepath: "p/i".into(),
+                    thumb_media_id: "M".into(),
+                },
+                json!({"touser": "o1", "msgtype": "miniprogrampage", "miniprogrampage": {
+                    "title": "T", "appid": "wxa", "pagepath": "p/i", "thumb_media_id": "M"}}),
+            ),
+        ];
+        for (name, message, want) in cases {
+            assert_eq!(message.body("o1"), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn template_messages_leave_out_unset_options() {
+        let m = TemplateMessage::new("o1", "T1").field("first", "你好");
+        assert_eq!(
+            serde_json::to_value(&m).unwrap(),
+            json!({"touser": "o1", "template_id": "T1", "data": {"first": {"value": "你好"}}})
+        );
+    }
+}

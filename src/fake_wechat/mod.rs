@@ -1,0 +1,158 @@
+//! A fake WeChat / WeCom API server for tests and local development.
+//!
+//! It speaks the real paths and JSON shapes (protocol.md §8–§11) with just enough of the
+//! platform's rules to exercise a client's error handling: tokens are random, expire, and
+//! are refused with 40014 (unknown) or 42001 (expired); customer-service messages need a
+//! window opened with `POST /fake/window` (else 45015, over the count 45047); tag batches
+//! take at most 50 openids (40032). Every API call is recorded (`GET /fake/calls`), and
+//! faults queued with `POST /fake/faults` (`[{"errcode": -1}, {"delay_ms": 3000},
+//! {"drop": true}, {"status": 502}, {"errcode": 40001, "path": "/cgi-bin/tags/get"}]`)
+//! are applied one per call, in order: a fault without `path` hits the very next call, a
+//! token fetch included. `POST /fake/expire_tokens` ages every token.
+//!
+//! Credentials are not checked: any AppID and secret get a token (inject 40125 to test a
+//! wrong secret). State lives in memory, behind one std `Mutex`: every handler holds it for
+//! a few map operations and never across an await (a delay fault sleeps after releasing it).
+
+mod official;
+mod routes;
+mod state;
+mod wecom;
+
+pub use state::{Fault, RecordedCall, WindowRequest};
+
+use std::io;
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use actix_web::{web, App, HttpServer};
+
+use state::State;
+
+/// The fake's configuration; [`FakeWechat::start`] runs it with the defaults.
+#[derive(Debug, Clone)]
+pub struct FakeWechat {
+    /// How long an issued token lives (WeChat: 7200 s).
+    pub token_lifetime: Duration,
+}
+
+impl Default for FakeWechat {
+    fn default() -> Self {
+        FakeWechat {
+            token_lifetime: Duration::from_secs(7200),
+        }
+    }
+}
+
+/// The state shared by the server's workers and the handle.
+#[derive(Clone)]
+pub(crate) struct Shared(Arc<Mutex<State>>);
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Handlers only do map operations under the lock; a panic there leaves no
+        // half-written state worth refusing, so a poisoned lock is still usable.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl FakeWechat {
+    /// Starts a fake with the default settings on `bind` (`127.0.0.1:0` for tests). Must be
+    /// called inside a tokio runtime: the server runs as a task of it.
+    pub fn start(bind: &str) -> io::Result<FakeWechatHandle> {
+        FakeWechat::default().serve(bind)
+    }
+
+    pub fn serve(&self, bind: &str) -> io::Result<FakeWechatHandle> {
+        let shared = Shared(Arc::new(Mutex::new(State::new(self.token_lifetime))));
+        let listener = TcpListener::bind(bind)?;
+        let addr = listener.local_addr()?;
+        let data = web::Data::new(shared.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .configure(routes::configure)
+        })
+        // Two workers: delay faults sleep asynchronously, so even one would serve others
+        // meanwhile; two keep a test's burst from queueing behind one accept loop.
+        .workers(2)
+        // Tests start many fakes; the owner stops them (the CLI on Ctrl-C).
+        .disable_signals()
+        // Stopping must not wait for a request held by a long delay fault.
+        .shutdown_timeout(1)
+        .listen(listener)?
+        .run();
+        let handle = server.handle();
+        let task = tokio::spawn(server);
+        Ok(FakeWechatHandle {
+            base_url: format!("http://{addr}"),
+            shared,
+            server: handle,
+            task,
+        })
+    }
+}
+
+/// A running fake: its URL, direct access to what it recorded, and the way to stop it.
+pub struct FakeWechatHandle {
+    base_url: String,
+    shared: Shared,
+    server: actix_web::dev::ServerHandle,
+    task: tokio::task::JoinHandle<io::Result<()>>,
+}
+
+impl FakeWechatHandle {
+    /// `http://127.0.0.1:PORT`: the `api_base` for clients.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Every API call so far, oldest first.
+    pub fn calls(&self) -> Vec<RecordedCall> {
+        self.shared.lock().calls.clone()
+    }
+
+    /// How many calls went to `path`.
+    pub fn calls_to(&self, path: &str) -> usize {
+        self.shared
+            .lock()
+            .calls
+            .iter()
+            .filter(|c| c.path == path)
+            .count()
+    }
+
+    /// Queues faults, as `POST /fake/faults` does.
+    pub fn inject(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.shared.lock().faults.extend(faults);
+    }
+
+    /// Opens a follower's customer-service window, as `POST /fake/window` does.
+    pub fn open_window(&self, openid: &str, messages: u32) {
+        self.shared.lock().open_window(&WindowRequest {
+            openid: openid.to_string(),
+            messages,
+            seconds: 48 * 3600,
+        });
+    }
+
+    /// Stops the server without waiting for in-flight requests.
+    pub async fn stop(self) {
+        self.server.stop(false).await;
+        let _ = self.task.await;
+    }
+
+    /// Serves until the server stops (by [`FakeWechatHandle::stop`] from a clone of the
+    /// server handle, or an error).
+    pub async fn stopped(self) -> io::Result<()> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(io::Error::other(e)),
+        }
+    }
+
+    pub fn server_handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.clone()
+    }
+}

@@ -1,0 +1,182 @@
+//! The fake's official-account APIs (protocol.md §9–§10): customer-service and template
+//! messages, follower info, tags, QR codes. Plain functions of the state and the request
+//! body, returning WeChat's JSON answer.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use super::routes::{err, nonempty, ok, str_field};
+use super::state::{FakeTag, State};
+
+/// The §10 batch limit, and the errcode WeChat answers past it (invalid openid list size).
+const MAX_BATCH: usize = 50;
+const ERR_OPENID_LIST_SIZE: i64 = 40032;
+/// A follower carries at most 20 tags; an account has at most 100 (§10).
+const MAX_TAGS_PER_FOLLOWER: usize = 20;
+const MAX_TAGS: usize = 100;
+
+pub(super) fn custom_send(state: &mut State, b: &Value) -> Value {
+    let Some(touser) = str_field(b, "touser") else {
+        return err(40003, "invalid openid");
+    };
+    let known = [
+        "text",
+        "image",
+        "voice",
+        "video",
+        "music",
+        "news",
+        "mpnews",
+        "msgmenu",
+        "miniprogrampage",
+    ];
+    let msgtype = str_field(b, "msgtype").unwrap_or_default();
+    if !known.contains(&msgtype) || !b[msgtype].is_object() {
+        return err(40008, "invalid message type");
+    }
+    let now = Instant::now();
+    match state.windows.get_mut(touser) {
+        Some(w) if w.until > now && w.remaining > 0 => {
+            w.remaining -= 1;
+            ok()
+        }
+        Some(w) if w.until > now => err(45047, "out of response count limit"),
+        _ => err(
+            45015,
+            "response out of time limit or subscription is canceled",
+        ),
+    }
+}
+
+pub(super) fn template_send(state: &mut State, b: &Value) -> Value {
+    if str_field(b, "touser").is_none() {
+        return err(40003, "invalid openid");
+    }
+    if str_field(b, "template_id").is_none() {
+        return err(40037, "invalid template_id");
+    }
+    if !b["data"].is_object() {
+        return err(47001, "data format error");
+    }
+    state.next_msgid += 1;
+    json!({ "errcode": 0, "errmsg": "ok", "msgid": state.next_msgid })
+}
+
+pub(super) fn user_info(state: &mut State, q: &HashMap<String, String>) -> Value {
+    let Some(openid) = nonempty(q, "openid") else {
+        return err(40003, "invalid openid");
+    };
+    let tagids: Vec<i64> = state
+        .tags
+        .iter()
+        .filter(|(_, t)| t.members.contains(openid))
+        .map(|(id, _)| *id)
+        .collect();
+    json!({
+        "subscribe": 1, "openid": openid, "language": "zh_CN", "subscribe_time": 1_700_000_000,
+        "remark": "", "groupid": 0, "tagid_list": tagids, "subscribe_scene": "ADD_SCENE_QR_CODE",
+        "qr_scene": 0, "qr_scene_str": "",
+    })
+}
+
+pub(super) fn create_tag(state: &mut State, b: &Value) -> Value {
+    let name = b["tag"]["name"].as_str().unwrap_or_default();
+    if name.is_empty() || name.len() > 30 {
+        return err(45158, "tag name too long");
+    }
+    if state.tags.values().any(|t| t.name == name) {
+        return err(45157, "invalid tag name");
+    }
+    if state.tags.len() >= MAX_TAGS {
+        return err(45056, "too many tags now, no need to add new");
+    }
+    let id = state.next_tag_id;
+    state.next_tag_id += 1;
+    state.tags.insert(
+        id,
+        FakeTag {
+            name: name.to_string(),
+            members: Default::default(),
+        },
+    );
+    json!({ "tag": { "id": id, "name": name } })
+}
+
+pub(super) fn list_tags(state: &mut State) -> Value {
+    let tags: Vec<Value> = state
+        .tags
+        .iter()
+        .map(|(id, t)| json!({ "id": id, "name": t.name, "count": t.members.len() }))
+        .collect();
+    json!({ "tags": tags })
+}
+
+pub(super) fn batch(state: &mut State, b: &Value, tagging: bool) -> Value {
+    let Some(list) = b["openid_list"].as_array() else {
+        return err(47001, "data format error");
+    };
+    if list.is_empty() || list.len() > MAX_BATCH {
+        return err(ERR_OPENID_LIST_SIZE, "invalid openid list size");
+    }
+    let openids: Vec<&str> = list.iter().filter_map(Value::as_str).collect();
+    if openids.len() != list.len() || openids.iter().any(|o| o.is_empty()) {
+        return err(40003, "invalid openid");
+    }
+    let Some(tagid) = b["tagid"].as_i64().filter(|id| state.tags.contains_key(id)) else {
+        return err(45159, "invalid tag id");
+    };
+    if tagging {
+        let over = openids.iter().any(|o| {
+            let carried = state
+                .tags
+                .iter()
+                .filter(|(id, t)| **id != tagid && t.members.contains(*o))
+                .count();
+            carried >= MAX_TAGS_PER_FOLLOWER
+        });
+        if over {
+            return err(45059, "has too many tags");
+        }
+    }
+    if let Some(tag) = state.tags.get_mut(&tagid) {
+        for o in openids {
+            if tagging {
+                tag.members.insert(o.to_string());
+            } else {
+                tag.members.remove(o);
+            }
+        }
+    }
+    ok()
+}
+
+pub(super) fn create_qrcode(_state: &mut State, b: &Value) -> Value {
+    let action = str_field(b, "action_name").unwrap_or_default();
+    let scene = &b["action_info"]["scene"];
+    let valid_scene = match action {
+        "QR_STR_SCENE" | "QR_LIMIT_STR_SCENE" => scene["scene_str"]
+            .as_str()
+            .is_some_and(|s| (1..=64).contains(&s.chars().count())),
+        "QR_SCENE" | "QR_LIMIT_SCENE" => scene["scene_id"].as_u64().is_some_and(|id| id > 0),
+        _ => false,
+    };
+    if !valid_scene {
+        return err(40097, "invalid args");
+    }
+    // Tickets end in base64 padding, like real ones: clients must URL-encode them.
+    let ticket = format!("gQH/{}+==", hex::encode(rand::random::<[u8; 16]>()));
+    let url = format!(
+        "http://weixin.qq.com/q/{}",
+        hex::encode(rand::random::<[u8; 8]>())
+    );
+    if action.starts_with("QR_LIMIT") {
+        return json!({ "ticket": ticket, "url": url });
+    }
+    let expire = b["expire_seconds"].as_u64().unwrap_or(60);
+    if !(1..=2_592_000).contains(&expire) {
+        return err(40097, "invalid args");
+    }
+    json!({ "ticket": ticket, "expire_seconds": expire, "url": url })
+}

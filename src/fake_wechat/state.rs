@@ -1,0 +1,143 @@
+//! What the fake remembers: issued tokens, open customer-service windows, tags, the call log
+//! and the fault queue. Plain data behind one std `Mutex` (see `mod.rs`), no I/O.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One API call as the fake received it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedCall {
+    pub method: String,
+    /// Without the query.
+    pub path: String,
+    /// Raw, with `secret` / `corpsecret` values replaced by `***`.
+    pub query: String,
+    /// The JSON body (`secret` redacted), the raw text if it was not JSON, null if empty.
+    pub body: Value,
+    /// Unix milliseconds.
+    pub at: i64,
+}
+
+/// One injected fault, applied to the next call (to the next call to `path`, if given).
+/// `delay_ms` is served first; then `drop`, `status` or `errcode` replace the answer. A
+/// fault with only a delay lets the call proceed normally afterwards.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    /// Close the connection without a complete answer.
+    #[serde(default)]
+    pub drop: bool,
+    /// Answer this HTTP status (e.g. 502) with an empty body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errcode: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errmsg: Option<String>,
+}
+
+impl Fault {
+    pub fn errcode(code: i64) -> Fault {
+        Fault {
+            errcode: Some(code),
+            ..Fault::default()
+        }
+    }
+}
+
+/// `POST /fake/window`: the follower just wrote (5 messages in 48 hours by default).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowRequest {
+    pub openid: String,
+    #[serde(default = "default_messages")]
+    pub messages: u32,
+    #[serde(default = "default_window_secs")]
+    pub seconds: u64,
+}
+
+fn default_messages() -> u32 {
+    5
+}
+
+fn default_window_secs() -> u64 {
+    48 * 3600
+}
+
+pub(crate) struct Issued {
+    /// AppID or CorpID.
+    pub owner: String,
+    pub expires: Instant,
+}
+
+pub(crate) struct Window {
+    pub remaining: u32,
+    pub until: Instant,
+}
+
+pub(crate) struct FakeTag {
+    pub name: String,
+    pub members: BTreeSet<String>,
+}
+
+pub(crate) struct State {
+    pub token_lifetime: Duration,
+    /// token → who it was issued to and until when.
+    pub tokens: HashMap<String, Issued>,
+    /// AppID → its current stable token.
+    pub stable: HashMap<String, String>,
+    pub windows: HashMap<String, Window>,
+    pub tags: BTreeMap<i64, FakeTag>,
+    pub next_tag_id: i64,
+    pub next_msgid: i64,
+    pub used_welcome_codes: HashSet<String>,
+    /// Robot key → send times in the last minute.
+    pub robot_sends: HashMap<String, VecDeque<Instant>>,
+    pub calls: Vec<RecordedCall>,
+    pub faults: VecDeque<Fault>,
+}
+
+impl State {
+    pub fn new(token_lifetime: Duration) -> State {
+        State {
+            token_lifetime,
+            tokens: HashMap::new(),
+            stable: HashMap::new(),
+            windows: HashMap::new(),
+            tags: BTreeMap::new(),
+            // WeChat reserves ids 0–2 for its own tags; custom tags start above.
+            next_tag_id: 100,
+            next_msgid: 1_000_000,
+            used_welcome_codes: HashSet::new(),
+            robot_sends: HashMap::new(),
+            calls: Vec::new(),
+            faults: VecDeque::new(),
+        }
+    }
+
+    /// Removes and returns the first queued fault that applies to `path`.
+    pub fn take_fault(&mut self, path: &str) -> Option<Fault> {
+        let i = self
+            .faults
+            .iter()
+            .position(|f| f.path.as_deref().is_none_or(|p| p == path))?;
+        self.faults.remove(i)
+    }
+
+    pub fn open_window(&mut self, w: &WindowRequest) {
+        self.windows.insert(
+            w.openid.clone(),
+            Window {
+                remaining: w.messages,
+                until: Instant::now() + Duration::from_secs(w.seconds),
+            },
+        );
+    }
+}
