@@ -14,15 +14,9 @@ pub struct FakeWechatArgs {
 }
 
 pub fn run(args: &FakeWechatArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async {
         let fake = match FakeWechat::start(&args.bind) {

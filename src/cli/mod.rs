@@ -54,6 +54,17 @@ pub struct ConfigArg {
 pub const EXIT_INVALID: u8 = 1;
 pub const EXIT_RUNTIME: u8 = 3;
 
+/// The async runtime of the long-running subcommands, or the exit code saying it failed.
+pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        })
+}
+
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(a) => serve::run(&a.config),
