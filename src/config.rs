@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::api::ApiSettings;
 use crate::protocol::{AesKey, MsgCrypt};
 
 /// WeChat retries an unanswered callback within about 15 seconds; ten minutes covers that
@@ -165,6 +166,20 @@ struct RawAccount {
     mode: Option<Mode>,
     /// A rule folder of this account's own; default: the shared `replies/`.
     replies: Option<PathBuf>,
+    /// Calls to WeChat's API (QR codes, tags, messages): where and with which secret.
+    api: Option<RawApi>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    secret_env: Option<String>,
+    secret: Option<Secret>,
+    api_base: Option<String>,
+    #[serde(default)]
+    stable_token: bool,
+    timeout_ms: Option<u64>,
+    agent_id: Option<i64>,
 }
 
 fn default_skew() -> u64 {
@@ -207,6 +222,9 @@ pub struct Account {
     pub crypt: Option<MsgCrypt>,
     pub mode: Mode,
     pub replies_dir: PathBuf,
+    /// Present when the account has an API secret (`[account.api]` or
+    /// `SIYU_<ID>_APP_SECRET`).
+    pub api: Option<ApiSettings>,
 }
 
 impl Settings {
@@ -251,14 +269,22 @@ impl Settings {
             return Err(invalid("no [[account]] configured".into()));
         }
         let mut seen = HashSet::new();
+        let mut file_secrets = Vec::new();
         let mut accounts = Vec::with_capacity(raw.account.len());
         for a in raw.account {
             if !seen.insert(a.id.clone()) {
                 return Err(invalid(format!("account id `{}` is used twice", a.id)));
             }
-            accounts.push(validate_account(&shown, &base, &replies_dir, a, &env)?);
+            accounts.push(validate_account(
+                &shown,
+                &base,
+                &replies_dir,
+                a,
+                &env,
+                &mut file_secrets,
+            )?);
         }
-        let mut warnings = Vec::new();
+        let mut warnings = file_secrets;
         let mut admin_tokens = Vec::new();
         for t in raw.admin.token {
             let secret = match (&t.secret_env, t.secret) {
@@ -337,6 +363,7 @@ fn validate_account(
     shared_replies: &Path,
     a: RawAccount,
     env: &impl Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
 ) -> Result<Account, ConfigError> {
     let err = |message: String| ConfigError::Account {
         path: path.to_string(),
@@ -397,7 +424,49 @@ fn validate_account(
             )))
         }
     };
+    let api = match (env(&format!("{prefix}APP_SECRET")), a.api) {
+        (None, None) => None,
+        (from_env, raw) => {
+            let raw = raw.unwrap_or(RawApi {
+                secret_env: None,
+                secret: None,
+                api_base: None,
+                stable_token: false,
+                timeout_ms: None,
+                agent_id: None,
+            });
+            let secret = match (from_env, &raw.secret_env, raw.secret) {
+                (Some(s), _, _) => Secret::new(s),
+                (None, Some(var), None) => Secret::new(env(var).ok_or_else(|| {
+                    err(format!("api: environment variable {var} is not set"))
+                })?),
+                (None, None, Some(s)) => {
+                    warnings.push(format!(
+                        "account `{}`: the API secret is written in {path}; prefer secret_env",
+                        a.id
+                    ));
+                    s
+                }
+                _ => {
+                    return Err(err(format!(
+                        "[account.api] needs exactly one of `secret_env` and `secret` (or {prefix}APP_SECRET)"
+                    )))
+                }
+            };
+            let mut api = ApiSettings::new(a.id.clone(), a.kind, receive_id.clone(), secret);
+            if let Some(base) = raw.api_base {
+                api.api_base = base.trim_end_matches('/').to_string();
+            }
+            api.use_stable_token = raw.stable_token;
+            if let Some(ms) = raw.timeout_ms {
+                api.timeout = std::time::Duration::from_millis(ms);
+            }
+            api.agent_id = raw.agent_id;
+            Some(api)
+        }
+    };
     Ok(Account {
+        api,
         replies_dir: a
             .replies
             .map(|p| base.join(p))
@@ -508,6 +577,36 @@ mode = "safe"
             let err = parse(text).expect_err(name).to_string();
             assert!(err.contains(want), "{name}: {err}");
         }
+    }
+
+    #[test]
+    fn api_settings_from_file_or_env() {
+        let with_api = format!(
+            "{MINIMAL}[account.api]\nsecret_env = \"DEMO_SECRET\"\napi_base = \"http://127.0.0.1:9100/\"\ntimeout_ms = 500\n"
+        );
+        let s = Settings::parse(Path::new("c.toml"), &with_api, |name| {
+            (name == "DEMO_SECRET").then(|| "s3cret-from-env".to_string())
+        })
+        .unwrap();
+        let api = s.account("demo").unwrap().api.clone().unwrap();
+        assert_eq!(api.secret.expose(), "s3cret-from-env");
+        assert_eq!(api.api_base, "http://127.0.0.1:9100");
+        assert_eq!(api.timeout, std::time::Duration::from_millis(500));
+        assert!(s.warnings.is_empty());
+        assert!(!format!("{s:?}").contains("s3cret"));
+
+        let missing = Settings::parse(Path::new("c.toml"), &with_api, |_| None).unwrap_err();
+        assert!(missing.to_string().contains("DEMO_SECRET"), "{missing}");
+        let none = parse(MINIMAL).unwrap();
+        assert!(none.account("demo").unwrap().api.is_none());
+        let by_env = Settings::parse(Path::new("c.toml"), MINIMAL, |name| {
+            (name == "SIYU_DEMO_APP_SECRET").then(|| "x".to_string())
+        })
+        .unwrap();
+        let api = by_env.account("demo").unwrap().api.clone().unwrap();
+        assert_eq!(api.api_base, crate::api::OFFICIAL_API_BASE);
+        let in_file = format!("{MINIMAL}[account.api]\nsecret = \"plain\"\n");
+        assert_eq!(parse(&in_file).unwrap().warnings.len(), 1);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod check;
 pub mod fake_wechat;
+pub mod qrcode;
 pub mod serve;
 pub mod simulate;
 
@@ -35,6 +36,8 @@ pub enum Command {
     Audit(audit::AuditArgs),
     /// Run a fake WeChat/WeCom API server for tests and local development.
     FakeWechat(fake_wechat::FakeWechatArgs),
+    /// Create a channel QR code (parametric, with a scene) and print its ticket and URL.
+    Qrcode(qrcode::QrcodeArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -72,5 +75,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Simulate(a) => simulate::run(&a),
         Command::Audit(a) => audit::run(&a),
         Command::FakeWechat(a) => fake_wechat::run(&a),
+        Command::Qrcode(a) => qrcode::run(&a),
     }
 }

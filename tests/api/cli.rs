@@ -154,3 +154,64 @@ async fn serve_shuts_down_gracefully_on_sigterm() {
         .expect("flushed before exit");
     assert_eq!(f.counters.get("coupon_asks"), Some(&1));
 }
+
+/// `siyu qrcode` against the fake WeChat API: temporary and permanent codes, and the access
+/// token shared across runs through the store (one fetch for two runs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qrcode_creates_channel_codes_with_one_shared_token() {
+    let fake = siyu::fake_wechat::FakeWechat::start("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path(), &fixtures().join("replies"));
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "mode = \"safe\"\n",
+        &format!(
+            "mode = \"safe\"\n[account.api]\nsecret = \"app-secret-for-tests\"\napi_base = \"{}\"\n",
+            fake.base_url()
+        ),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            siyu(&args)
+        })
+    };
+    let base = |extra: &[&str]| {
+        let mut v: Vec<String> = ["qrcode", "--config", &config, "--scene", "spring-poster"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let (code, out, err) = run(base(&["--account", "safe"])).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("expires   in 2592000 s"), "{out}");
+    assert!(
+        out.contains("image     https://mp.weixin.qq.com/cgi-bin/showqrcode?ticket="),
+        "{out}"
+    );
+    let (code, out, err) = run(base(&["--account", "safe", "--permanent"]))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("never (permanent)"), "{out}");
+
+    assert_eq!(
+        fake.calls_to("/cgi-bin/token"),
+        1,
+        "the token is kept in the store"
+    );
+    assert_eq!(fake.calls_to("/cgi-bin/qrcode/create"), 2);
+    let bodies = format!("{:?}", fake.calls());
+    assert!(
+        bodies.contains("QR_STR_SCENE") && bodies.contains("QR_LIMIT_STR_SCENE"),
+        "{bodies}"
+    );
+
+    let (code, _, err) = run(base(&["--account", "plain"])).await.unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("no [account.api]"), "{err}");
+    fake.stop().await;
+}

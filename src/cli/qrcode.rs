@@ -1,0 +1,92 @@
+//! `siyu qrcode`: create a channel QR code (a parametric QR code with a `scene_str`), so a
+//! poster, a store counter or a campaign can be told apart in `first_scene` and in
+//! `scene = …` rules. The access token is shared with the server through the store, so
+//! this needs the store free: stop `siyu serve` first.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use super::{ConfigArg, EXIT_INVALID, EXIT_RUNTIME};
+use crate::api::{ApiClient, MAX_QR_EXPIRE_SECONDS};
+use crate::config::Settings;
+use crate::store::SledStore;
+
+#[derive(Debug, clap::Args)]
+pub struct QrcodeArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The account id (as in config.toml); it needs `[account.api]`.
+    #[arg(long)]
+    pub account: String,
+    /// The scene: 1 to 64 characters, e.g. `spring-poster`.
+    #[arg(long)]
+    pub scene: String,
+    /// A permanent code (at most 100,000 per account) instead of a temporary one.
+    #[arg(long)]
+    pub permanent: bool,
+    /// How long a temporary code lives, at most 30 days.
+    #[arg(long, default_value_t = MAX_QR_EXPIRE_SECONDS)]
+    pub expire_seconds: u32,
+}
+
+pub fn run(args: &QrcodeArgs) -> ExitCode {
+    let settings = match Settings::load(&args.config.config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let Some(api) = settings.account(&args.account).map(|a| a.api.clone()) else {
+        eprintln!("error: no account `{}`", args.account);
+        return ExitCode::from(EXIT_INVALID);
+    };
+    let Some(api) = api else {
+        eprintln!(
+            "error: account `{}` has no [account.api] secret (or SIYU_{}_APP_SECRET)",
+            args.account,
+            args.account.to_ascii_uppercase().replace('-', "_")
+        );
+        return ExitCode::from(EXIT_INVALID);
+    };
+    let store = match SledStore::open(&settings.storage_path) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let runtime = match super::runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    runtime.block_on(async {
+        let client = match ApiClient::new(api, store.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        };
+        match client
+            .create_qrcode(&args.scene, args.permanent, args.expire_seconds)
+            .await
+        {
+            Ok(t) => {
+                println!("scene     {}", args.scene);
+                match t.expire_seconds {
+                    Some(s) => println!("expires   in {s} s"),
+                    None => println!("expires   never (permanent)"),
+                }
+                println!("ticket    {}", t.ticket);
+                println!("url       {}", t.url);
+                println!("image     {}", t.image_url);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        }
+    })
+}
