@@ -40,6 +40,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::delete().to(remove_tag),
             )
             .route("/tags/{account}", web::get().to(tags))
+            .route("/qrcode", web::post().to(qrcode))
             .route("/audit", web::get().to(audit_list)),
     );
 }
@@ -58,6 +59,8 @@ pub enum AdminError {
     Refused(Vec<String>),
     #[error("store failure: {0}")]
     Store(#[from] StoreError),
+    #[error("WeChat refused: {0}")]
+    Upstream(String),
 }
 
 impl ResponseError for AdminError {
@@ -69,6 +72,7 @@ impl ResponseError for AdminError {
             AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AdminError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AdminError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AdminError::Upstream(_) => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -444,6 +448,65 @@ async fn tags(
     .await
     .map_err(|e| AdminError::BadRequest(e.to_string()))??;
     Ok(HttpResponse::Ok().json(counted))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QrcodeBody {
+    account: String,
+    scene: String,
+    #[serde(default)]
+    permanent: bool,
+    expire_seconds: Option<u32>,
+}
+
+/// Creates a channel QR code with the server's own client (and its access token).
+async fn qrcode(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    let who = authorize(&state, &req, Role::Operator)?.name.clone();
+    let body: QrcodeBody = serde_json::from_slice(&body)
+        .map_err(|e| AdminError::BadRequest(format!("qrcode body: {e}")))?;
+    known_account(&state, &body.account)?;
+    let client = state.clients.get(&body.account).ok_or_else(|| {
+        AdminError::BadRequest(format!(
+            "account `{}` has no [account.api] settings",
+            body.account
+        ))
+    })?;
+    let ticket = client
+        .create_qrcode(
+            &body.scene,
+            body.permanent,
+            body.expire_seconds
+                .unwrap_or(crate::api::MAX_QR_EXPIRE_SECONDS),
+        )
+        .await
+        .map_err(|e| match e {
+            crate::api::ApiError::Invalid(m) => AdminError::BadRequest(m),
+            other => AdminError::Upstream(other.to_string()),
+        })?;
+    let kind = if body.permanent {
+        "permanent"
+    } else {
+        "temporary"
+    };
+    audit(
+        &state,
+        &who,
+        "qrcode.create",
+        &format!("{}/{}", body.account, body.scene),
+        kind.to_string(),
+    );
+    Ok(HttpResponse::Ok().json(json!({
+        "scene": body.scene,
+        "ticket": ticket.ticket,
+        "expire_seconds": ticket.expire_seconds,
+        "url": ticket.url,
+        "image_url": ticket.image_url,
+    })))
 }
 
 #[derive(Debug, Deserialize)]

@@ -28,6 +28,10 @@ pub struct AppState {
     pub books: Vec<Arc<RuleBook>>,
     pub store: Arc<dyn Store>,
     pub metrics: metrics::Metrics,
+    /// One API client per account with `[account.api]`: the server's voice towards WeChat.
+    /// Never called from a callback handler (design.md): only from admin calls and,
+    /// later, the outbox worker.
+    pub clients: HashMap<String, Arc<crate::api::ApiClient>>,
 }
 
 /// One served account and the rule table it answers from (shared with the other accounts

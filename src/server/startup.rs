@@ -19,6 +19,11 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("rules in {dir} refused:\n{source}")]
     Rules { dir: PathBuf, source: LoadError },
+    #[error("account `{account}`: cannot build the API client: {source}")]
+    Api {
+        account: String,
+        source: crate::api::ApiError,
+    },
     #[error("cannot bind {addr}: {source}")]
     Bind {
         addr: String,
@@ -58,7 +63,21 @@ pub fn build_state(settings: Settings, store: Arc<dyn Store>) -> Result<AppState
     for book in books.values() {
         tracing::info!(dir = %book.dir().display(), version = %book.current().version, "rules loaded");
     }
+    let mut clients = HashMap::new();
+    for a in &settings.accounts {
+        if let Some(api) = &a.api {
+            let client =
+                crate::api::ApiClient::new(api.clone(), store.clone()).map_err(|source| {
+                    StartupError::Api {
+                        account: a.id.clone(),
+                        source,
+                    }
+                })?;
+            clients.insert(a.id.clone(), Arc::new(client));
+        }
+    }
     Ok(AppState {
+        clients,
         settings,
         accounts,
         books: books.into_values().collect(),

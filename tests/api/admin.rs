@@ -58,14 +58,41 @@ fn endpoints() -> Vec<Endpoint> {
             None,
             1,
         ),
+        e(
+            Method::POST,
+            "/admin/v1/qrcode",
+            Some(r#"{"account":"safe","scene":"role-test"}"#),
+            1,
+        ),
         e(Method::GET, "/admin/v1/audit", None, 2),
     ]
+}
+
+/// The test app with the `safe` account's API pointed at a fake WeChat.
+async fn spawn_with_fake(
+    dir: &tempfile::TempDir,
+) -> (TestApp, siyu::fake_wechat::FakeWechatHandle) {
+    let fake = siyu::fake_wechat::FakeWechat::start("127.0.0.1:0").unwrap();
+    let mut s = settings(dir.path());
+    for a in &mut s.accounts {
+        if a.id == "safe" {
+            let mut api = siyu::api::ApiSettings::new(
+                "safe",
+                a.kind,
+                OFFICIAL_APP_ID,
+                siyu::config::Secret::new("app-secret-for-tests"),
+            );
+            api.api_base = fake.base_url().to_string();
+            a.api = Some(api);
+        }
+    }
+    (spawn_with(s).await, fake)
 }
 
 #[tokio::test]
 async fn every_endpoint_checks_the_token_and_the_role() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app(&dir).await;
+    let (app, fake) = spawn_with_fake(&dir).await;
     // A follower to look at.
     app.exchange(SAFE, &SAFE.text("o_adm", "你好", 1))
         .await
@@ -97,6 +124,7 @@ async fn every_endpoint_checks_the_token_and_the_role() {
         }
     }
     app.stop().await;
+    fake.stop().await;
 }
 
 #[tokio::test]
@@ -396,6 +424,60 @@ async fn the_workbench_over_the_api() {
         "{warnings}"
     );
     app.stop().await;
+}
+
+#[tokio::test]
+async fn qrcodes_through_the_servers_own_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, fake) = spawn_with_fake(&dir).await;
+    let create = |body: &str| {
+        app.admin(
+            Method::POST,
+            "/admin/v1/qrcode",
+            Some(OPERATOR),
+            Some(body.to_string()),
+        )
+    };
+    let r = create(r#"{"account":"safe","scene":"spring-poster"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let t = r.json();
+    assert_eq!(t["expire_seconds"], 2_592_000);
+    assert!(t["image_url"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://mp.weixin.qq.com/cgi-bin/showqrcode?ticket="));
+    let r = create(r#"{"account":"safe","scene":"store-7","permanent":true}"#).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.json()["expire_seconds"].is_null());
+    assert_eq!(fake.calls_to("/cgi-bin/token"), 1, "one token for both");
+
+    assert_eq!(
+        create(r#"{"account":"plain","scene":"x"}"#).await.status,
+        400,
+        "no API settings"
+    );
+    let long = format!(r#"{{"account":"safe","scene":"{}"}}"#, "x".repeat(65));
+    assert_eq!(create(&long).await.status, 400, "scene over 64 characters");
+    fake.inject([siyu::fake_wechat::Fault::errcode(45009)]);
+    let r = create(r#"{"account":"safe","scene":"quota"}"#).await;
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert!(
+        r.body.contains("45009") || r.body.to_lowercase().contains("quota"),
+        "{}",
+        r.body
+    );
+
+    let audit = app
+        .admin(Method::GET, "/admin/v1/audit", Some(ADMIN), None)
+        .await
+        .json();
+    let e = &audit["entries"][0];
+    assert_eq!(
+        (e["action"].as_str(), e["target"].as_str()),
+        (Some("qrcode.create"), Some("safe/store-7"))
+    );
+    app.stop().await;
+    fake.stop().await;
 }
 
 #[tokio::test]
