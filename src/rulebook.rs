@@ -54,19 +54,27 @@ pub enum Reloaded {
     Unchanged(Version),
 }
 
-/// Reads every `*.toml` file of `dir`, in name order (rule order depends on it).
+/// The `*.toml` files of `dir`, in name order (rule order depends on it).
+fn rule_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|source| LoadError::Io {
+            dir: dir.display().to_string(),
+            source,
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
+/// Reads every `*.toml` file of `dir`, in name order.
 pub fn read_sources(dir: &Path) -> Result<Vec<RuleSource>, LoadError> {
     let io = |source| LoadError::Io {
         dir: dir.display().to_string(),
         source,
     };
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
-        .collect();
-    paths.sort();
-    paths
+    rule_files(dir)?
         .into_iter()
         .map(|p| {
             Ok(RuleSource {
@@ -184,6 +192,14 @@ impl RuleBook {
         let result = self.swap(table, &sources, now);
         self.remember(&Ok(result.clone()));
         Ok(result)
+    }
+
+    /// The names of the folder's rule files, in load order (no file is read).
+    pub fn file_names(&self) -> Result<Vec<String>, LoadError> {
+        Ok(rule_files(&self.dir)?
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect())
     }
 
     /// The text of one rule file.

@@ -4,6 +4,7 @@
 //! `openapi.yaml`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -136,14 +137,14 @@ struct FolderQuery {
 }
 
 /// The rule folder a request means: the named account's, or the only one there is.
-fn book<'s>(state: &'s AppState, q: &FolderQuery) -> Result<&'s RuleBook, AdminError> {
+fn book(state: &AppState, q: &FolderQuery) -> Result<Arc<RuleBook>, AdminError> {
     match &q.account {
         Some(id) => state
             .accounts
             .get(id)
-            .map(|a| a.rules.as_ref())
+            .map(|a| a.rules.clone())
             .ok_or_else(|| AdminError::NotFound(format!("unknown account `{id}`"))),
-        None if state.books.len() == 1 => Ok(&state.books[0]),
+        None if state.books.len() == 1 => Ok(state.books[0].clone()),
         None => Err(AdminError::BadRequest(
             "several rule folders are in use: name one with ?account=ID".into(),
         )),
@@ -160,17 +161,7 @@ async fn list_rules(
         .iter()
         .map(|b| {
             let loaded = b.current();
-            let files: Vec<String> = crate::rulebook::read_sources(b.dir())
-                .map(|s| {
-                    s.iter()
-                        .filter_map(|s| {
-                            std::path::Path::new(&s.name)
-                                .file_name()
-                                .map(|n| n.to_string_lossy().into_owned())
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let files = b.file_names().unwrap_or_default();
             let accounts: Vec<&str> = state
                 .accounts
                 .iter()
@@ -221,17 +212,12 @@ async fn write_rule(
         .map_err(|_| AdminError::BadRequest("the rule file must be UTF-8".into()))?;
     let book = book(&state, &q)?;
     let old = book.read_file(&file).unwrap_or_default();
-    let state2 = state.clone();
     let (name, text_owned, token_name) = (file.into_inner(), text.to_string(), token.name.clone());
-    let book_dir = book.dir().to_path_buf();
+    let writer = book.clone();
     // Compiling and writing are blocking work: off the async worker.
     let result = web::block(move || {
-        let book = state2
-            .books
-            .iter()
-            .find(|b| b.dir() == book_dir)
-            .expect("the book was found above");
-        book.write_file(&name, &text_owned, Entropy::fresh().now)
+        writer
+            .write_file(&name, &text_owned, Entropy::fresh().now)
             .map(|r| (r, name))
     })
     .await
