@@ -18,6 +18,7 @@ use siyu::protocol::sign;
 use siyu::server::Application;
 
 // The same allocator as the `siyu` binary, so the figures are the server's.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -19,6 +19,7 @@ use siyu::server::webhook::{handle_callback, CallbackQuery, Entropy};
 use siyu::store::{Answer, CallbackKey, Commit, SledStore, Store};
 
 // The same allocator as the `siyu` binary, so the figures are the server's.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -194,6 +195,12 @@ fn bench_pipeline(c: &mut Criterion) {
         b.iter(|| {
             raw.get(format!("f\0safe\0o{}", m % 1000).as_bytes())
                 .unwrap()
+        })
+    });
+    group.bench_function("follower_postcard_roundtrip", |b| {
+        b.iter(|| {
+            let v = postcard::to_allocvec(&seasoned).unwrap();
+            postcard::from_bytes::<Follower>(&v).unwrap()
         })
     });
     group.bench_function("follower_json_roundtrip", |b| {
