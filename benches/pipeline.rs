@@ -157,6 +157,7 @@ fn bench_pipeline(c: &mut Criterion) {
                         reply: None,
                         rules: vec!["r123".into()],
                     },
+                    effects: vec![],
                 },
             )
             .unwrap()

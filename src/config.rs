@@ -91,6 +91,39 @@ struct RawConfig {
     account: Vec<RawAccount>,
     #[serde(default)]
     admin: RawAdmin,
+    #[serde(default)]
+    outbox: RawOutbox,
+}
+
+/// `[outbox]`: how the background worker delivers queued calls to WeChat.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutbox {
+    concurrency: Option<usize>,
+    retry_base_ms: Option<u64>,
+    retry_max_ms: Option<u64>,
+    max_attempts: Option<u32>,
+    tag_batch_delay_ms: Option<u64>,
+}
+
+/// The outbox worker's settings (`[outbox]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxSettings {
+    /// Calls in flight at once, all accounts together.
+    pub concurrency: usize,
+    pub retry: crate::outbox::RetryPolicy,
+    /// How long a tag change waits for others to share its batch call (up to 50 openids).
+    pub tag_batch_delay_ms: u64,
+}
+
+impl Default for OutboxSettings {
+    fn default() -> Self {
+        OutboxSettings {
+            concurrency: 8,
+            retry: crate::outbox::RetryPolicy::default(),
+            tag_batch_delay_ms: 1_000,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -180,6 +213,31 @@ struct RawApi {
     stable_token: bool,
     timeout_ms: Option<u64>,
     agent_id: Option<i64>,
+    rate_per_sec: Option<f64>,
+    #[serde(default)]
+    corp_tags: std::collections::BTreeMap<String, String>,
+}
+
+fn outbox_settings(raw: RawOutbox) -> Result<OutboxSettings, String> {
+    let d = OutboxSettings::default();
+    let s = OutboxSettings {
+        concurrency: raw.concurrency.unwrap_or(d.concurrency),
+        retry: crate::outbox::RetryPolicy {
+            base_ms: raw.retry_base_ms.unwrap_or(d.retry.base_ms),
+            max_ms: raw.retry_max_ms.unwrap_or(d.retry.max_ms),
+            max_attempts: raw.max_attempts.unwrap_or(d.retry.max_attempts),
+        },
+        tag_batch_delay_ms: raw.tag_batch_delay_ms.unwrap_or(d.tag_batch_delay_ms),
+    };
+    if s.concurrency == 0 || s.retry.max_attempts == 0 || s.retry.base_ms == 0 {
+        return Err(
+            "[outbox] concurrency, max_attempts and retry_base_ms must be at least 1".into(),
+        );
+    }
+    if s.retry.max_ms < s.retry.base_ms {
+        return Err("[outbox] retry_max_ms must be at least retry_base_ms".into());
+    }
+    Ok(s)
 }
 
 fn default_skew() -> u64 {
@@ -208,6 +266,7 @@ pub struct Settings {
     pub admin_tokens: Vec<AdminToken>,
     /// Things worth a warning at startup (e.g. a secret written in the file).
     pub warnings: Vec<String>,
+    pub outbox: OutboxSettings,
 }
 
 /// One official account or WeCom app, served at `/wx/{id}`.
@@ -225,6 +284,17 @@ pub struct Account {
     /// Present when the account has an API secret (`[account.api]` or
     /// `SIYU_<ID>_APP_SECRET`).
     pub api: Option<ApiSettings>,
+}
+
+impl Account {
+    /// How the account's side effects reach WeChat: `None` without API settings (then
+    /// rules still change local state, and nothing is queued).
+    pub fn outbound(&self) -> Option<crate::engine::Outbound> {
+        self.api.as_ref().map(|_| match self.kind {
+            AccountKind::Official => crate::engine::Outbound::Official,
+            AccountKind::Wecom => crate::engine::Outbound::WeCom,
+        })
+    }
 }
 
 impl Settings {
@@ -338,6 +408,7 @@ impl Settings {
             storage_path: base.join(raw.storage.path),
             replies_dir,
             accounts,
+            outbox: outbox_settings(raw.outbox).map_err(invalid)?,
         })
     }
 
@@ -434,6 +505,8 @@ fn validate_account(
                 stable_token: false,
                 timeout_ms: None,
                 agent_id: None,
+                rate_per_sec: None,
+                corp_tags: Default::default(),
             });
             let secret = match (from_env, &raw.secret_env, raw.secret) {
                 (Some(s), _, _) => Secret::new(s),
@@ -462,6 +535,16 @@ fn validate_account(
                 api.timeout = std::time::Duration::from_millis(ms);
             }
             api.agent_id = raw.agent_id;
+            match raw.rate_per_sec {
+                Some(r) if !(r >= 0.0 && r.is_finite()) => {
+                    return Err(err(format!(
+                        "api.rate_per_sec must be a number ≥ 0 (0: unlimited), not {r}"
+                    )))
+                }
+                Some(r) => api.rate_per_sec = r,
+                None => {}
+            }
+            api.corp_tags = raw.corp_tags;
             Some(api)
         }
     };

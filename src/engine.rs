@@ -6,9 +6,14 @@
 //! again (a backend with optimistic concurrency would), and a dry run calls the very same
 //! function.
 
-use crate::follower::{Follower, HistoryEntry, SceneVisit, HISTORY_LEN};
-use crate::protocol::{Event, ExternalContactChange, Inbound, InboundKind};
-use crate::rules::{Action, RuleTable};
+use crate::follower::{
+    Follower, HistoryEntry, SceneVisit, CS_AFTER_INTERACTION, CS_AFTER_MESSAGE, HISTORY_LEN,
+};
+use std::collections::BTreeSet;
+
+use crate::outbox::{Effect, NewItem};
+use crate::protocol::{Event, ExternalContactChange, Inbound, InboundKind, Reply};
+use crate::rules::{Action, Decision, RuleTable};
 use crate::store::{Answer, Applied, CallbackKey, Commit, Store, StoreError};
 
 /// How many scene visits a follower keeps (the first scene is kept apart, forever).
@@ -26,6 +31,8 @@ pub struct Outcome {
     pub actions: Vec<Action>,
     /// True when this was WeChat retrying a callback already handled.
     pub duplicate: bool,
+    /// The calls to WeChat queued in the outbox with the change (none for a duplicate).
+    pub effects: Vec<NewItem>,
 }
 
 /// The inputs of one callback besides the message.
@@ -37,7 +44,22 @@ pub struct Context<'a> {
     /// Picks among reply variants.
     pub seed: u64,
     pub dedupe_ttl_secs: u64,
+    /// Whether and how the account talks back to WeChat: `None` (no `[account.api]`)
+    /// queues nothing, so nothing piles up that no worker would send.
+    pub outbound: Option<Outbound>,
 }
+
+/// The API an account's side effects go through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outbound {
+    /// Official account: user tags, customer-service messages.
+    Official,
+    /// WeCom: corp tags of external contacts, welcome messages.
+    WeCom,
+}
+
+/// How long a WeCom WelcomeCode can be used (protocol.md §11).
+pub const WELCOME_CODE_SECS: i64 = 20;
 
 /// Handles one callback for real: decides and commits atomically, or returns the cached
 /// answer of the first delivery when this is a retry.
@@ -45,6 +67,7 @@ pub fn handle(store: &dyn Store, ctx: Context<'_>, msg: &Inbound) -> Result<Outc
     let follower_id = follower_id(msg);
     let dedupe_key = msg.dedupe_key();
     let mut actions = Vec::new();
+    let mut effects = Vec::new();
     let applied = store.apply_callback(
         CallbackKey {
             account: ctx.account,
@@ -56,6 +79,7 @@ pub fn handle(store: &dyn Store, ctx: Context<'_>, msg: &Inbound) -> Result<Outc
         &mut |current| {
             let (commit, applied_actions) = prepare(current, &follower_id, msg, ctx);
             actions = applied_actions;
+            effects = commit.effects.clone();
             commit
         },
     )?;
@@ -65,12 +89,14 @@ pub fn handle(store: &dyn Store, ctx: Context<'_>, msg: &Inbound) -> Result<Outc
             answer,
             actions,
             duplicate: false,
+            effects,
         },
         Applied::Duplicate(answer) => Outcome {
             follower_id,
             answer,
             actions: Vec::new(),
             duplicate: true,
+            effects: Vec::new(),
         },
     })
 }
@@ -91,6 +117,7 @@ pub fn dry_run(
             answer: commit.answer,
             actions,
             duplicate: false,
+            effects: commit.effects,
         },
         commit.follower,
     ))
@@ -116,8 +143,20 @@ fn prepare(
 ) -> (Commit, Vec<Action>) {
     let known = current.is_some();
     let mut follower = current.unwrap_or_else(|| Follower::new(follower_id));
+    let tags_before = follower.tags.clone();
     let touches_follower = record_inbound(&mut follower, msg, ctx.now);
-    let decision = ctx.rules.decide(msg, &mut follower, ctx.seed);
+    let mut decision = ctx.rules.decide(msg, &mut follower, ctx.seed);
+    let effects = match ctx.outbound {
+        Some(outbound) => effects(
+            outbound,
+            msg,
+            &tags_before,
+            &follower,
+            &mut decision,
+            ctx.now,
+        ),
+        None => Vec::new(),
+    };
     let rule = decision.rules.first().cloned();
     follower.history.push(HistoryEntry {
         at: ctx.now,
@@ -138,9 +177,86 @@ fn prepare(
                 reply: decision.reply,
                 rules: decision.rules,
             },
+            effects,
         },
         decision.actions,
     )
+}
+
+/// The calls to WeChat a decision causes. Tags: the net change of the follower's tag set
+/// (a tag added and removed in one callback, or added again, costs no call). WeCom: a
+/// new external contact's welcome is the rule's text reply, sent with the WelcomeCode
+/// (a passive reply would not reach them), and it replaces the passive reply.
+fn effects(
+    outbound: Outbound,
+    msg: &Inbound,
+    tags_before: &BTreeSet<String>,
+    follower: &Follower,
+    decision: &mut Decision,
+    now: i64,
+) -> Vec<NewItem> {
+    let origin = format!(
+        "rule:{}",
+        decision.rules.first().map_or("-", String::as_str)
+    );
+    let now_ms = now.saturating_mul(1000);
+    let item = |effect| NewItem {
+        effect,
+        origin: origin.clone(),
+        not_before_ms: now_ms,
+    };
+    let changes = tags_before
+        .symmetric_difference(&follower.tags)
+        .map(|tag| (tag.clone(), follower.tags.contains(tag)));
+    let mut out = Vec::new();
+    match outbound {
+        Outbound::Official => {
+            out.extend(changes.map(|(tag, add)| {
+                item(Effect::Tag {
+                    openid: follower.openid.clone(),
+                    tag,
+                    add,
+                })
+            }));
+        }
+        Outbound::WeCom => {
+            let event_staff = match &msg.kind {
+                InboundKind::Event(Event::ExternalContact { user_id, .. }) => Some(user_id),
+                _ => None,
+            };
+            // mark_tag acts as a staff member who has the contact: this event's, or the one
+            // who added them.
+            let staff = event_staff
+                .filter(|s| !s.is_empty())
+                .or(follower.attributes.get("wecom_staff"));
+            if let Some(staff) = staff {
+                out.extend(changes.map(|(tag, add)| {
+                    item(Effect::CorpTag {
+                        staff: staff.clone(),
+                        external_userid: follower.openid.clone(),
+                        tag,
+                        add,
+                    })
+                }));
+            }
+            if let InboundKind::Event(Event::ExternalContact {
+                change: ExternalContactChange::Add,
+                welcome_code: Some(code),
+                ..
+            }) = &msg.kind
+            {
+                if let Some(Reply::Text { content }) = &decision.reply {
+                    out.push(item(Effect::Welcome {
+                        welcome_code: code.clone(),
+                        text: content.clone(),
+                        expires_at: now.saturating_add(WELCOME_CODE_SECS),
+                    }));
+                    decision.reply = None;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Applies what the callback itself says about the follower (before rules run, so that
@@ -152,11 +268,13 @@ fn record_inbound(f: &mut Follower, msg: &Inbound, now: i64) -> bool {
         f.subscribed = true;
         f.messages_in += 1;
         f.last_inbound_at = Some(now);
+        f.open_cs_window(CS_AFTER_MESSAGE, now);
         return true;
     };
     match event {
         Event::Subscribe { scene, .. } => {
             subscribe(f, now);
+            f.open_cs_window(CS_AFTER_INTERACTION, now);
             if let Some(scene) = scene {
                 visit(f, scene, now);
             }
@@ -169,6 +287,7 @@ fn record_inbound(f: &mut Follower, msg: &Inbound, now: i64) -> bool {
             f.subscribed = true;
             visit(f, scene, now);
             f.last_interaction_at = Some(now);
+            f.open_cs_window(CS_AFTER_INTERACTION, now);
         }
         Event::ExternalContact {
             change,
@@ -194,6 +313,7 @@ fn record_inbound(f: &mut Follower, msg: &Inbound, now: i64) -> bool {
         Event::Click { .. } | Event::ScanCode { .. } => {
             f.subscribed = true;
             f.last_interaction_at = Some(now);
+            f.open_cs_window(CS_AFTER_INTERACTION, now);
         }
         _ => f.subscribed = true,
     }
@@ -265,6 +385,7 @@ incr = { checkin = 1 }
             now,
             seed: 0,
             dedupe_ttl_secs: 60,
+            outbound: None,
         }
     }
 

@@ -37,6 +37,34 @@ pub struct Follower {
     pub last_interaction_at: Option<i64>,
     /// The most recent inbound callbacks, newest last, at most `HISTORY_LEN`.
     pub history: Vec<HistoryEntry>,
+    /// What is left of WeChat's customer-service window (protocol.md §9), as far as siyu
+    /// knows: opened by the follower's acts, used by the customer-service messages siyu
+    /// sends. `None`: never opened.
+    pub cs_window: Option<CsWindow>,
+}
+
+/// How many customer-service messages WeChat still accepts for a follower, and until when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CsWindow {
+    pub remaining: u32,
+    /// Unix seconds; the window is closed from this second on.
+    pub until: i64,
+}
+
+/// After a message: 5 customer-service messages within 48 hours.
+pub const CS_AFTER_MESSAGE: (u32, i64) = (5, 48 * 3600);
+/// After a subscribe, a QR scan or a menu click: 3 within a minute.
+pub const CS_AFTER_INTERACTION: (u32, i64) = (3, 60);
+
+/// Why a customer-service message may not be sent now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CsClosed {
+    #[error("outside the customer-service window: the follower has not written within 48 hours (or interacted within a minute)")]
+    Expired,
+    #[error(
+        "the customer-service window's allowance is used up: wait for the follower's next message"
+    )]
+    UsedUp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,11 +96,103 @@ impl Follower {
         self.tags.contains(tag)
     }
 
+    /// The follower acted (`allowance` = (count, seconds), e.g. [`CS_AFTER_MESSAGE`]).
+    /// Allowances do not add up (protocol.md §9): the count and the end each become the
+    /// new act's if that is larger than what is left.
+    pub fn open_cs_window(&mut self, (limit, period): (u32, i64), now: i64) {
+        let fresh = CsWindow {
+            remaining: limit,
+            until: now.saturating_add(period),
+        };
+        self.cs_window = Some(match self.cs_window {
+            Some(w) if w.until > now => CsWindow {
+                remaining: w.remaining.max(fresh.remaining),
+                until: w.until.max(fresh.until),
+            },
+            _ => fresh,
+        });
+    }
+
+    /// Whether WeChat would accept a customer-service message now.
+    pub fn cs_open(&self, now: i64) -> Result<(), CsClosed> {
+        match self.cs_window {
+            Some(w) if w.until <= now => Err(CsClosed::Expired),
+            Some(w) if w.remaining == 0 => Err(CsClosed::UsedUp),
+            Some(_) => Ok(()),
+            None => Err(CsClosed::Expired),
+        }
+    }
+
+    /// Uses one message of the window, or says why there is none.
+    pub fn take_cs_slot(&mut self, now: i64) -> Result<(), CsClosed> {
+        self.cs_open(now)?;
+        if let Some(w) = self.cs_window.as_mut() {
+            w.remaining -= 1;
+        }
+        Ok(())
+    }
+
+    /// Gives back a slot taken for a message WeChat did not accept.
+    pub fn return_cs_slot(&mut self, now: i64) {
+        if let Some(w) = self.cs_window.as_mut().filter(|w| w.until > now) {
+            w.remaining += 1;
+        }
+    }
+
     /// The scene of the latest visit, falling back to the first scene.
     pub fn latest_scene(&self) -> Option<&str> {
         self.scenes
             .last()
             .map(|v| v.scene.as_str())
             .or(self.first_scene.as_deref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cs_window_opens_takes_and_expires() {
+        let mut f = Follower::new("o");
+        assert_eq!(f.take_cs_slot(0), Err(CsClosed::Expired), "never opened");
+
+        // A subscribe: 3 within a minute.
+        f.open_cs_window(CS_AFTER_INTERACTION, 1000);
+        for _ in 0..3 {
+            assert_eq!(f.take_cs_slot(1010), Ok(()));
+        }
+        assert_eq!(f.take_cs_slot(1010), Err(CsClosed::UsedUp));
+        assert_eq!(f.cs_open(1060), Err(CsClosed::Expired), "60 s later");
+
+        // A message after the subscribe: 5 within 48 hours, replacing the smaller allowance.
+        f.open_cs_window(CS_AFTER_INTERACTION, 2000);
+        f.take_cs_slot(2001).unwrap();
+        f.open_cs_window(CS_AFTER_MESSAGE, 2002);
+        assert_eq!(
+            f.cs_window,
+            Some(CsWindow {
+                remaining: 5,
+                until: 2002 + 48 * 3600
+            })
+        );
+        // A click later does not shrink it: each part keeps the larger value.
+        f.take_cs_slot(2003).unwrap();
+        f.take_cs_slot(2003).unwrap();
+        f.open_cs_window(CS_AFTER_INTERACTION, 2004);
+        assert_eq!(
+            f.cs_window,
+            Some(CsWindow {
+                remaining: 3,
+                until: 2002 + 48 * 3600
+            })
+        );
+        // A slot given back counts again, but not once the window has closed.
+        f.take_cs_slot(2005).unwrap();
+        f.return_cs_slot(2006);
+        assert_eq!(f.cs_window.unwrap().remaining, 3);
+        f.return_cs_slot(2002 + 48 * 3600);
+        assert_eq!(f.cs_window.unwrap().remaining, 3);
+        assert_eq!(f.cs_open(2002 + 48 * 3600), Err(CsClosed::Expired));
     }
 }

@@ -17,6 +17,7 @@
 //! - [`config`]: typed settings from `config.toml` and the environment.
 //! - [`server`]: the actix-web app: routes, startup, the one error → HTTP mapping.
 //! - [`api`]: the outbound half: typed WeChat/WeCom API calls, shared access tokens.
+//! - [`outbox`]: the durable queue of calls to WeChat and its background worker.
 //! - [`fake_wechat`]: a fake WeChat/WeCom API server for tests and local development.
 //! - [`trial`]: synthetic messages for trying rules (simulate).
 //! - [`cli`]: one module per subcommand, thin over the library.
@@ -28,6 +29,7 @@ pub mod config;
 pub mod engine;
 pub mod fake_wechat;
 pub mod follower;
+pub mod outbox;
 pub mod protocol;
 pub mod rulebook;
 pub mod rules;

@@ -50,6 +50,10 @@ pub struct ApiSettings {
     pub agent_id: Option<i64>,
     /// For each HTTP exchange, connection included.
     pub timeout: Duration,
+    /// The outbox worker's pace for this account, calls per second (0: unlimited).
+    pub rate_per_sec: f64,
+    /// WeCom: local tag name → corp tag id (`et…`), for mirroring tags with mark_tag.
+    pub corp_tags: std::collections::BTreeMap<String, String>,
 }
 
 impl ApiSettings {
@@ -74,6 +78,10 @@ impl ApiSettings {
             use_stable_token: false,
             agent_id: None,
             timeout: Duration::from_secs(10),
+            // WeChat's own limits are per minute and per day; 50/s keeps a burst from
+            // spending a minute's quota at once.
+            rate_per_sec: 50.0,
+            corp_tags: Default::default(),
         }
     }
 }

@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::ApiError;
+use crate::protocol::Reply;
+
 /// A customer-service message (`/cgi-bin/message/custom/send`), sendable only inside the
 /// window the follower opened (§9).
 #[derive(Debug, Clone, PartialEq)]
@@ -18,6 +21,16 @@ pub enum CustomMessage {
     /// An image uploaded beforehand as temporary or permanent material.
     Image {
         media_id: String,
+    },
+    Voice {
+        media_id: String,
+    },
+    Music {
+        title: String,
+        description: String,
+        musicurl: String,
+        hqmusicurl: String,
+        thumb_media_id: String,
     },
     /// One link card.
     News {
@@ -35,6 +48,57 @@ pub enum CustomMessage {
 }
 
 impl CustomMessage {
+    /// The customer-service form of a rule's reply-shaped message. Video (WeChat wants a
+    /// thumbnail a passive reply does not carry), news with more than one article and a
+    /// hand-over to human service have none.
+    pub fn from_reply(reply: &Reply) -> Result<CustomMessage, ApiError> {
+        let text = |o: &Option<String>| o.clone().unwrap_or_default();
+        Ok(match reply {
+            Reply::Text { content } => CustomMessage::Text {
+                content: content.clone(),
+            },
+            Reply::Image { media_id } => CustomMessage::Image {
+                media_id: media_id.clone(),
+            },
+            Reply::Voice { media_id } => CustomMessage::Voice {
+                media_id: media_id.clone(),
+            },
+            Reply::Music {
+                title,
+                description,
+                music_url,
+                hq_music_url,
+                thumb_media_id,
+            } => CustomMessage::Music {
+                title: text(title),
+                description: text(description),
+                musicurl: text(music_url),
+                hqmusicurl: text(hq_music_url),
+                thumb_media_id: thumb_media_id.clone(),
+            },
+            Reply::News { articles } if articles.len() == 1 => {
+                let a = &articles[0];
+                CustomMessage::News {
+                    title: a.title.clone(),
+                    description: text(&a.description),
+                    url: text(&a.url),
+                    picurl: text(&a.pic_url),
+                }
+            }
+            Reply::News { .. } => {
+                return Err(ApiError::Invalid(
+                    "a customer-service news message carries exactly one article".into(),
+                ))
+            }
+            Reply::Video { .. } | Reply::TransferCustomerService { .. } => {
+                return Err(ApiError::Invalid(
+                    "video and hand-over replies cannot be sent as customer-service messages"
+                        .into(),
+                ))
+            }
+        })
+    }
+
     pub fn text(content: impl Into<String>) -> CustomMessage {
         CustomMessage::Text {
             content: content.into(),
@@ -47,6 +111,20 @@ impl CustomMessage {
         let (msgtype, payload) = match self {
             CustomMessage::Text { content } => ("text", json!({ "content": content })),
             CustomMessage::Image { media_id } => ("image", json!({ "media_id": media_id })),
+            CustomMessage::Voice { media_id } => ("voice", json!({ "media_id": media_id })),
+            CustomMessage::Music {
+                title,
+                description,
+                musicurl,
+                hqmusicurl,
+                thumb_media_id,
+            } => (
+                "music",
+                json!({
+                    "title": title, "description": description, "musicurl": musicurl,
+                    "hqmusicurl": hqmusicurl, "thumb_media_id": thumb_media_id,
+                }),
+            ),
             CustomMessage::News {
                 title,
                 description,

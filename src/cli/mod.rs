@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod check;
 pub mod fake_wechat;
+pub mod outbox;
 pub mod qrcode;
 pub mod serve;
 pub mod simulate;
@@ -38,6 +39,9 @@ pub enum Command {
     FakeWechat(fake_wechat::FakeWechatArgs),
     /// Create a channel QR code (parametric, with a scene) and print its ticket and URL.
     Qrcode(qrcode::QrcodeArgs),
+    /// Show what waits to be sent to WeChat (pending, retrying, dead); `retry ID` requeues
+    /// a dead letter.
+    Outbox(outbox::OutboxArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -76,5 +80,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Audit(a) => audit::run(&a),
         Command::FakeWechat(a) => fake_wechat::run(&a),
         Command::Qrcode(a) => qrcode::run(&a),
+        Command::Outbox(a) => outbox::run(&a),
     }
 }

@@ -128,6 +128,7 @@ fn simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
         now: entropy.now,
         seed: args.seed.unwrap_or(entropy.seed),
         dedupe_ttl_secs: settings.dedupe_ttl_secs,
+        outbound: account.outbound(),
     };
     let (outcome, after) = if args.commit {
         let o = engine::handle(&store, ctx, &msg)?;

@@ -19,7 +19,7 @@ mod routes;
 mod state;
 mod wecom;
 
-pub use state::{Fault, RecordedCall, WindowRequest};
+pub use state::{Fault, HoldRequest, RecordedCall, WindowRequest};
 
 use std::io;
 use std::net::TcpListener;
@@ -45,11 +45,17 @@ impl Default for FakeWechat {
     }
 }
 
-/// The state shared by the server's workers and the handle.
+/// The state shared by the server's workers and the handle, and the signal that lets
+/// held calls go.
 #[derive(Clone)]
-pub(crate) struct Shared(Arc<Mutex<State>>);
+pub(crate) struct Shared(Arc<Mutex<State>>, Arc<tokio::sync::Notify>);
 
 impl Shared {
+    fn release(&self) {
+        self.lock().hold = None;
+        self.1.notify_waiters();
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Handlers only do map operations under the lock; a panic there leaves no
         // half-written state worth refusing, so a poisoned lock is still usable.
@@ -65,7 +71,10 @@ impl FakeWechat {
     }
 
     pub fn serve(&self, bind: &str) -> io::Result<FakeWechatHandle> {
-        let shared = Shared(Arc::new(Mutex::new(State::new(self.token_lifetime))));
+        let shared = Shared(
+            Arc::new(Mutex::new(State::new(self.token_lifetime))),
+            Arc::new(tokio::sync::Notify::new()),
+        );
         let listener = TcpListener::bind(bind)?;
         let addr = listener.local_addr()?;
         let data = web::Data::new(shared.clone());
@@ -135,6 +144,35 @@ impl FakeWechatHandle {
             messages,
             seconds: 48 * 3600,
         });
+    }
+
+    /// How many calls went to `path` and were accepted (errcode 0).
+    pub fn accepted(&self, path: &str) -> Vec<RecordedCall> {
+        self.shared
+            .lock()
+            .calls
+            .iter()
+            .filter(|c| c.path == path && c.errcode == Some(0))
+            .cloned()
+            .collect()
+    }
+
+    /// Holds calls to `path` past the first `after`, as `POST /fake/hold` does.
+    pub fn hold(&self, path: &str, after: usize) {
+        self.shared.lock().hold = Some(HoldRequest {
+            path: path.to_string(),
+            after,
+        });
+    }
+
+    /// Calls hanging under the hold now.
+    pub fn held(&self) -> usize {
+        self.shared.lock().held
+    }
+
+    /// Ends the hold: held calls are dropped unanswered.
+    pub fn release(&self) {
+        self.shared.release();
     }
 
     /// Stops the server without waiting for in-flight requests.

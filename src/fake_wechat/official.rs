@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use super::routes::{err, nonempty, ok, str_field};
-use super::state::{FakeTag, State};
+use super::state::{FakeTag, State, Window};
 
 /// The §10 batch limit, and the errcode WeChat answers past it (invalid openid list size).
 const MAX_BATCH: usize = 50;
@@ -37,6 +37,16 @@ pub(super) fn custom_send(state: &mut State, b: &Value) -> Value {
         return err(40008, "invalid message type");
     }
     let now = Instant::now();
+    if !state.windows.contains_key(touser) {
+        // `POST /fake/window {"openid": "*"}`: every follower wrote just now.
+        if let Some(all) = state.windows.get("*") {
+            let fresh = Window {
+                remaining: all.remaining,
+                until: all.until,
+            };
+            state.windows.insert(touser.to_string(), fresh);
+        }
+    }
     match state.windows.get_mut(touser) {
         Some(w) if w.until > now && w.remaining > 0 => {
             w.remaining -= 1;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
-use super::state::{Fault, Issued, RecordedCall, State, WindowRequest};
+use super::state::{Fault, HoldRequest, Issued, RecordedCall, State, WindowRequest};
 use super::{official, wecom, Shared};
 
 /// After a new `/cgi-bin/token`, the previous one keeps working this long (§8).
@@ -25,6 +25,9 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         .route("/fake/faults", web::post().to(faults))
         .route("/fake/window", web::post().to(window))
         .route("/fake/expire_tokens", web::post().to(expire_tokens))
+        .route("/fake/hold", web::post().to(hold))
+        .route("/fake/hold", web::get().to(held))
+        .route("/fake/hold", web::delete().to(release))
         .default_service(web::to(api));
 }
 
@@ -48,6 +51,43 @@ async fn window(shared: web::Data<Shared>, body: web::Json<WindowRequest>) -> Ht
     HttpResponse::NoContent().finish()
 }
 
+async fn hold(shared: web::Data<Shared>, body: web::Json<HoldRequest>) -> HttpResponse {
+    shared.lock().hold = Some(body.into_inner());
+    HttpResponse::NoContent().finish()
+}
+
+async fn held(shared: web::Data<Shared>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "held": shared.lock().held }))
+}
+
+async fn release(shared: web::Data<Shared>) -> HttpResponse {
+    shared.release();
+    HttpResponse::NoContent().finish()
+}
+
+/// Waits while `path` is held; true if this call was held (then it is dropped).
+async fn wait_if_held(shared: &Shared, path: &str) -> bool {
+    let release = shared.1.clone();
+    // Registered before the check, so a release between the check and the wait is seen.
+    let released = release.notified();
+    tokio::pin!(released);
+    released.as_mut().enable();
+    {
+        let mut state = shared.lock();
+        let Some(hold) = state.hold.as_ref().filter(|h| h.path == path) else {
+            return false;
+        };
+        let seen = state.calls.iter().filter(|c| c.path == path).count();
+        if seen < hold.after {
+            return false;
+        }
+        state.held += 1;
+    }
+    released.await;
+    shared.lock().held -= 1;
+    true
+}
+
 /// Ages every issued token past its expiry: the next call with one gets 42001.
 async fn expire_tokens(shared: web::Data<Shared>) -> HttpResponse {
     let mut state = shared.lock();
@@ -60,9 +100,13 @@ async fn expire_tokens(shared: web::Data<Shared>) -> HttpResponse {
 /// Every WeChat API call: record, apply the next fault, answer.
 async fn api(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
     let path = req.path().to_string();
+    if wait_if_held(&shared, &path).await {
+        return dropped();
+    }
     let json_body: Option<Value> = serde_json::from_slice(&body).ok();
-    let fault = {
+    let (index, fault) = {
         let mut state = shared.lock();
+        let index = state.calls.len();
         state.calls.push(RecordedCall {
             method: req.method().to_string(),
             path: path.clone(),
@@ -73,8 +117,9 @@ async fn api(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> H
                 None => Value::String(String::from_utf8_lossy(&body).into_owned()),
             },
             at: unix_millis(),
+            errcode: None,
         });
-        state.take_fault(&path)
+        (index, state.take_fault(&path))
     };
     if let Some(fault) = fault {
         if let Some(ms) = fault.delay_ms {
@@ -91,6 +136,7 @@ async fn api(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> H
         }
         if let Some(code) = fault.errcode {
             let msg = fault.errmsg.unwrap_or_else(|| "injected fault".into());
+            shared.lock().calls[index].errcode = Some(code);
             return HttpResponse::Ok().json(err(code, &msg));
         }
     }
@@ -117,6 +163,8 @@ async fn api(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> H
             }
         }
     };
+    // Answers without an errcode (tokens, tag creation) are successes.
+    state.calls[index].errcode = Some(answer["errcode"].as_i64().unwrap_or(0));
     HttpResponse::Ok().json(answer)
 }
 

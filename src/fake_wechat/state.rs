@@ -19,6 +19,10 @@ pub struct RecordedCall {
     pub body: Value,
     /// Unix milliseconds.
     pub at: i64,
+    /// The `errcode` answered (0: accepted); `None` when the answer was a dropped
+    /// connection or a bare HTTP status.
+    #[serde(default)]
+    pub errcode: Option<i64>,
 }
 
 /// One injected fault, applied to the next call (to the next call to `path`, if given).
@@ -52,7 +56,18 @@ impl Fault {
     }
 }
 
+/// `POST /fake/hold`: calls to `path` past the first `after` hang, unanswered and not
+/// recorded (WeChat never got them), until `DELETE /fake/hold` drops them. Lets a test
+/// stop a client at a known point of its queue.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldRequest {
+    pub path: String,
+    pub after: usize,
+}
+
 /// `POST /fake/window`: the follower just wrote (5 messages in 48 hours by default).
+/// `openid = "*"` opens a window for every follower without one.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WindowRequest {
@@ -102,6 +117,9 @@ pub(crate) struct State {
     pub robot_sends: HashMap<String, VecDeque<Instant>>,
     pub calls: Vec<RecordedCall>,
     pub faults: VecDeque<Fault>,
+    pub hold: Option<HoldRequest>,
+    /// Calls hanging under `hold` right now.
+    pub held: usize,
 }
 
 impl State {
@@ -119,6 +137,8 @@ impl State {
             robot_sends: HashMap::new(),
             calls: Vec::new(),
             faults: VecDeque::new(),
+            hold: None,
+            held: 0,
         }
     }
 

@@ -18,6 +18,7 @@ use super::AppState;
 use crate::audit::diff_summary;
 use crate::config::{AdminToken, Role};
 use crate::engine::{self, Context};
+use crate::outbox::{now_ms, Effect, NewItem};
 use crate::rulebook::{LoadError, Reloaded, RuleBook};
 use crate::store::StoreError;
 use crate::trial::Trial;
@@ -42,8 +43,99 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             )
             .route("/tags/{account}", web::get().to(tags))
             .route("/qrcode", web::post().to(qrcode))
-            .route("/audit", web::get().to(audit_list)),
+            .route("/audit", web::get().to(audit_list))
+            .route("/outbox", web::get().to(outbox))
+            .route("/outbox/{id}/retry", web::post().to(outbox_retry)),
     );
+}
+
+/// An operator's tag edit is mirrored to WeChat like a rule's. Queued right after the
+/// follower write (not in the same write: a crash between the two leaves this one
+/// change unsynced; rule actions have no such gap).
+fn queue_tag_sync(
+    state: &AppState,
+    account: &str,
+    f: &crate::follower::Follower,
+    tag: &str,
+    add: bool,
+) -> Result<(), AdminError> {
+    let Some(outbound) = state.accounts[account].settings.outbound() else {
+        return Ok(());
+    };
+    let effect = match outbound {
+        engine::Outbound::Official => Effect::Tag {
+            openid: f.openid.clone(),
+            tag: tag.to_string(),
+            add,
+        },
+        engine::Outbound::WeCom => match f.attributes.get("wecom_staff") {
+            Some(staff) => Effect::CorpTag {
+                staff: staff.clone(),
+                external_userid: f.openid.clone(),
+                tag: tag.to_string(),
+                add,
+            },
+            None => return Ok(()),
+        },
+    };
+    let now = now_ms();
+    state.store.enqueue(
+        account,
+        vec![NewItem {
+            effect,
+            origin: "admin".into(),
+            not_before_ms: now,
+        }],
+        now,
+    )?;
+    state.outbox_wake.notify_one();
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+struct OutboxQuery {
+    account: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Per account: pending, retrying, dead and the sync lag; the retrying items and the
+/// dead letters (first `limit`, default 50).
+async fn outbox(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    q: web::Query<OutboxQuery>,
+) -> Result<HttpResponse, AdminError> {
+    authorize(&state, &req, Role::Viewer)?;
+    if let Some(a) = &q.account {
+        known_account(&state, a)?;
+    }
+    let limit = q.limit.unwrap_or(50).min(1000);
+    let r =
+        crate::outbox::report::report(state.store.as_ref(), q.account.as_deref(), now_ms(), limit)?;
+    Ok(HttpResponse::Ok().json(r))
+}
+
+/// Requeues one dead letter (after fixing its cause: a config, a template, a window).
+async fn outbox_retry(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<u64>,
+) -> Result<HttpResponse, AdminError> {
+    let who = authorize(&state, &req, Role::Operator)?.name.clone();
+    let id = path.into_inner();
+    let item = state
+        .store
+        .requeue_dead(id, now_ms())?
+        .ok_or_else(|| AdminError::NotFound(format!("no dead letter #{id}")))?;
+    state.outbox_wake.notify_one();
+    audit(
+        &state,
+        &who,
+        "outbox.retry",
+        &format!("{}/#{id}", item.account),
+        item.effect.describe(),
+    );
+    Ok(HttpResponse::Ok().json(json!({ "requeued": item })))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -329,6 +421,7 @@ async fn simulate(
             now: entropy.now,
             seed: body.seed.unwrap_or(entropy.seed),
             dedupe_ttl_secs: state.settings.dedupe_ttl_secs,
+            outbound: account.settings.outbound(),
         },
         &msg,
     )?;
@@ -397,6 +490,7 @@ async fn change_tag(
         })?
         .ok_or_else(|| AdminError::NotFound(format!("no follower `{openid}` in `{account}`")))?;
     if changed {
+        queue_tag_sync(&state, &account, &f, &tag, add)?;
         let action = if add {
             "follower.tag_add"
         } else {

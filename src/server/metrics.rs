@@ -9,8 +9,11 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
+/// Cheap to clone: every collector is shared behind an `Arc`.
+#[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
+    outbox: IntCounterVec,
     callbacks: IntCounterVec,
     latency: HistogramVec,
     rule_hits: IntCounterVec,
@@ -63,9 +66,17 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
+        let outbox = IntCounterVec::new(
+            Opts::new(
+                "outbox_items_total",
+                "Outbox items handled by the worker, by account, effect and outcome (delivered, retried, dead)",
+            ),
+            &["account", "effect", "outcome"],
+        )
+        .expect("valid metric");
         let store_bytes =
             IntGauge::new("store_bytes", "Size of the sled store on disk").expect("valid metric");
-        for c in [&callbacks, &rule_hits, &duplicates, &reloads] {
+        for c in [&callbacks, &rule_hits, &duplicates, &reloads, &outbox] {
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
@@ -78,6 +89,7 @@ impl Metrics {
             .expect("unique metric");
         Metrics {
             registry,
+            outbox,
             callbacks,
             latency,
             rule_hits,
@@ -117,6 +129,13 @@ impl Metrics {
             .with_label_values(&[account, "unknown", outcome.as_str()])
             .inc();
         self.latency.with_label_values(&[account]).observe(secs);
+    }
+
+    /// One outbox item's attempt: `outcome` is delivered, retried or dead.
+    pub fn outbox(&self, account: &str, effect: &str, outcome: &str) {
+        self.outbox
+            .with_label_values(&[account, effect, outcome])
+            .inc();
     }
 
     pub fn reload(&self, ok: bool) {

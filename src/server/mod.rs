@@ -32,6 +32,8 @@ pub struct AppState {
     /// Never called from a callback handler (design.md): only from admin calls and,
     /// later, the outbox worker.
     pub clients: HashMap<String, Arc<crate::api::ApiClient>>,
+    /// Wakes the outbox worker when a callback queued something.
+    pub outbox_wake: Arc<tokio::sync::Notify>,
 }
 
 /// One served account and the rule table it answers from (shared with the other accounts

@@ -10,6 +10,7 @@ use actix_web::{web, App, HttpServer};
 
 use super::{configure, AccountState, AppState};
 use crate::config::Settings;
+use crate::outbox::worker::{Channel, Worker};
 use crate::rulebook::{LoadError, RuleBook};
 use crate::store::{SledStore, Store, StoreError};
 
@@ -78,6 +79,7 @@ pub fn build_state(settings: Settings, store: Arc<dyn Store>) -> Result<AppState
     }
     Ok(AppState {
         clients,
+        outbox_wake: Arc::new(tokio::sync::Notify::new()),
         settings,
         accounts,
         books: books.into_values().collect(),
@@ -94,6 +96,27 @@ pub struct Application {
     /// Watches the rule folders from the moment the app is built (not from its first
     /// poll), so no change made after `build` returns can be missed.
     watcher: Option<notify::RecommendedWatcher>,
+    worker: Arc<Worker>,
+}
+
+/// The outbox worker over the app's clients: one channel per account with API settings.
+pub fn outbox_worker(state: &AppState) -> Worker {
+    let channels = state
+        .settings
+        .accounts
+        .iter()
+        .filter_map(|a| {
+            let client = state.clients.get(&a.id)?;
+            Some((a.id.clone(), Channel::new(client.clone(), a.api.as_ref()?)))
+        })
+        .collect();
+    Worker::new(
+        state.store.clone(),
+        channels,
+        state.settings.outbox.clone(),
+        state.outbox_wake.clone(),
+    )
+    .with_metrics(state.metrics.clone())
 }
 
 impl Application {
@@ -111,6 +134,7 @@ impl Application {
             .map_err(|source| StartupError::Bind { addr, source })?
             .port();
         let app_state = state.clone();
+        let worker = Arc::new(outbox_worker(&state));
         let server =
             HttpServer::new(move || App::new().app_data(state.clone()).configure(configure))
                 .listen(listener)
@@ -132,6 +156,7 @@ impl Application {
             store,
             state: app_state,
             watcher,
+            worker,
         })
     }
 
@@ -149,20 +174,29 @@ impl Application {
     }
 
     /// Serves until SIGINT/SIGTERM (actix stops accepting, finishes in-flight requests),
-    /// reloading rules on changes meanwhile, then flushes the store.
+    /// reloading rules on changes and delivering the outbox meanwhile, then flushes the
+    /// store.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let Application {
             server,
             store,
             state,
             watcher,
+            worker,
             ..
         } = self;
         #[cfg(unix)]
         let hup = tokio::spawn(super::reload::on_sighup(state.clone()));
+        let (stop_worker, stopped) = tokio::sync::watch::channel(false);
+        let worker = tokio::spawn(worker.run(stopped));
         let result = server.await;
         #[cfg(unix)]
         hup.abort();
+        // The worker finishes the calls it has in flight and records their outcome.
+        let _ = stop_worker.send(true);
+        if let Err(e) = worker.await {
+            tracing::error!(error = %e, "outbox worker ended abnormally");
+        }
         // Let go of every handle on the store, then wait for the workers and the watcher
         // thread to let go of theirs, so the store is closed (and its file lock released)
         // when this returns: a restart in the same process can open it at once.

@@ -160,6 +160,7 @@ pub fn handle_callback(
             now: entropy.now,
             seed: entropy.seed,
             dedupe_ttl_secs: state.settings.dedupe_ttl_secs,
+            outbound: account.settings.outbound(),
         },
         &msg,
     )?;
@@ -259,6 +260,29 @@ pub async fn post(
     let result = match read_body(&req, payload, state.settings.max_body_bytes).await {
         Ok(body) => handle_callback(&state, &path, &query, &body, Entropy::fresh()),
         Err(e) => Err(e),
+    };
+    let result = match result {
+        Ok(reply)
+            if reply
+                .outcome
+                .as_ref()
+                .is_some_and(|o| !o.effects.is_empty()) =>
+        {
+            // Calls to WeChat were queued: on disk before WeChat hears we took the
+            // callback (it will not send it again), then the worker is woken.
+            let store = state.store.clone();
+            match web::block(move || store.flush()).await {
+                Ok(Ok(())) => {
+                    state.outbox_wake.notify_one();
+                    Ok(reply)
+                }
+                Ok(Err(e)) => Err(WebhookError::from(e)),
+                Err(_) => Err(WebhookError::from(crate::store::StoreError::Backend(
+                    "flush task failed".into(),
+                ))),
+            }
+        }
+        other => other,
     };
     let elapsed = started.elapsed();
     let latency_us = elapsed.as_micros() as u64;

@@ -7,12 +7,45 @@ use std::sync::Mutex;
 use super::{key, Applied, CallbackKey, Commit, Record, Store, StoreError, StoredToken};
 use crate::audit::AuditEntry;
 use crate::follower::Follower;
+use crate::outbox::{DeadItem, NewItem, OutboxItem};
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     records: Mutex<HashMap<Vec<u8>, Record>>,
     audit: Mutex<Vec<AuditEntry>>,
     tokens: Mutex<HashMap<String, StoredToken>>,
+    queue: Mutex<Queue>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    next_id: u64,
+    outbox: BTreeMap<u64, OutboxItem>,
+    dead: BTreeMap<u64, DeadItem>,
+    tag_ids: HashMap<(String, String), i64>,
+}
+
+impl Queue {
+    fn push(&mut self, account: &str, items: Vec<NewItem>, now_ms: i64) -> Vec<u64> {
+        items
+            .into_iter()
+            .map(|item| {
+                self.next_id += 1;
+                let id = self.next_id;
+                self.outbox
+                    .insert(id, OutboxItem::new(id, account, item, now_ms));
+                id
+            })
+            .collect()
+    }
+}
+
+fn page<T: Clone>(map: &BTreeMap<u64, T>, after: Option<u64>, limit: usize) -> Vec<T> {
+    let start = after.map_or(0, |a| a.saturating_add(1));
+    map.range(start..)
+        .take(limit)
+        .map(|(_, v)| v.clone())
+        .collect()
 }
 
 impl MemoryStore {
@@ -20,6 +53,12 @@ impl MemoryStore {
         // A panic while holding the lock cannot leave a half-written record (each callback
         // is one map insert after the decision), so a poisoned lock is still usable.
         self.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl MemoryStore {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -38,7 +77,11 @@ impl Store for MemoryStore {
     ) -> Result<Applied, StoreError> {
         let mut records = self.lock();
         let record = records.entry(key(k.account, k.openid)).or_default();
-        Ok(record.apply(k, decide))
+        let (applied, effects) = record.apply(k, decide);
+        // Under the records lock: both writes are seen together or not at all.
+        self.queue()
+            .push(k.account, effects, k.now.saturating_mul(1000));
+        Ok(applied)
     }
 
     fn update_follower(
@@ -107,6 +150,79 @@ impl Store for MemoryStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn enqueue(
+        &self,
+        account: &str,
+        items: Vec<NewItem>,
+        now_ms: i64,
+    ) -> Result<Vec<u64>, StoreError> {
+        Ok(self.queue().push(account, items, now_ms))
+    }
+
+    fn outbox_page(&self, after: Option<u64>, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
+        Ok(page(&self.queue().outbox, after, limit))
+    }
+
+    fn outbox_done(&self, id: u64) -> Result<(), StoreError> {
+        self.queue().outbox.remove(&id);
+        Ok(())
+    }
+
+    fn outbox_retry_later(&self, item: &OutboxItem) -> Result<(), StoreError> {
+        if let Some(queued) = self.queue().outbox.get_mut(&item.id) {
+            *queued = item.clone();
+        }
+        Ok(())
+    }
+
+    fn outbox_bury(&self, item: &OutboxItem, reason: &str, now_ms: i64) -> Result<(), StoreError> {
+        let mut q = self.queue();
+        q.outbox.remove(&item.id);
+        q.dead.insert(
+            item.id,
+            DeadItem {
+                item: item.clone(),
+                reason: reason.to_string(),
+                died_ms: now_ms,
+            },
+        );
+        Ok(())
+    }
+
+    fn dead_letters(&self, after: Option<u64>, limit: usize) -> Result<Vec<DeadItem>, StoreError> {
+        Ok(page(&self.queue().dead, after, limit))
+    }
+
+    fn requeue_dead(&self, id: u64, now_ms: i64) -> Result<Option<OutboxItem>, StoreError> {
+        let mut q = self.queue();
+        let Some(dead) = q.dead.remove(&id) else {
+            return Ok(None);
+        };
+        let item = OutboxItem {
+            attempts: 0,
+            due_ms: now_ms,
+            last_error: Some(format!("requeued after: {}", dead.reason)),
+            ..dead.item
+        };
+        q.outbox.insert(id, item.clone());
+        Ok(Some(item))
+    }
+
+    fn tag_id(&self, account: &str, tag: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .queue()
+            .tag_ids
+            .get(&(account.to_string(), tag.to_string()))
+            .copied())
+    }
+
+    fn put_tag_id(&self, account: &str, tag: &str, id: i64) -> Result<(), StoreError> {
+        self.queue()
+            .tag_ids
+            .insert((account.to_string(), tag.to_string()), id);
         Ok(())
     }
 }

@@ -10,6 +10,7 @@
 //! anyway); a shared backend for scale-out would use its own (e.g. Redis WATCH/MULTI on the
 //! one key).
 
+mod legacy;
 mod memory;
 mod sled_store;
 
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::AuditEntry;
 use crate::config::Secret;
 use crate::follower::Follower;
+use crate::outbox::{DeadItem, NewItem, OutboxItem};
 use crate::protocol::Reply;
 
 /// How many recent deliveries a record remembers. WeChat retries within ~15 s; a follower
@@ -82,6 +84,8 @@ pub struct Commit {
     /// stored follower by value, so returning `None` for a known follower would drop it.
     pub follower: Option<Follower>,
     pub answer: Answer,
+    /// Calls to WeChat the callback causes, queued in the same atomic write.
+    pub effects: Vec<NewItem>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -134,6 +138,41 @@ pub trait Store: Send + Sync {
     /// Makes every write so far durable.
     fn flush(&self) -> Result<(), StoreError>;
 
+    // --- The outbox (`src/outbox/`) ---
+
+    /// Queues items that no callback causes (campaigns, operators); returns their ids.
+    fn enqueue(
+        &self,
+        account: &str,
+        items: Vec<NewItem>,
+        now_ms: i64,
+    ) -> Result<Vec<u64>, StoreError>;
+
+    /// Up to `limit` queued items with an id above `after`, in id (queue) order. The worker
+    /// pages through the queue with this: never the whole queue in memory.
+    fn outbox_page(&self, after: Option<u64>, limit: usize) -> Result<Vec<OutboxItem>, StoreError>;
+
+    /// Delivered: the item leaves the queue.
+    fn outbox_done(&self, id: u64) -> Result<(), StoreError>;
+
+    /// Writes an item back after a failed attempt (its attempts, due time, last error).
+    fn outbox_retry_later(&self, item: &OutboxItem) -> Result<(), StoreError>;
+
+    /// Moves an item from the queue to the dead letters, atomically.
+    fn outbox_bury(&self, item: &OutboxItem, reason: &str, now_ms: i64) -> Result<(), StoreError>;
+
+    /// Up to `limit` dead letters with an id above `after`, in id order.
+    fn dead_letters(&self, after: Option<u64>, limit: usize) -> Result<Vec<DeadItem>, StoreError>;
+
+    /// Moves a dead letter back into the queue, due now, attempts reset (`siyu outbox
+    /// retry`); `None` if there is no dead letter with this id.
+    fn requeue_dead(&self, id: u64, now_ms: i64) -> Result<Option<OutboxItem>, StoreError>;
+
+    /// The WeChat tag id of a tag name, as cached by tag sync.
+    fn tag_id(&self, account: &str, tag: &str) -> Result<Option<i64>, StoreError>;
+
+    fn put_tag_id(&self, account: &str, tag: &str, id: i64) -> Result<(), StoreError>;
+
     /// Bytes used on disk, where the backend knows.
     fn size_on_disk(&self) -> Option<u64> {
         None
@@ -157,18 +196,19 @@ struct Delivery {
 
 impl Record {
     /// The shared heart of every backend: a retry gets its cached answer, anything else is
-    /// decided and remembered. Returns the answer and whether the record must be written.
+    /// decided and remembered. Returns the answer (the record must be written if it is
+    /// `Fresh`) and the effects to queue with it.
     fn apply(
         &mut self,
         k: CallbackKey<'_>,
         decide: &mut dyn FnMut(Option<Follower>) -> Commit,
-    ) -> Applied {
+    ) -> (Applied, Vec<NewItem>) {
         if let Some(d) = self
             .deliveries
             .iter()
             .find(|d| d.key == k.dedupe_key && d.expires_at > k.now)
         {
-            return Applied::Duplicate(d.answer.clone());
+            return (Applied::Duplicate(d.answer.clone()), Vec::new());
         }
         // Moved, not cloned: a follower with full history is dozens of allocations.
         let commit = decide(self.follower.take());
@@ -184,7 +224,7 @@ impl Record {
             expires_at: k.expires_at,
             answer: commit.answer.clone(),
         });
-        Applied::Fresh(commit.answer)
+        (Applied::Fresh(commit.answer), commit.effects)
     }
 }
 
@@ -192,7 +232,7 @@ impl Record {
 /// and fast (a follower with full history round-trips in ~3 µs; JSON took 6–23 µs, see the
 /// `store/*` benches) but not self-describing: any change to `Record`, `Follower` or `Answer` must bump this
 /// and teach `decode_record` to read the old layout.
-const RECORD_VERSION: u8 = 1;
+const RECORD_VERSION: u8 = 2;
 
 fn encode_record(r: &Record) -> Vec<u8> {
     let out = vec![RECORD_VERSION];
@@ -209,6 +249,9 @@ fn decode_record(key: &[u8], bytes: &[u8]) -> Result<Record, StoreError> {
         Some((&RECORD_VERSION, rest)) => {
             postcard::from_bytes(rest).map_err(|e| corrupt(e.to_string()))
         }
+        Some((1, rest)) => postcard::from_bytes::<legacy::RecordV1>(rest)
+            .map(Record::from)
+            .map_err(|e| corrupt(e.to_string())),
         Some((v, _)) => Err(corrupt(format!("unknown record version {v}"))),
         None => Err(corrupt("empty value".into())),
     }
@@ -227,6 +270,7 @@ fn key(account: &str, openid: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbox::Effect;
 
     /// The contract every backend must keep, run against each.
     pub(super) fn contract(store: &dyn Store) {
@@ -250,6 +294,15 @@ mod tests {
                     }),
                     rules: vec!["r".into()],
                 },
+                effects: vec![NewItem {
+                    effect: Effect::Tag {
+                        openid: "o1".into(),
+                        tag: format!("t{}", runs.get()),
+                        add: true,
+                    },
+                    origin: "rule:r".into(),
+                    not_before_ms: 0,
+                }],
             }
         };
         let first = store.apply_callback(key, &mut decide).unwrap();
@@ -259,6 +312,16 @@ mod tests {
         let again = store.apply_callback(key, &mut decide).unwrap();
         assert_eq!(again, Applied::Duplicate(answer));
         assert_eq!(runs.get(), 1, "a duplicate must not run the decision");
+        let queued = store.outbox_page(None, 10).unwrap();
+        assert_eq!(queued.len(), 1, "one effect, queued once: {queued:?}");
+        assert_eq!(
+            (
+                queued[0].account.as_str(),
+                queued[0].due_ms,
+                queued[0].attempts
+            ),
+            ("demo", 100_000, 0)
+        );
         assert_eq!(
             store.follower("demo", "o1").unwrap().unwrap().messages_in,
             1
@@ -288,6 +351,7 @@ mod tests {
                 reply: None,
                 rules: vec![],
             },
+            effects: vec![],
         };
         let rk = CallbackKey {
             openid: "gh_account",
@@ -348,6 +412,90 @@ mod tests {
         assert_eq!(store.token("demo").unwrap(), Some(t2.clone()));
         assert!(!format!("{t2:?}").contains("ACCESS"), "{t2:?}");
         store.flush().unwrap();
+
+        outbox_contract(store);
+    }
+
+    fn outbox_contract(store: &dyn Store) {
+        // Drain what the callbacks above queued.
+        for item in store.outbox_page(None, 100).unwrap() {
+            store.outbox_done(item.id).unwrap();
+        }
+        assert!(store.outbox_page(None, 100).unwrap().is_empty());
+        let new = |tag: &str, not_before_ms| NewItem {
+            effect: Effect::Tag {
+                openid: "o9".into(),
+                tag: tag.into(),
+                add: false,
+            },
+            origin: "admin".into(),
+            not_before_ms,
+        };
+        let ids = store
+            .enqueue(
+                "demo",
+                vec![new("a", 0), new("b", 9_000), new("c", 0)],
+                5_000,
+            )
+            .unwrap();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
+
+        // Paging: in order, resuming after the last id seen.
+        let first = store.outbox_page(None, 2).unwrap();
+        let rest = store.outbox_page(Some(first[1].id), 2).unwrap();
+        let tags: Vec<String> = first
+            .iter()
+            .chain(&rest)
+            .map(|i| i.effect.describe())
+            .collect();
+        assert_eq!(
+            tags,
+            [
+                "remove tag a from o9",
+                "remove tag b from o9",
+                "remove tag c from o9"
+            ]
+        );
+        assert_eq!(first[1].due_ms, 9_000);
+        assert!(store.outbox_page(Some(rest[0].id), 2).unwrap().is_empty());
+
+        // A failed attempt is written back; a dead item leaves the queue with its reason.
+        let mut a = first[0].clone();
+        a.attempts = 1;
+        a.due_ms = 6_000;
+        a.last_error = Some("-1 busy".into());
+        store.outbox_retry_later(&a).unwrap();
+        assert_eq!(store.outbox_page(None, 1).unwrap()[0], a);
+        store.outbox_bury(&a, "gave up", 7_000).unwrap();
+        let dead = store.dead_letters(None, 10).unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(
+            (dead[0].reason.as_str(), dead[0].died_ms),
+            ("gave up", 7_000)
+        );
+        assert_eq!(dead[0].item, a);
+        assert_eq!(store.outbox_page(None, 10).unwrap().len(), 2);
+        // Writing back a buried item does not revive it.
+        store.outbox_retry_later(&a).unwrap();
+        assert_eq!(store.outbox_page(None, 10).unwrap().len(), 2);
+
+        // Requeued: due now, attempts reset, the old reason kept as the last error.
+        let back = store.requeue_dead(a.id, 8_000).unwrap().unwrap();
+        assert_eq!((back.id, back.attempts, back.due_ms), (a.id, 0, 8_000));
+        assert!(back.last_error.unwrap().contains("gave up"));
+        assert!(store.dead_letters(None, 10).unwrap().is_empty());
+        assert_eq!(store.requeue_dead(a.id, 8_000).unwrap(), None);
+        assert_eq!(store.outbox_page(None, 10).unwrap().len(), 3);
+        for id in ids {
+            store.outbox_done(id).unwrap();
+        }
+        assert!(store.outbox_page(None, 10).unwrap().is_empty());
+
+        // Tag ids, per account.
+        assert_eq!(store.tag_id("demo", "vip").unwrap(), None);
+        store.put_tag_id("demo", "vip", 134).unwrap();
+        assert_eq!(store.tag_id("demo", "vip").unwrap(), Some(134));
+        assert_eq!(store.tag_id("other", "vip").unwrap(), None);
     }
 
     #[test]
@@ -366,6 +514,7 @@ mod tests {
         let mut f = Follower::new("o1");
         f.tags.insert("vip".into());
         f.counters.insert("n".into(), -3);
+        f.last_inbound_at = Some(77);
         let r = Record {
             follower: Some(f),
             deliveries: vec![Delivery {
@@ -381,6 +530,30 @@ mod tests {
         };
         let bytes = encode_record(&r);
         assert_eq!(decode_record(b"k", &bytes).unwrap(), r);
+
+        // A record written by version 1 (before `cs_window`) still loads, window closed.
+        let f = r.follower.clone().unwrap();
+        let v1 = legacy::RecordV1 {
+            follower: Some(legacy::FollowerV1 {
+                openid: f.openid.clone(),
+                subscribed: f.subscribed,
+                first_subscribed_at: f.first_subscribed_at,
+                last_subscribed_at: f.last_subscribed_at,
+                unsubscribed_at: f.unsubscribed_at,
+                first_scene: f.first_scene.clone(),
+                scenes: f.scenes.clone(),
+                tags: f.tags.clone(),
+                attributes: f.attributes.clone(),
+                counters: f.counters.clone(),
+                messages_in: f.messages_in,
+                last_inbound_at: f.last_inbound_at,
+                last_interaction_at: f.last_interaction_at,
+                history: f.history.clone(),
+            }),
+            deliveries: r.deliveries.clone(),
+        };
+        let old = postcard::to_extend(&v1, vec![1u8]).unwrap();
+        assert_eq!(decode_record(b"k", &old).unwrap(), r);
         for bad in [&b""[..], &[9, 1, 2][..], &bytes[..bytes.len() / 2]] {
             assert!(
                 matches!(decode_record(b"k", bad), Err(StoreError::Corrupt { .. })),

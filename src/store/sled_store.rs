@@ -11,6 +11,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use sled::{Db, Tree};
 
 use super::{
@@ -18,6 +19,7 @@ use super::{
 };
 use crate::audit::AuditEntry;
 use crate::follower::Follower;
+use crate::outbox::{DeadItem, NewItem, OutboxItem};
 
 const STRIPES: usize = 256;
 
@@ -28,6 +30,12 @@ pub struct SledStore {
     /// big-endian time ‖ sled-generated id → JSON entry: ordered by time, never colliding.
     audit: Tree,
     tokens: Tree,
+    /// id (big-endian) → JSON `OutboxItem`: the queue, in order.
+    outbox: Tree,
+    /// id (big-endian) → JSON `DeadItem`.
+    dead: Tree,
+    /// account \0 tag name → WeChat tag id (big-endian i64).
+    tag_ids: Tree,
     stripes: Arc<[Mutex<()>]>,
     hasher: RandomState,
 }
@@ -59,6 +67,9 @@ impl SledStore {
             followers: db.open_tree("followers").map_err(backend)?,
             audit: db.open_tree("audit").map_err(backend)?,
             tokens: db.open_tree("tokens").map_err(backend)?,
+            outbox: db.open_tree("outbox").map_err(backend)?,
+            dead: db.open_tree("dead").map_err(backend)?,
+            tag_ids: db.open_tree("tag_ids").map_err(backend)?,
             db,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             hasher: RandomState::new(),
@@ -78,6 +89,74 @@ impl SledStore {
 
 fn backend(e: sled::Error) -> StoreError {
     StoreError::Backend(e.to_string())
+}
+
+fn tx_backend(e: TransactionError<()>) -> StoreError {
+    match e {
+        TransactionError::Storage(e) => backend(e),
+        TransactionError::Abort(()) => StoreError::Backend("transaction aborted".into()),
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Plain owned data (strings, numbers, enums with named fields) always encodes.
+    serde_json::to_vec(value).expect("plain data encodes")
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(
+    tree: &str,
+    k: &[u8],
+    v: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
+        key: format!("{tree}/{}", hex::encode(k)),
+        reason: e.to_string(),
+    })
+}
+
+fn id_key(id: u64) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
+/// Keys above `after` (all keys if `None`), as a range start.
+fn after_key(after: Option<u64>) -> std::ops::RangeFrom<[u8; 8]> {
+    match after {
+        Some(id) if id == u64::MAX => [0xff; 8]..,
+        Some(id) => id_key(id + 1)..,
+        None => [0; 8]..,
+    }
+}
+
+impl SledStore {
+    fn new_items(
+        &self,
+        account: &str,
+        items: Vec<NewItem>,
+        now_ms: i64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        items
+            .into_iter()
+            .map(|item| {
+                let id = self.db.generate_id().map_err(backend)?;
+                Ok((id, json(&OutboxItem::new(id, account, item, now_ms))))
+            })
+            .collect()
+    }
+
+    fn page<T: serde::de::DeserializeOwned>(
+        tree: &Tree,
+        name: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<T>, StoreError> {
+        tree.range(after_key(after))
+            .take(limit)
+            .map(|item| {
+                let (k, v) = item.map_err(backend)?;
+                from_json(name, &k, &v)
+            })
+            .collect()
+    }
 }
 
 impl Store for SledStore {
@@ -100,11 +179,25 @@ impl Store for SledStore {
             Some(v) => decode_record(&k, &v)?,
             None => Default::default(),
         };
-        let applied = record.apply(ck, decide);
+        let (applied, effects) = record.apply(ck, decide);
         if let Applied::Fresh(_) = applied {
-            self.followers
-                .insert(k, encode_record(&record))
-                .map_err(backend)?;
+            let value = encode_record(&record);
+            if effects.is_empty() {
+                self.followers.insert(k, value).map_err(backend)?;
+            } else {
+                // The follower change and the calls it causes, in one atomic write: a crash
+                // keeps both or neither. Only callbacks with effects pay for a transaction.
+                let items = self.new_items(ck.account, effects, ck.now.saturating_mul(1000))?;
+                (&self.followers, &self.outbox)
+                    .transaction(|(followers, outbox)| {
+                        followers.insert(k.as_slice(), value.as_slice())?;
+                        for (id, item) in &items {
+                            outbox.insert(&id_key(*id), item.as_slice())?;
+                        }
+                        Ok::<_, ConflictableTransactionError<()>>(())
+                    })
+                    .map_err(tx_backend)?;
+            }
         }
         Ok(applied)
     }
@@ -191,6 +284,106 @@ impl Store for SledStore {
 
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(|_| ()).map_err(backend)
+    }
+
+    fn enqueue(
+        &self,
+        account: &str,
+        items: Vec<NewItem>,
+        now_ms: i64,
+    ) -> Result<Vec<u64>, StoreError> {
+        let items = self.new_items(account, items, now_ms)?;
+        let mut batch = sled::Batch::default();
+        for (id, item) in &items {
+            batch.insert(&id_key(*id), item.as_slice());
+        }
+        self.outbox.apply_batch(batch).map_err(backend)?;
+        Ok(items.into_iter().map(|(id, _)| id).collect())
+    }
+
+    fn outbox_page(&self, after: Option<u64>, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
+        Self::page(&self.outbox, "outbox", after, limit)
+    }
+
+    fn outbox_done(&self, id: u64) -> Result<(), StoreError> {
+        self.outbox.remove(id_key(id)).map_err(backend)?;
+        Ok(())
+    }
+
+    fn outbox_retry_later(&self, item: &OutboxItem) -> Result<(), StoreError> {
+        // Only if still queued: an item requeued or removed meanwhile is not revived.
+        let k = id_key(item.id);
+        let Some(old) = self.outbox.get(k).map_err(backend)? else {
+            return Ok(());
+        };
+        self.outbox
+            .compare_and_swap(k, Some(old), Some(json(item)))
+            .map_err(backend)?
+            .ok();
+        Ok(())
+    }
+
+    fn outbox_bury(&self, item: &OutboxItem, reason: &str, now_ms: i64) -> Result<(), StoreError> {
+        let k = id_key(item.id);
+        let dead = json(&DeadItem {
+            item: item.clone(),
+            reason: reason.to_string(),
+            died_ms: now_ms,
+        });
+        (&self.outbox, &self.dead)
+            .transaction(|(outbox, dead_tree)| {
+                outbox.remove(&k)?;
+                dead_tree.insert(&k, dead.as_slice())?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(tx_backend)
+    }
+
+    fn dead_letters(&self, after: Option<u64>, limit: usize) -> Result<Vec<DeadItem>, StoreError> {
+        Self::page(&self.dead, "dead", after, limit)
+    }
+
+    fn requeue_dead(&self, id: u64, now_ms: i64) -> Result<Option<OutboxItem>, StoreError> {
+        let k = id_key(id);
+        let Some(v) = self.dead.get(k).map_err(backend)? else {
+            return Ok(None);
+        };
+        let dead: DeadItem = from_json("dead", &k, &v)?;
+        let item = OutboxItem {
+            attempts: 0,
+            due_ms: now_ms,
+            last_error: Some(format!("requeued after: {}", dead.reason)),
+            ..dead.item
+        };
+        let value = json(&item);
+        (&self.outbox, &self.dead)
+            .transaction(|(outbox, dead_tree)| {
+                dead_tree.remove(&k)?;
+                outbox.insert(&k, value.as_slice())?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(tx_backend)?;
+        Ok(Some(item))
+    }
+
+    fn tag_id(&self, account: &str, tag: &str) -> Result<Option<i64>, StoreError> {
+        let k = key(account, tag);
+        match self.tag_ids.get(&k).map_err(backend)? {
+            Some(v) => <[u8; 8]>::try_from(v.as_ref())
+                .map(|b| Some(i64::from_be_bytes(b)))
+                .map_err(|_| StoreError::Corrupt {
+                    key: format!("tag_ids/{account}/{tag}"),
+                    reason: format!("{} bytes, want 8", v.len()),
+                }),
+            None => Ok(None),
+        }
+    }
+
+    fn put_tag_id(&self, account: &str, tag: &str, id: i64) -> Result<(), StoreError> {
+        self.tag_ids
+            .insert(key(account, tag), &id.to_be_bytes())
+            .map_err(backend)?;
+        Ok(())
     }
 
     fn size_on_disk(&self) -> Option<u64> {

@@ -9,6 +9,7 @@ mod dedupe;
 mod helpers;
 mod official;
 mod outbound;
+mod outbox;
 mod persistence;
 mod reload;
 mod wecom;

@@ -1,0 +1,499 @@
+//! The outbox worker: delivers queued items through each account's API client, in the
+//! background, never on a callback's path.
+//!
+//! One pass pages through the queue in id order (never the whole queue in memory), takes
+//! the items that are due, and delivers them: tag changes batched per (account, tag) up to
+//! 50 followers a call, everything else one call per item, `concurrency` calls in flight.
+//! Each outcome is written to the store before the item counts as handled: delivered
+//! items leave the queue (and the write is flushed to disk before the slot takes its next
+//! item), failed ones are rescheduled with backoff or moved to the dead letters.
+//!
+//! Exactly once, and its one gap: an item is removed only after WeChat accepted it, so a
+//! crash never loses one. A crash after WeChat accepted a call and before its removal
+//! reached the disk means that item is sent again after the restart; at most one item per
+//! slot (`concurrency`), or per tag batch, is ever in that state.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio::sync::{watch, Notify};
+
+use super::{now_ms, verdict, Effect, OutboxItem, Verdict};
+use crate::api::{ApiClient, ApiError, ApiSettings, CustomMessage};
+use crate::config::OutboxSettings;
+use crate::store::{Store, StoreError};
+
+/// WeChat's batch tagging takes at most 50 openids per call (protocol.md §10).
+pub const TAG_BATCH: usize = 50;
+/// Items read from the store per page.
+const PAGE: usize = 256;
+/// The longest the worker sleeps when nothing is due and nobody wakes it.
+const IDLE: Duration = Duration::from_secs(1);
+
+/// One account's way out: its client and its pace.
+pub struct Channel {
+    pub client: Arc<ApiClient>,
+    limiter: RateLimiter,
+    corp_tags: BTreeMap<String, String>,
+}
+
+impl Channel {
+    pub fn new(client: Arc<ApiClient>, settings: &ApiSettings) -> Channel {
+        Channel {
+            client,
+            limiter: RateLimiter::new(settings.rate_per_sec),
+            corp_tags: settings.corp_tags.clone(),
+        }
+    }
+}
+
+/// Paces one account's calls: each call gets the next free slot, `1/rate` apart.
+struct RateLimiter {
+    interval: Option<Duration>,
+    next: Mutex<Instant>,
+}
+
+impl RateLimiter {
+    fn new(per_sec: f64) -> RateLimiter {
+        RateLimiter {
+            interval: (per_sec > 0.0).then(|| Duration::from_secs_f64(1.0 / per_sec)),
+            next: Mutex::new(Instant::now()),
+        }
+    }
+
+    async fn acquire(&self) {
+        let Some(interval) = self.interval else {
+            return;
+        };
+        let slot = {
+            let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+            let slot = (*next).max(Instant::now());
+            *next = slot + interval;
+            slot
+        };
+        tokio::time::sleep_until(slot.into()).await;
+    }
+}
+
+/// Why an attempt failed.
+enum Failure {
+    Api(ApiError),
+    /// Known to fail before calling (window closed, code expired, no corp tag id).
+    Final(String),
+    Store(StoreError),
+}
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        Failure::Api(e)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Store(e)
+    }
+}
+
+/// One follower of a tag batch, with the queued items the call settles.
+type Member = (String, Vec<OutboxItem>);
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct PassReport {
+    pub delivered: usize,
+    pub retried: usize,
+    pub dead: usize,
+    /// API calls made (a tag batch is one call for many items).
+    pub calls: usize,
+    /// When the next waiting item is due (unix ms), if any.
+    pub next_due_ms: Option<i64>,
+}
+
+#[derive(Default)]
+struct Tally {
+    delivered: usize,
+    retried: usize,
+    dead: usize,
+    calls: usize,
+}
+
+pub struct Worker {
+    store: Arc<dyn Store>,
+    channels: HashMap<String, Channel>,
+    settings: OutboxSettings,
+    /// Woken when a callback queues something.
+    wake: Arc<Notify>,
+    tally: Mutex<Tally>,
+    metrics: Option<crate::server::metrics::Metrics>,
+}
+
+impl Worker {
+    pub fn new(
+        store: Arc<dyn Store>,
+        channels: HashMap<String, Channel>,
+        settings: OutboxSettings,
+        wake: Arc<Notify>,
+    ) -> Worker {
+        Worker {
+            store,
+            channels,
+            settings,
+            wake,
+            tally: Mutex::new(Tally::default()),
+            metrics: None,
+        }
+    }
+
+    pub fn with_metrics(mut self, metrics: crate::server::metrics::Metrics) -> Worker {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Runs passes until `stop` turns true; a pass in progress finishes its calls first.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        while !*stop.borrow() {
+            let wait = match self.pass().await {
+                Ok(report) => report
+                    .next_due_ms
+                    .map(|due| Duration::from_millis((due - now_ms()).max(0) as u64).min(IDLE))
+                    .unwrap_or(IDLE),
+                Err(e) => {
+                    tracing::error!(error = %e, "outbox: cannot read the queue; retrying in 1 s");
+                    IDLE
+                }
+            };
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// One pass over the queue: delivers every item due now.
+    pub async fn pass(&self) -> Result<PassReport, StoreError> {
+        *self.tally.lock().unwrap_or_else(|p| p.into_inner()) = Tally::default();
+        let mut next_due: Option<i64> = None;
+        let mut after = None;
+        loop {
+            let page = self.store.outbox_page(after, PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            let now = now_ms();
+            let (tags, singles) = self.due(page, now, &mut next_due);
+            self.sync_tags(tags).await;
+            futures_util::stream::iter(singles)
+                .for_each_concurrent(self.settings.concurrency, |item| self.deliver(item))
+                .await;
+        }
+        let t = self.tally.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(PassReport {
+            delivered: t.delivered,
+            retried: t.retried,
+            dead: t.dead,
+            calls: t.calls,
+            next_due_ms: next_due,
+        })
+    }
+
+    /// Splits a page into what to deliver now: tag changes (to batch) and the rest.
+    /// A tag change waits `tag_batch_delay_ms` for company; once one of an account's is
+    /// due, all of that account's fresh tag changes in the page go along.
+    fn due(
+        &self,
+        page: Vec<OutboxItem>,
+        now: i64,
+        next_due: &mut Option<i64>,
+    ) -> (Vec<OutboxItem>, Vec<OutboxItem>) {
+        let delay = self.settings.tag_batch_delay_ms as i64;
+        let is_tag = |i: &OutboxItem| matches!(i.effect, Effect::Tag { .. });
+        let tag_due = |i: &OutboxItem| {
+            if i.attempts == 0 {
+                i.due_ms.saturating_add(delay)
+            } else {
+                i.due_ms
+            }
+        };
+        let ripe_accounts: Vec<String> = page
+            .iter()
+            .filter(|i| is_tag(i) && tag_due(i) <= now)
+            .map(|i| i.account.clone())
+            .collect();
+        let (mut tags, mut singles) = (Vec::new(), Vec::new());
+        for item in page {
+            if !self.channels.contains_key(&item.account) {
+                // Queued while the account had API settings; kept until it has them again.
+                continue;
+            }
+            let ready = if is_tag(&item) {
+                tag_due(&item) <= now
+                    || (item.attempts == 0 && ripe_accounts.contains(&item.account))
+            } else {
+                item.due_ms <= now
+            };
+            let due = if is_tag(&item) {
+                tag_due(&item)
+            } else {
+                item.due_ms
+            };
+            match (ready, is_tag(&item)) {
+                (true, true) => tags.push(item),
+                (true, false) => singles.push(item),
+                (false, _) => *next_due = Some(next_due.map_or(due, |n| n.min(due))),
+            }
+        }
+        (tags, singles)
+    }
+
+    async fn deliver(&self, item: OutboxItem) {
+        let channel = &self.channels[&item.account];
+        channel.limiter.acquire().await;
+        let result = match &item.effect {
+            Effect::Custom { openid, message } => {
+                self.send_custom(channel, &item.account, openid, message)
+                    .await
+            }
+            Effect::Welcome {
+                welcome_code,
+                text,
+                expires_at,
+            } => {
+                if now_ms() / 1000 >= *expires_at {
+                    Err(Failure::Final(
+                        "the WelcomeCode expired (usable 20 s after the contact was added)".into(),
+                    ))
+                } else {
+                    self.count_call();
+                    channel
+                        .client
+                        .send_welcome_msg(welcome_code, text)
+                        .await
+                        .map_err(Failure::Api)
+                }
+            }
+            Effect::CorpTag {
+                staff,
+                external_userid,
+                tag,
+                add,
+            } => match channel.corp_tags.get(tag) {
+                None => Err(Failure::Final(format!(
+                    "no WeCom corp tag id for tag `{tag}`: map it under [account.api.corp_tags] \
+                     in the config, then `siyu outbox retry`"
+                ))),
+                Some(id) => {
+                    let ids = [id.clone()];
+                    let (add_ids, remove_ids): (&[String], &[String]) =
+                        if *add { (&ids, &[]) } else { (&[], &ids) };
+                    self.count_call();
+                    channel
+                        .client
+                        .mark_tag(staff, external_userid, add_ids, remove_ids)
+                        .await
+                        .map_err(Failure::Api)
+                }
+            },
+            Effect::Tag { .. } => unreachable!("tag changes are batched by sync_tags"),
+        };
+        self.settle(&[item], result).await;
+    }
+
+    /// A customer-service message: only inside the follower's window as siyu knows it
+    /// (one slot taken before the call, given back if WeChat did not take the message).
+    async fn send_custom(
+        &self,
+        channel: &Channel,
+        account: &str,
+        openid: &str,
+        message: &crate::protocol::Reply,
+    ) -> Result<(), Failure> {
+        let message = CustomMessage::from_reply(message)?;
+        let now = now_ms() / 1000;
+        let mut window = Ok(());
+        let known = self
+            .store
+            .update_follower(account, openid, &mut |f| window = f.take_cs_slot(now))?;
+        if known.is_none() {
+            return Err(Failure::Final(format!("unknown follower {openid}")));
+        }
+        window.map_err(|closed| Failure::Final(closed.to_string()))?;
+        self.count_call();
+        let sent = channel.client.send_custom(openid, &message).await;
+        if let Err(e) = &sent {
+            if e.is_transient() {
+                self.store
+                    .update_follower(account, openid, &mut |f| f.return_cs_slot(now))?;
+            }
+        }
+        sent.map_err(Failure::Api)
+    }
+
+    /// Tag changes, batched: the newest change per (account, follower, tag) wins (older
+    /// ones are settled with it), then one call per (account, tag, add/remove) and 50
+    /// followers.
+    async fn sync_tags(&self, items: Vec<OutboxItem>) {
+        // (account, tag, openid) → (add?, the items saying so).
+        let mut latest: BTreeMap<(String, String, String), (bool, Vec<OutboxItem>)> =
+            BTreeMap::new();
+        for item in items {
+            let Effect::Tag { openid, tag, add } = &item.effect else {
+                continue;
+            };
+            let entry = latest
+                .entry((item.account.clone(), tag.clone(), openid.clone()))
+                .or_insert((*add, Vec::new()));
+            entry.0 = *add;
+            entry.1.push(item);
+        }
+        let mut groups: BTreeMap<(String, String, bool), Vec<Member>> = BTreeMap::new();
+        for ((account, tag, openid), (add, items)) in latest {
+            groups
+                .entry((account, tag, add))
+                .or_default()
+                .push((openid, items));
+        }
+        for ((account, tag, add), members) in groups {
+            let channel = &self.channels[&account];
+            let id = match self.tag_id(channel, &account, &tag, add).await {
+                Ok(id) => id,
+                Err(e) => {
+                    let all: Vec<OutboxItem> = members.into_iter().flat_map(|m| m.1).collect();
+                    self.settle(&all, Err(e)).await;
+                    continue;
+                }
+            };
+            for chunk in members.chunks(TAG_BATCH) {
+                let items: Vec<OutboxItem> =
+                    chunk.iter().flat_map(|(_, i)| i.iter().cloned()).collect();
+                let Some(id) = id else {
+                    // Removing a tag WeChat never had: nothing to do.
+                    self.settle(&items, Ok(())).await;
+                    continue;
+                };
+                let openids: Vec<String> = chunk.iter().map(|(o, _)| o.clone()).collect();
+                channel.limiter.acquire().await;
+                self.count_call();
+                let result = if add {
+                    channel.client.batch_tag(id, &openids).await
+                } else {
+                    channel.client.batch_untag(id, &openids).await
+                };
+                self.settle(&items, result.map_err(Failure::Api)).await;
+            }
+        }
+    }
+
+    /// The WeChat id of a tag: cached in the store; created on first use (found by name
+    /// if it exists already). `None` when removing a tag WeChat does not have.
+    async fn tag_id(
+        &self,
+        channel: &Channel,
+        account: &str,
+        tag: &str,
+        creating: bool,
+    ) -> Result<Option<i64>, Failure> {
+        if let Some(id) = self.store.tag_id(account, tag)? {
+            return Ok(Some(id));
+        }
+        let created = if creating {
+            self.count_call();
+            channel.client.create_tag(tag).await
+        } else {
+            Err(ApiError::TagNameExists)
+        };
+        let id = match created {
+            Ok(id) => Some(id),
+            Err(ApiError::TagNameExists) => {
+                self.count_call();
+                let tags = channel.client.list_tags().await?;
+                tags.into_iter().find(|t| t.name == tag).map(|t| t.id)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(id) = id {
+            self.store.put_tag_id(account, tag, id)?;
+        }
+        Ok(id)
+    }
+
+    /// Writes the outcome of one attempt for `items` (one call's worth).
+    async fn settle(&self, items: &[OutboxItem], result: Result<(), Failure>) {
+        let now = now_ms();
+        let outcome = match result {
+            Ok(()) => {
+                let removed = items.iter().try_for_each(|i| self.store.outbox_done(i.id));
+                let removed = match removed {
+                    Ok(()) => self.flush().await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = removed {
+                    // Delivered but still queued: it will be sent again (the documented gap).
+                    tracing::error!(error = %e, "outbox: cannot record a delivery");
+                }
+                for i in items {
+                    tracing::info!(id = i.id, account = %i.account, effect = %i.effect.describe(), "outbox: delivered");
+                }
+                self.bump(|t| t.delivered += items.len(), "delivered", items);
+                return;
+            }
+            Err(Failure::Store(e)) => {
+                tracing::error!(error = %e, "outbox: store error while delivering; will retry");
+                return;
+            }
+            Err(Failure::Final(reason)) => (Verdict::Dead(reason.clone()), reason),
+            Err(Failure::Api(e)) => {
+                let attempts = items.iter().map(|i| i.attempts).max().unwrap_or(0) + 1;
+                let v = verdict(&self.settings.retry, attempts, &e, rand::random::<f64>());
+                (v, e.to_string())
+            }
+        };
+        let (outcome, error) = outcome;
+        for item in items {
+            let written = match &outcome {
+                Verdict::Retry(wait) => {
+                    let mut next = item.clone();
+                    next.attempts += 1;
+                    next.due_ms = now + *wait as i64;
+                    next.last_error = Some(error.clone());
+                    tracing::warn!(id = item.id, account = %item.account, attempt = next.attempts, retry_in_ms = wait, %error, "outbox: transient failure");
+                    self.store.outbox_retry_later(&next)
+                }
+                Verdict::Dead(reason) => {
+                    tracing::warn!(id = item.id, account = %item.account, effect = %item.effect.describe(), %reason, "outbox: dead letter");
+                    self.store.outbox_bury(item, reason, now)
+                }
+            };
+            if let Err(e) = written {
+                tracing::error!(error = %e, id = item.id, "outbox: cannot record a failed attempt");
+            }
+        }
+        match outcome {
+            Verdict::Retry(_) => self.bump(|t| t.retried += items.len(), "retried", items),
+            Verdict::Dead(_) => self.bump(|t| t.dead += items.len(), "dead", items),
+        }
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        // fsync takes milliseconds: off the async threads.
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.flush())
+            .await
+            .map_err(|e| StoreError::Backend(format!("flush task: {e}")))?
+    }
+
+    fn count_call(&self) {
+        self.tally.lock().unwrap_or_else(|p| p.into_inner()).calls += 1;
+    }
+
+    fn bump(&self, f: impl FnOnce(&mut Tally), outcome: &str, items: &[OutboxItem]) {
+        f(&mut self.tally.lock().unwrap_or_else(|p| p.into_inner()));
+        if let Some(m) = &self.metrics {
+            for i in items {
+                m.outbox(&i.account, i.effect.kind(), outcome);
+            }
+        }
+    }
+}

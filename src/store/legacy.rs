@@ -1,0 +1,62 @@
+//! Record layouts of earlier versions, read once and converted: postcard is not
+//! self-describing, so every layout ever written must stay decodable here.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Deserialize;
+
+use super::{Delivery, Record};
+use crate::follower::{Follower, HistoryEntry, SceneVisit};
+
+/// Version 1: `Follower` without `cs_window`.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+pub(super) struct RecordV1 {
+    pub follower: Option<FollowerV1>,
+    pub deliveries: Vec<Delivery>,
+}
+
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+pub(super) struct FollowerV1 {
+    pub openid: String,
+    pub subscribed: bool,
+    pub first_subscribed_at: Option<i64>,
+    pub last_subscribed_at: Option<i64>,
+    pub unsubscribed_at: Option<i64>,
+    pub first_scene: Option<String>,
+    pub scenes: Vec<SceneVisit>,
+    pub tags: BTreeSet<String>,
+    pub attributes: BTreeMap<String, String>,
+    pub counters: BTreeMap<String, i64>,
+    pub messages_in: u64,
+    pub last_inbound_at: Option<i64>,
+    pub last_interaction_at: Option<i64>,
+    pub history: Vec<HistoryEntry>,
+}
+
+impl From<RecordV1> for Record {
+    fn from(r: RecordV1) -> Record {
+        Record {
+            follower: r.follower.map(|f| Follower {
+                openid: f.openid,
+                subscribed: f.subscribed,
+                first_subscribed_at: f.first_subscribed_at,
+                last_subscribed_at: f.last_subscribed_at,
+                unsubscribed_at: f.unsubscribed_at,
+                first_scene: f.first_scene,
+                scenes: f.scenes,
+                tags: f.tags,
+                attributes: f.attributes,
+                counters: f.counters,
+                messages_in: f.messages_in,
+                last_inbound_at: f.last_inbound_at,
+                last_interaction_at: f.last_interaction_at,
+                history: f.history,
+                // Unknown to version 1: treated as closed until the follower acts again.
+                cs_window: None,
+            }),
+            deliveries: r.deliveries,
+        }
+    }
+}
