@@ -215,3 +215,65 @@ async fn qrcode_creates_channel_codes_with_one_shared_token() {
     assert!(err.contains("no [account.api]"), "{err}");
     fake.stop().await;
 }
+
+#[test]
+fn outbox_lists_the_queue_and_requeues_dead_letters() {
+    use siyu::outbox::{Effect, NewItem};
+    use siyu::store::{SledStore, Store};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path(), &fixtures().join("replies"));
+    let (code, out, err) = siyu(&["outbox", "--config", &config]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("the outbox is empty"), "{out}");
+
+    let now = siyu::outbox::now_ms();
+    let ids = {
+        let store = SledStore::open(&dir.path().join("data/siyu.sled")).unwrap();
+        let item = |openid: &str| NewItem {
+            effect: Effect::Tag {
+                openid: openid.into(),
+                tag: "vip".into(),
+                add: true,
+            },
+            origin: "rule:make-vip".into(),
+            not_before_ms: now,
+        };
+        let ids = store
+            .enqueue("safe", vec![item("o_a"), item("o_b"), item("o_c")], now)
+            .unwrap();
+        let queued = store.outbox_page(None, 10).unwrap();
+        let mut retrying = queued[1].clone();
+        retrying.attempts = 1;
+        retrying.last_error = Some("-1 WeChat system busy".into());
+        store.outbox_retry_later(&retrying).unwrap();
+        store
+            .outbox_bury(&queued[2], "43004 the follower has unsubscribed", now)
+            .unwrap();
+        store.flush().unwrap();
+        ids
+    };
+    let (code, out, err) = siyu(&["outbox", "--config", &config]);
+    assert_eq!(code, 0, "{err}");
+    let row = out.lines().find(|l| l.starts_with("safe")).expect(&out);
+    let counts: Vec<&str> = row.split_whitespace().take(4).collect();
+    assert_eq!(counts, ["safe", "1", "1", "1"], "{out}");
+    assert!(out.contains("-1 WeChat system busy"), "{out}");
+    assert!(out.contains("add tag vip to o_c"), "{out}");
+    assert!(out.contains("43004 the follower has unsubscribed"), "{out}");
+
+    let dead = ids[2].to_string();
+    let (code, out, err) = siyu(&["outbox", "--config", &config, "retry", &dead]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("requeued #{dead}")), "{out}");
+    let (code, _, err) = siyu(&["outbox", "--config", &config, "retry", &dead]);
+    assert_eq!(code, 1, "not dead any more");
+    assert!(err.contains(&format!("no dead letter #{dead}")), "{err}");
+    let (_, out, _) = siyu(&["outbox", "--config", &config, "--account", "safe"]);
+    let row = out.lines().find(|l| l.starts_with("safe")).expect(&out);
+    let counts: Vec<&str> = row.split_whitespace().take(4).collect();
+    assert_eq!(counts, ["safe", "2", "1", "0"], "{out}");
+    let (code, _, err) = siyu(&["outbox", "--config", &config, "--account", "nope"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no account `nope`"), "{err}");
+}

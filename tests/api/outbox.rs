@@ -361,3 +361,151 @@ async fn a_new_wecom_contact_gets_the_rules_welcome_within_20_seconds_and_corp_t
 fn now_ms() -> i64 {
     siyu::outbox::now_ms()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_refuses_what_wechat_would_refuse_without_calling_it() {
+    use siyu::api::ApiClient;
+    use siyu::follower::{CsWindow, Follower};
+    use siyu::outbox::worker::{Channel, Worker};
+    use siyu::outbox::{Effect, NewItem};
+    use siyu::protocol::Reply;
+    use siyu::store::{Answer, CallbackKey, Commit, MemoryStore};
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    let fake = FakeWechat::start("127.0.0.1:0").unwrap();
+    fake.open_window("*", 5);
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    let mut channels = HashMap::new();
+    for (account, kind) in [("off", AccountKind::Official), ("corp", AccountKind::Wecom)] {
+        let mut api = ApiSettings::new(account, kind, "wx-app", Secret::new("s"));
+        api.api_base = fake.base_url().to_string();
+        let client = Arc::new(ApiClient::new(api.clone(), store.clone()).unwrap());
+        channels.insert(account.to_string(), Channel::new(client, &api));
+    }
+    let worker = Worker::new(
+        store.clone(),
+        channels,
+        siyu::config::OutboxSettings::default(),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let now = siyu::outbox::now_ms();
+    // A follower whose window has two messages left, and one whose window closed.
+    for (openid, window) in [
+        (
+            "o_open",
+            Some(CsWindow {
+                remaining: 2,
+                until: now / 1000 + 3600,
+            }),
+        ),
+        (
+            "o_closed",
+            Some(CsWindow {
+                remaining: 5,
+                until: now / 1000 - 1,
+            }),
+        ),
+    ] {
+        let key = CallbackKey {
+            account: "off",
+            openid,
+            dedupe_key: "k",
+            now: now / 1000,
+            expires_at: now / 1000 + 60,
+        };
+        store
+            .apply_callback(key, &mut |_| Commit {
+                follower: Some(Follower {
+                    cs_window: window,
+                    ..Follower::new(openid)
+                }),
+                answer: Answer {
+                    reply: None,
+                    rules: vec![],
+                },
+                effects: vec![],
+            })
+            .unwrap();
+    }
+    let item = |effect| NewItem {
+        effect,
+        origin: "test".into(),
+        not_before_ms: 0,
+    };
+    let text = |openid: &str, n: u32| {
+        item(Effect::Custom {
+            openid: openid.into(),
+            message: Reply::Text {
+                content: format!("m{n}"),
+            },
+        })
+    };
+    store
+        .enqueue(
+            "off",
+            vec![
+                text("o_open", 1),
+                text("o_open", 2),
+                text("o_open", 3),
+                text("o_closed", 4),
+                text("o_unknown", 5),
+            ],
+            now,
+        )
+        .unwrap();
+    store
+        .enqueue(
+            "corp",
+            vec![
+                item(Effect::Welcome {
+                    welcome_code: "LATE".into(),
+                    text: "hi".into(),
+                    expires_at: now / 1000 - 1,
+                }),
+                item(Effect::CorpTag {
+                    staff: "s".into(),
+                    external_userid: "wm1".into(),
+                    tag: "unmapped".into(),
+                    add: true,
+                }),
+            ],
+            now,
+        )
+        .unwrap();
+    let report = worker.pass().await.unwrap();
+    assert_eq!((report.delivered, report.dead), (2, 5), "{report:?}");
+    let sent: Vec<String> = fake
+        .accepted("/cgi-bin/message/custom/send")
+        .iter()
+        .map(|c| c.body["text"]["content"].as_str().unwrap().to_string())
+        .collect();
+    let mut sent_sorted = sent.clone();
+    sent_sorted.sort();
+    assert_eq!(sent_sorted.len(), 2, "{sent:?}");
+    assert!(sent_sorted
+        .iter()
+        .all(|m| m == "m1" || m == "m2" || m == "m3"));
+    assert_eq!(
+        fake.calls_to(WELCOME),
+        0,
+        "an expired code is not even tried"
+    );
+    assert_eq!(fake.calls_to(MARK_TAG), 0);
+    let reasons: Vec<String> = dead(store.as_ref()).into_iter().map(|d| d.reason).collect();
+    for want in [
+        "allowance is used up",
+        "outside the customer-service window",
+        "unknown follower o_unknown",
+        "WelcomeCode expired",
+        "no WeCom corp tag id for tag `unmapped`",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(want)),
+            "{want} in {reasons:?}"
+        );
+    }
+    let f = store.follower("off", "o_open").unwrap().unwrap();
+    assert_eq!(f.cs_window.unwrap().remaining, 0, "two slots used");
+    fake.stop().await;
+}
