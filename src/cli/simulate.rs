@@ -181,6 +181,25 @@ fn print_outcome(account: &str, o: &Outcome, after: Option<&Follower>, committed
             println!("{}{a}", if i == 0 { "actions   " } else { "          " });
         }
     }
+    let now_ms = o
+        .effects
+        .iter()
+        .map(|e| e.not_before_ms)
+        .min()
+        .unwrap_or_default();
+    for (i, e) in o.effects.iter().enumerate() {
+        let wait = (e.not_before_ms - now_ms) / 1000;
+        let when = if wait > 0 {
+            format!(" (after {wait} s)")
+        } else {
+            String::new()
+        };
+        println!(
+            "{}{}{when}",
+            if i == 0 { "to WeChat " } else { "          " },
+            e.effect.describe()
+        );
+    }
     if let Some(f) = after {
         let tags: Vec<&str> = f.tags.iter().map(String::as_str).collect();
         println!(

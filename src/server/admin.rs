@@ -426,12 +426,26 @@ async fn simulate(
         &msg,
     )?;
     let actions: Vec<String> = outcome.actions.iter().map(|a| a.to_string()).collect();
+    // What would be queued for WeChat: each effect, and its delay after the reply.
+    let start = entropy.now.saturating_mul(1000);
+    let effects: Vec<serde_json::Value> = outcome
+        .effects
+        .iter()
+        .map(|e| {
+            json!({
+                "effect": e.effect,
+                "describe": e.effect.describe(),
+                "after_ms": (e.not_before_ms - start).max(0),
+            })
+        })
+        .collect();
     Ok(HttpResponse::Ok().json(json!({
         "rules_version": loaded.version,
         "follower": outcome.follower_id,
         "rules": outcome.answer.rules,
         "reply": outcome.answer.reply,
         "actions": actions,
+        "effects": effects,
         "follower_after": after,
     })))
 }

@@ -509,3 +509,25 @@ async fn the_worker_refuses_what_wechat_would_refuse_without_calling_it() {
     assert_eq!(f.cs_window.unwrap().remaining, 0, "two slots used");
     fake.stop().await;
 }
+
+#[tokio::test]
+async fn simulate_shows_what_would_be_queued_for_wechat() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens there: a simulation never calls WeChat.
+    let app = spawn_with(with_api(dir.path(), "http://127.0.0.1:9", 0)).await;
+    let body = r#"{"account":"plain","from":"o_sim","text":"升级会员"}"#;
+    let r = app
+        .admin(
+            Method::POST,
+            "/admin/v1/simulate",
+            Some(VIEWER),
+            Some(body.into()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let effects = r.json()["effects"].clone();
+    assert_eq!(effects[0]["describe"], "add tag vip to o_sim", "{effects}");
+    assert_eq!(effects[0]["effect"]["kind"], "tag");
+    assert_eq!(queue_len(app.store.as_ref()), 0, "a dry run queues nothing");
+    app.stop().await;
+}
