@@ -26,6 +26,7 @@ pub mod api;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod coupon;
 pub mod engine;
 pub mod fake_wechat;
 pub mod follower;
