@@ -55,6 +55,138 @@ pub enum CodeSource {
     Imported { codes: Vec<String> },
 }
 
+/// One issued code and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Coupon {
+    pub code: String,
+    pub batch: String,
+    pub account: String,
+    pub openid: String,
+    pub issued_at: i64,
+    pub valid_from: i64,
+    pub expires_at: i64,
+    pub redeemed_at: Option<i64>,
+}
+
+/// Why a follower got no code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimRefused {
+    #[error("coupon batch `{0}` is out of stock")]
+    OutOfStock(String),
+    #[error("the follower already holds {held} code(s) of `{batch}`, the most allowed")]
+    LimitReached { batch: String, held: u32 },
+    #[error("coupon batch `{0}` is not valid any more")]
+    BatchExpired(String),
+}
+
+/// Why a code cannot be redeemed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedeemRefused {
+    #[error("unknown coupon code `{0}`")]
+    Unknown(String),
+    #[error("coupon `{code}` was already redeemed at {at} (unix seconds)")]
+    AlreadyRedeemed { code: String, at: i64 },
+    #[error("coupon `{code}` expired at {at} (unix seconds)")]
+    Expired { code: String, at: i64 },
+    #[error("coupon `{code}` is not valid before {at} (unix seconds)")]
+    NotYetValid { code: String, at: i64 },
+}
+
+/// A batch's counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CouponStats {
+    pub issued: u64,
+    pub redeemed: u64,
+    /// Issued, not redeemed, past their end.
+    pub expired: u64,
+    /// Still to issue.
+    pub left: u64,
+}
+
+/// What a backend knows of a batch when a follower claims a code.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchState {
+    pub issued: u64,
+    pub redeemed: u64,
+}
+
+/// Decides a claim (pure but for the random code): the new code, or why not. `held`: the
+/// follower's codes of this batch so far; `taken` says whether a code exists already (a
+/// generated code is drawn again then; an imported one is a configuration error, refused
+/// as out of stock and logged by the caller).
+pub fn claim(
+    batch: &Batch,
+    state: BatchState,
+    held: u32,
+    account: &str,
+    openid: &str,
+    now: i64,
+    taken: &mut dyn FnMut(&str) -> bool,
+) -> Result<Coupon, ClaimRefused> {
+    let (valid_from, expires_at) = batch.validity.window(now);
+    if now >= expires_at {
+        return Err(ClaimRefused::BatchExpired(batch.name.clone()));
+    }
+    if state.issued >= batch.stock {
+        return Err(ClaimRefused::OutOfStock(batch.name.clone()));
+    }
+    if held >= batch.per_follower {
+        return Err(ClaimRefused::LimitReached {
+            batch: batch.name.clone(),
+            held,
+        });
+    }
+    let code = match &batch.codes {
+        CodeSource::Imported { codes } => {
+            let code = codes
+                .get(state.issued as usize)
+                .filter(|c| !taken(c))
+                .ok_or_else(|| ClaimRefused::OutOfStock(batch.name.clone()))?;
+            code.clone()
+        }
+        CodeSource::Generate { length } => {
+            let mut rng = rand::rng();
+            loop {
+                let code = generate_code(*length, &mut rng);
+                if !taken(&code) {
+                    break code;
+                }
+            }
+        }
+    };
+    Ok(Coupon {
+        code,
+        batch: batch.name.clone(),
+        account: account.to_string(),
+        openid: openid.to_string(),
+        issued_at: now,
+        valid_from,
+        expires_at,
+        redeemed_at: None,
+    })
+}
+
+/// Decides a redemption (pure): the coupon afterwards, or why not.
+pub fn redeem(mut c: Coupon, now: i64) -> Result<Coupon, RedeemRefused> {
+    if let Some(at) = c.redeemed_at {
+        return Err(RedeemRefused::AlreadyRedeemed { code: c.code, at });
+    }
+    if now >= c.expires_at {
+        return Err(RedeemRefused::Expired {
+            code: c.code,
+            at: c.expires_at,
+        });
+    }
+    if now < c.valid_from {
+        return Err(RedeemRefused::NotYetValid {
+            code: c.code,
+            at: c.valid_from,
+        });
+    }
+    c.redeemed_at = Some(now);
+    Ok(c)
+}
+
 /// A mistake in `coupons.toml` (or a CSV it names), with where it is.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{file}:{line}:{column}: {message}")]

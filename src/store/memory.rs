@@ -6,6 +6,9 @@ use std::sync::Mutex;
 
 use super::{key, Applied, CallbackKey, Commit, Record, Store, StoreError, StoredToken};
 use crate::audit::AuditEntry;
+use crate::coupon::{
+    claim, redeem, Batch, BatchState, ClaimRefused, Coupon, CouponStats, RedeemRefused,
+};
 use crate::follower::Follower;
 use crate::outbox::{DeadItem, NewItem, OutboxItem};
 
@@ -15,6 +18,15 @@ pub struct MemoryStore {
     audit: Mutex<Vec<AuditEntry>>,
     tokens: Mutex<HashMap<String, StoredToken>>,
     queue: Mutex<Queue>,
+    coupons: Mutex<Coupons>,
+}
+
+#[derive(Debug, Default)]
+struct Coupons {
+    states: HashMap<String, BatchState>,
+    /// code → coupon (codes are unique across batches).
+    codes: BTreeMap<String, Coupon>,
+    held: HashMap<(String, String, String), u32>,
 }
 
 #[derive(Debug, Default)]
@@ -217,6 +229,75 @@ impl Store for MemoryStore {
             .tag_ids
             .get(&(account.to_string(), tag.to_string()))
             .copied())
+    }
+
+    fn claim_coupon(
+        &self,
+        batch: &Batch,
+        account: &str,
+        openid: &str,
+        now: i64,
+    ) -> Result<Result<Coupon, ClaimRefused>, StoreError> {
+        let mut c = self.coupons.lock().unwrap_or_else(|p| p.into_inner());
+        let state = c.states.get(&batch.name).copied().unwrap_or_default();
+        let who = (batch.name.clone(), account.to_string(), openid.to_string());
+        let held = c.held.get(&who).copied().unwrap_or(0);
+        let codes = &c.codes;
+        let decided = claim(batch, state, held, account, openid, now, &mut |code| {
+            codes.contains_key(code)
+        });
+        let Ok(coupon) = decided else {
+            return Ok(decided);
+        };
+        c.states.insert(
+            batch.name.clone(),
+            BatchState {
+                issued: state.issued + 1,
+                ..state
+            },
+        );
+        c.held.insert(who, held + 1);
+        c.codes.insert(coupon.code.clone(), coupon.clone());
+        Ok(Ok(coupon))
+    }
+
+    fn redeem_coupon(
+        &self,
+        code: &str,
+        now: i64,
+    ) -> Result<Result<Coupon, RedeemRefused>, StoreError> {
+        let mut c = self.coupons.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(coupon) = c.codes.get(code).cloned() else {
+            return Ok(Err(RedeemRefused::Unknown(code.to_string())));
+        };
+        let used = match redeem(coupon, now) {
+            Ok(used) => used,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        c.states.entry(used.batch.clone()).or_default().redeemed += 1;
+        c.codes.insert(code.to_string(), used.clone());
+        Ok(Ok(used))
+    }
+
+    fn coupon(&self, code: &str) -> Result<Option<Coupon>, StoreError> {
+        let c = self.coupons.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(c.codes.get(code).cloned())
+    }
+
+    fn coupon_stats(&self, batch: &Batch, now: i64) -> Result<CouponStats, StoreError> {
+        let c = self.coupons.lock().unwrap_or_else(|p| p.into_inner());
+        let state = c.states.get(&batch.name).copied().unwrap_or_default();
+        let expired = c
+            .codes
+            .values()
+            .filter(|k| k.batch == batch.name && k.redeemed_at.is_none() && k.expires_at <= now)
+            .count() as u64;
+        Ok(CouponStats {
+            issued: state.issued,
+            redeemed: state.redeemed,
+            expired,
+            left: batch.stock.saturating_sub(state.issued),
+        })
     }
 
     fn put_tag_id(&self, account: &str, tag: &str, id: i64) -> Result<(), StoreError> {

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditEntry;
 use crate::config::Secret;
+use crate::coupon::{Batch, ClaimRefused, Coupon, CouponStats, RedeemRefused};
 use crate::follower::Follower;
 use crate::outbox::{DeadItem, NewItem, OutboxItem};
 use crate::protocol::Reply;
@@ -172,6 +173,31 @@ pub trait Store: Send + Sync {
     fn tag_id(&self, account: &str, tag: &str) -> Result<Option<i64>, StoreError>;
 
     fn put_tag_id(&self, account: &str, tag: &str, id: i64) -> Result<(), StoreError>;
+
+    // --- Coupons (`src/coupon/`) ---
+
+    /// Gives the follower one code of `batch` in one atomic step: the batch's stock, the
+    /// follower's count and the code's owner change together or not at all, however many
+    /// claims race. `Ok(Err(_))`: refused (out of stock, limit reached, batch over).
+    fn claim_coupon(
+        &self,
+        batch: &Batch,
+        account: &str,
+        openid: &str,
+        now: i64,
+    ) -> Result<Result<Coupon, ClaimRefused>, StoreError>;
+
+    /// Marks a code used, once.
+    fn redeem_coupon(
+        &self,
+        code: &str,
+        now: i64,
+    ) -> Result<Result<Coupon, RedeemRefused>, StoreError>;
+
+    fn coupon(&self, code: &str) -> Result<Option<Coupon>, StoreError>;
+
+    /// Issued, redeemed, expired and left (streams the batch's codes for `expired`).
+    fn coupon_stats(&self, batch: &Batch, now: i64) -> Result<CouponStats, StoreError>;
 
     /// Bytes used on disk, where the backend knows.
     fn size_on_disk(&self) -> Option<u64> {
@@ -414,6 +440,106 @@ mod tests {
         store.flush().unwrap();
 
         outbox_contract(store);
+        coupon_contract(store);
+    }
+
+    fn coupon_contract(store: &dyn Store) {
+        use crate::coupon::{CodeSource, Validity};
+        let batch = Batch {
+            name: "new-guest".into(),
+            title: "新客礼".into(),
+            value: "满 30 减 10".into(),
+            validity: Validity::Days(7),
+            stock: 3,
+            per_follower: 2,
+            codes: CodeSource::Generate { length: 10 },
+        };
+        let day = 86_400;
+        let a1 = store
+            .claim_coupon(&batch, "demo", "o1", 1000)
+            .unwrap()
+            .unwrap();
+        assert_eq!((a1.batch.as_str(), a1.openid.as_str()), ("new-guest", "o1"));
+        assert_eq!((a1.valid_from, a1.expires_at), (1000, 1000 + 7 * day));
+        let a2 = store
+            .claim_coupon(&batch, "demo", "o1", 1001)
+            .unwrap()
+            .unwrap();
+        assert_ne!(a1.code, a2.code);
+        assert_eq!(
+            store.claim_coupon(&batch, "demo", "o1", 1002).unwrap(),
+            Err(ClaimRefused::LimitReached {
+                batch: "new-guest".into(),
+                held: 2
+            })
+        );
+        // Another account's follower with the same openid is another person.
+        let b1 = store
+            .claim_coupon(&batch, "other", "o1", 1003)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            store.claim_coupon(&batch, "demo", "o2", 1004).unwrap(),
+            Err(ClaimRefused::OutOfStock("new-guest".into()))
+        );
+        assert_eq!(store.coupon(&b1.code).unwrap(), Some(b1.clone()));
+
+        // Redeem once; twice, unknown and expired codes are refused with the reason.
+        let used = store.redeem_coupon(&a1.code, 2000).unwrap().unwrap();
+        assert_eq!(used.redeemed_at, Some(2000));
+        assert_eq!(
+            store.redeem_coupon(&a1.code, 2001).unwrap(),
+            Err(RedeemRefused::AlreadyRedeemed {
+                code: a1.code.clone(),
+                at: 2000
+            })
+        );
+        assert_eq!(
+            store.redeem_coupon("NOSUCHCODE", 2001).unwrap(),
+            Err(RedeemRefused::Unknown("NOSUCHCODE".into()))
+        );
+        let late = 1001 + 7 * day;
+        assert_eq!(
+            store.redeem_coupon(&a2.code, late).unwrap(),
+            Err(RedeemRefused::Expired {
+                code: a2.code.clone(),
+                at: late
+            })
+        );
+        assert_eq!(
+            store.coupon_stats(&batch, late).unwrap(),
+            CouponStats {
+                issued: 3,
+                redeemed: 1,
+                expired: 1,
+                left: 0
+            }
+        );
+
+        // Imported codes are handed out in file order.
+        let imported = Batch {
+            name: "shop".into(),
+            stock: 2,
+            per_follower: 5,
+            codes: CodeSource::Imported {
+                codes: vec!["SHOP-0001".into(), "SHOP-0002".into()],
+            },
+            ..batch.clone()
+        };
+        let codes: Vec<String> = (0..2)
+            .map(|_| {
+                store
+                    .claim_coupon(&imported, "demo", "o3", 1)
+                    .unwrap()
+                    .unwrap()
+                    .code
+            })
+            .collect();
+        assert_eq!(codes, ["SHOP-0001", "SHOP-0002"]);
+        assert_eq!(
+            store.claim_coupon(&imported, "demo", "o3", 1).unwrap(),
+            Err(ClaimRefused::OutOfStock("shop".into()))
+        );
     }
 
     fn outbox_contract(store: &dyn Store) {
@@ -507,6 +633,53 @@ mod tests {
     fn sled_store_keeps_the_contract() {
         let dir = tempfile::tempdir().unwrap();
         contract(&SledStore::open(&dir.path().join("db")).unwrap());
+    }
+
+    #[test]
+    fn fifty_concurrent_claims_keep_stock_and_limits() {
+        use crate::coupon::{CodeSource, Validity};
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(SledStore::open(&dir.path().join("db")).unwrap());
+        let batch = Batch {
+            name: "flash".into(),
+            title: "t".into(),
+            value: "v".into(),
+            validity: Validity::Days(1),
+            stock: 30,
+            per_follower: 1,
+            codes: CodeSource::Generate { length: 10 },
+        };
+        let race = |openid: fn(usize) -> String| {
+            let handles: Vec<_> = (0..50)
+                .map(|i| {
+                    let (store, batch) = (store.clone(), batch.clone());
+                    std::thread::spawn(move || {
+                        store.claim_coupon(&batch, "demo", &openid(i), 10).unwrap()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<_>>()
+        };
+        // One follower, 50 claims at once: exactly one code.
+        let same = race(|_| "o_same".to_string());
+        assert_eq!(same.iter().filter(|r| r.is_ok()).count(), 1);
+        // 50 followers, 29 codes left: exactly 29 distinct codes, 21 refusals.
+        let many = race(|i| format!("o_{i}"));
+        let codes: std::collections::BTreeSet<String> = many
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|c| c.code.clone())
+            .collect();
+        assert_eq!(codes.len(), 29);
+        assert!(many
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| *e == ClaimRefused::OutOfStock("flash".into())));
+        let stats = store.coupon_stats(&batch, 10).unwrap();
+        assert_eq!((stats.issued, stats.left), (30, 0));
     }
 
     #[test]

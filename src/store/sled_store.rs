@@ -18,6 +18,9 @@ use super::{
     decode_record, encode_record, key, Applied, CallbackKey, Commit, Store, StoreError, StoredToken,
 };
 use crate::audit::AuditEntry;
+use crate::coupon::{
+    claim, redeem, Batch, BatchState, ClaimRefused, Coupon, CouponStats, RedeemRefused,
+};
 use crate::follower::Follower;
 use crate::outbox::{DeadItem, NewItem, OutboxItem};
 
@@ -36,6 +39,11 @@ pub struct SledStore {
     dead: Tree,
     /// account \0 tag name → WeChat tag id (big-endian i64).
     tag_ids: Tree,
+    /// Coupons, one tree so that a claim is one single-tree transaction:
+    /// `b\0batch` → JSON `BatchState`; `c\0batch\0code` → JSON `Coupon`;
+    /// `x\0code` → batch (codes are unique across batches);
+    /// `h\0batch\0account\0openid` → codes held (big-endian u32).
+    coupons: Tree,
     stripes: Arc<[Mutex<()>]>,
     hasher: RandomState,
 }
@@ -70,6 +78,7 @@ impl SledStore {
             outbox: db.open_tree("outbox").map_err(backend)?,
             dead: db.open_tree("dead").map_err(backend)?,
             tag_ids: db.open_tree("tag_ids").map_err(backend)?,
+            coupons: db.open_tree("coupons").map_err(backend)?,
             db,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             hasher: RandomState::new(),
@@ -112,6 +121,18 @@ fn from_json<T: serde::de::DeserializeOwned>(
         key: format!("{tree}/{}", hex::encode(k)),
         reason: e.to_string(),
     })
+}
+
+/// The parts joined by NUL (which no batch name, code, account or openid contains).
+fn coupon_key(parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(0);
+        }
+        k.extend_from_slice(p);
+    }
+    k
 }
 
 fn id_key(id: u64) -> [u8; 8] {
@@ -384,6 +405,152 @@ impl Store for SledStore {
             .insert(key(account, tag), &id.to_be_bytes())
             .map_err(backend)?;
         Ok(())
+    }
+
+    fn claim_coupon(
+        &self,
+        batch: &Batch,
+        account: &str,
+        openid: &str,
+        now: i64,
+    ) -> Result<Result<Coupon, ClaimRefused>, StoreError> {
+        let state_key = coupon_key(&[b"b", batch.name.as_bytes()]);
+        let held_key = coupon_key(&[
+            b"h",
+            batch.name.as_bytes(),
+            account.as_bytes(),
+            openid.as_bytes(),
+        ]);
+        let result = self.coupons.transaction(|t| {
+            let state: BatchState = match t.get(&state_key)? {
+                Some(v) => serde_json::from_slice(&v).unwrap_or_default(),
+                None => BatchState::default(),
+            };
+            let held = t
+                .get(&held_key)?
+                .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
+                .map_or(0, u32::from_be_bytes);
+            let mut lookup_failed = None;
+            let mut taken = |code: &str| match t.get(coupon_key(&[b"x", code.as_bytes()])) {
+                Ok(v) => v.is_some(),
+                Err(e) => {
+                    lookup_failed = Some(e);
+                    true
+                }
+            };
+            let decided = claim(batch, state, held, account, openid, now, &mut taken);
+            if let Some(e) = lookup_failed {
+                return Err(e.into());
+            }
+            let coupon = match decided {
+                Ok(c) => c,
+                Err(refused) => return Err(ConflictableTransactionError::Abort(refused)),
+            };
+            let next = BatchState {
+                issued: state.issued + 1,
+                ..state
+            };
+            t.insert(state_key.as_slice(), json(&next))?;
+            t.insert(held_key.as_slice(), &(held + 1).to_be_bytes())?;
+            t.insert(
+                coupon_key(&[b"c", batch.name.as_bytes(), coupon.code.as_bytes()]),
+                json(&coupon),
+            )?;
+            t.insert(
+                coupon_key(&[b"x", coupon.code.as_bytes()]),
+                batch.name.as_bytes(),
+            )?;
+            Ok(coupon)
+        });
+        match result {
+            Ok(c) => Ok(Ok(c)),
+            Err(TransactionError::Abort(refused)) => Ok(Err(refused)),
+            Err(TransactionError::Storage(e)) => Err(backend(e)),
+        }
+    }
+
+    fn redeem_coupon(
+        &self,
+        code: &str,
+        now: i64,
+    ) -> Result<Result<Coupon, RedeemRefused>, StoreError> {
+        let Some(batch) = self
+            .coupons
+            .get(coupon_key(&[b"x", code.as_bytes()]))
+            .map_err(backend)?
+        else {
+            return Ok(Err(RedeemRefused::Unknown(code.to_string())));
+        };
+        let code_key = coupon_key(&[b"c", &batch, code.as_bytes()]);
+        let state_key = coupon_key(&[b"b", &batch]);
+        let result = self.coupons.transaction(|t| {
+            let Some(v) = t.get(&code_key)? else {
+                return Err(ConflictableTransactionError::Abort(RedeemRefused::Unknown(
+                    code.to_string(),
+                )));
+            };
+            let coupon: Coupon = match serde_json::from_slice(&v) {
+                Ok(c) => c,
+                Err(_) => {
+                    return Err(ConflictableTransactionError::Abort(RedeemRefused::Unknown(
+                        code.to_string(),
+                    )))
+                }
+            };
+            let used = redeem(coupon, now).map_err(ConflictableTransactionError::Abort)?;
+            let mut state: BatchState = match t.get(&state_key)? {
+                Some(v) => serde_json::from_slice(&v).unwrap_or_default(),
+                None => BatchState::default(),
+            };
+            state.redeemed += 1;
+            t.insert(code_key.as_slice(), json(&used))?;
+            t.insert(state_key.as_slice(), json(&state))?;
+            Ok(used)
+        });
+        match result {
+            Ok(c) => Ok(Ok(c)),
+            Err(TransactionError::Abort(refused)) => Ok(Err(refused)),
+            Err(TransactionError::Storage(e)) => Err(backend(e)),
+        }
+    }
+
+    fn coupon(&self, code: &str) -> Result<Option<Coupon>, StoreError> {
+        let Some(batch) = self
+            .coupons
+            .get(coupon_key(&[b"x", code.as_bytes()]))
+            .map_err(backend)?
+        else {
+            return Ok(None);
+        };
+        let k = coupon_key(&[b"c", &batch, code.as_bytes()]);
+        match self.coupons.get(&k).map_err(backend)? {
+            Some(v) => from_json("coupons", &k, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn coupon_stats(&self, batch: &Batch, now: i64) -> Result<CouponStats, StoreError> {
+        let state_key = coupon_key(&[b"b", batch.name.as_bytes()]);
+        let state: BatchState = match self.coupons.get(&state_key).map_err(backend)? {
+            Some(v) => from_json("coupons", &state_key, &v)?,
+            None => BatchState::default(),
+        };
+        let mut expired = 0;
+        let mut prefix = coupon_key(&[b"c", batch.name.as_bytes()]);
+        prefix.push(0);
+        for item in self.coupons.scan_prefix(&prefix) {
+            let (k, v) = item.map_err(backend)?;
+            let c: Coupon = from_json("coupons", &k, &v)?;
+            if c.redeemed_at.is_none() && c.expires_at <= now {
+                expired += 1;
+            }
+        }
+        Ok(CouponStats {
+            issued: state.issued,
+            redeemed: state.redeemed,
+            expired,
+            left: batch.stock.saturating_sub(state.issued),
+        })
     }
 
     fn size_on_disk(&self) -> Option<u64> {
