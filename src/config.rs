@@ -42,6 +42,9 @@ pub enum ConfigError {
     },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
+    /// Every mistake of the coupons file, each as `file:line:column: message`.
+    #[error("coupons refused:\n{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Coupons(Vec<crate::coupon::CouponFileError>),
 }
 
 /// A secret string: `Debug` and `Display` never show it.
@@ -93,6 +96,17 @@ struct RawConfig {
     admin: RawAdmin,
     #[serde(default)]
     outbox: RawOutbox,
+    #[serde(default)]
+    coupons: Option<RawCoupons>,
+}
+
+/// `[coupons]`: the batches file and the shop system's redeem token.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCoupons {
+    file: PathBuf,
+    redeem_token_env: Option<String>,
+    redeem_token: Option<Secret>,
 }
 
 /// `[outbox]`: how the background worker delivers queued calls to WeChat.
@@ -267,6 +281,12 @@ pub struct Settings {
     /// Things worth a warning at startup (e.g. a secret written in the file).
     pub warnings: Vec<String>,
     pub outbox: OutboxSettings,
+    /// The coupons file (`[coupons] file`), read by [`Settings::load`] into `coupons`.
+    pub coupons_file: Option<PathBuf>,
+    /// The coupon batches, by name order of the file.
+    pub coupons: Vec<crate::coupon::Batch>,
+    /// The bearer token a shop system presents to `POST /coupons/v1/redeem`.
+    pub redeem_token: Option<Secret>,
 }
 
 /// One official account or WeCom app, served at `/wx/{id}`.
@@ -305,7 +325,9 @@ impl Settings {
             path: path.display().to_string(),
             source,
         })?;
-        Settings::parse(path, &text, |name| std::env::var(name).ok())
+        let mut settings = Settings::parse(path, &text, |name| std::env::var(name).ok())?;
+        settings.load_coupons()?;
+        Ok(settings)
     }
 
     /// Parses config text; `env` looks up environment overrides (a closure so tests need
@@ -409,7 +431,55 @@ impl Settings {
             replies_dir,
             accounts,
             outbox: outbox_settings(raw.outbox).map_err(invalid)?,
+            coupons_file: raw.coupons.as_ref().map(|c| base.join(&c.file)),
+            coupons: Vec::new(),
+            redeem_token: match raw.coupons {
+                Some(RawCoupons {
+                    redeem_token_env: Some(var),
+                    redeem_token: None,
+                    ..
+                }) => Some(Secret::new(env(&var).ok_or_else(|| {
+                    invalid(format!("coupons: environment variable {var} is not set"))
+                })?)),
+                Some(RawCoupons {
+                    redeem_token_env: None,
+                    redeem_token: Some(t),
+                    ..
+                }) => Some(t),
+                Some(RawCoupons {
+                    redeem_token_env: Some(_),
+                    redeem_token: Some(_),
+                    ..
+                }) => {
+                    return Err(invalid(
+                        "[coupons] takes one of redeem_token_env and redeem_token".into(),
+                    ))
+                }
+                _ => None,
+            },
         })
+    }
+
+    /// Reads the coupons file named by `[coupons] file` (CSV files it names are relative
+    /// to it).
+    pub fn load_coupons(&mut self) -> Result<(), ConfigError> {
+        let Some(path) = self.coupons_file.clone() else {
+            return Ok(());
+        };
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
+        let read_csv = |p: &str| std::fs::read_to_string(dir.join(p)).map_err(|e| e.to_string());
+        self.coupons =
+            crate::coupon::parse_batches(&shown, &text, &read_csv).map_err(ConfigError::Coupons)?;
+        Ok(())
+    }
+
+    pub fn coupon_batch(&self, name: &str) -> Option<&crate::coupon::Batch> {
+        self.coupons.iter().find(|b| b.name == name)
     }
 
     pub fn account(&self, id: &str) -> Option<&Account> {

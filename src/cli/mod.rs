@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod check;
+pub mod coupon;
 pub mod fake_wechat;
 pub mod outbox;
 pub mod qrcode;
@@ -42,6 +43,8 @@ pub enum Command {
     /// Show what waits to be sent to WeChat (pending, retrying, dead); `retry ID` requeues
     /// a dead letter.
     Outbox(outbox::OutboxArgs),
+    /// Coupons: list the batches, redeem a code, show a batch's counts.
+    Coupon(coupon::CouponArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -81,5 +84,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::FakeWechat(a) => fake_wechat::run(&a),
         Command::Qrcode(a) => qrcode::run(&a),
         Command::Outbox(a) => outbox::run(&a),
+        Command::Coupon(a) => coupon::run(&a),
     }
 }

@@ -2,6 +2,7 @@
 //! errors become HTTP statuses in exactly one place (`error.rs`).
 
 pub mod admin;
+pub mod coupons;
 pub mod error;
 pub mod metrics;
 pub mod reload;
@@ -71,7 +72,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(webhook::get))
                 .route(web::post().to(webhook::post)),
         )
-        .configure(admin::configure);
+        .configure(admin::configure)
+        .configure(coupons::configure);
 }
 
 /// 200 when the store answers and every rule folder's last load succeeded; 503 otherwise

@@ -5,6 +5,7 @@
 mod admin;
 mod bad_input;
 mod cli;
+mod coupons;
 mod dedupe;
 mod helpers;
 mod official;
