@@ -27,6 +27,8 @@ struct Coupons {
     /// code → coupon (codes are unique across batches).
     codes: BTreeMap<String, Coupon>,
     held: HashMap<(String, String, String), u32>,
+    /// (account, openid, batch, request) → code.
+    requests: HashMap<(String, String, String, String), String>,
 }
 
 #[derive(Debug, Default)]
@@ -237,8 +239,22 @@ impl Store for MemoryStore {
         account: &str,
         openid: &str,
         now: i64,
+        request: Option<&str>,
     ) -> Result<Result<Coupon, ClaimRefused>, StoreError> {
         let mut c = self.coupons.lock().unwrap_or_else(|p| p.into_inner());
+        let request_key = request.map(|r| {
+            (
+                account.to_string(),
+                openid.to_string(),
+                batch.name.clone(),
+                r.to_string(),
+            )
+        });
+        if let Some(code) = request_key.as_ref().and_then(|k| c.requests.get(k)) {
+            if let Some(coupon) = c.codes.get(code) {
+                return Ok(Ok(coupon.clone()));
+            }
+        }
         let state = c.states.get(&batch.name).copied().unwrap_or_default();
         let who = (batch.name.clone(), account.to_string(), openid.to_string());
         let held = c.held.get(&who).copied().unwrap_or(0);
@@ -258,6 +274,9 @@ impl Store for MemoryStore {
         );
         c.held.insert(who, held + 1);
         c.codes.insert(coupon.code.clone(), coupon.clone());
+        if let Some(k) = request_key {
+            c.requests.insert(k, coupon.code.clone());
+        }
         Ok(Ok(coupon))
     }
 

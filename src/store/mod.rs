@@ -179,12 +179,15 @@ pub trait Store: Send + Sync {
     /// Gives the follower one code of `batch` in one atomic step: the batch's stock, the
     /// follower's count and the code's owner change together or not at all, however many
     /// claims race. `Ok(Err(_))`: refused (out of stock, limit reached, batch over).
+    /// `request`: an idempotency key (a callback's dedupe key, a campaign's send id): the
+    /// same request claims once and gets the same code back ever after.
     fn claim_coupon(
         &self,
         batch: &Batch,
         account: &str,
         openid: &str,
         now: i64,
+        request: Option<&str>,
     ) -> Result<Result<Coupon, ClaimRefused>, StoreError>;
 
     /// Marks a code used, once.
@@ -456,18 +459,20 @@ mod tests {
         };
         let day = 86_400;
         let a1 = store
-            .claim_coupon(&batch, "demo", "o1", 1000)
+            .claim_coupon(&batch, "demo", "o1", 1000, None)
             .unwrap()
             .unwrap();
         assert_eq!((a1.batch.as_str(), a1.openid.as_str()), ("new-guest", "o1"));
         assert_eq!((a1.valid_from, a1.expires_at), (1000, 1000 + 7 * day));
         let a2 = store
-            .claim_coupon(&batch, "demo", "o1", 1001)
+            .claim_coupon(&batch, "demo", "o1", 1001, None)
             .unwrap()
             .unwrap();
         assert_ne!(a1.code, a2.code);
         assert_eq!(
-            store.claim_coupon(&batch, "demo", "o1", 1002).unwrap(),
+            store
+                .claim_coupon(&batch, "demo", "o1", 1002, None)
+                .unwrap(),
             Err(ClaimRefused::LimitReached {
                 batch: "new-guest".into(),
                 held: 2
@@ -475,11 +480,13 @@ mod tests {
         );
         // Another account's follower with the same openid is another person.
         let b1 = store
-            .claim_coupon(&batch, "other", "o1", 1003)
+            .claim_coupon(&batch, "other", "o1", 1003, None)
             .unwrap()
             .unwrap();
         assert_eq!(
-            store.claim_coupon(&batch, "demo", "o2", 1004).unwrap(),
+            store
+                .claim_coupon(&batch, "demo", "o2", 1004, None)
+                .unwrap(),
             Err(ClaimRefused::OutOfStock("new-guest".into()))
         );
         assert_eq!(store.coupon(&b1.code).unwrap(), Some(b1.clone()));
@@ -516,6 +523,22 @@ mod tests {
             }
         );
 
+        // A repeated request (WeChat retrying a callback) gets the same code, once.
+        let limited = Batch {
+            name: "retry".into(),
+            ..batch.clone()
+        };
+        let first = store
+            .claim_coupon(&limited, "demo", "o9", 5, Some("msg:1"))
+            .unwrap()
+            .unwrap();
+        let again = store
+            .claim_coupon(&limited, "demo", "o9", 6, Some("msg:1"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(first, again);
+        assert_eq!(store.coupon_stats(&limited, 6).unwrap().issued, 1);
+
         // Imported codes are handed out in file order.
         let imported = Batch {
             name: "shop".into(),
@@ -529,7 +552,7 @@ mod tests {
         let codes: Vec<String> = (0..2)
             .map(|_| {
                 store
-                    .claim_coupon(&imported, "demo", "o3", 1)
+                    .claim_coupon(&imported, "demo", "o3", 1, None)
                     .unwrap()
                     .unwrap()
                     .code
@@ -537,7 +560,9 @@ mod tests {
             .collect();
         assert_eq!(codes, ["SHOP-0001", "SHOP-0002"]);
         assert_eq!(
-            store.claim_coupon(&imported, "demo", "o3", 1).unwrap(),
+            store
+                .claim_coupon(&imported, "demo", "o3", 1, None)
+                .unwrap(),
             Err(ClaimRefused::OutOfStock("shop".into()))
         );
     }
@@ -654,7 +679,9 @@ mod tests {
                 .map(|i| {
                     let (store, batch) = (store.clone(), batch.clone());
                     std::thread::spawn(move || {
-                        store.claim_coupon(&batch, "demo", &openid(i), 10).unwrap()
+                        store
+                            .claim_coupon(&batch, "demo", &openid(i), 10, None)
+                            .unwrap()
                     })
                 })
                 .collect();

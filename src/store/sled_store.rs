@@ -42,7 +42,8 @@ pub struct SledStore {
     /// Coupons, one tree so that a claim is one single-tree transaction:
     /// `b\0batch` → JSON `BatchState`; `c\0batch\0code` → JSON `Coupon`;
     /// `x\0code` → batch (codes are unique across batches);
-    /// `h\0batch\0account\0openid` → codes held (big-endian u32).
+    /// `h\0batch\0account\0openid` → codes held (big-endian u32);
+    /// `r\0account\0openid\0batch\0request` → the code a request claimed.
     coupons: Tree,
     stripes: Arc<[Mutex<()>]>,
     hasher: RandomState,
@@ -413,7 +414,17 @@ impl Store for SledStore {
         account: &str,
         openid: &str,
         now: i64,
+        request: Option<&str>,
     ) -> Result<Result<Coupon, ClaimRefused>, StoreError> {
+        let request_key = request.map(|r| {
+            coupon_key(&[
+                b"r",
+                account.as_bytes(),
+                openid.as_bytes(),
+                batch.name.as_bytes(),
+                r.as_bytes(),
+            ])
+        });
         let state_key = coupon_key(&[b"b", batch.name.as_bytes()]);
         let held_key = coupon_key(&[
             b"h",
@@ -422,6 +433,14 @@ impl Store for SledStore {
             openid.as_bytes(),
         ]);
         let result = self.coupons.transaction(|t| {
+            if let Some(rk) = &request_key {
+                if let Some(code) = t.get(rk)? {
+                    let ck = coupon_key(&[b"c", batch.name.as_bytes(), &code]);
+                    if let Some(c) = t.get(&ck)?.and_then(|v| serde_json::from_slice(&v).ok()) {
+                        return Ok(c);
+                    }
+                }
+            }
             let state: BatchState = match t.get(&state_key)? {
                 Some(v) => serde_json::from_slice(&v).unwrap_or_default(),
                 None => BatchState::default(),
@@ -460,6 +479,9 @@ impl Store for SledStore {
                 coupon_key(&[b"x", coupon.code.as_bytes()]),
                 batch.name.as_bytes(),
             )?;
+            if let Some(rk) = &request_key {
+                t.insert(rk.as_slice(), coupon.code.as_bytes())?;
+            }
             Ok(coupon)
         });
         match result {

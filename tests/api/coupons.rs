@@ -44,7 +44,7 @@ async fn a_shop_redeems_a_code_once_over_http() {
     let app = spawn_with(s).await;
     let coupon = app
         .store
-        .claim_coupon(&batch, "safe", "o_buyer", now())
+        .claim_coupon(&batch, "safe", "o_buyer", now(), None)
         .unwrap()
         .unwrap();
     let redeem = |token: Option<&'static str>, code: String| {
@@ -117,17 +117,24 @@ fn coupon_cli_lists_redeems_and_counts() {
     let (fresh, old) = {
         let store = SledStore::open(&s.storage_path).unwrap();
         let fresh = store
-            .claim_coupon(s.coupon_batch("new-guest").unwrap(), "safe", "o1", now())
+            .claim_coupon(
+                s.coupon_batch("new-guest").unwrap(),
+                "safe",
+                "o1",
+                now(),
+                None,
+            )
             .unwrap()
             .unwrap();
         // The shop batch ended in 2020: nothing to claim.
-        let refused = store.claim_coupon(s.coupon_batch("shop").unwrap(), "safe", "o1", now());
+        let refused =
+            store.claim_coupon(s.coupon_batch("shop").unwrap(), "safe", "o1", now(), None);
         assert!(refused.unwrap().is_err());
         // An expired code, issued by a batch that ended long ago.
         let mut past = s.coupon_batch("new-guest").unwrap().clone();
         past.name = "new-guest".into();
         let old = store
-            .claim_coupon(&past, "safe", "o2", 1_000)
+            .claim_coupon(&past, "safe", "o2", 1_000, None)
             .unwrap()
             .unwrap();
         store.flush().unwrap();
