@@ -96,6 +96,7 @@ fn bench_pipeline(c: &mut Criterion) {
     };
     let entropy = Entropy {
         now: NOW,
+        now_ms: NOW * 1000,
         random: [5; 16],
         seed: 1,
     };

@@ -41,6 +41,8 @@ pub struct Context<'a> {
     pub account: &'a str,
     pub rules: &'a RuleTable,
     pub now: i64,
+    /// The same instant in milliseconds: outbox items are timed finer than seconds.
+    pub now_ms: i64,
     /// Picks among reply variants.
     pub seed: u64,
     pub dedupe_ttl_secs: u64,
@@ -57,6 +59,9 @@ pub enum Outbound {
     /// WeCom: corp tags of external contacts, welcome messages.
     WeCom,
 }
+
+/// The least time between two follow-ups of one callback.
+pub const FOLLOW_UP_GAP_MS: i64 = 1000;
 
 /// How long a WeCom WelcomeCode can be used (protocol.md §11).
 pub const WELCOME_CODE_SECS: i64 = 20;
@@ -147,14 +152,7 @@ fn prepare(
     let touches_follower = record_inbound(&mut follower, msg, ctx.now);
     let mut decision = ctx.rules.decide(msg, &mut follower, ctx.seed);
     let effects = match ctx.outbound {
-        Some(outbound) => effects(
-            outbound,
-            msg,
-            &tags_before,
-            &follower,
-            &mut decision,
-            ctx.now,
-        ),
+        Some(outbound) => effects(outbound, msg, &tags_before, &follower, &mut decision, ctx),
         None => Vec::new(),
     };
     let rule = decision.rules.first().cloned();
@@ -184,7 +182,8 @@ fn prepare(
 }
 
 /// The calls to WeChat a decision causes. Tags: the net change of the follower's tag set
-/// (a tag added and removed in one callback, or added again, costs no call). WeCom: a
+/// (a tag added and removed in one callback, or added again, costs no call). Official
+/// accounts: the rules' follow-up messages (WeCom has no customer-service API). WeCom: a
 /// new external contact's welcome is the rule's text reply, sent with the WelcomeCode
 /// (a passive reply would not reach them), and it replaces the passive reply.
 fn effects(
@@ -193,13 +192,13 @@ fn effects(
     tags_before: &BTreeSet<String>,
     follower: &Follower,
     decision: &mut Decision,
-    now: i64,
+    ctx: Context<'_>,
 ) -> Vec<NewItem> {
     let origin = format!(
         "rule:{}",
         decision.rules.first().map_or("-", String::as_str)
     );
-    let now_ms = now.saturating_mul(1000);
+    let (now, now_ms) = (ctx.now, ctx.now_ms);
     let item = |effect| NewItem {
         effect,
         origin: origin.clone(),
@@ -218,6 +217,21 @@ fn effects(
                     add,
                 })
             }));
+            // Follow-ups go out in order, at least a second apart: the worker sends items
+            // concurrently, so equal times could arrive swapped.
+            let mut due = now_ms;
+            for f in std::mem::take(&mut decision.followups) {
+                due = due.max(now_ms.saturating_add(i64::from(f.after_secs) * 1000));
+                out.push(NewItem {
+                    effect: Effect::Custom {
+                        openid: follower.openid.clone(),
+                        message: f.message,
+                    },
+                    origin: origin.clone(),
+                    not_before_ms: due,
+                });
+                due = due.saturating_add(FOLLOW_UP_GAP_MS);
+            }
         }
         Outbound::WeCom => {
             let event_staff = match &msg.kind {
@@ -383,6 +397,7 @@ incr = { checkin = 1 }
             account: "demo",
             rules,
             now,
+            now_ms: now * 1000,
             seed: 0,
             dedupe_ttl_secs: 60,
             outbound: None,

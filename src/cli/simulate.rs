@@ -126,6 +126,7 @@ fn simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
         account: &account.id,
         rules: &table,
         now: entropy.now,
+        now_ms: entropy.now_ms,
         seed: args.seed.unwrap_or(entropy.seed),
         dedupe_ttl_secs: settings.dedupe_ttl_secs,
         outbound: account.outbound(),

@@ -85,25 +85,16 @@ impl Effect {
                 ..
             } => format!("{} tag {tag} {} {openid}", sign(*add), to_or_from(*add)),
             Effect::Custom { openid, message } => {
-                format!("{} message to {openid}", reply_kind(message))
+                format!(
+                    "{} message to {openid}",
+                    crate::rules::followup_kind(message)
+                )
             }
             Effect::Welcome { text, .. } => {
                 let short: String = text.chars().take(24).collect();
                 format!("welcome message \"{short}\"")
             }
         }
-    }
-}
-
-fn reply_kind(reply: &Reply) -> &'static str {
-    match reply {
-        Reply::Text { .. } => "text",
-        Reply::Image { .. } => "image",
-        Reply::Voice { .. } => "voice",
-        Reply::Video { .. } => "video",
-        Reply::Music { .. } => "music",
-        Reply::News { .. } => "news",
-        Reply::TransferCustomerService { .. } => "transfer",
     }
 }
 

@@ -4,6 +4,9 @@
 //! One pass pages through the queue in id order (never the whole queue in memory), takes
 //! the items that are due, and delivers them: tag changes batched per (account, tag) up to
 //! 50 followers a call, everything else one call per item, `concurrency` calls in flight.
+//! A slot that frees up takes the next item at once (one slow call holds only its own
+//! slot); at the end of the queue, while calls are still out, the pass keeps watching for
+//! new items and for items falling due, so it ends only when nothing is in flight.
 //! Each outcome is written to the store before the item counts as handled: delivered
 //! items leave the queue (and the write is flushed to disk before the slot takes its next
 //! item), failed ones are rescheduled with backoff or moved to the dead letters.
@@ -13,7 +16,7 @@
 //! reached the disk means that item is sent again after the restart; at most one item per
 //! slot (`concurrency`), or per tag batch, is ever in that state.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,6 +34,8 @@ pub const TAG_BATCH: usize = 50;
 const PAGE: usize = 256;
 /// The longest the worker sleeps when nothing is due and nobody wakes it.
 const IDLE: Duration = Duration::from_secs(1);
+/// How often the end of the queue is looked at again while calls are still out.
+const RESCAN: Duration = Duration::from_millis(200);
 
 /// One account's way out: its client and its pace.
 pub struct Channel {
@@ -94,6 +99,27 @@ impl From<ApiError> for Failure {
 impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Self {
         Failure::Store(e)
+    }
+}
+
+/// What one worker slot does: one item, or one page's tag changes (batched).
+enum Job {
+    Single(Box<OutboxItem>),
+    Tags(Vec<OutboxItem>),
+}
+
+impl Job {
+    fn ids(&self) -> Vec<u64> {
+        match self {
+            Job::Single(item) => vec![item.id],
+            Job::Tags(items) => items.iter().map(|i| i.id).collect(),
+        }
+    }
+}
+
+fn forget(busy: &mut HashSet<u64>, done: Vec<u64>) {
+    for id in done {
+        busy.remove(&id);
     }
 }
 
@@ -178,17 +204,53 @@ impl Worker {
         *self.tally.lock().unwrap_or_else(|p| p.into_inner()) = Tally::default();
         let mut next_due: Option<i64> = None;
         let mut after = None;
-        loop {
-            let page = self.store.outbox_page(after, PAGE)?;
-            let Some(last) = page.last() else { break };
+        // Jobs in flight, and their items: the next page is read as soon as a slot frees
+        // up, so one slow call holds its own slot, never the items behind it.
+        let mut in_flight = futures_util::stream::FuturesUnordered::new();
+        let mut busy: HashSet<u64> = HashSet::new();
+        let read = loop {
+            let page = match self.store.outbox_page(after, PAGE) {
+                Ok(page) => page,
+                Err(e) => break Err(e),
+            };
+            let Some(last) = page.last() else {
+                if in_flight.is_empty() {
+                    break Ok(());
+                }
+                // The end of the queue with calls still out: watch for new items (a
+                // callback's wake, or a tick) and for items falling due meanwhile.
+                tokio::select! {
+                    Some(done) = in_flight.next() => forget(&mut busy, done),
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(RESCAN) => {}
+                }
+                if next_due.is_some_and(|due| due <= now_ms()) {
+                    (after, next_due) = (None, None);
+                }
+                continue;
+            };
             after = Some(last.id);
-            let now = now_ms();
-            let (tags, singles) = self.due(page, now, &mut next_due);
-            self.sync_tags(tags).await;
-            futures_util::stream::iter(singles)
-                .for_each_concurrent(self.settings.concurrency, |item| self.deliver(item))
-                .await;
+            let page: Vec<OutboxItem> =
+                page.into_iter().filter(|i| !busy.contains(&i.id)).collect();
+            let (tags, singles) = self.due(page, now_ms(), &mut next_due);
+            let tags = (!tags.is_empty()).then_some(Job::Tags(tags));
+            for job in tags
+                .into_iter()
+                .chain(singles.into_iter().map(|i| Job::Single(Box::new(i))))
+            {
+                while in_flight.len() >= self.settings.concurrency {
+                    if let Some(done) = in_flight.next().await {
+                        forget(&mut busy, done);
+                    }
+                }
+                busy.extend(job.ids());
+                in_flight.push(self.run_job(job));
+            }
+        };
+        while let Some(done) = in_flight.next().await {
+            forget(&mut busy, done);
         }
+        read?;
         let t = self.tally.lock().unwrap_or_else(|p| p.into_inner());
         Ok(PassReport {
             delivered: t.delivered,
@@ -197,6 +259,16 @@ impl Worker {
             calls: t.calls,
             next_due_ms: next_due,
         })
+    }
+
+    /// Runs one job; returns the ids of the items it settled.
+    async fn run_job(&self, job: Job) -> Vec<u64> {
+        let ids = job.ids();
+        match job {
+            Job::Single(item) => self.deliver(*item).await,
+            Job::Tags(items) => self.sync_tags(items).await,
+        }
+        ids
     }
 
     /// Splits a page into what to deliver now: tag changes (to batch) and the rest.

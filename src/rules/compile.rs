@@ -151,6 +151,7 @@ impl Indexes {
                 self.defaults.push((rule.priority, id));
             }
         }
+        self.summary.followups += rule.followups.len();
     }
 }
 
@@ -251,6 +252,10 @@ mod tests {
         let nine_articles = format!(
             "[[rule]]\nname = \"a\"\nkeywords = \"x\"\nreply.news = [\n{}]\n",
             "{ title = \"t\" },\n".repeat(9)
+        );
+        let six_followups = format!(
+            "[[rule]]\nname = \"a\"\nkeywords = \"x\"\nfollowups = [\n{}]\n",
+            "  { text = \"t\" },\n".repeat(6)
         );
         let cases: Vec<Case> = vec![
             (
@@ -413,6 +418,30 @@ mod tests {
                 vec![(A, "[[rule]]\nname = \"a\"\nkeywords = \"x\"\nadd_tags = [\"\"]\n")],
                 vec![("replies/a.toml:4:13", "empty tag name")],
             ),
+            (
+                "six follow-ups, at the sixth",
+                vec![(A, &six_followups)],
+                vec![("replies/a.toml:10:3", "6 follow-ups; at most 5 (WeChat allows 5 customer-service messages")],
+            ),
+            (
+                "unknown follow-up key",
+                vec![(A, "[[rule]]\nname = \"a\"\nkeywords = \"x\"\nfollowups = [{ after = 2, txt = \"hi\" }]\n")],
+                vec![("replies/a.toml:4:27", "unknown field `txt`, expected one of `after`, `text`")],
+            ),
+            (
+                "follow-up mistakes, all of them, with the reply's",
+                vec![(
+                    A,
+                    "[[rule]]\nname = \"a\"\nregex = \"^(a)$\"\nreply = \"{match.2}\"\nfollowups = [\n  { transfer = true },\n  { after = 90000, news = [{ title = \"a\" }, { title = \"b\" }] },\n  { text = \"{match.1} {match.2}\" },\n]\n",
+                )],
+                vec![
+                    ("replies/a.toml:4:10", "at most 1 capture group"),
+                    ("replies/a.toml:6:16", "`transfer` cannot be a follow-up"),
+                    ("replies/a.toml:7:13", "`after = 90000`: give 0 to 86400 seconds"),
+                    ("replies/a.toml:7:27", "a follow-up's news has 2 articles; it takes exactly 1"),
+                    ("replies/a.toml:8:23", "`{match.2}`: this rule's regexes have at most 1 capture group"),
+                ],
+            ),
         ];
         for (name, files, expected) in cases {
             let errors = match compile_files(&files) {
@@ -490,6 +519,7 @@ event = "subscribe"
 [[rule]]
 name = "d"
 default = true
+followups = [{ text = "a" }, { after = 9, image = "m" }]
 "#;
         let table = compile_files(&[("r1.toml", text), ("r2.toml", "")]).expect("valid");
         assert_eq!(
@@ -501,7 +531,8 @@ default = true
                 regexes: 2,
                 intents: 2,
                 event_rules: 1,
-                default_rules: 1
+                default_rules: 1,
+                followups: 2,
             }
         );
         assert_eq!(table.len(), 4);

@@ -3,17 +3,18 @@
 //! Candidates come from the indexes (`matcher.rs`) and are tried by priority (higher
 //! first), then specificity, then declaration order; default rules follow, for messages
 //! only. A fired rule's actions are applied to the follower at once, so the conditions of
-//! later rules and the rendered reply see them. The reply is rendered last, against the
-//! follower after every fired rule's actions.
+//! later rules and the rendered reply see them. The reply and every fired rule's
+//! follow-ups are rendered last, against the follower after every fired rule's actions.
 
 use std::cmp::Reverse;
 
 use super::action::Action;
 use super::event::{event_key, event_scene, EventKind};
+use super::followup::FollowUp;
 use super::matcher::Candidate;
 use super::normalise::normalise;
 use super::render::Context;
-use super::reply::ReplyTemplate;
+use super::rule::Rule;
 use super::RuleTable;
 use crate::follower::Follower;
 use crate::protocol::{Inbound, InboundKind, Reply};
@@ -27,12 +28,16 @@ pub struct Decision {
     pub reply: Option<Reply>,
     /// The actions applied to the follower, rendered, in order.
     pub actions: Vec<Action>,
+    /// Messages to send after the reply through the customer-service API: the follow-ups
+    /// of every fired rule, in firing order, then each rule's own order.
+    pub followups: Vec<FollowUp>,
 }
 
 impl RuleTable {
     /// Decides what to do with `msg`: applies the fired rules' actions to `follower` (an
-    /// in-memory change; storing it is the caller's job) and renders the reply against
-    /// the follower after those actions. `seed` picks among reply variants (`seed % n`).
+    /// in-memory change; storing it is the caller's job) and renders the reply and the
+    /// follow-ups against the follower after those actions. `seed` picks among text
+    /// variants (`seed % n`), the reply's and the follow-ups' alike.
     pub fn decide(&self, msg: &Inbound, follower: &mut Follower, seed: u64) -> Decision {
         let normalised = msg.text().map(normalise);
         let event = match &msg.kind {
@@ -70,7 +75,10 @@ impl RuleTable {
             captures: &[],
         };
         let mut decision = Decision::default();
-        let mut reply: Option<(&ReplyTemplate, Vec<String>)> = None;
+        // The fired rules with something to render at the end (the reply's, and any with
+        // follow-ups), with their captures; which one gives the reply.
+        let mut to_render: Vec<(&Rule, Vec<String>)> = Vec::new();
+        let mut reply_from: Option<usize> = None;
         for candidate in candidates {
             let rule = &self.rules[candidate.rule];
             let conditions_hold = rule.if_tags.iter().all(|t| follower.has_tag(t))
@@ -90,23 +98,28 @@ impl RuleTable {
             };
             rule.actions.apply(&ctx, follower, &mut decision.actions);
             decision.rules.push(rule.name.clone());
-            if let (None, Some(template)) = (&reply, &rule.reply) {
-                reply = Some((template, captures));
+            let gives_reply = reply_from.is_none() && rule.reply.is_some();
+            if gives_reply {
+                reply_from = Some(to_render.len());
+            }
+            if gives_reply || !rule.followups.is_empty() {
+                to_render.push((rule, captures));
             }
             if !rule.continues {
                 break;
             }
         }
-        decision.reply = reply.map(|(template, captures)| {
-            template.render(
-                &Context {
-                    captures: &captures,
-                    ..base
-                },
-                follower,
-                seed,
-            )
-        });
+        let follower = &*follower;
+        for (i, (rule, captures)) in to_render.iter().enumerate() {
+            let ctx = Context { captures, ..base };
+            if reply_from == Some(i) {
+                decision.reply = rule.reply.as_ref().map(|t| t.render(&ctx, follower, seed));
+            }
+            let followups = rule.followups.iter();
+            decision
+                .followups
+                .extend(followups.map(|f| f.render(&ctx, follower, seed)));
+        }
         decision
     }
 }
@@ -830,6 +843,135 @@ reply = "{openid} 第{counter.checkin}次签到（{attr.last}，之前 {attr.bef
         // `set` renders before `incr` applies; the reply after everything.
         assert_eq!(shown(&d), "o1 第3次签到（签到！，之前 2，active，共5条）");
         assert_eq!(f.counters["checkin"], 3);
+    }
+
+    const FOLLOWUPS: &str = r#"
+[[rule]]
+name = "note"
+keywords = "订单"
+match = "contains"
+add_tags = ["asked"]
+continue = true
+followups = [{ text = "note: {tags} {counter.orders}" }]
+
+[[rule]]
+name = "vip-only"
+keywords = "订单"
+match = "contains"
+if_tag = ["vip"]
+continue = true
+followups = [{ after = 1, text = "vip" }]
+
+[[rule]]
+name = "order"
+regex = "^订单\\s*(\\d+)$"
+incr = { orders = 1 }
+reply = "查询中 {match.1}"
+followups = [
+  { after = 2, text = ["A {match.1} 第{counter.orders}次 {openid}", "B {match.1}"] },
+  { after = 5, news = [{ title = "订单 {match.1}", url = "https://x/o/{match.1}" }] },
+]
+
+[[rule]]
+name = "order-help"
+regex = "^订单"
+followups = [{ text = "请附上订单号" }]
+
+[[rule]]
+name = "fallback"
+default = true
+followups = [{ after = 60, voice = "V_{openid}" }]
+"#;
+
+    /// A follow-up as `after:text`, or `after:kind …` for the other kinds.
+    fn followups_shown(d: &Decision) -> Vec<String> {
+        d.followups
+            .iter()
+            .map(|f| {
+                let message = match &f.message {
+                    Reply::Text { content } => content.clone(),
+                    Reply::News { articles } => {
+                        let a = &articles[0];
+                        format!("news {} {}", a.title, a.url.as_deref().unwrap_or(""))
+                    }
+                    Reply::Voice { media_id } => format!("voice {media_id}"),
+                    other => format!("{other:?}"),
+                };
+                format!("{}:{message}", f.after_secs)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn followups() {
+        let table = table(&[("replies/followups.toml", FOLLOWUPS)]);
+        // name, message, follower tags, seed, rules fired, reply, follow-ups.
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            &'a [&'a str],
+            u64,
+            &'a [&'a str],
+            &'a str,
+            &'a [&'a str],
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "continue gathers every fired rule's follow-ups, in firing order, rendered after all actions",
+                "订单 42",
+                &[],
+                0,
+                &["note", "order"],
+                "查询中 42",
+                &["0:note: asked 1", "2:A 42 第1次 o1", "5:news 订单 42 https://x/o/42"],
+            ),
+            (
+                "the seed picks the variant, as for replies",
+                "订单 42",
+                &[],
+                1,
+                &["note", "order"],
+                "查询中 42",
+                &["0:note: asked 1", "2:B 42", "5:news 订单 42 https://x/o/42"],
+            ),
+            (
+                "a rule whose condition holds adds its own",
+                "订单 7",
+                &["vip"],
+                0,
+                &["note", "vip-only", "order"],
+                "查询中 7",
+                &["0:note: asked, vip 1", "1:vip", "2:A 7 第1次 o1", "5:news 订单 7 https://x/o/7"],
+            ),
+            (
+                "follow-ups without a reply",
+                "订单",
+                &[],
+                0,
+                &["note", "order-help"],
+                "-",
+                &["0:note: asked 0", "0:请附上订单号"],
+            ),
+            (
+                "a default rule's",
+                "你好",
+                &[],
+                0,
+                &["fallback"],
+                "-",
+                &["60:voice V_o1"],
+            ),
+        ];
+        for (name, msg, tags, seed, rules, reply, followups) in cases {
+            let d = table.decide(&text(msg), &mut follower(tags), seed);
+            assert_eq!(d.rules, rules, "{name}");
+            assert_eq!(shown(&d), reply, "{name}");
+            assert_eq!(followups_shown(&d), followups, "{name}");
+        }
+        // Rules without follow-ups give none.
+        let table = self::table(&[("replies/ordering.toml", ORDERING)]);
+        let d = table.decide(&text("VIP"), &mut follower(&[]), 0);
+        assert!(d.followups.is_empty(), "{d:?}");
     }
 
     /// Thousands of keyword rules: the indexes find the right one (correctness, not timing).

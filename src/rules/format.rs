@@ -29,6 +29,9 @@
 //! if_tag = ["vip"]             # the follower has ALL these tags…
 //! unless_tag = ["blocked"]     # …and NONE of these
 //! reply = "领券：{attr.coupon_link}"
+//! followups = [                # more messages after the reply (see Follow-ups below)
+//!   { after = 2, text = "第二条：今天的新品是桂花乌龙" },
+//! ]
 //! remove_tags = ["cold"]       # actions, applied in this order:
 //! add_tags = ["coupon-seeker"] #   remove_tags, add_tags, set, incr
 //! set = { last_topic = "coupon", said = "{content}" }
@@ -78,15 +81,39 @@
 //! `news = [{ title, description?, pic_url?, url? }, …]` (1 to 8 articles), or
 //! `transfer = true` / `transfer = "kf2001@gh_xxx"` to hand over to human service.
 //!
-//! **Placeholders** in every reply string and `set` value: `{openid}`, `{content}` (the
+//! **Follow-ups.** A rule can also ask for up to 5 more messages, sent after the reply
+//! through WeChat's customer-service API:
+//!
+//! ```toml
+//! followups = [
+//!   { after = 2, text = "第二条：今天的新品是桂花乌龙 {openid}" },  # 2 seconds after the reply
+//!   { after = 5, image = "MEDIA_ID" },
+//!   { news = [{ title = "春季茶单", description = "…", url = "https://…", pic_url = "https://…" }] },
+//! ]
+//! ```
+//!
+//! Each entry has `after` (seconds after the reply: 0, the default, to 86400) and exactly
+//! one of `text` (a string, or a list of variants), `image`, `voice`, `video`, `music`,
+//! `news`, written as in a reply table; `transfer` is a passive reply only, and news takes
+//! exactly 1 article (a customer-service news message is one link card). Every fired rule
+//! sends its follow-ups, in firing order: a `continue` rule's too, even when a later rule
+//! gives the reply. They are rendered with the reply (same placeholders, after every fired
+//! rule's actions, `{match.N}` from the rule's own regex) and a list of texts picks the same
+//! variant as the reply's. WeChat accepts them only inside a window the follower opened: 5
+//! messages within 48 hours of a message, 3 within a minute of a subscribe, QR scan or menu
+//! click, none after `unsubscribe`, `view`, `location`, the `*_finish` reports or WeCom
+//! events; `siyu check` warns about rules that cannot fit. Sending them is the outbox's job.
+//!
+//! **Placeholders** in every reply and follow-up string and `set` value: `{openid}`, `{content}` (the
 //! text as sent, not normalised), `{scene}` (this event's scene, else the follower's
 //! latest), `{first_scene}`, `{tags}` (sorted, joined with ", "), `{attr.NAME}` ("" if
 //! unset), `{counter.NAME}` (0 if unset), `{messages_in}`, `{match.N}` (capture N of the
 //! rule's regex that matched, "" if none did; the rule must have a regex with that many
 //! groups), `{event_key}` (menu key, URL, scene…). `{{` and `}}` are literal braces; a lone
 //! brace is an error. A rule's `set` values are rendered after its tag changes and before
-//! its `set` and `incr` apply. Replies are rendered last, after every fired rule's
-//! actions, so `incr = { checkin = 1 }` with "第{counter.checkin}次" shows the new count.
+//! its `set` and `incr` apply. Replies and follow-ups are rendered last, after every fired
+//! rule's actions, so `incr = { checkin = 1 }` with "第{counter.checkin}次" shows the new
+//! count.
 //!
 //! **Errors.** Any mistake — bad TOML, an unknown key, a wrong type, a bad regex, an
 //! undefined intent, a duplicate name, a misplaced `scene`, an unknown placeholder… —
@@ -197,6 +224,7 @@ pub(crate) struct RawRule {
     pub incr: Option<BTreeMap<String, Spanned<i64>>>,
     #[serde(rename = "continue", default)]
     pub continues: bool,
+    pub followups: Option<Spanned<Vec<Spanned<RawFollowUp>>>>,
 }
 
 /// How a keyword or phrase is compared with the normalised message text.
@@ -265,7 +293,7 @@ pub(crate) enum RawReply {
 
 /// The table form of a reply; exactly one field must be present (checked when compiling,
 /// so that the error can name what was found).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawReplyTable {
     pub text: Option<Spanned<Strings>>,
@@ -277,7 +305,56 @@ pub(crate) struct RawReplyTable {
     pub transfer: Option<Spanned<RawTransfer>>,
 }
 
+impl RawReplyTable {
+    /// The kinds present, in the documented order; a valid table has exactly one.
+    pub fn kinds(&self) -> Vec<&'static str> {
+        [
+            ("text", self.text.is_some()),
+            ("image", self.image.is_some()),
+            ("voice", self.voice.is_some()),
+            ("video", self.video.is_some()),
+            ("music", self.music.is_some()),
+            ("news", self.news.is_some()),
+            ("transfer", self.transfer.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, present)| present.then_some(name))
+        .collect()
+    }
+}
+
+/// One entry of `followups = [...]`: when, and a message written like a reply table.
+/// `transfer` is read only to be refused with a message that says why.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFollowUp {
+    /// Seconds after the reply; checked when compiling, so that the error can say the range.
+    pub after: Option<Spanned<i64>>,
+    pub text: Option<Spanned<Strings>>,
+    pub image: Option<Spanned<String>>,
+    pub voice: Option<Spanned<String>>,
+    pub video: Option<Spanned<RawVideo>>,
+    pub music: Option<Spanned<RawMusic>>,
+    pub news: Option<Spanned<Vec<Spanned<RawArticle>>>>,
+    pub transfer: Option<Spanned<RawTransfer>>,
+}
+
+impl RawFollowUp {
+    /// The message, as the reply table it is written like.
+    pub fn message(&self) -> RawReplyTable {
+        RawReplyTable {
+            text: self.text.clone(),
+            image: self.image.clone(),
+            voice: self.voice.clone(),
+            video: self.video.clone(),
+            music: self.music.clone(),
+            news: self.news.clone(),
+            transfer: self.transfer.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawVideo {
     pub media_id: Spanned<String>,
@@ -285,7 +362,7 @@ pub(crate) struct RawVideo {
     pub description: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawMusic {
     pub thumb_media_id: Spanned<String>,
@@ -295,7 +372,7 @@ pub(crate) struct RawMusic {
     pub hq_music_url: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawArticle {
     pub title: Spanned<String>,
@@ -305,7 +382,7 @@ pub(crate) struct RawArticle {
 }
 
 /// `transfer = true`, `transfer = false` (refused: it does nothing), or a kf account.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum RawTransfer {
     Flag(bool),
     To(String),
@@ -458,6 +535,7 @@ event = "click"
 key = ["K1", "K2"]
 reply.news = [{ title = "t", url = "https://x" }]
 continue = true
+followups = [{ after = 2, text = ["a", "b"] }, { image = "M" }]
 
 [[rule]]
 name = "c"
@@ -494,6 +572,16 @@ reply.transfer = "kf@gh"
         assert_eq!(a.incr.as_ref().unwrap()["n"].get_ref(), &2);
         assert_eq!(items(b.key.as_ref().unwrap()).len(), 2);
         assert!(b.continues && !a.continues);
+        let followups = b.followups.as_ref().unwrap().get_ref();
+        let kinds: Vec<(Option<i64>, Vec<&str>)> = followups
+            .iter()
+            .map(|f| {
+                let f = f.get_ref();
+                (f.after.as_ref().map(|a| *a.get_ref()), f.message().kinds())
+            })
+            .collect();
+        assert_eq!(kinds, [(Some(2), vec!["text"]), (None, vec!["image"])]);
+        assert!(a.followups.is_none());
         let RawReply::Table(t) = c.reply.as_ref().unwrap().get_ref() else {
             panic!("table")
         };
@@ -527,6 +615,27 @@ reply.transfer = "kf@gh"
                 3,
                 "unknown field `titel`",
                 1,
+            ),
+            (
+                "unknown follow-up key, next rule still read",
+                "[[rule]]\nname = \"a\"\nfollowups = [{ text = \"x\" }, { delay = 3, text = \"y\" }]\n[[rule]]\nname = \"b\"\n",
+                3,
+                "unknown field `delay`, expected one of `after`, `text`",
+                1,
+            ),
+            (
+                "follow-up after of wrong type",
+                "[[rule]]\nname = \"a\"\nfollowups = [{ after = \"2s\", text = \"x\" }]\n",
+                3,
+                "invalid type: string \"2s\", expected i64",
+                0,
+            ),
+            (
+                "followups as a table",
+                "[[rule]]\nname = \"a\"\nfollowups = { text = \"x\" }\n",
+                3,
+                "invalid type: map, expected a sequence",
+                0,
             ),
             ("single brackets", "[rule]\nname = \"a\"\n", 1, "write `[[rule]]`", 0),
             ("unknown top-level key", "[[rules]]\nname = \"a\"\n", 1, "unknown top-level key `rules`", 0),

@@ -26,6 +26,7 @@ mod compile;
 mod decide;
 mod error;
 mod event;
+mod followup;
 mod format;
 mod matcher;
 mod normalise;
@@ -40,6 +41,7 @@ use std::fmt;
 pub use action::Action;
 pub use decide::Decision;
 pub use error::{RuleError, RuleErrors};
+pub use followup::{kind_name as followup_kind, FollowUp};
 pub use normalise::normalise;
 pub use suite::{CaseFailure, Suite, SuiteReport, SUITE_OPENID};
 pub use warnings::RuleWarning;
@@ -110,17 +112,20 @@ pub struct Summary {
     pub intents: usize,
     pub event_rules: usize,
     pub default_rules: usize,
+    /// Follow-up messages over all rules.
+    pub followups: usize,
 }
 
 impl fmt::Display for Summary {
-    /// "4 files, 12 rules (9 keywords, 1 regex, 2 intents, 5 event rules, 1 default rule)".
+    /// "4 files, 12 rules (9 keywords, 1 regex, 2 intents, 5 event rules, 1 default rule)",
+    /// then ", 3 follow-ups" inside the brackets when there are any.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = |count: usize, one: &str, many: &str| {
             format!("{count} {}", if count == 1 { one } else { many })
         };
         write!(
             f,
-            "{}, {} ({}, {}, {}, {}, {})",
+            "{}, {} ({}, {}, {}, {}, {}",
             n(self.files, "file", "files"),
             n(self.rules, "rule", "rules"),
             n(self.keywords, "keyword", "keywords"),
@@ -128,7 +133,11 @@ impl fmt::Display for Summary {
             n(self.intents, "intent", "intents"),
             n(self.event_rules, "event rule", "event rules"),
             n(self.default_rules, "default rule", "default rules"),
-        )
+        )?;
+        if self.followups > 0 {
+            write!(f, ", {}", n(self.followups, "follow-up", "follow-ups"))?;
+        }
+        f.write_str(")")
     }
 }
 
@@ -290,10 +299,17 @@ mod tests {
             intents: 2,
             event_rules: 5,
             default_rules: 1,
+            followups: 0,
         };
         assert_eq!(
             s.to_string(),
             "4 files, 12 rules (9 keywords, 1 regex, 2 intents, 5 event rules, 1 default rule)"
+        );
+        let s = Summary { followups: 3, ..s };
+        assert_eq!(
+            s.to_string(),
+            "4 files, 12 rules (9 keywords, 1 regex, 2 intents, 5 event rules, 1 default rule, \
+             3 follow-ups)"
         );
     }
 

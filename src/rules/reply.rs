@@ -64,6 +64,17 @@ impl ReplyTemplate {
         }
     }
 
+    /// Compiles the table form of a message written at byte `at`: a follow-up's, once
+    /// `followup.rs` has checked what a follow-up may not be.
+    pub fn compile_table(
+        at: usize,
+        table: &RawReplyTable,
+        groups: Option<usize>,
+        errors: &mut FileErrors<'_>,
+    ) -> Option<ReplyTemplate> {
+        Cx { groups, errors }.table(at, table)
+    }
+
     pub fn render(&self, ctx: &Context<'_>, follower: &Follower, seed: u64) -> Reply {
         let r = |t: &Template| t.render(ctx, follower);
         let opt = |t: &Option<Template>| t.as_ref().map(r);
@@ -174,18 +185,7 @@ struct Cx<'e, 'a> {
 
 impl Cx<'_, '_> {
     fn table(&mut self, at: usize, table: &RawReplyTable) -> Option<ReplyTemplate> {
-        let present: Vec<&str> = [
-            ("text", table.text.is_some()),
-            ("image", table.image.is_some()),
-            ("voice", table.voice.is_some()),
-            ("video", table.video.is_some()),
-            ("music", table.music.is_some()),
-            ("news", table.news.is_some()),
-            ("transfer", table.transfer.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(name, present)| present.then_some(name))
-        .collect();
+        let present = table.kinds();
         if present.len() != 1 {
             let found = if present.is_empty() {
                 "none".to_string()

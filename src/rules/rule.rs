@@ -13,6 +13,7 @@ use toml::Spanned;
 use super::action::Actions;
 use super::error::{FileErrors, Pos};
 use super::event::{EventKind, Filter};
+use super::followup::FollowUpTemplate;
 use super::format::{items, MatchKind, RawRule, Strings};
 use super::matcher::regex_builder;
 use super::normalise::normalise;
@@ -29,6 +30,8 @@ pub(crate) struct Rule {
     pub reply: Option<ReplyTemplate>,
     pub actions: Actions,
     pub continues: bool,
+    /// Sent after the reply, in order; at most `MAX_FOLLOWUPS`.
+    pub followups: Vec<FollowUpTemplate>,
     /// Whether a template uses `{match.N}`: captures are computed only then.
     pub uses_captures: bool,
     /// The file the rule is written in: an index into the table's file names.
@@ -44,6 +47,14 @@ impl Rule {
     /// and it does not `continue`. Such a rule hides every rule tried after it.
     pub fn always_ends(&self) -> bool {
         self.if_tags.is_empty() && self.unless_tags.is_empty() && !self.continues
+    }
+
+    /// Every template of the rule: its reply's, its `set` values', its follow-ups'.
+    pub fn templates(&self) -> impl Iterator<Item = &Template> {
+        let reply = self.reply.iter().flat_map(ReplyTemplate::templates);
+        let set = self.actions.set.iter().map(|(_, t)| t);
+        let followups = self.followups.iter().flat_map(FollowUpTemplate::templates);
+        reply.chain(set).chain(followups)
     }
 }
 
@@ -148,18 +159,22 @@ impl RuleCx<'_, '_> {
             .as_ref()
             .map(|r| ReplyTemplate::compile(r, groups, self.errors).ok_or(Reported));
         let actions = self.actions(raw, groups);
+        let followups = raw
+            .followups
+            .as_ref()
+            .map(|list| FollowUpTemplate::compile_all(list, groups, self.errors).ok_or(Reported));
         let if_tags = self.tags(&raw.if_tag);
         let unless_tags = self.tags(&raw.unless_tag);
-        let (trigger, reply, actions) = (trigger?, reply.transpose()?, actions?);
+        let (trigger, reply, actions, followups) = (
+            trigger?,
+            reply.transpose()?,
+            actions?,
+            followups.transpose()?,
+        );
         if self.errors.errors.len() > before {
             return Err(Reported);
         }
-        let uses_captures = reply
-            .iter()
-            .flat_map(ReplyTemplate::templates)
-            .chain(actions.set.iter().map(|(_, t)| t))
-            .any(|t| t.match_groups().next().is_some());
-        Ok(Rule {
+        let mut rule = Rule {
             name: name.clone(),
             priority: raw.priority,
             if_tags: if_tags?,
@@ -167,11 +182,15 @@ impl RuleCx<'_, '_> {
             reply,
             actions,
             continues: raw.continues,
-            uses_captures,
+            followups: followups.unwrap_or_default(),
+            uses_captures: false,
             file,
             at: self.errors.position(raw.name.span().start),
             trigger,
-        })
+        };
+        let uses_captures = rule.templates().any(|t| t.match_groups().next().is_some());
+        rule.uses_captures = uses_captures;
+        Ok(rule)
     }
 
     fn trigger(&mut self, raw: &RawRule) -> Result<Trigger, Reported> {

@@ -380,9 +380,7 @@ impl Found<'_> {
             .chain(ENGINE_ATTRIBUTES)
             .collect();
         for rule in &table.rules {
-            let templates = rule.reply.iter().flat_map(|r| r.templates());
-            let templates = templates.chain(rule.actions.set.iter().map(|(_, t)| t));
-            for template in templates {
+            for template in rule.templates() {
                 for (field, at) in template.placeholders() {
                     let at = at.unwrap_or(rule.at);
                     let why = match field {

@@ -419,6 +419,7 @@ async fn simulate(
             account: &body.account,
             rules: &loaded.table,
             now: entropy.now,
+            now_ms: entropy.now_ms,
             seed: body.seed.unwrap_or(entropy.seed),
             dedupe_ttl_secs: state.settings.dedupe_ttl_secs,
             outbound: account.settings.outbound(),
@@ -427,7 +428,7 @@ async fn simulate(
     )?;
     let actions: Vec<String> = outcome.actions.iter().map(|a| a.to_string()).collect();
     // What would be queued for WeChat: each effect, and its delay after the reply.
-    let start = entropy.now.saturating_mul(1000);
+    let start = entropy.now_ms;
     let effects: Vec<serde_json::Value> = outcome
         .effects
         .iter()

@@ -46,17 +46,21 @@ pub struct CallbackReply {
 #[derive(Debug, Clone, Copy)]
 pub struct Entropy {
     pub now: i64,
+    /// The same instant in milliseconds.
+    pub now_ms: i64,
     pub random: [u8; 16],
     pub seed: u64,
 }
 
 impl Entropy {
     pub fn fresh() -> Entropy {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
         Entropy {
-            now: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0),
+            now: now_ms / 1000,
+            now_ms,
             random: rand::random(),
             seed: rand::random(),
         }
@@ -158,6 +162,7 @@ pub fn handle_callback(
             account: account_id,
             rules: &rules.table,
             now: entropy.now,
+            now_ms: entropy.now_ms,
             seed: entropy.seed,
             dedupe_ttl_secs: state.settings.dedupe_ttl_secs,
             outbound: account.settings.outbound(),

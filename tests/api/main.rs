@@ -6,6 +6,7 @@ mod admin;
 mod bad_input;
 mod cli;
 mod coupons;
+mod crash;
 mod dedupe;
 mod helpers;
 mod official;

@@ -531,3 +531,83 @@ async fn simulate_shows_what_would_be_queued_for_wechat() {
     assert_eq!(queue_len(app.store.as_ref()), 0, "a dry run queues nothing");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_ups_go_out_in_order_and_only_inside_the_window() {
+    let fake = FakeWechat::start("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let s = with_api(dir.path(), fake.base_url(), 0);
+    std::fs::write(
+        s.replies_dir.join("zz_followups.toml"),
+        r#"
+[[rule]]
+name = "gift"
+keywords = ["福利"]
+reply = "福利来了"
+followups = [
+  { text = "第一条 {openid}" },
+  { after = 1, image = "MEDIA_GIFT" },
+  { news = [{ title = "春季茶单", description = "新品", url = "https://tea.example.com/m", pic_url = "https://tea.example.com/p.jpg" }] },
+]
+
+[[rule]]
+name = "menu-gift"
+priority = 10
+event = "click"
+key = "MENU_GIFT"
+reply = "菜单福利"
+followups = [{ text = "m1" }, { text = "m2" }, { text = "m3" }, { text = "m4" }, { text = "m5" }]
+"#,
+    )
+    .unwrap();
+    let app = spawn_with(s).await;
+    const CUSTOM: &str = "/cgi-bin/message/custom/send";
+
+    // A message opens 5 messages within 48 hours: all three go, in order, spaced out.
+    fake.open_window("o_gift", 5);
+    let reply = app
+        .exchange(PLAIN, &PLAIN.text("o_gift", "福利", 1))
+        .await
+        .unwrap();
+    assert_eq!(tag(&reply, "Content").as_deref(), Some("福利来了"));
+    eventually(15, "three follow-ups", || fake.accepted(CUSTOM).len() == 3).await;
+    let calls = fake.accepted(CUSTOM);
+    let kinds: Vec<&str> = calls
+        .iter()
+        .map(|c| c.body["msgtype"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["text", "image", "news"]);
+    assert_eq!(calls[0].body["text"]["content"], "第一条 o_gift");
+    assert_eq!(calls[1].body["image"]["media_id"], "MEDIA_GIFT");
+    assert_eq!(calls[2].body["news"]["articles"][0]["title"], "春季茶单");
+    for pair in calls.windows(2) {
+        assert!(
+            pair[1].at - pair[0].at >= 900,
+            "spaced out: {} ms",
+            pair[1].at - pair[0].at
+        );
+    }
+    let f = app.store.follower("plain", "o_gift").unwrap().unwrap();
+    assert_eq!(f.cs_window.unwrap().remaining, 2, "three of five used");
+
+    // A menu click opens only 3 within a minute: two of the five are refused locally,
+    // without calling WeChat.
+    fake.open_window("o_menu", 3);
+    app.exchange(PLAIN, &PLAIN.event("o_menu", "CLICK", Some("MENU_GIFT")))
+        .await;
+    eventually(15, "the click's follow-ups settle", || {
+        dead(app.store.as_ref()).len() == 2 && queue_len(app.store.as_ref()) == 0
+    })
+    .await;
+    let to_menu = fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.path == CUSTOM && c.body["touser"] == "o_menu")
+        .count();
+    assert_eq!(to_menu, 3, "WeChat was asked exactly three times");
+    for d in dead(app.store.as_ref()) {
+        assert!(d.reason.contains("used up"), "{}", d.reason);
+    }
+    app.stop().await;
+    fake.stop().await;
+}
