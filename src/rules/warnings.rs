@@ -48,7 +48,7 @@ use std::ops::Range;
 use regex::Regex;
 
 use super::error::Pos;
-use super::event::Filter;
+use super::event::{EventKind, Filter};
 use super::format::MatchKind;
 use super::matcher::{regex_builder, specificity, Candidate};
 use super::render::Field;
@@ -89,6 +89,7 @@ impl RuleTable {
         found.unused_intents();
         found.placeholders();
         found.empty_regexes();
+        found.followups_without_window();
         let mut warnings = found.warnings;
         warnings.sort_by_key(|w| (w.0, w.1));
         warnings
@@ -128,6 +129,37 @@ impl Found<'_> {
             "rule `{}` ({}:{})",
             rule.name, self.table.files[rule.file], rule.at.line
         )
+    }
+
+    /// Follow-ups on an event after which WeChat opens no customer-service window (or on
+    /// WeCom, which has no customer-service API): they could only ever be refused.
+    fn followups_without_window(&mut self) {
+        for rule in &self.table.rules {
+            let (Some(first), Trigger::Event { kind, .. }) =
+                (rule.followups.first(), &rule.trigger)
+            else {
+                continue;
+            };
+            let why = match kind {
+                EventKind::Unsubscribe => "the follower has just left",
+                EventKind::View | EventKind::Location => {
+                    "WeChat opens no customer-service window for it"
+                }
+                EventKind::TemplateFinish | EventKind::MassFinish => {
+                    "it is WeChat's report, not a follower's act"
+                }
+                EventKind::EnterAgent
+                | EventKind::AddExternalContact
+                | EventKind::DelExternalContact => "WeCom has no customer-service messages",
+                _ => continue,
+            };
+            let message = format!(
+                "rule `{}` has follow-ups on `{}`, which can never be sent: {why}",
+                rule.name,
+                kind.name()
+            );
+            self.push(rule.file, first.at, message);
+        }
     }
 
     fn shadowed_rules(&mut self) {
@@ -586,6 +618,14 @@ mod tests {
     #[test]
     fn cases() {
         let cases: Vec<Case> = vec![
+            (
+                "follow-ups on an event without a window",
+                vec![(A, "[[rule]]\nname = \"bye\"\nevent = \"unsubscribe\"\nfollowups = [{ text = \"x\" }]\n\n[[rule]]\nname = \"hi\"\nevent = \"subscribe\"\nfollowups = [{ text = \"x\" }]\n")],
+                vec![(
+                    "r/a.toml:4:14",
+                    "rule `bye` has follow-ups on `unsubscribe`, which can never be sent: the follower has just left",
+                )],
+            ),
             // Shadowed keywords.
             (
                 "exact keyword shadowed by an earlier exact keyword: the whole rule",
