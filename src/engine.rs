@@ -148,11 +148,15 @@ fn prepare(
 ) -> (Commit, Vec<Action>) {
     let known = current.is_some();
     let mut follower = current.unwrap_or_else(|| Follower::new(follower_id));
-    let tags_before = follower.tags.clone();
+    // Only an account that talks back needs the tags before (for the net change).
+    let tags_before = ctx.outbound.map(|_| follower.tags.clone());
     let touches_follower = record_inbound(&mut follower, msg, ctx.now);
     let mut decision = ctx.rules.decide(msg, &mut follower, ctx.seed);
     let effects = match ctx.outbound {
-        Some(outbound) => effects(outbound, msg, &tags_before, &follower, &mut decision, ctx),
+        Some(outbound) => {
+            let before = tags_before.unwrap_or_default();
+            effects(outbound, msg, &before, &follower, &mut decision, ctx)
+        }
         None => Vec::new(),
     };
     let rule = decision.rules.first().cloned();
@@ -426,6 +430,102 @@ incr = { checkin = 1 }
             content: s.into(),
             msg_id: id,
         }
+    }
+
+    #[test]
+    fn effects_are_the_net_tag_change_follow_ups_and_welcomes() {
+        let rules = RuleTable::compile(&[RuleSource {
+            name: "e.toml".into(),
+            text: r#"
+[[rule]]
+name = "vip"
+keywords = ["升级"]
+reply = "ok"
+add_tags = ["vip", "asked"]
+remove_tags = ["cold"]
+followups = [{ text = "one" }, { text = "two" }, { after = 5, text = "three" }]
+
+[[rule]]
+name = "again"
+keywords = ["再升级"]
+add_tags = ["vip"]
+
+[[rule]]
+name = "hello"
+event = "add_external_contact"
+reply = "欢迎"
+add_tags = ["contact"]
+"#
+            .into(),
+        }])
+        .unwrap();
+        let store = MemoryStore::default();
+        let official = Context {
+            outbound: Some(Outbound::Official),
+            now_ms: 100_250,
+            ..ctx(&rules, 100)
+        };
+        let o = handle(&store, official, &msg("o1", 100, text("升级", 1))).unwrap();
+        let shown: Vec<(String, i64)> = o
+            .effects
+            .iter()
+            .map(|e| (e.effect.describe(), e.not_before_ms - 100_250))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("add tag asked to o1".to_string(), 0),
+                ("add tag vip to o1".to_string(), 0),
+                ("text message to o1".to_string(), 0),
+                ("text message to o1".to_string(), 1000),
+                ("text message to o1".to_string(), 5000),
+            ],
+            "`cold` was not there to remove; follow-ups in order, a second apart at least"
+        );
+        assert_eq!(
+            store.outbox_page(None, 10).unwrap().len(),
+            5,
+            "queued with the change"
+        );
+        // Adding a tag the follower has changes nothing on WeChat's side.
+        let o = handle(&store, official, &msg("o1", 101, text("再升级", 2))).unwrap();
+        assert!(o.effects.is_empty(), "{:?}", o.effects);
+        // Without API settings nothing is queued.
+        let o = handle(&store, ctx(&rules, 102), &msg("o2", 102, text("升级", 3))).unwrap();
+        assert!(o.effects.is_empty());
+
+        // WeCom: the welcome goes through send_welcome_msg, not as a passive reply; the tag
+        // through mark_tag as the staff member.
+        let wecom = Context {
+            outbound: Some(Outbound::WeCom),
+            ..ctx(&rules, 200)
+        };
+        let add = InboundKind::Event(Event::ExternalContact {
+            change: ExternalContactChange::Add,
+            user_id: "staff-li".into(),
+            external_user_id: "wm1".into(),
+            state: None,
+            welcome_code: Some("CODE".into()),
+        });
+        let o = handle(&store, wecom, &msg("sys", 200, add)).unwrap();
+        assert_eq!(o.answer.reply, None);
+        let effects: Vec<&Effect> = o.effects.iter().map(|e| &e.effect).collect();
+        assert_eq!(
+            effects,
+            [
+                &Effect::CorpTag {
+                    staff: "staff-li".into(),
+                    external_userid: "wm1".into(),
+                    tag: "contact".into(),
+                    add: true
+                },
+                &Effect::Welcome {
+                    welcome_code: "CODE".into(),
+                    text: "欢迎".into(),
+                    expires_at: 200 + WELCOME_CODE_SECS
+                },
+            ]
+        );
     }
 
     #[test]
