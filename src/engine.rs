@@ -11,9 +11,10 @@ use crate::follower::{
 };
 use std::collections::BTreeSet;
 
+use crate::coupon::{china_date, refusal_text, Batch};
 use crate::outbox::{Effect, NewItem};
 use crate::protocol::{Event, ExternalContactChange, Inbound, InboundKind, Reply};
-use crate::rules::{Action, Decision, RuleTable};
+use crate::rules::{Action, CouponView, Decision, RuleTable};
 use crate::store::{Answer, Applied, CallbackKey, Commit, Store, StoreError};
 
 /// How many scene visits a follower keeps (the first scene is kept apart, forever).
@@ -46,6 +47,8 @@ pub struct Context<'a> {
     /// Picks among reply variants.
     pub seed: u64,
     pub dedupe_ttl_secs: u64,
+    /// The coupon batches rules may issue from (`issue_coupon`).
+    pub coupons: &'a [Batch],
     /// Whether and how the account talks back to WeChat: `None` (no `[account.api]`)
     /// queues nothing, so nothing piles up that no worker would send.
     pub outbound: Option<Outbound>,
@@ -82,7 +85,10 @@ pub fn handle(store: &dyn Store, ctx: Context<'_>, msg: &Inbound) -> Result<Outc
             expires_at: ctx.now.saturating_add(ctx.dedupe_ttl_secs as i64),
         },
         &mut |current| {
-            let (commit, applied_actions) = prepare(current, &follower_id, msg, ctx);
+            // A claim is keyed by the callback's dedupe key: however often this runs (a
+            // retry, a rerun), the follower gets one code.
+            let mut issue = |batch: &str| claim(store, ctx, &follower_id, &dedupe_key, batch);
+            let (commit, applied_actions) = prepare(current, &follower_id, msg, ctx, &mut issue);
             actions = applied_actions;
             effects = commit.effects.clone();
             commit
@@ -115,7 +121,8 @@ pub fn dry_run(
 ) -> Result<(Outcome, Option<Follower>), StoreError> {
     let follower_id = follower_id(msg);
     let current = store.follower(ctx.account, &follower_id)?;
-    let (commit, actions) = prepare(current, &follower_id, msg, ctx);
+    let mut preview = |name: &str| preview(ctx, name);
+    let (commit, actions) = prepare(current, &follower_id, msg, ctx, &mut preview);
     Ok((
         Outcome {
             follower_id,
@@ -145,13 +152,14 @@ fn prepare(
     follower_id: &str,
     msg: &Inbound,
     ctx: Context<'_>,
+    issue: &mut dyn FnMut(&str) -> CouponView,
 ) -> (Commit, Vec<Action>) {
     let known = current.is_some();
     let mut follower = current.unwrap_or_else(|| Follower::new(follower_id));
     // Only an account that talks back needs the tags before (for the net change).
     let tags_before = ctx.outbound.map(|_| follower.tags.clone());
     let touches_follower = record_inbound(&mut follower, msg, ctx.now);
-    let mut decision = ctx.rules.decide(msg, &mut follower, ctx.seed);
+    let mut decision = ctx.rules.decide_with(msg, &mut follower, ctx.seed, issue);
     let effects = match ctx.outbound {
         Some(outbound) => {
             let before = tags_before.unwrap_or_default();
@@ -183,6 +191,51 @@ fn prepare(
         },
         decision.actions,
     )
+}
+
+/// Claims a code of batch `name` for the follower (idempotent per callback), as replies
+/// show it; a refusal says why in `refused`.
+fn claim(store: &dyn Store, ctx: Context<'_>, openid: &str, key: &str, name: &str) -> CouponView {
+    let Some(batch) = ctx.coupons.iter().find(|b| b.name == name) else {
+        tracing::warn!(batch = name, "a rule issues from an unknown coupon batch");
+        return refused(name, "暂不可用");
+    };
+    match store.claim_coupon(batch, ctx.account, openid, ctx.now, Some(key)) {
+        Ok(Ok(c)) => CouponView {
+            code: c.code,
+            title: batch.title.clone(),
+            value: batch.value.clone(),
+            expires: china_date(c.expires_at - 1),
+            refused: String::new(),
+        },
+        Ok(Err(r)) => refused(&batch.title, refusal_text(&r)),
+        Err(e) => {
+            tracing::error!(error = %e, batch = name, "coupon claim failed");
+            refused(&batch.title, "暂不可用")
+        }
+    }
+}
+
+/// What a dry run shows: the batch, and where the code would be.
+fn preview(ctx: Context<'_>, name: &str) -> CouponView {
+    match ctx.coupons.iter().find(|b| b.name == name) {
+        Some(b) => CouponView {
+            code: "(a new code)".into(),
+            title: b.title.clone(),
+            value: b.value.clone(),
+            expires: china_date(b.validity.window(ctx.now).1 - 1),
+            refused: String::new(),
+        },
+        None => refused(name, "暂不可用"),
+    }
+}
+
+fn refused(title: &str, why: &str) -> CouponView {
+    CouponView {
+        title: title.to_string(),
+        refused: why.to_string(),
+        ..CouponView::default()
+    }
 }
 
 /// The calls to WeChat a decision causes. Tags: the net change of the follower's tag set
@@ -404,6 +457,7 @@ incr = { checkin = 1 }
             now_ms: now * 1000,
             seed: 0,
             dedupe_ttl_secs: 60,
+            coupons: &[],
             outbound: None,
         }
     }

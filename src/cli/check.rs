@@ -78,6 +78,16 @@ pub fn run(args: &CheckArgs) -> ExitCode {
                 for warning in table.warnings() {
                     println!("{warning}");
                 }
+                for (rule, batch) in table.coupon_batches() {
+                    if settings.coupon_batch(batch).is_none() {
+                        failed = true;
+                        eprintln!(
+                            "rules {}: rule `{rule}` issues from coupon batch `{batch}`, which the \
+                             coupons file does not define",
+                            dir.display()
+                        );
+                    }
+                }
                 if let Some(suite) = &suite {
                     failed |= !run_suite(&table, suite, &dir);
                 }

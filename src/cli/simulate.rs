@@ -129,6 +129,7 @@ fn simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
         now_ms: entropy.now_ms,
         seed: args.seed.unwrap_or(entropy.seed),
         dedupe_ttl_secs: settings.dedupe_ttl_secs,
+        coupons: &settings.coupons,
         outbound: account.outbound(),
     };
     let (outcome, after) = if args.commit {

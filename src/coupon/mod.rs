@@ -463,6 +463,31 @@ fn unix(d: &toml::value::Datetime) -> Result<i64, String> {
     Ok(days * 86_400 + secs_in_day - offset)
 }
 
+/// The China-time (UTC+8) calendar date of unix second `ts`, as `YYYY-MM-DD`.
+pub fn china_date(ts: i64) -> String {
+    let days = (ts + 8 * 3600).div_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// How a refusal reads to a follower (`{coupon.refused}`).
+pub fn refusal_text(r: &ClaimRefused) -> &'static str {
+    match r {
+        ClaimRefused::OutOfStock(_) => "已领完",
+        ClaimRefused::LimitReached { .. } => "已领取过",
+        ClaimRefused::BatchExpired(_) => "活动已结束",
+    }
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
@@ -632,5 +657,9 @@ valid_until = 2026-01-01
         assert_eq!(days_from_civil(1970, 1, 1), 0);
         assert_eq!(days_from_civil(2000, 3, 1), 11_017);
         assert_eq!(days_from_civil(2026, 11, 23), 20_780);
+        // 2026-11-30 23:59:59 China time is 15:59:59 UTC.
+        assert_eq!(china_date(1_796_054_399), "2026-11-30");
+        assert_eq!(china_date(1_796_054_400), "2026-12-01");
+        assert_eq!(china_date(0), "1970-01-01");
     }
 }

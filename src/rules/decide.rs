@@ -13,7 +13,7 @@ use super::event::{event_key, event_scene, EventKind};
 use super::followup::FollowUp;
 use super::matcher::Candidate;
 use super::normalise::normalise;
-use super::render::Context;
+use super::render::{Context, CouponView};
 use super::rule::Rule;
 use super::RuleTable;
 use crate::follower::Follower;
@@ -31,6 +31,19 @@ pub struct Decision {
     /// Messages to send after the reply through the customer-service API: the follow-ups
     /// of every fired rule, in firing order, then each rule's own order.
     pub followups: Vec<FollowUp>,
+    /// The batch a coupon was issued from, if one was.
+    pub coupon: Option<String>,
+}
+
+/// `decide` without a store: shows where a code would go.
+fn preview_coupon(batch: &str) -> CouponView {
+    CouponView {
+        code: "COUPONCODE".into(),
+        title: batch.into(),
+        value: String::new(),
+        expires: String::new(),
+        refused: String::new(),
+    }
 }
 
 impl RuleTable {
@@ -39,6 +52,20 @@ impl RuleTable {
     /// follow-ups against the follower after those actions. `seed` picks among text
     /// variants (`seed % n`), the reply's and the follow-ups' alike.
     pub fn decide(&self, msg: &Inbound, follower: &mut Follower, seed: u64) -> Decision {
+        self.decide_with(msg, follower, seed, &mut preview_coupon)
+    }
+
+    /// [`decide`](Self::decide), issuing coupons through `issue`: called with the batch
+    /// name of the first fired rule with `issue_coupon` (once per decision), it returns the
+    /// issued code, or why there is none (`refused`), for `{coupon.…}` and
+    /// `coupon_refused`.
+    pub fn decide_with(
+        &self,
+        msg: &Inbound,
+        follower: &mut Follower,
+        seed: u64,
+        issue: &mut dyn FnMut(&str) -> CouponView,
+    ) -> Decision {
         let normalised = msg.text().map(normalise);
         let event = match &msg.kind {
             InboundKind::Event(event) => Some(event),
@@ -73,8 +100,10 @@ impl RuleTable {
             scene: event.and_then(event_scene),
             event_key: event.and_then(event_key).unwrap_or(""),
             captures: &[],
+            coupon: None,
         };
         let mut decision = Decision::default();
+        let mut coupon: Option<CouponView> = None;
         // The fired rules with something to render at the end (the reply's, and any with
         // follow-ups), with their captures; which one gives the reply.
         let mut to_render: Vec<(&Rule, Vec<String>)> = Vec::new();
@@ -98,6 +127,11 @@ impl RuleTable {
             };
             rule.actions.apply(&ctx, follower, &mut decision.actions);
             decision.rules.push(rule.name.clone());
+            if let (None, Some(batch)) = (&coupon, &rule.issue_coupon) {
+                let issued = issue(batch);
+                decision.coupon = Some(batch.clone()).filter(|_| issued.refused.is_empty());
+                coupon = Some(issued);
+            }
             let gives_reply = reply_from.is_none() && rule.reply.is_some();
             if gives_reply {
                 reply_from = Some(to_render.len());
@@ -110,10 +144,20 @@ impl RuleTable {
             }
         }
         let follower = &*follower;
+        let refused = coupon.as_ref().is_some_and(|c| !c.refused.is_empty());
+        let base = Context {
+            coupon: coupon.as_ref(),
+            ..base
+        };
         for (i, (rule, captures)) in to_render.iter().enumerate() {
             let ctx = Context { captures, ..base };
             if reply_from == Some(i) {
-                decision.reply = rule.reply.as_ref().map(|t| t.render(&ctx, follower, seed));
+                decision.reply = match (&rule.coupon_refused, refused) {
+                    (Some(t), true) if rule.issue_coupon.is_some() => Some(Reply::Text {
+                        content: t.render(&ctx, follower),
+                    }),
+                    _ => rule.reply.as_ref().map(|t| t.render(&ctx, follower, seed)),
+                };
             }
             let followups = rule.followups.iter();
             decision

@@ -225,6 +225,10 @@ pub(crate) struct RawRule {
     #[serde(rename = "continue", default)]
     pub continues: bool,
     pub followups: Option<Spanned<Vec<Spanned<RawFollowUp>>>>,
+    /// `issue_coupon = "batch"`: give the follower a code of that batch.
+    pub issue_coupon: Option<Spanned<String>>,
+    /// The reply instead of `reply` when the coupon could not be issued.
+    pub coupon_refused: Option<Spanned<String>>,
 }
 
 /// How a keyword or phrase is compared with the normalised message text.

@@ -43,6 +43,7 @@ pub use decide::Decision;
 pub use error::{RuleError, RuleErrors};
 pub use followup::{kind_name as followup_kind, FollowUp};
 pub use normalise::normalise;
+pub use render::CouponView;
 pub use suite::{CaseFailure, Suite, SuiteReport, SUITE_OPENID};
 pub use warnings::RuleWarning;
 
@@ -75,6 +76,15 @@ impl RuleTable {
     /// refuses the whole set, and every error found is returned.
     pub fn compile(sources: &[RuleSource]) -> Result<RuleTable, RuleErrors> {
         compile::compile(sources)
+    }
+
+    /// `(rule, batch)` for every rule with `issue_coupon`, to check against the coupons
+    /// file (rules do not read it).
+    pub fn coupon_batches(&self) -> Vec<(&str, &str)> {
+        self.rules
+            .iter()
+            .filter_map(|r| Some((r.name.as_str(), r.issue_coupon.as_deref()?)))
+            .collect()
     }
 
     pub fn summary(&self) -> Summary {

@@ -14,7 +14,8 @@ use crate::follower::Follower;
 
 /// Every placeholder, as listed in error messages.
 const KNOWN: &str = "{openid}, {content}, {scene}, {first_scene}, {tags}, {attr.NAME}, \
-                     {counter.NAME}, {messages_in}, {match.N}, {event_key}";
+                     {counter.NAME}, {messages_in}, {match.N}, {event_key}, {coupon.code}, \
+                     {coupon.title}, {coupon.value}, {coupon.expires}, {coupon.refused}";
 
 /// A parsed template string.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +45,29 @@ pub(crate) enum Field {
     MessagesIn,
     Match(usize),
     EventKey,
+    Coupon(CouponField),
+}
+
+/// What a reply can show of the coupon its rule issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CouponField {
+    Code,
+    Title,
+    Value,
+    /// The last day it is valid, `YYYY-MM-DD` (China time).
+    Expires,
+    /// Why no code was issued ("" when one was).
+    Refused,
+}
+
+/// The coupon a callback issued (or why not), as replies show it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CouponView {
+    pub code: String,
+    pub title: String,
+    pub value: String,
+    pub expires: String,
+    pub refused: String,
 }
 
 /// Why a template was refused. `fragment` is the offending text as written, used to point
@@ -64,6 +88,8 @@ pub(crate) struct Context<'a> {
     pub event_key: &'a str,
     /// Capture groups of the rule's regex that matched, group 0 first; empty if none.
     pub captures: &'a [String],
+    /// The coupon issued by the fired rules, if any.
+    pub coupon: Option<&'a CouponView>,
 }
 
 impl Template {
@@ -221,6 +247,13 @@ impl fmt::Display for Field {
             Field::MessagesIn => f.write_str("{messages_in}"),
             Field::Match(n) => write!(f, "{{match.{n}}}"),
             Field::EventKey => f.write_str("{event_key}"),
+            Field::Coupon(c) => f.write_str(match c {
+                CouponField::Code => "{coupon.code}",
+                CouponField::Title => "{coupon.title}",
+                CouponField::Value => "{coupon.value}",
+                CouponField::Expires => "{coupon.expires}",
+                CouponField::Refused => "{coupon.refused}",
+            }),
         }
     }
 }
@@ -240,6 +273,11 @@ impl Field {
             "tags" => Field::Tags,
             "messages_in" => Field::MessagesIn,
             "event_key" => Field::EventKey,
+            "coupon.code" => Field::Coupon(CouponField::Code),
+            "coupon.title" => Field::Coupon(CouponField::Title),
+            "coupon.value" => Field::Coupon(CouponField::Value),
+            "coupon.expires" => Field::Coupon(CouponField::Expires),
+            "coupon.refused" => Field::Coupon(CouponField::Refused),
             _ => {
                 if let Some(attr) = named("attr.") {
                     Field::Attr(attr)
@@ -276,6 +314,16 @@ impl Field {
             Field::MessagesIn => out.push_str(&f.messages_in.to_string()),
             Field::Match(n) => out.push_str(ctx.captures.get(*n).map_or("", String::as_str)),
             Field::EventKey => out.push_str(ctx.event_key),
+            Field::Coupon(c) => {
+                let Some(v) = ctx.coupon else { return };
+                out.push_str(match c {
+                    CouponField::Code => &v.code,
+                    CouponField::Title => &v.title,
+                    CouponField::Value => &v.value,
+                    CouponField::Expires => &v.expires,
+                    CouponField::Refused => &v.refused,
+                })
+            }
         }
     }
 }
@@ -303,13 +351,26 @@ mod tests {
     #[test]
     fn renders() {
         let captures = ["订单 42".to_string(), "42".to_string()];
+        let coupon = CouponView {
+            code: "7KQ2M9XHPA".into(),
+            title: "新客礼".into(),
+            value: "满 30 减 10".into(),
+            expires: "2026-11-30".into(),
+            refused: String::new(),
+        };
         let ctx = Context {
             content: "订单 42",
             scene: None,
             event_key: "MENU_COUPON",
             captures: &captures,
+            coupon: Some(&coupon),
         };
         let cases = [
+            (
+                "coupon",
+                "{coupon.title}（{coupon.value}）：{coupon.code}，{coupon.expires} 前有效{coupon.refused}",
+                "新客礼（满 30 减 10）：7KQ2M9XHPA，2026-11-30 前有效",
+            ),
             ("plain text", "你好", "你好"),
             ("openid", "id={openid}", "id=o123"),
             ("content", "你说：{content}", "你说：订单 42"),

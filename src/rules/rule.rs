@@ -32,6 +32,10 @@ pub(crate) struct Rule {
     pub continues: bool,
     /// Sent after the reply, in order; at most `MAX_FOLLOWUPS`.
     pub followups: Vec<FollowUpTemplate>,
+    /// The coupon batch this rule issues from, if any.
+    pub issue_coupon: Option<String>,
+    /// The text reply when the coupon is refused (out of stock, limit reached…).
+    pub coupon_refused: Option<Template>,
     /// Whether a template uses `{match.N}`: captures are computed only then.
     pub uses_captures: bool,
     /// The file the rule is written in: an index into the table's file names.
@@ -54,7 +58,10 @@ impl Rule {
         let reply = self.reply.iter().flat_map(ReplyTemplate::templates);
         let set = self.actions.set.iter().map(|(_, t)| t);
         let followups = self.followups.iter().flat_map(FollowUpTemplate::templates);
-        reply.chain(set).chain(followups)
+        reply
+            .chain(set)
+            .chain(followups)
+            .chain(self.coupon_refused.iter())
     }
 }
 
@@ -165,11 +172,32 @@ impl RuleCx<'_, '_> {
             .map(|list| FollowUpTemplate::compile_all(list, groups, self.errors).ok_or(Reported));
         let if_tags = self.tags(&raw.if_tag);
         let unless_tags = self.tags(&raw.unless_tag);
-        let (trigger, reply, actions, followups) = (
+        let issue_coupon = raw
+            .issue_coupon
+            .as_ref()
+            .map(|b| b.get_ref().trim().to_string());
+        if let (Some(b), Some(name)) = (&raw.issue_coupon, &issue_coupon) {
+            if name.is_empty() {
+                self.errors
+                    .push(b.span().start, "issue_coupon names no batch");
+            }
+        }
+        let coupon_refused = raw
+            .coupon_refused
+            .as_ref()
+            .map(|t| Template::compile(t, groups, self.errors).ok_or(Reported));
+        if let (Some(t), None) = (&raw.coupon_refused, &raw.issue_coupon) {
+            self.errors.push(
+                t.span().start,
+                "coupon_refused is the reply when `issue_coupon` fails; this rule issues none",
+            );
+        }
+        let (trigger, reply, actions, followups, coupon_refused) = (
             trigger?,
             reply.transpose()?,
             actions?,
             followups.transpose()?,
+            coupon_refused.transpose()?,
         );
         if self.errors.errors.len() > before {
             return Err(Reported);
@@ -183,6 +211,8 @@ impl RuleCx<'_, '_> {
             actions,
             continues: raw.continues,
             followups: followups.unwrap_or_default(),
+            issue_coupon,
+            coupon_refused,
             uses_captures: false,
             file,
             at: self.errors.position(raw.name.span().start),

@@ -422,6 +422,7 @@ async fn simulate(
             now_ms: entropy.now_ms,
             seed: body.seed.unwrap_or(entropy.seed),
             dedupe_ttl_secs: state.settings.dedupe_ttl_secs,
+            coupons: &state.settings.coupons,
             outbound: account.settings.outbound(),
         },
         &msg,

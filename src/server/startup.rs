@@ -20,6 +20,12 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("rules in {dir} refused:\n{source}")]
     Rules { dir: PathBuf, source: LoadError },
+    #[error("rules in {dir}: rule `{rule}` issues from coupon batch `{batch}`, which the coupons file does not define")]
+    UnknownCoupon {
+        dir: PathBuf,
+        rule: String,
+        batch: String,
+    },
     #[error("account `{account}`: cannot build the API client: {source}")]
     Api {
         account: String,
@@ -62,6 +68,16 @@ pub fn build_state(settings: Settings, store: Arc<dyn Store>) -> Result<AppState
         );
     }
     for book in books.values() {
+        let loaded = book.current();
+        for (rule, batch) in loaded.table.coupon_batches() {
+            if settings.coupon_batch(batch).is_none() {
+                return Err(StartupError::UnknownCoupon {
+                    dir: book.dir().to_path_buf(),
+                    rule: rule.to_string(),
+                    batch: batch.to_string(),
+                });
+            }
+        }
         tracing::info!(dir = %book.dir().display(), version = %book.current().version, "rules loaded");
     }
     let mut clients = HashMap::new();

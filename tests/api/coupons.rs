@@ -175,3 +175,71 @@ fn coupon_cli_lists_redeems_and_counts() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyword_issues_a_coupon_once_even_under_concurrent_callbacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path());
+    s.coupons_file = Some(write_coupons(dir.path()));
+    s.load_coupons().unwrap();
+    std::fs::write(
+        s.replies_dir.join("zz_coupon.toml"),
+        "[[rule]]\nname = \"claim\"\nkeywords = [\"领券\"]\nissue_coupon = \"new-guest\"\n\
+         reply = \"{coupon.title}：{coupon.code}（{coupon.value}，{coupon.expires} 前有效）\"\n\
+         coupon_refused = \"抱歉，{coupon.title}{coupon.refused}\"\n",
+    )
+    .unwrap();
+    let batch = s.coupon_batch("new-guest").unwrap().clone();
+    let app = spawn_with(s).await;
+    let content = |reply: Option<String>| tag(&reply.unwrap(), "Content").unwrap();
+
+    let first = content(app.exchange(SAFE, &SAFE.text("o_c1", "领券", 1)).await);
+    assert!(first.starts_with("新客礼："), "{first}");
+    let code = first["新客礼：".len()..]
+        .split('（')
+        .next()
+        .unwrap()
+        .to_string();
+    let owned = app
+        .store
+        .coupon(&code)
+        .unwrap()
+        .expect("the code is stored");
+    assert_eq!(
+        (owned.openid.as_str(), owned.account.as_str()),
+        ("o_c1", "safe")
+    );
+    assert!(first.contains("满 30 减 10"), "{first}");
+
+    // WeChat retrying the callback gets the same reply and no second code.
+    let retry = content(app.exchange(SAFE, &SAFE.text("o_c1", "领券", 1)).await);
+    assert_eq!(retry, first);
+    // Asking again: one per follower.
+    let again = content(app.exchange(SAFE, &SAFE.text("o_c1", "领券", 2)).await);
+    assert_eq!(again, "抱歉，新客礼已领取过");
+
+    // 20 callbacks of one new follower at once: exactly one gets a code.
+    let calls = (0..20).map(|i| {
+        let app = &app;
+        async move {
+            let xml = SAFE.text("o_c2", "领券", 100 + i);
+            content(app.exchange(SAFE, &xml).await)
+        }
+    });
+    let replies = futures_util::future::join_all(calls).await;
+    let winners: Vec<&String> = replies
+        .iter()
+        .filter(|r| r.starts_with("新客礼："))
+        .collect();
+    assert_eq!(winners.len(), 1, "{replies:#?}");
+    assert_eq!(
+        replies
+            .iter()
+            .filter(|r| *r == "抱歉，新客礼已领取过")
+            .count(),
+        19
+    );
+    let stats = app.store.coupon_stats(&batch, now()).unwrap();
+    assert_eq!((stats.issued, stats.left), (2, 98));
+    app.stop().await;
+}
