@@ -34,6 +34,7 @@ pub mod outbox;
 pub mod protocol;
 pub mod rulebook;
 pub mod rules;
+pub mod segment;
 pub mod server;
 pub mod store;
 pub mod trial;

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod check;
 pub mod coupon;
 pub mod fake_wechat;
+pub mod followers;
 pub mod outbox;
 pub mod qrcode;
 pub mod serve;
@@ -45,6 +46,8 @@ pub enum Command {
     Outbox(outbox::OutboxArgs),
     /// Coupons: list the batches, redeem a code, show a batch's counts.
     Coupon(coupon::CouponArgs),
+    /// Count, list or export the followers of a segment (`--where "tag:vip AND …"`).
+    Followers(followers::FollowersArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -85,5 +88,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Qrcode(a) => qrcode::run(&a),
         Command::Outbox(a) => outbox::run(&a),
         Command::Coupon(a) => coupon::run(&a),
+        Command::Followers(a) => followers::run(&a),
     }
 }

@@ -277,3 +277,72 @@ fn outbox_lists_the_queue_and_requeues_dead_letters() {
     assert_eq!(code, 1);
     assert!(err.contains("no account `nope`"), "{err}");
 }
+
+#[test]
+fn followers_where_counts_lists_and_exports_a_segment() {
+    use siyu::follower::Follower;
+    use siyu::store::{Answer, CallbackKey, Commit, SledStore, Store};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path(), &fixtures().join("replies"));
+    {
+        let store = SledStore::open(&dir.path().join("data/siyu.sled")).unwrap();
+        for (openid, tags, orders) in [
+            ("o_a", vec!["vip"], 5),
+            ("o_b", vec!["vip", "blocked"], 9),
+            ("o_c", vec![], 1),
+            ("o_d", vec!["vip"], 0),
+        ] {
+            let key = CallbackKey {
+                account: "safe",
+                openid,
+                dedupe_key: "k",
+                now: 1,
+                expires_at: 2,
+            };
+            store
+                .apply_callback(key, &mut |_| {
+                    let mut f = Follower::new(openid);
+                    f.subscribed = true;
+                    f.tags = tags.iter().map(|t| t.to_string()).collect();
+                    f.counters.insert("orders".into(), orders);
+                    Commit {
+                        follower: Some(f),
+                        answer: Answer {
+                            reply: None,
+                            rules: vec![],
+                        },
+                        effects: vec![],
+                    }
+                })
+                .unwrap();
+        }
+        store.flush().unwrap();
+    }
+    let run = |extra: &[&str]| {
+        let mut args = vec!["followers", "--config", &config, "--account", "safe"];
+        args.extend_from_slice(extra);
+        siyu(&args)
+    };
+    let (code, out, err) = run(&[]);
+    assert_eq!((code, out.trim()), (0, "4"), "{err}");
+    let segment = "tag:vip AND NOT tag:blocked AND counter.orders >= 1";
+    let (code, out, err) = run(&["--where", segment]);
+    assert_eq!((code, out.trim()), (0, "1"), "{err}");
+    let (_, out, _) = run(&["--where", "tag:vip", "--list"]);
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["o_a", "o_b", "o_d"]);
+    let (_, out, _) = run(&["--where", "counter.orders < 1 OR tag:blocked", "--csv"]);
+    let rows: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        rows[0],
+        "openid,subscribed,first_scene,tags,messages_in,last_message_at"
+    );
+    assert_eq!(rows[1..], ["o_b,true,,blocked vip,0,", "o_d,true,,vip,0,"]);
+
+    let (code, _, err) = run(&["--where", "tag:vip AND counter.orders >= lots"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("column 31: `lots` is not a whole number"),
+        "{err}"
+    );
+}

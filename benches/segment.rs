@@ -1,0 +1,123 @@
+//! Evaluating a segment over every follower of an account in the sled store.
+//!
+//! `cargo bench --bench segment` (env: SEGMENT_N=1000000). Setup writes N followers with a
+//! realistic spread of tags, counters and times (not measured); then one streaming pass
+//! counts the followers of `tag:vip AND NOT tag:blocked AND counter.orders >= 2 AND
+//! last_message_before 30d`, timed, with this process's resident memory before and at its
+//! peak during the pass.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use siyu::follower::Follower;
+use siyu::segment::Segment;
+use siyu::store::{Answer, CallbackKey, Commit, SledStore, Store};
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const NOW: i64 = 1_800_000_000;
+
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn main() {
+    let n: u64 = std::env::var("SEGMENT_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(&dir.path().join("db")).unwrap();
+    let started = Instant::now();
+    for i in 0..n {
+        let openid = format!("o_{i:08}");
+        let key = CallbackKey {
+            account: "demo",
+            openid: &openid,
+            dedupe_key: "k",
+            now: NOW,
+            expires_at: NOW,
+        };
+        store
+            .apply_callback(key, &mut |_| {
+                let mut f = Follower::new(openid.clone());
+                f.subscribed = i % 10 != 0;
+                if i % 3 == 0 {
+                    f.tags.insert("vip".into());
+                }
+                if i % 17 == 0 {
+                    f.tags.insert("blocked".into());
+                }
+                f.tags.insert(format!("channel-{}", i % 7));
+                f.counters.insert("orders".into(), (i % 5) as i64);
+                f.attributes.insert(
+                    "city".into(),
+                    ["上海", "杭州", "北京"][(i % 3) as usize].into(),
+                );
+                f.last_inbound_at = Some(NOW - (i % 90) as i64 * 86_400);
+                f.messages_in = i % 40;
+                Commit {
+                    follower: Some(f),
+                    answer: Answer {
+                        reply: None,
+                        rules: vec![],
+                    },
+                    effects: vec![],
+                }
+            })
+            .unwrap();
+    }
+    store.flush().unwrap();
+    println!(
+        "segment: {n} followers written in {:.1} s (setup)",
+        started.elapsed().as_secs_f64()
+    );
+
+    let segment = Segment::parse(
+        "tag:vip AND NOT tag:blocked AND counter.orders >= 2 AND last_message_before 30d",
+    )
+    .unwrap();
+    let before = rss_kb();
+    let peak = Arc::new(AtomicU64::new(before));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, done) = (peak.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_kb(), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let started = Instant::now();
+    let mut matched = 0u64;
+    store
+        .for_each_follower("demo", &mut |f| {
+            if segment.matches(&f, NOW) {
+                matched += 1;
+            }
+        })
+        .unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    done.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let peak = peak.load(Ordering::Relaxed);
+    println!(
+        "segment: {matched} of {n} matched `{segment}` in {secs:.2} s ({:.0} followers/s)",
+        n as f64 / secs
+    );
+    println!(
+        "segment: resident memory {} MB before the pass, peak {} MB during",
+        before / 1024,
+        peak / 1024
+    );
+}
