@@ -15,7 +15,7 @@ use siyu::follower::Follower;
 use siyu::protocol::{sign, Inbound, InboundKind};
 use siyu::rules::{RuleSource, RuleTable};
 use siyu::server::build_state;
-use siyu::server::webhook::{handle_callback, CallbackQuery, Entropy};
+use siyu::server::webhook::{handle_callback, CallbackQuery, CallbackReply, Entropy};
 use siyu::store::{Answer, CallbackKey, Commit, SledStore, Store};
 
 // The same allocator as the `siyu` binary, so the figures are the server's.
@@ -56,29 +56,40 @@ fn text(openid: &str, content: &str, msg_id: u64) -> String {
     )
 }
 
-fn bench_pipeline(c: &mut Criterion) {
-    let dir = tempfile::tempdir().unwrap();
-    let replies = dir.path().join("replies");
-    std::fs::create_dir_all(&replies).unwrap();
-    std::fs::write(replies.join("bench.toml"), rules_toml(1000)).unwrap();
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config.toml");
-    let mut settings = Settings::load(&config).unwrap();
-    settings.max_clock_skew_secs = 0;
-    for a in &mut settings.accounts {
-        a.replies_dir = replies.clone();
-    }
-    let store = Arc::new(SledStore::open(&dir.path().join("db")).unwrap());
-    let state = build_state(settings, store).unwrap();
-    let crypt = state.accounts["safe"].settings.crypt.clone().unwrap();
+/// The server state of the `pipeline/*` benches: 1,000 rules, a real sled store.
+struct Fixture {
+    dir: tempfile::TempDir,
+    state: siyu::server::AppState,
+    crypt: siyu::protocol::MsgCrypt,
+}
 
-    // A request as WeChat sends it; building it (our side of the wire) is not measured.
-    let request = |i: u64| {
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let replies = dir.path().join("replies");
+        std::fs::create_dir_all(&replies).unwrap();
+        std::fs::write(replies.join("bench.toml"), rules_toml(1000)).unwrap();
+        let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config.toml");
+        let mut settings = Settings::load(&config).unwrap();
+        settings.max_clock_skew_secs = 0;
+        for a in &mut settings.accounts {
+            a.replies_dir = replies.clone();
+        }
+        let store = Arc::new(SledStore::open(&dir.path().join("db")).unwrap());
+        let state = build_state(settings, store).unwrap();
+        let crypt = state.accounts["safe"].settings.crypt.clone().unwrap();
+        Fixture { dir, state, crypt }
+    }
+
+    /// Message `i` as WeChat sends it, from follower `i % 1000`; building it (our side of
+    /// the wire) is not measured.
+    fn request(&self, i: u64) -> (CallbackQuery, String) {
         let xml = text(
             &format!("o_bench_{}", i % 1000),
             &format!("我要关键词{}", i % 1000),
             i,
         );
-        let encrypt = crypt.encrypt(&xml, [9; 16]);
+        let encrypt = self.crypt.encrypt(&xml, [9; 16]);
         let ts = NOW.to_string();
         let query = CallbackQuery {
             signature: Some(sign(TOKEN, &[&ts, "1"])),
@@ -93,13 +104,80 @@ fn bench_pipeline(c: &mut Criterion) {
             "<xml><ToUserName><![CDATA[gh_0123456789ab]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
         );
         (query, body)
-    };
-    let entropy = Entropy {
-        now: NOW,
-        now_ms: NOW * 1000,
-        random: [5; 16],
-        seed: 1,
-    };
+    }
+}
+
+const ENTROPY: Entropy = Entropy {
+    now: NOW,
+    now_ms: NOW * 1000,
+    random: [5; 16],
+    seed: 1,
+};
+
+/// The measured step of `pipeline/safe_text_1000_rules`: one callback, end to end.
+#[inline(never)]
+fn safe_text_step(state: &siyu::server::AppState, q: &CallbackQuery, body: &str) -> CallbackReply {
+    let r = handle_callback(state, "safe", q, body.as_bytes(), ENTROPY).unwrap();
+    assert!(r.body.starts_with("<xml><Encrypt>"));
+    r
+}
+
+/// `PIPELINE_LOOP=N` runs the `safe_text` step outside criterion, for figures that depend
+/// less on the machine's load (quickest chunks of 500 messages, and instruction counts):
+/// 10,000 messages first (every follower's history full, as in criterion's steady state),
+/// then `N` more through `safe_text_step`.
+///
+/// `PIPELINE_LOOP=2000 valgrind --tool=callgrind --toggle-collect='*safe_text_step*' \
+///    target/release/deps/pipeline-<hash> --bench`: collected Ir / N is the cost of one
+/// message. (Valgrind hides the CPU's SHA extensions, so SHA-1 counts in software there.)
+fn instruction_loop(n: u64) {
+    let fx = Fixture::new();
+    let mut next = 0u64;
+    for _ in 0..10_000 {
+        next += 1;
+        let (q, body) = fx.request(next);
+        handle_callback(&fx.state, "safe", &q, body.as_bytes(), ENTROPY).unwrap();
+    }
+    let requests: Vec<_> = (0..n).map(|i| fx.request(next + 1 + i)).collect();
+    // Timed in chunks: the quickest chunks show the cost when no other process takes the
+    // core or disturbs the caches, the median what a loaded machine gives.
+    const CHUNK: usize = 500;
+    let mut replied = 0usize;
+    let mut per_msg = Vec::new();
+    for chunk in requests.chunks(CHUNK) {
+        let started = std::time::Instant::now();
+        for (q, body) in chunk {
+            // Dropped here, outside the measured step, as criterion drops a batch's outputs.
+            let reply = safe_text_step(&fx.state, q, body);
+            replied += usize::from(reply.outcome.is_some());
+        }
+        per_msg.push(started.elapsed().as_secs_f64() * 1e6 / chunk.len() as f64);
+    }
+    println!("{replied} messages through safe_text_step");
+    per_msg.sort_by(f64::total_cmp);
+    if !per_msg.is_empty() {
+        let at = |q: f64| per_msg[((per_msg.len() - 1) as f64 * q) as usize];
+        println!(
+            "per message, over chunks of {CHUNK}: min {:.2} µs, 10th percentile {:.2} µs, median {:.2} µs",
+            at(0.0),
+            at(0.1),
+            at(0.5)
+        );
+    }
+}
+
+fn bench_pipeline(c: &mut Criterion) {
+    if let Some(n) = std::env::var("PIPELINE_LOOP")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        instruction_loop(n);
+        return;
+    }
+    let fx = Fixture::new();
+    let (dir, state) = (&fx.dir, &fx.state);
+    let request = |i: u64| fx.request(i);
+    let entropy = ENTROPY;
 
     let mut group = c.benchmark_group("pipeline");
     let mut next = 0u64;
@@ -109,20 +187,14 @@ fn bench_pipeline(c: &mut Criterion) {
                 next += 1;
                 request(next)
             },
-            |(q, body)| {
-                let r = handle_callback(&state, "safe", &q, body.as_bytes(), entropy).unwrap();
-                assert!(r.body.starts_with("<xml><Encrypt>"));
-                r
-            },
+            |(q, body)| safe_text_step(state, &q, &body),
             BatchSize::SmallInput,
         )
     });
     let (retry_q, retry_body) = request(0);
-    handle_callback(&state, "safe", &retry_q, retry_body.as_bytes(), entropy).unwrap();
+    handle_callback(state, "safe", &retry_q, retry_body.as_bytes(), entropy).unwrap();
     group.bench_function("safe_retry_dedupe_hit", |b| {
-        b.iter(|| {
-            handle_callback(&state, "safe", &retry_q, retry_body.as_bytes(), entropy).unwrap()
-        })
+        b.iter(|| handle_callback(state, "safe", &retry_q, retry_body.as_bytes(), entropy).unwrap())
     });
     group.finish();
 

@@ -127,6 +127,13 @@ impl MsgCrypt {
     /// Encrypts `plaintext` (a reply's XML) with the caller's 16 random bytes, which must be
     /// fresh for every reply.
     pub fn encrypt(&self, plaintext: &str, random: [u8; 16]) -> String {
+        let mut out = String::new();
+        self.encrypt_into(&mut out, plaintext, random);
+        out
+    }
+
+    /// [`MsgCrypt::encrypt`], the base64 appended to `out` (no intermediate string).
+    pub fn encrypt_into(&self, out: &mut String, plaintext: &str, random: [u8; 16]) {
         let msg = plaintext.as_bytes();
         let framed_len = HEADER_LEN + msg.len() + self.receive_id.len();
         // Always 1..=32: a frame that fills its last block gets a whole block of padding.
@@ -145,7 +152,7 @@ impl MsgCrypt {
         let (blocks, _) = aes::Block::slice_as_chunks_mut(&mut buf);
         cbc::Encryptor::<Aes256>::inner_iv_init(self.cipher.clone(), &self.iv.into())
             .encrypt_blocks(blocks);
-        STANDARD.encode(&buf)
+        STANDARD.encode_string(&buf, out);
     }
 }
 

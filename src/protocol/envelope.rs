@@ -5,9 +5,13 @@
 //! `Encrypt` matters for decryption and `msg_signature`; the rest is for routing and logs.
 //! Parsed with the same reader and safety rules as the inner message (`fields.rs`).
 
+use std::borrow::Cow;
+
+use super::crypto::MsgCrypt;
 use super::error::ProtocolError;
 use super::fields::Fields;
 use super::reply::{cdata_element, text_element};
+use super::signature::push_sign;
 
 /// The outer elements of an encrypted callback. Absent or empty elements are `None`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +31,49 @@ pub fn parse_envelope(xml: &str) -> Result<Envelope, ProtocolError> {
         agent_id: value(&mut f, "AgentID"),
         encrypt: value(&mut f, "Encrypt"),
     })
+}
+
+/// Only the `Encrypt` value of [`parse_envelope`] (same parse, same refusals), borrowed
+/// from `xml` when it comes in one piece: what the callback path needs, without a copy.
+pub fn parse_encrypt(xml: &str) -> Result<Option<Cow<'_, str>>, ProtocolError> {
+    let mut f = Fields::parse(xml)?;
+    Ok(f.take_cow("Encrypt")
+        .map(|v| match v {
+            Cow::Borrowed(v) => Cow::Borrowed(v.trim()),
+            Cow::Owned(v) if v.trim().len() == v.len() => Cow::Owned(v),
+            Cow::Owned(v) => Cow::Owned(v.trim().to_owned()),
+        })
+        .filter(|v| !v.is_empty()))
+}
+
+/// Encrypts `plaintext` and writes the whole encrypted passive reply in one buffer: the
+/// same bytes as `encrypted_reply_xml(&encrypt, &sign(token, [timestamp, nonce,
+/// &encrypt]), timestamp, nonce)` with `encrypt = crypt.encrypt(plaintext, random)`, but
+/// the base64 is written in place (it never needs CDATA quoting) and signed from there.
+pub fn encrypted_reply(
+    crypt: &MsgCrypt,
+    token: &str,
+    plaintext: &str,
+    random: [u8; 16],
+    timestamp: &str,
+    nonce: &str,
+) -> String {
+    // Base64 of the frame: 20 header bytes, the message, the receive id, up to 32 of pad.
+    let encrypt_len = (20 + plaintext.len() + crypt.receive_id().len() + 32).div_ceil(3) * 4;
+    let mut out = String::with_capacity(220 + encrypt_len + timestamp.len() + nonce.len());
+    out.push_str("<xml><Encrypt><![CDATA[");
+    let start = out.len();
+    crypt.encrypt_into(&mut out, plaintext, random);
+    let end = out.len();
+    out.push_str("]]></Encrypt><MsgSignature><![CDATA[");
+    let mut signature = String::with_capacity(40);
+    push_sign(&mut signature, token, &[timestamp, nonce, &out[start..end]]);
+    out.push_str(&signature);
+    out.push_str("]]></MsgSignature>");
+    text_element(&mut out, "TimeStamp", timestamp);
+    cdata_element(&mut out, "Nonce", nonce);
+    out.push_str("</xml>");
+    out
 }
 
 /// The encrypted passive reply. `msg_signature` is `sign(token, [timestamp, nonce, encrypt])`.
@@ -184,6 +231,60 @@ mod tests {
             parse_envelope(&xml).map(|e| e.encrypt),
             Ok(Some("QUJD+/==".to_owned()))
         );
+    }
+
+    #[test]
+    fn encrypted_reply_is_the_composition_of_its_parts() {
+        let v = vectors();
+        let o = &v["official_generated"];
+        let key = crate::protocol::AesKey::parse(o["encoding_aes_key"].as_str().expect("key"))
+            .expect("key parses");
+        let crypt = MsgCrypt::new(key, o["receive_id"].as_str().expect("receive_id"));
+        let cases = [
+            ("", "1700000000", "1"),
+            (
+                "<xml><Content><![CDATA[你好]]></Content></xml>",
+                "1",
+                "n]]><x>&",
+            ),
+            (&"x".repeat(1000), "1<2&3>", "42"),
+        ];
+        for (i, (plain, ts, nonce)) in cases.into_iter().enumerate() {
+            let random = [i as u8; 16];
+            let encrypt = crypt.encrypt(plain, random);
+            let signature = crate::protocol::sign("tok", &[ts, nonce, &encrypt]);
+            assert_eq!(
+                encrypted_reply(&crypt, "tok", plain, random, ts, nonce),
+                encrypted_reply_xml(&encrypt, &signature, ts, nonce),
+                "case {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn parse_encrypt_is_parse_envelope_encrypt() {
+        let wecom = vectors()["wecom_doc"]["message"]["encrypt"]
+            .as_str()
+            .expect("encrypt")
+            .to_owned();
+        let bodies = [
+            format!("<xml><ToUserName>gh</ToUserName><Encrypt><![CDATA[{wecom}]]></Encrypt></xml>"),
+            format!("<xml><Encrypt>\n  {wecom}\n</Encrypt></xml>"),
+            "<xml><Encrypt>a&amp;b </Encrypt></xml>".to_owned(),
+            "<xml><Encrypt><![CDATA[ab]]>cd</Encrypt></xml>".to_owned(),
+            "<xml><Encrypt>  </Encrypt></xml>".to_owned(),
+            "<xml><Encrypt/></xml>".to_owned(),
+            "<xml><A>1</A></xml>".to_owned(),
+            "<xml><Encrypt>1</Encrypt>".to_owned(),
+            "<!DOCTYPE x><xml/>".to_owned(),
+        ];
+        for body in &bodies {
+            assert_eq!(
+                parse_encrypt(body).map(|e| e.map(Cow::into_owned)),
+                parse_envelope(body).map(|e| e.encrypt),
+                "{body}"
+            );
+        }
     }
 
     #[test]

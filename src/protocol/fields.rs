@@ -163,6 +163,12 @@ impl<'a> Fields<'a> {
         Some(std::mem::take(&mut self.leaves[i].1).into_owned())
     }
 
+    /// [`Fields::take`] without the copy when the text borrows from the input.
+    pub(crate) fn take_cow(&mut self, path: &str) -> Option<Cow<'a, str>> {
+        let i = self.position(path)?;
+        Some(std::mem::take(&mut self.leaves[i].1))
+    }
+
     /// Every leaf at `path`, e.g. each `SendPicsInfo/PicList/item/PicMd5Sum`.
     pub(crate) fn all<'s>(&'s self, path: &'s str) -> impl Iterator<Item = &'s str> + 's {
         self.leaves

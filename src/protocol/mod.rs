@@ -15,9 +15,9 @@ pub mod reply;
 pub mod signature;
 
 pub use crypto::{AesKey, MsgCrypt};
-pub use envelope::{encrypted_reply_xml, parse_envelope, Envelope};
+pub use envelope::{encrypted_reply, encrypted_reply_xml, parse_encrypt, parse_envelope, Envelope};
 pub use error::ProtocolError;
 pub use inbound::parse_inbound;
 pub use message::{Event, ExternalContactChange, Inbound, InboundKind, PicSource};
 pub use reply::{reply_xml, Article, Reply};
-pub use signature::{sign, verify};
+pub use signature::{push_sign, sign, verify};

@@ -16,7 +16,17 @@ const HEX_LEN: usize = 40;
 
 /// `hex(sha1(concat(sorted([token] ++ parts))))`, lower-case.
 pub fn sign(token: &str, parts: &[&str]) -> String {
-    hex::encode(digest(token, parts))
+    let mut out = String::with_capacity(HEX_LEN);
+    push_sign(&mut out, token, parts);
+    out
+}
+
+/// [`sign`], appended to `out`.
+pub fn push_sign(out: &mut String, token: &str, parts: &[&str]) {
+    let mut hex = [0u8; HEX_LEN];
+    // `encode_to_slice` only fails on a wrong output length, which HEX_LEN rules out.
+    hex::encode_to_slice(digest(token, parts), &mut hex).expect("40 hex digits for 20 bytes");
+    out.push_str(std::str::from_utf8(&hex).expect("hex digits are ASCII"));
 }
 
 /// Checks `signature` against [`sign`]. Upper-case hex is accepted; anything that is not

@@ -20,7 +20,14 @@
 pub fn normalise(text: &str) -> String {
     let mut folded = String::with_capacity(text.len());
     for c in text.chars() {
-        folded.extend(fold_width(c).to_lowercase());
+        let c = fold_width(c);
+        if c.is_ascii() {
+            folded.push(c.to_ascii_lowercase());
+        } else if CASELESS.contains(&c) {
+            folded.push(c);
+        } else {
+            folded.extend(c.to_lowercase());
+        }
     }
     let trimmed = folded.trim_matches(|c: char| c.is_whitespace() || is_edge_punctuation(c));
     let mut out = String::with_capacity(trimmed.len());
@@ -38,6 +45,10 @@ pub fn normalise(text: &str) -> String {
     }
     out
 }
+
+/// Kana, CJK symbols and the CJK ideographs (most of a Chinese message): no case, so
+/// lower-casing them needs no look-up in Unicode's tables (a test checks every one).
+const CASELESS: std::ops::RangeInclusive<char> = '\u{3040}'..='\u{9FFF}';
 
 /// Full-width ASCII forms to ASCII, the ideographic space to a space.
 fn fold_width(c: char) -> char {
@@ -139,6 +150,13 @@ mod tests {
         ];
         for (name, input, expected) in cases {
             assert_eq!(normalise(input), expected, "{name}: {input:?}");
+        }
+    }
+
+    #[test]
+    fn caseless_range_has_no_lower_case() {
+        for c in CASELESS {
+            assert!(c.to_lowercase().eq([c]), "{c:?} U+{:04X}", c as u32);
         }
     }
 

@@ -15,8 +15,8 @@ use super::AppState;
 use crate::config::{AccountKind, Mode};
 use crate::engine::{self, Context, Outcome};
 use crate::protocol::{
-    encrypted_reply_xml, parse_envelope, parse_inbound, reply_xml, sign, verify, Event,
-    InboundKind, ProtocolError,
+    encrypted_reply, parse_encrypt, parse_inbound, reply_xml, verify, Event, InboundKind,
+    ProtocolError,
 };
 
 /// The query WeChat (official: `signature`, `openid`, `encrypt_type`…) and WeCom
@@ -131,10 +131,7 @@ pub fn handle_callback(
     };
     let decrypted;
     let xml = if encrypted {
-        let envelope = parse_envelope(body)?;
-        let encrypt = envelope
-            .encrypt
-            .ok_or(ProtocolError::MissingField("Encrypt"))?;
+        let encrypt = parse_encrypt(body)?.ok_or(ProtocolError::MissingField("Encrypt"))?;
         let sig = q
             .msg_signature
             .as_deref()
@@ -177,9 +174,14 @@ pub fn handle_callback(
     };
     let plain = reply_xml(reply, &msg.from, &msg.to, entropy.now);
     let body = if encrypted {
-        let encrypt = account.crypt()?.encrypt(&plain, entropy.random);
-        let signature = sign(token, &[timestamp, nonce, &encrypt]);
-        encrypted_reply_xml(&encrypt, &signature, timestamp, nonce)
+        encrypted_reply(
+            account.crypt()?,
+            token,
+            &plain,
+            entropy.random,
+            timestamp,
+            nonce,
+        )
     } else {
         plain
     };
