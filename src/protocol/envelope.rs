@@ -11,7 +11,7 @@ use super::crypto::MsgCrypt;
 use super::error::ProtocolError;
 use super::fields::Fields;
 use super::reply::{cdata_element, text_element};
-use super::signature::push_sign;
+use super::signature::sign_hex;
 
 /// The outer elements of an encrypted callback. Absent or empty elements are `None`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,9 +66,8 @@ pub fn encrypted_reply(
     crypt.encrypt_into(&mut out, plaintext, random);
     let end = out.len();
     out.push_str("]]></Encrypt><MsgSignature><![CDATA[");
-    let mut signature = String::with_capacity(40);
-    push_sign(&mut signature, token, &[timestamp, nonce, &out[start..end]]);
-    out.push_str(&signature);
+    let signature = sign_hex(token, &[timestamp, nonce, &out[start..end]]);
+    out.push_str(std::str::from_utf8(&signature).expect("hex digits are ASCII"));
     out.push_str("]]></MsgSignature>");
     text_element(&mut out, "TimeStamp", timestamp);
     cdata_element(&mut out, "Nonce", nonce);

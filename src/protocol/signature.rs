@@ -23,10 +23,16 @@ pub fn sign(token: &str, parts: &[&str]) -> String {
 
 /// [`sign`], appended to `out`.
 pub fn push_sign(out: &mut String, token: &str, parts: &[&str]) {
+    let hex = sign_hex(token, parts);
+    out.push_str(std::str::from_utf8(&hex).expect("hex digits are ASCII"));
+}
+
+/// [`sign`] as ASCII bytes on the stack.
+pub(crate) fn sign_hex(token: &str, parts: &[&str]) -> [u8; HEX_LEN] {
     let mut hex = [0u8; HEX_LEN];
     // `encode_to_slice` only fails on a wrong output length, which HEX_LEN rules out.
     hex::encode_to_slice(digest(token, parts), &mut hex).expect("40 hex digits for 20 bytes");
-    out.push_str(std::str::from_utf8(&hex).expect("hex digits are ASCII"));
+    hex
 }
 
 /// Checks `signature` against [`sign`]. Upper-case hex is accepted; anything that is not
