@@ -106,18 +106,18 @@ impl Segment {
             Segment::Subscribed => f.subscribed,
             Segment::InCsWindow => f.cs_open(now).is_ok(),
             Segment::HasAttr(a) => f.attributes.contains_key(a),
-            Segment::Scene(cmp, v) => text_cmp(f.first_scene.as_deref().unwrap_or(""), *cmp, v),
+            Segment::Scene(cmp, v) => compare(f.first_scene.as_deref().unwrap_or(""), *cmp, v),
             Segment::AnyScene(v) => {
                 f.first_scene.as_deref() == Some(v.as_str())
                     || f.scenes.iter().any(|s| s.scene == *v)
             }
             Segment::Attr(name, cmp, v) => {
-                text_cmp(f.attributes.get(name).map_or("", String::as_str), *cmp, v)
+                compare(f.attributes.get(name).map_or("", String::as_str), *cmp, v)
             }
             Segment::Counter(name, cmp, v) => {
-                num_cmp(f.counters.get(name).copied().unwrap_or(0), *cmp, *v)
+                compare(&f.counters.get(name).copied().unwrap_or(0), *cmp, v)
             }
-            Segment::MessagesIn(cmp, v) => num_cmp(f.messages_in as i64, *cmp, *v),
+            Segment::MessagesIn(cmp, v) => compare(&(f.messages_in as i64), *cmp, v),
             Segment::SubscribedWithin(secs) => f
                 .last_subscribed_at
                 .is_some_and(|t| f.subscribed && now - t <= *secs),
@@ -127,18 +127,8 @@ impl Segment {
     }
 }
 
-fn text_cmp(have: &str, cmp: Cmp, want: &str) -> bool {
-    match cmp {
-        Cmp::Eq => have == want,
-        Cmp::Ne => have != want,
-        Cmp::Gt => have > want,
-        Cmp::Ge => have >= want,
-        Cmp::Lt => have < want,
-        Cmp::Le => have <= want,
-    }
-}
-
-fn num_cmp(have: i64, cmp: Cmp, want: i64) -> bool {
+/// Strings compare by their order, numbers by value: one rule for both.
+fn compare<T: PartialOrd + ?Sized>(have: &T, cmp: Cmp, want: &T) -> bool {
     match cmp {
         Cmp::Eq => have == want,
         Cmp::Ne => have != want,
