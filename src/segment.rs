@@ -66,7 +66,12 @@ struct Parser {
     toks: Vec<(Tok, usize)>,
     pos: usize,
     end: usize,
+    /// Nesting of `(` and `NOT`: bounded, so hostile input is an error, not a stack overflow.
+    depth: usize,
 }
+
+/// The deepest nesting of parentheses and NOTs accepted.
+pub const MAX_DEPTH: usize = 100;
 
 const FIELDS: &str = "tag:NAME, subscribed, in_cs_window, has_attr NAME, scene, any_scene, \
                       attr.NAME, counter.NAME, messages_in, subscribed_within, \
@@ -79,6 +84,7 @@ impl Segment {
             toks,
             pos: 0,
             end: source.chars().count() + 1,
+            depth: 0,
         };
         if p.toks.is_empty() {
             return Err(err(
@@ -263,11 +269,21 @@ impl Parser {
     }
 
     fn not(&mut self) -> Result<Segment, SegmentError> {
-        if self.peek_word(&["not"]) || self.peek_op(&["!"]) {
-            self.pos += 1;
-            return Ok(Segment::Not(Box::new(self.not()?)));
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(err(
+                self.col(),
+                &format!("nested more than {MAX_DEPTH} levels deep"),
+            ));
         }
-        self.atom()
+        let result = if self.peek_word(&["not"]) || self.peek_op(&["!"]) {
+            self.pos += 1;
+            self.not().map(|s| Segment::Not(Box::new(s)))
+        } else {
+            self.atom()
+        };
+        self.depth -= 1;
+        result
     }
 
     fn atom(&mut self) -> Result<Segment, SegmentError> {
@@ -570,6 +586,7 @@ mod tests {
             ("tag:vip AND # x", 13, "unexpected character `#`"),
             ("scene =", 8, "expected a scene, found end of input"),
             ("tag:", 1, "tag: needs a tag name"),
+            (&"!".repeat(200), 101, "nested more than 100 levels deep"),
         ];
         for (src, column, fragment) in cases {
             let e = Segment::parse(src).expect_err(src);
