@@ -193,6 +193,36 @@ fn prepare(
     )
 }
 
+/// The effect that mirrors one local tag change on WeChat: a user tag (official), or a
+/// corp tag set by `staff` (WeCom; default the staff member who added the contact, and
+/// none without one). Rules and operators' edits both go through here.
+pub fn tag_effect(
+    outbound: Outbound,
+    follower: &Follower,
+    staff: Option<&str>,
+    tag: &str,
+    add: bool,
+) -> Option<Effect> {
+    match outbound {
+        Outbound::Official => Some(Effect::Tag {
+            openid: follower.openid.clone(),
+            tag: tag.to_string(),
+            add,
+        }),
+        Outbound::WeCom => {
+            let staff = staff
+                .filter(|s| !s.is_empty())
+                .or(follower.attributes.get("wecom_staff").map(String::as_str))?;
+            Some(Effect::CorpTag {
+                staff: staff.to_string(),
+                external_userid: follower.openid.clone(),
+                tag: tag.to_string(),
+                add,
+            })
+        }
+    }
+}
+
 /// Claims a code of batch `name` for the follower (idempotent per callback), as replies
 /// show it; a refusal says why in `refused`.
 fn claim(store: &dyn Store, ctx: Context<'_>, openid: &str, key: &str, name: &str) -> CouponView {
@@ -264,16 +294,18 @@ fn effects(
     let changes = tags_before
         .symmetric_difference(&follower.tags)
         .map(|tag| (tag.clone(), follower.tags.contains(tag)));
-    let mut out = Vec::new();
+    // WeCom's mark_tag acts as a staff member who has the contact: this event's, or the
+    // one who added them (`tag_effect` falls back to the latter).
+    let event_staff = match &msg.kind {
+        InboundKind::Event(Event::ExternalContact { user_id, .. }) => Some(user_id.as_str()),
+        _ => None,
+    };
+    let mut out: Vec<NewItem> = changes
+        .filter_map(|(tag, add)| tag_effect(outbound, follower, event_staff, &tag, add))
+        .map(item)
+        .collect();
     match outbound {
         Outbound::Official => {
-            out.extend(changes.map(|(tag, add)| {
-                item(Effect::Tag {
-                    openid: follower.openid.clone(),
-                    tag,
-                    add,
-                })
-            }));
             // Follow-ups go out in order, at least a second apart: the worker sends items
             // concurrently, so equal times could arrive swapped.
             let mut due = now_ms;
@@ -291,25 +323,6 @@ fn effects(
             }
         }
         Outbound::WeCom => {
-            let event_staff = match &msg.kind {
-                InboundKind::Event(Event::ExternalContact { user_id, .. }) => Some(user_id),
-                _ => None,
-            };
-            // mark_tag acts as a staff member who has the contact: this event's, or the one
-            // who added them.
-            let staff = event_staff
-                .filter(|s| !s.is_empty())
-                .or(follower.attributes.get("wecom_staff"));
-            if let Some(staff) = staff {
-                out.extend(changes.map(|(tag, add)| {
-                    item(Effect::CorpTag {
-                        staff: staff.clone(),
-                        external_userid: follower.openid.clone(),
-                        tag,
-                        add,
-                    })
-                }));
-            }
             if let InboundKind::Event(Event::ExternalContact {
                 change: ExternalContactChange::Add,
                 welcome_code: Some(code),

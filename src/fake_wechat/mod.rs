@@ -146,7 +146,7 @@ impl FakeWechatHandle {
         });
     }
 
-    /// How many calls went to `path` and were accepted (errcode 0).
+    /// The calls to `path` that were accepted (errcode 0), oldest first.
     pub fn accepted(&self, path: &str) -> Vec<RecordedCall> {
         self.shared
             .lock()

@@ -18,7 +18,7 @@ use super::AppState;
 use crate::audit::diff_summary;
 use crate::config::{AdminToken, Role};
 use crate::engine::{self, Context};
-use crate::outbox::{now_ms, Effect, NewItem};
+use crate::outbox::{now_ms, NewItem};
 use crate::rulebook::{LoadError, Reloaded, RuleBook};
 use crate::store::StoreError;
 use crate::trial::Trial;
@@ -62,21 +62,8 @@ fn queue_tag_sync(
     let Some(outbound) = state.accounts[account].settings.outbound() else {
         return Ok(());
     };
-    let effect = match outbound {
-        engine::Outbound::Official => Effect::Tag {
-            openid: f.openid.clone(),
-            tag: tag.to_string(),
-            add,
-        },
-        engine::Outbound::WeCom => match f.attributes.get("wecom_staff") {
-            Some(staff) => Effect::CorpTag {
-                staff: staff.clone(),
-                external_userid: f.openid.clone(),
-                tag: tag.to_string(),
-                add,
-            },
-            None => return Ok(()),
-        },
+    let Some(effect) = engine::tag_effect(outbound, f, None, tag, add) else {
+        return Ok(());
     };
     let now = now_ms();
     state.store.enqueue(
