@@ -45,6 +45,9 @@ pub enum ConfigError {
     /// Every mistake of the coupons file, each as `file:line:column: message`.
     #[error("coupons refused:\n{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Coupons(Vec<crate::coupon::CouponFileError>),
+    /// Every mistake of the campaigns file, each as `file:line:column: message`.
+    #[error("campaigns refused:\n{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Campaigns(Vec<crate::located::FileError>),
 }
 
 /// A secret string: `Debug` and `Display` never show it.
@@ -98,6 +101,15 @@ struct RawConfig {
     outbox: RawOutbox,
     #[serde(default)]
     coupons: Option<RawCoupons>,
+    #[serde(default)]
+    campaigns: Option<RawCampaigns>,
+}
+
+/// `[campaigns]`: the campaigns file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCampaigns {
+    file: PathBuf,
 }
 
 /// `[coupons]`: the batches file and the shop system's redeem token.
@@ -285,6 +297,10 @@ pub struct Settings {
     pub coupons_file: Option<PathBuf>,
     /// The coupon batches, by name order of the file.
     pub coupons: Vec<crate::coupon::Batch>,
+    /// The campaigns file (`[campaigns] file`), read by [`Settings::load`] into `campaigns`.
+    pub campaigns_file: Option<PathBuf>,
+    /// Campaigns defined in the file (those started are also in the store).
+    pub campaigns: Vec<crate::campaign::Campaign>,
     /// The bearer token a shop system presents to `POST /coupons/v1/redeem`.
     pub redeem_token: Option<Secret>,
 }
@@ -327,6 +343,7 @@ impl Settings {
         })?;
         let mut settings = Settings::parse(path, &text, |name| std::env::var(name).ok())?;
         settings.load_coupons()?;
+        settings.load_campaigns()?;
         Ok(settings)
     }
 
@@ -433,6 +450,8 @@ impl Settings {
             outbox: outbox_settings(raw.outbox).map_err(invalid)?,
             coupons_file: raw.coupons.as_ref().map(|c| base.join(&c.file)),
             coupons: Vec::new(),
+            campaigns_file: raw.campaigns.as_ref().map(|c| base.join(&c.file)),
+            campaigns: Vec::new(),
             redeem_token: match raw.coupons {
                 Some(RawCoupons {
                     redeem_token_env: Some(var),
@@ -475,6 +494,28 @@ impl Settings {
         let read_csv = |p: &str| std::fs::read_to_string(dir.join(p)).map_err(|e| e.to_string());
         self.coupons =
             crate::coupon::parse_batches(&shown, &text, &read_csv).map_err(ConfigError::Coupons)?;
+        Ok(())
+    }
+
+    /// Reads the campaigns file named by `[campaigns] file`, checked against the accounts
+    /// and coupon batches (so coupons are read first).
+    pub fn load_campaigns(&mut self) -> Result<(), ConfigError> {
+        let Some(path) = self.campaigns_file.clone() else {
+            return Ok(());
+        };
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let kinds = |id: &str| self.account(id).map(|a| a.kind);
+        let known = crate::campaign::Known {
+            accounts: &kinds,
+            coupons: &self.coupons,
+        };
+        let campaigns = crate::campaign::parse_campaigns(&shown, &text, &known)
+            .map_err(ConfigError::Campaigns)?;
+        self.campaigns = campaigns;
         Ok(())
     }
 

@@ -94,6 +94,8 @@ pub fn handle(store: &dyn Store, ctx: Context<'_>, msg: &Inbound) -> Result<Outc
             commit
         },
     )?;
+    // Idempotent, so done on a retry too (a crash may have come between the two writes).
+    record_job_result(store, ctx.account, msg)?;
     Ok(match applied {
         Applied::Fresh(answer) => Outcome {
             follower_id,
@@ -110,6 +112,39 @@ pub fn handle(store: &dyn Store, ctx: Context<'_>, msg: &Inbound) -> Result<Outc
             effects: Vec::new(),
         },
     })
+}
+
+/// TEMPLATESENDJOBFINISH for a message a campaign sent: WeChat's delivery result is
+/// recorded against the campaign's follower (a message id siyu did not send is ignored).
+fn record_job_result(store: &dyn Store, account: &str, msg: &Inbound) -> Result<(), StoreError> {
+    let InboundKind::Event(Event::TemplateSendJobFinish { msg_id, status }) = &msg.kind else {
+        return Ok(());
+    };
+    let Ok(msgid) = i64::try_from(*msg_id) else {
+        return Ok(());
+    };
+    let Some((campaign, openid)) = store.campaign_by_msgid(account, msgid)? else {
+        return Ok(());
+    };
+    if let Some(crate::campaign::Progress::Sent {
+        channel,
+        at,
+        msgid,
+        coupon,
+        ..
+    }) = store.campaign_progress(&campaign, &openid)?
+    {
+        let progress = crate::campaign::Progress::Sent {
+            channel,
+            at,
+            msgid,
+            coupon,
+            delivery: Some(status.clone()),
+        };
+        store.campaign_record(account, &campaign, &openid, &progress, None)?;
+        tracing::info!(%campaign, %openid, %status, "campaign: template delivery reported");
+    }
+    Ok(())
 }
 
 /// Runs the same decision against the store's current state without writing anything;

@@ -18,18 +18,21 @@
 //! - [`server`]: the actix-web app: routes, startup, the one error → HTTP mapping.
 //! - [`api`]: the outbound half: typed WeChat/WeCom API calls, shared access tokens.
 //! - [`outbox`]: the durable queue of calls to WeChat and its background worker.
+//! - [`coupon`], [`segment`], [`campaign`]: coupon batches, audiences, pushes to them.
 //! - [`fake_wechat`]: a fake WeChat/WeCom API server for tests and local development.
 //! - [`trial`]: synthetic messages for trying rules (simulate).
 //! - [`cli`]: one module per subcommand, thin over the library.
 
 pub mod api;
 pub mod audit;
+pub mod campaign;
 pub mod cli;
 pub mod config;
 pub mod coupon;
 pub mod engine;
 pub mod fake_wechat;
 pub mod follower;
+pub mod located;
 pub mod outbox;
 pub mod protocol;
 pub mod rulebook;

@@ -1,6 +1,7 @@
 //! The command line: one module per subcommand, each thin over the library.
 
 pub mod audit;
+pub mod campaign;
 pub mod check;
 pub mod coupon;
 pub mod fake_wechat;
@@ -48,6 +49,8 @@ pub enum Command {
     Coupon(coupon::CouponArgs),
     /// Count, list or export the followers of a segment (`--where "tag:vip AND …"`).
     Followers(followers::FollowersArgs),
+    /// Campaigns: list, define, plan (dry run), start, status (report), pause, resume.
+    Campaign(campaign::CampaignArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -88,6 +91,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Qrcode(a) => qrcode::run(&a),
         Command::Outbox(a) => outbox::run(&a),
         Command::Coupon(a) => coupon::run(&a),
+        Command::Campaign(a) => campaign::run(&a),
         Command::Followers(a) => followers::run(&a),
     }
 }

@@ -188,14 +188,7 @@ pub fn redeem(mut c: Coupon, now: i64) -> Result<Coupon, RedeemRefused> {
 }
 
 /// A mistake in `coupons.toml` (or a CSV it names), with where it is.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{file}:{line}:{column}: {message}")]
-pub struct CouponFileError {
-    pub file: String,
-    pub line: usize,
-    pub column: usize,
-    pub message: String,
-}
+pub type CouponFileError = crate::located::FileError;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -226,15 +219,7 @@ pub fn parse_batches(
     text: &str,
     read_csv: &dyn Fn(&str) -> Result<String, String>,
 ) -> Result<Vec<Batch>, Vec<CouponFileError>> {
-    let at = |offset: usize, message: String| {
-        let (line, column) = line_column(text, offset);
-        CouponFileError {
-            file: file.to_string(),
-            line,
-            column,
-            message,
-        }
-    };
+    let at = |offset: usize, message: String| CouponFileError::at(file, text, offset, message);
     let raw: RawFile = toml::from_str(text).map_err(|e| {
         vec![at(
             e.span().map_or(0, |s| s.start),
@@ -439,7 +424,7 @@ fn is_code(s: &str) -> bool {
 
 /// A TOML date or date-time as unix seconds; a bare date is midnight China time (UTC+8),
 /// where these brands' calendars are.
-fn unix(d: &toml::value::Datetime) -> Result<i64, String> {
+pub(crate) fn unix(d: &toml::value::Datetime) -> Result<i64, String> {
     let date = d.date.ok_or("a date is needed (e.g. 2026-12-31)")?;
     let days = days_from_civil(
         i64::from(date.year),
@@ -497,14 +482,6 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let doy = (153 * mp + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
-}
-
-/// 1-based line and column (in characters) of byte `offset`.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-    (line, column)
 }
 
 impl fmt::Display for Validity {

@@ -50,17 +50,24 @@ pub enum Effect {
         text: String,
         expires_at: i64,
     },
+    /// One follower's campaign message: the channel and the personalised content are
+    /// chosen when it is sent (`src/campaign/send.rs`).
+    Campaign { campaign: String, openid: String },
+    /// A campaign's WeCom group-robot announcement (one post, no follower).
+    Announcement { campaign: String },
 }
 
 impl Effect {
     /// The follower the effect is about.
     pub fn follower(&self) -> &str {
         match self {
-            Effect::Tag { openid, .. } | Effect::Custom { openid, .. } => openid,
+            Effect::Tag { openid, .. }
+            | Effect::Custom { openid, .. }
+            | Effect::Campaign { openid, .. } => openid,
             Effect::CorpTag {
                 external_userid, ..
             } => external_userid,
-            Effect::Welcome { .. } => "",
+            Effect::Welcome { .. } | Effect::Announcement { .. } => "",
         }
     }
 
@@ -71,6 +78,8 @@ impl Effect {
             Effect::CorpTag { .. } => "corp_tag",
             Effect::Custom { .. } => "custom",
             Effect::Welcome { .. } => "welcome",
+            Effect::Campaign { .. } => "campaign",
+            Effect::Announcement { .. } => "announcement",
         }
     }
 
@@ -93,6 +102,12 @@ impl Effect {
             Effect::Welcome { text, .. } => {
                 let short: String = text.chars().take(24).collect();
                 format!("welcome message \"{short}\"")
+            }
+            Effect::Campaign { campaign, openid } => {
+                format!("campaign {campaign} message to {openid}")
+            }
+            Effect::Announcement { campaign } => {
+                format!("campaign {campaign} group-robot announcement")
             }
         }
     }

@@ -40,7 +40,10 @@ const RESCAN: Duration = Duration::from_millis(200);
 /// One account's way out: its client and its pace.
 pub struct Channel {
     pub client: Arc<ApiClient>,
-    limiter: RateLimiter,
+    pub(crate) kind: crate::config::AccountKind,
+    /// Where group-robot webhooks are posted (the account's API base).
+    pub(crate) api_base: String,
+    pub(crate) limiter: RateLimiter,
     corp_tags: BTreeMap<String, String>,
 }
 
@@ -48,6 +51,8 @@ impl Channel {
     pub fn new(client: Arc<ApiClient>, settings: &ApiSettings) -> Channel {
         Channel {
             client,
+            kind: settings.kind,
+            api_base: settings.api_base.clone(),
             limiter: RateLimiter::new(settings.rate_per_sec),
             corp_tags: settings.corp_tags.clone(),
         }
@@ -55,20 +60,20 @@ impl Channel {
 }
 
 /// Paces one account's calls: each call gets the next free slot, `1/rate` apart.
-struct RateLimiter {
+pub(crate) struct RateLimiter {
     interval: Option<Duration>,
     next: Mutex<Instant>,
 }
 
 impl RateLimiter {
-    fn new(per_sec: f64) -> RateLimiter {
+    pub(crate) fn new(per_sec: f64) -> RateLimiter {
         RateLimiter {
             interval: (per_sec > 0.0).then(|| Duration::from_secs_f64(1.0 / per_sec)),
             next: Mutex::new(Instant::now()),
         }
     }
 
-    async fn acquire(&self) {
+    pub(crate) async fn acquire(&self) {
         let Some(interval) = self.interval else {
             return;
         };
@@ -83,7 +88,7 @@ impl RateLimiter {
 }
 
 /// Why an attempt failed.
-enum Failure {
+pub(crate) enum Failure {
     Api(ApiError),
     /// Known to fail before calling (window closed, code expired, no corp tag id).
     Final(String),
@@ -147,9 +152,13 @@ struct Tally {
 }
 
 pub struct Worker {
-    store: Arc<dyn Store>,
-    channels: HashMap<String, Channel>,
-    settings: OutboxSettings,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) channels: HashMap<String, Channel>,
+    pub(crate) settings: OutboxSettings,
+    /// Coupon batches, for campaigns that give one per follower.
+    pub(crate) coupons: Vec<crate::coupon::Batch>,
+    /// Each running campaign's own pace.
+    pub(crate) campaign_limiters: Mutex<HashMap<String, Arc<RateLimiter>>>,
     /// Woken when a callback queues something.
     wake: Arc<Notify>,
     tally: Mutex<Tally>,
@@ -167,10 +176,17 @@ impl Worker {
             store,
             channels,
             settings,
+            coupons: Vec::new(),
+            campaign_limiters: Mutex::new(HashMap::new()),
             wake,
             tally: Mutex::new(Tally::default()),
             metrics: None,
         }
+    }
+
+    pub fn with_coupons(mut self, coupons: Vec<crate::coupon::Batch>) -> Worker {
+        self.coupons = coupons;
+        self
     }
 
     pub fn with_metrics(mut self, metrics: crate::server::metrics::Metrics) -> Worker {
@@ -295,10 +311,22 @@ impl Worker {
             .map(|i| i.account.clone())
             .collect();
         let (mut tags, mut singles) = (Vec::new(), Vec::new());
+        // Whether each campaign in the page is running (a paused one's items wait).
+        let mut running: HashMap<String, bool> = HashMap::new();
         for item in page {
             if !self.channels.contains_key(&item.account) {
                 // Queued while the account had API settings; kept until it has them again.
                 continue;
+            }
+            if let Effect::Campaign { campaign, .. } | Effect::Announcement { campaign } =
+                &item.effect
+            {
+                let go = *running
+                    .entry(campaign.clone())
+                    .or_insert_with(|| self.campaign_running(campaign));
+                if !go {
+                    continue;
+                }
             }
             let ready = if is_tag(&item) {
                 tag_due(&item) <= now
@@ -322,6 +350,12 @@ impl Worker {
 
     async fn deliver(&self, item: OutboxItem) {
         let channel = &self.channels[&item.account];
+        if let Effect::Campaign { campaign, openid } = &item.effect {
+            let (campaign, openid) = (campaign.clone(), openid.clone());
+            return self
+                .deliver_campaign(channel, &item, &campaign, &openid)
+                .await;
+        }
         channel.limiter.acquire().await;
         let result = match &item.effect {
             Effect::Custom { openid, message } => {
@@ -368,14 +402,17 @@ impl Worker {
                         .map_err(Failure::Api)
                 }
             },
-            Effect::Tag { .. } => unreachable!("tag changes are batched by sync_tags"),
+            Effect::Announcement { campaign } => self.announce(channel, campaign).await,
+            Effect::Tag { .. } | Effect::Campaign { .. } => {
+                unreachable!("tag changes are batched by sync_tags; campaigns handled above")
+            }
         };
         self.settle(&[item], result).await;
     }
 
     /// A customer-service message: only inside the follower's window as siyu knows it
     /// (one slot taken before the call, given back if WeChat did not take the message).
-    async fn send_custom(
+    pub(crate) async fn send_custom(
         &self,
         channel: &Channel,
         account: &str,
@@ -492,7 +529,7 @@ impl Worker {
     }
 
     /// Writes the outcome of one attempt for `items` (one call's worth).
-    async fn settle(&self, items: &[OutboxItem], result: Result<(), Failure>) {
+    pub(crate) async fn settle(&self, items: &[OutboxItem], result: Result<(), Failure>) {
         let now = now_ms();
         let outcome = match result {
             Ok(()) => {
@@ -548,7 +585,7 @@ impl Worker {
         }
     }
 
-    async fn flush(&self) -> Result<(), StoreError> {
+    pub(crate) async fn flush(&self) -> Result<(), StoreError> {
         // fsync takes milliseconds: off the async threads.
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.flush())
@@ -556,8 +593,24 @@ impl Worker {
             .map_err(|e| StoreError::Backend(format!("flush task: {e}")))?
     }
 
-    fn count_call(&self) {
+    pub(crate) fn count_call(&self) {
         self.tally.lock().unwrap_or_else(|p| p.into_inner()).calls += 1;
+    }
+
+    pub(crate) fn bump_delivered(&self, item: &OutboxItem) {
+        self.bump(
+            |t| t.delivered += 1,
+            "delivered",
+            std::slice::from_ref(item),
+        );
+    }
+
+    pub(crate) fn bump_retried(&self, item: &OutboxItem) {
+        self.bump(|t| t.retried += 1, "retried", std::slice::from_ref(item));
+    }
+
+    pub(crate) fn bump_dead(&self, item: &OutboxItem) {
+        self.bump(|t| t.dead += 1, "dead", std::slice::from_ref(item));
     }
 
     fn bump(&self, f: impl FnOnce(&mut Tally), outcome: &str, items: &[OutboxItem]) {

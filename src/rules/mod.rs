@@ -30,7 +30,7 @@ mod followup;
 mod format;
 mod matcher;
 mod normalise;
-mod render;
+pub(crate) mod render;
 mod reply;
 mod rule;
 mod suite;

@@ -80,6 +80,23 @@ pub fn build_state(settings: Settings, store: Arc<dyn Store>) -> Result<AppState
         }
         tracing::info!(dir = %book.dir().display(), version = %book.current().version, "rules loaded");
     }
+    let clients = api_clients(&settings, &store)?;
+    Ok(AppState {
+        clients,
+        outbox_wake: Arc::new(tokio::sync::Notify::new()),
+        settings,
+        accounts,
+        books: books.into_values().collect(),
+        store,
+        metrics: super::metrics::Metrics::new(),
+    })
+}
+
+/// One API client per account with API settings.
+fn api_clients(
+    settings: &Settings,
+    store: &Arc<dyn Store>,
+) -> Result<HashMap<String, Arc<crate::api::ApiClient>>, StartupError> {
     let mut clients = HashMap::new();
     for a in &settings.accounts {
         if let Some(api) = &a.api {
@@ -93,15 +110,26 @@ pub fn build_state(settings: Settings, store: Arc<dyn Store>) -> Result<AppState
             clients.insert(a.id.clone(), Arc::new(client));
         }
     }
-    Ok(AppState {
-        clients,
-        outbox_wake: Arc::new(tokio::sync::Notify::new()),
-        settings,
-        accounts,
-        books: books.into_values().collect(),
-        store,
-        metrics: super::metrics::Metrics::new(),
-    })
+    Ok(clients)
+}
+
+/// An outbox worker without the server (`siyu campaign start` while no server runs).
+pub fn standalone_worker(
+    settings: &Settings,
+    store: Arc<dyn Store>,
+    wake: Arc<tokio::sync::Notify>,
+) -> Result<Worker, StartupError> {
+    let clients = api_clients(settings, &store)?;
+    let channels = settings
+        .accounts
+        .iter()
+        .filter_map(|a| {
+            let client = clients.get(&a.id)?;
+            Some((a.id.clone(), Channel::new(client.clone(), a.api.as_ref()?)))
+        })
+        .collect();
+    Ok(Worker::new(store, channels, settings.outbox.clone(), wake)
+        .with_coupons(settings.coupons.clone()))
 }
 
 pub struct Application {
@@ -132,6 +160,7 @@ pub fn outbox_worker(state: &AppState) -> Worker {
         state.settings.outbox.clone(),
         state.outbox_wake.clone(),
     )
+    .with_coupons(state.settings.coupons.clone())
     .with_metrics(state.metrics.clone())
 }
 
@@ -204,12 +233,21 @@ impl Application {
         #[cfg(unix)]
         let hup = tokio::spawn(super::reload::on_sighup(state.clone()));
         let (stop_worker, stopped) = tokio::sync::watch::channel(false);
+        let campaigns = tokio::spawn(crate::campaign::runner::run(
+            state.store.clone(),
+            Arc::new(state.settings.clone()),
+            state.outbox_wake.clone(),
+            stopped.clone(),
+        ));
         let worker = tokio::spawn(worker.run(stopped));
         let result = server.await;
         #[cfg(unix)]
         hup.abort();
         // The worker finishes the calls it has in flight and records their outcome.
         let _ = stop_worker.send(true);
+        if let Err(e) = campaigns.await {
+            tracing::error!(error = %e, "campaign runner ended abnormally");
+        }
         if let Err(e) = worker.await {
             tracing::error!(error = %e, "outbox worker ended abnormally");
         }

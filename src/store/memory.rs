@@ -4,8 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use super::{key, Applied, CallbackKey, Commit, Record, Store, StoreError, StoredToken};
+use super::{key, settled, Applied, CallbackKey, Commit, Record, Store, StoreError, StoredToken};
 use crate::audit::AuditEntry;
+use crate::campaign::{CampaignRun, Progress};
 use crate::coupon::{
     claim, redeem, Batch, BatchState, ClaimRefused, Coupon, CouponStats, RedeemRefused,
 };
@@ -37,6 +38,12 @@ struct Queue {
     outbox: BTreeMap<u64, OutboxItem>,
     dead: BTreeMap<u64, DeadItem>,
     tag_ids: HashMap<(String, String), i64>,
+    // Campaigns live with the queue: their progress and its outbox items change together.
+    campaigns: BTreeMap<String, CampaignRun>,
+    /// (campaign, openid) → progress.
+    progress: BTreeMap<(String, String), Progress>,
+    /// (account, msgid) → (campaign, openid).
+    msgids: HashMap<(String, i64), (String, String)>,
 }
 
 impl Queue {
@@ -129,6 +136,23 @@ impl Store for MemoryStore {
             .collect();
         sorted.into_values().for_each(visit);
         Ok(())
+    }
+
+    fn followers_after(
+        &self,
+        account: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Follower>, StoreError> {
+        let prefix = key(account, "");
+        let from = key(account, after.unwrap_or(""));
+        let sorted: BTreeMap<Vec<u8>, Follower> = self
+            .lock()
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix) && (after.is_none() || **k > from))
+            .filter_map(|(k, r)| Some((k.clone(), r.follower.clone()?)))
+            .collect();
+        Ok(sorted.into_values().take(limit).collect())
     }
 
     fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
@@ -324,5 +348,124 @@ impl Store for MemoryStore {
             .tag_ids
             .insert((account.to_string(), tag.to_string()), id);
         Ok(())
+    }
+
+    fn campaign_run(&self, name: &str) -> Result<Option<CampaignRun>, StoreError> {
+        Ok(self.queue().campaigns.get(name).cloned())
+    }
+
+    fn campaign_runs(&self) -> Result<Vec<CampaignRun>, StoreError> {
+        Ok(self.queue().campaigns.values().cloned().collect())
+    }
+
+    fn put_campaign_run(&self, run: &CampaignRun) -> Result<(), StoreError> {
+        self.queue()
+            .campaigns
+            .insert(run.campaign.name.clone(), run.clone());
+        Ok(())
+    }
+
+    fn campaign_enqueue(
+        &self,
+        run: &CampaignRun,
+        openids: &[String],
+        extra: Vec<NewItem>,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let name = &run.campaign.name;
+        let mut q = self.queue();
+        q.push(&run.campaign.account, extra, now_ms);
+        let mut queued = 0;
+        for openid in openids {
+            let k = (name.clone(), openid.clone());
+            if q.progress.contains_key(&k) {
+                continue;
+            }
+            q.progress.insert(k, Progress::Queued);
+            q.push(
+                &run.campaign.account,
+                vec![crate::campaign::runner::outbox_item(name, openid)],
+                now_ms,
+            );
+            queued += 1;
+        }
+        q.campaigns.insert(name.clone(), run.clone());
+        Ok(queued)
+    }
+
+    fn campaign_progress(
+        &self,
+        campaign: &str,
+        openid: &str,
+    ) -> Result<Option<Progress>, StoreError> {
+        Ok(self
+            .queue()
+            .progress
+            .get(&(campaign.to_string(), openid.to_string()))
+            .cloned())
+    }
+
+    fn campaign_record(
+        &self,
+        account: &str,
+        campaign: &str,
+        openid: &str,
+        progress: &Progress,
+        done_item: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let mut q = self.queue();
+        if let Some(id) = done_item {
+            q.outbox.remove(&id);
+        }
+        if let Progress::Sent {
+            msgid: Some(msgid), ..
+        } = progress
+        {
+            q.msgids.insert(
+                (account.to_string(), *msgid),
+                (campaign.to_string(), openid.to_string()),
+            );
+        }
+        q.progress
+            .insert((campaign.to_string(), openid.to_string()), progress.clone());
+        Ok(())
+    }
+
+    fn campaign_progress_page(
+        &self,
+        campaign: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Progress)>, StoreError> {
+        let q = self.queue();
+        let from = (campaign.to_string(), after.unwrap_or("").to_string());
+        Ok(q.progress
+            .range(from..)
+            .filter(|((_, o), _)| after.is_none_or(|a| o.as_str() > a))
+            .take_while(|((c, _), _)| c == campaign)
+            .take(limit)
+            .map(|((_, o), p)| (o.clone(), p.clone()))
+            .collect())
+    }
+
+    fn campaign_pending(&self, campaign: &str) -> Result<u64, StoreError> {
+        let q = self.queue();
+        Ok(q.progress
+            .range((campaign.to_string(), String::new())..)
+            .take_while(|((c, _), _)| c == campaign)
+            .filter(|(_, p)| !settled(p))
+            .count() as u64)
+    }
+
+    fn campaign_by_msgid(
+        &self,
+        account: &str,
+        msgid: i64,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        Ok(self
+            .queue()
+            .msgids
+            .get(&(account.to_string(), msgid))
+            .cloned())
     }
 }

@@ -20,6 +20,7 @@ pub use sled_store::SledStore;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditEntry;
+use crate::campaign::{CampaignRun, Progress};
 use crate::config::Secret;
 use crate::coupon::{Batch, ClaimRefused, Coupon, CouponStats, RedeemRefused};
 use crate::follower::Follower;
@@ -125,6 +126,15 @@ pub trait Store: Send + Sync {
         visit: &mut dyn FnMut(Follower),
     ) -> Result<(), StoreError>;
 
+    /// Up to `limit` followers of an account with an openid above `after`, in key order
+    /// (campaigns walk their audience with this, chunk by chunk).
+    fn followers_after(
+        &self,
+        account: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Follower>, StoreError>;
+
     fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
 
     /// The newest `limit` audit entries, newest first.
@@ -201,6 +211,65 @@ pub trait Store: Send + Sync {
 
     /// Issued, redeemed, expired and left (streams the batch's codes for `expired`).
     fn coupon_stats(&self, batch: &Batch, now: i64) -> Result<CouponStats, StoreError>;
+
+    // --- Campaigns (`src/campaign/`) ---
+
+    fn campaign_run(&self, name: &str) -> Result<Option<CampaignRun>, StoreError>;
+
+    /// Every campaign the store knows (started, scheduled or defined from the CLI).
+    fn campaign_runs(&self) -> Result<Vec<CampaignRun>, StoreError>;
+
+    /// Writes a campaign's run (its state: start, pause, resume, done).
+    fn put_campaign_run(&self, run: &CampaignRun) -> Result<(), StoreError>;
+
+    /// Queues one chunk of a campaign's audience in one atomic step: every follower of
+    /// `openids` without progress yet gets `Queued` and an outbox item, and `run` (its
+    /// cursor and count, updated by the caller) is written with them. A follower queued
+    /// before (a chunk redone after a crash) is left alone; `extra` items (a group-robot
+    /// announcement) are queued in the same step. Returns how many followers were queued.
+    fn campaign_enqueue(
+        &self,
+        run: &CampaignRun,
+        openids: &[String],
+        extra: Vec<NewItem>,
+        now_ms: i64,
+    ) -> Result<u64, StoreError>;
+
+    fn campaign_progress(
+        &self,
+        campaign: &str,
+        openid: &str,
+    ) -> Result<Option<Progress>, StoreError>;
+
+    /// Records a follower's progress in one atomic step with the outbox item it settles
+    /// (`done_item` leaves the queue) and, for a sent message with a WeChat `msgid`, the
+    /// index that job-finished callbacks are matched by.
+    fn campaign_record(
+        &self,
+        account: &str,
+        campaign: &str,
+        openid: &str,
+        progress: &Progress,
+        done_item: Option<u64>,
+    ) -> Result<(), StoreError>;
+
+    /// Up to `limit` followers' progress with an openid above `after`, in openid order.
+    fn campaign_progress_page(
+        &self,
+        campaign: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Progress)>, StoreError>;
+
+    /// Followers of a campaign still queued or being sent.
+    fn campaign_pending(&self, campaign: &str) -> Result<u64, StoreError>;
+
+    /// The (campaign, openid) a message id of an account was sent for.
+    fn campaign_by_msgid(
+        &self,
+        account: &str,
+        msgid: i64,
+    ) -> Result<Option<(String, String)>, StoreError>;
 
     /// Bytes used on disk, where the backend knows.
     fn size_on_disk(&self) -> Option<u64> {
@@ -284,6 +353,23 @@ fn decode_record(key: &[u8], bytes: &[u8]) -> Result<Record, StoreError> {
         Some((v, _)) => Err(corrupt(format!("unknown record version {v}"))),
         None => Err(corrupt("empty value".into())),
     }
+}
+
+/// `campaign \0 openid`, for a campaign's progress.
+fn campaign_key(campaign: &str, openid: &str) -> Vec<u8> {
+    key(campaign, openid)
+}
+
+/// `account \0 msgid`.
+fn msgid_key(account: &str, msgid: i64) -> Vec<u8> {
+    let mut k = key(account, "");
+    k.extend_from_slice(&msgid.to_be_bytes());
+    k
+}
+
+/// Whether a follower's part in a campaign is settled (no longer pending).
+fn settled(p: &Progress) -> bool {
+    !matches!(p, Progress::Queued | Progress::Sending { .. })
 }
 
 /// `account \0 openid`: NUL never appears in an account id or an openid, and it keeps one
@@ -443,6 +529,7 @@ mod tests {
         store.flush().unwrap();
 
         outbox_contract(store);
+        campaign_contract(store);
         coupon_contract(store);
     }
 
@@ -647,6 +734,141 @@ mod tests {
         store.put_tag_id("demo", "vip", 134).unwrap();
         assert_eq!(store.tag_id("demo", "vip").unwrap(), Some(134));
         assert_eq!(store.tag_id("other", "vip").unwrap(), None);
+    }
+
+    fn campaign_contract(store: &dyn Store) {
+        use crate::campaign::{Campaign, CampaignRun, Channel, Progress, RunState, Skip};
+        for item in store.outbox_page(None, 1000).unwrap() {
+            store.outbox_done(item.id).unwrap();
+        }
+        // Followers a1..a5 of account "acc" (a record each), and one of another account.
+        for i in 1..=5 {
+            let openid = format!("a{i}");
+            store
+                .apply_callback(
+                    CallbackKey {
+                        account: "acc",
+                        openid: &openid,
+                        dedupe_key: "k",
+                        now: 1,
+                        expires_at: 2,
+                    },
+                    &mut |_| Commit {
+                        follower: Some(Follower::new(openid.clone())),
+                        answer: Answer {
+                            reply: None,
+                            rules: vec![],
+                        },
+                        effects: vec![],
+                    },
+                )
+                .unwrap();
+        }
+        let page = store.followers_after("acc", None, 2).unwrap();
+        let ids: Vec<&str> = page.iter().map(|f| f.openid.as_str()).collect();
+        assert_eq!(ids, ["a1", "a2"]);
+        let page = store.followers_after("acc", Some("a2"), 10).unwrap();
+        let ids: Vec<&str> = page.iter().map(|f| f.openid.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["a3", "a4", "a5"],
+            "strictly after the cursor, this account only"
+        );
+
+        let campaign = Campaign {
+            name: "spring".into(),
+            account: "acc".into(),
+            audience: "subscribed".into(),
+            start_at: None,
+            end_at: None,
+            rate_per_sec: None,
+            coupon: None,
+            message: None,
+            template: None,
+            robot: None,
+        };
+        assert_eq!(store.campaign_run("spring").unwrap(), None);
+        let mut run = CampaignRun::new(campaign, false);
+        run.state = RunState::Running;
+        run.cursor = Some("a2".into());
+        run.targeted = 2;
+        let chunk = vec!["a1".to_string(), "a2".to_string()];
+        assert_eq!(store.campaign_enqueue(&run, &chunk, vec![], 10).unwrap(), 2);
+        assert_eq!(store.campaign_run("spring").unwrap().as_ref(), Some(&run));
+        // The same chunk again (redone after a crash): nobody is queued twice.
+        assert_eq!(store.campaign_enqueue(&run, &chunk, vec![], 10).unwrap(), 0);
+        let queued = store.outbox_page(None, 100).unwrap();
+        assert_eq!(queued.len(), 2);
+        assert_eq!(store.campaign_pending("spring").unwrap(), 2);
+        assert_eq!(
+            store.campaign_progress("spring", "a1").unwrap(),
+            Some(Progress::Queued)
+        );
+        // Sending is still pending; a settled outcome removes the item with it.
+        store
+            .campaign_record(
+                "acc",
+                "spring",
+                "a1",
+                &Progress::Sending {
+                    channel: Channel::Custom,
+                },
+                None,
+            )
+            .unwrap();
+        assert_eq!(store.campaign_pending("spring").unwrap(), 2);
+        let sent = Progress::Sent {
+            channel: Channel::Template,
+            at: 11,
+            msgid: Some(4242),
+            coupon: None,
+            delivery: None,
+        };
+        store
+            .campaign_record("acc", "spring", "a1", &sent, Some(queued[0].id))
+            .unwrap();
+        let skipped = Progress::Skipped {
+            reason: Skip::Unsubscribed,
+            at: 11,
+        };
+        store
+            .campaign_record("acc", "spring", "a2", &skipped, Some(queued[1].id))
+            .unwrap();
+        assert!(store.outbox_page(None, 100).unwrap().is_empty());
+        assert_eq!(store.campaign_pending("spring").unwrap(), 0);
+        assert_eq!(
+            store.campaign_by_msgid("acc", 4242).unwrap(),
+            Some(("spring".to_string(), "a1".to_string()))
+        );
+        assert_eq!(store.campaign_by_msgid("other", 4242).unwrap(), None);
+        let page = store.campaign_progress_page("spring", None, 10).unwrap();
+        assert_eq!(
+            page,
+            vec![
+                ("a1".to_string(), sent),
+                ("a2".to_string(), skipped.clone())
+            ]
+        );
+        assert_eq!(
+            store
+                .campaign_progress_page("spring", Some("a1"), 10)
+                .unwrap(),
+            vec![("a2".to_string(), skipped)]
+        );
+        // An extra item (an announcement) is queued with a chunk.
+        let extra = crate::outbox::NewItem {
+            effect: crate::outbox::Effect::Announcement {
+                campaign: "spring".into(),
+            },
+            origin: "campaign:spring".into(),
+            not_before_ms: 0,
+        };
+        assert_eq!(
+            store.campaign_enqueue(&run, &[], vec![extra], 12).unwrap(),
+            0
+        );
+        assert_eq!(store.outbox_page(None, 100).unwrap().len(), 1);
+        assert_eq!(store.campaign_runs().unwrap().len(), 1);
     }
 
     #[test]

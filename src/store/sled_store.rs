@@ -15,9 +15,11 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::{Db, Tree};
 
 use super::{
-    decode_record, encode_record, key, Applied, CallbackKey, Commit, Store, StoreError, StoredToken,
+    campaign_key, decode_record, encode_record, key, msgid_key, settled, Applied, CallbackKey,
+    Commit, Store, StoreError, StoredToken,
 };
 use crate::audit::AuditEntry;
+use crate::campaign::{CampaignRun, Progress};
 use crate::coupon::{
     claim, redeem, Batch, BatchState, ClaimRefused, Coupon, CouponStats, RedeemRefused,
 };
@@ -45,6 +47,15 @@ pub struct SledStore {
     /// `h\0batch\0account\0openid` → codes held (big-endian u32);
     /// `r\0account\0openid\0batch\0request` → the code a request claimed.
     coupons: Tree,
+    /// campaign name → JSON `CampaignRun`.
+    campaigns: Tree,
+    /// campaign \0 openid → JSON `Progress`.
+    progress: Tree,
+    /// campaign \0 openid → empty: the followers still queued or being sent (a count
+    /// without reading every progress entry).
+    pending: Tree,
+    /// account \0 msgid (big-endian) → campaign \0 openid.
+    msgids: Tree,
     stripes: Arc<[Mutex<()>]>,
     hasher: RandomState,
 }
@@ -80,6 +91,10 @@ impl SledStore {
             dead: db.open_tree("dead").map_err(backend)?,
             tag_ids: db.open_tree("tag_ids").map_err(backend)?,
             coupons: db.open_tree("coupons").map_err(backend)?,
+            campaigns: db.open_tree("campaigns").map_err(backend)?,
+            progress: db.open_tree("campaign_progress").map_err(backend)?,
+            pending: db.open_tree("campaign_pending").map_err(backend)?,
+            msgids: db.open_tree("campaign_msgids").map_err(backend)?,
             db,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             hasher: RandomState::new(),
@@ -259,6 +274,31 @@ impl Store for SledStore {
             }
         }
         Ok(())
+    }
+
+    fn followers_after(
+        &self,
+        account: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Follower>, StoreError> {
+        let prefix = key(account, "");
+        let mut from = key(account, after.unwrap_or(""));
+        if after.is_some() {
+            // Just above `after`: NUL never appears in an openid.
+            from.push(0);
+        }
+        let mut out = Vec::with_capacity(limit.min(4096));
+        for item in self.followers.range(from..) {
+            let (k, v) = item.map_err(backend)?;
+            if !k.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            if let Some(f) = decode_record(&k, &v)?.follower {
+                out.push(f);
+            }
+        }
+        Ok(out)
     }
 
     fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
@@ -577,5 +617,168 @@ impl Store for SledStore {
 
     fn size_on_disk(&self) -> Option<u64> {
         self.db.size_on_disk().ok()
+    }
+
+    fn campaign_run(&self, name: &str) -> Result<Option<CampaignRun>, StoreError> {
+        self.campaigns
+            .get(name.as_bytes())
+            .map_err(backend)?
+            .map(|v| from_json("campaigns", name.as_bytes(), &v))
+            .transpose()
+    }
+
+    fn campaign_runs(&self) -> Result<Vec<CampaignRun>, StoreError> {
+        self.campaigns
+            .iter()
+            .map(|item| {
+                let (k, v) = item.map_err(backend)?;
+                from_json("campaigns", &k, &v)
+            })
+            .collect()
+    }
+
+    fn put_campaign_run(&self, run: &CampaignRun) -> Result<(), StoreError> {
+        self.campaigns
+            .insert(run.campaign.name.as_bytes(), json(run))
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn campaign_enqueue(
+        &self,
+        run: &CampaignRun,
+        openids: &[String],
+        extra: Vec<NewItem>,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let name = &run.campaign.name;
+        let extra = self.new_items(&run.campaign.account, extra, now_ms)?;
+        // Ids are drawn before the transaction (which may run more than once); an id
+        // left unused is only a gap in the queue's order.
+        let items = self.new_items(
+            &run.campaign.account,
+            openids
+                .iter()
+                .map(|o| crate::campaign::runner::outbox_item(name, o))
+                .collect(),
+            now_ms,
+        )?;
+        let queued_state = json(&Progress::Queued);
+        let run_bytes = json(run);
+        (&self.campaigns, &self.progress, &self.pending, &self.outbox)
+            .transaction(|(campaigns, progress, pending, outbox)| {
+                let mut queued = 0u64;
+                for (openid, (id, item)) in openids.iter().zip(&items) {
+                    let k = campaign_key(name, openid);
+                    if progress.get(&k)?.is_some() {
+                        continue;
+                    }
+                    progress.insert(k.as_slice(), queued_state.as_slice())?;
+                    pending.insert(k.as_slice(), &[][..])?;
+                    outbox.insert(&id_key(*id), item.as_slice())?;
+                    queued += 1;
+                }
+                for (id, item) in &extra {
+                    outbox.insert(&id_key(*id), item.as_slice())?;
+                }
+                campaigns.insert(name.as_bytes(), run_bytes.as_slice())?;
+                Ok::<_, ConflictableTransactionError<()>>(queued)
+            })
+            .map_err(tx_backend)
+    }
+
+    fn campaign_progress(
+        &self,
+        campaign: &str,
+        openid: &str,
+    ) -> Result<Option<Progress>, StoreError> {
+        let k = campaign_key(campaign, openid);
+        self.progress
+            .get(&k)
+            .map_err(backend)?
+            .map(|v| from_json("campaign_progress", &k, &v))
+            .transpose()
+    }
+
+    fn campaign_record(
+        &self,
+        account: &str,
+        campaign: &str,
+        openid: &str,
+        progress: &Progress,
+        done_item: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let k = campaign_key(campaign, openid);
+        let value = json(progress);
+        let msgid = match progress {
+            Progress::Sent { msgid: Some(m), .. } => Some(msgid_key(account, *m)),
+            _ => None,
+        };
+        let done = settled(progress);
+        (&self.progress, &self.pending, &self.outbox, &self.msgids)
+            .transaction(|(progress, pending, outbox, msgids)| {
+                progress.insert(k.as_slice(), value.as_slice())?;
+                if done {
+                    pending.remove(k.as_slice())?;
+                }
+                if let Some(id) = done_item {
+                    outbox.remove(&id_key(id))?;
+                }
+                if let Some(m) = &msgid {
+                    msgids.insert(m.as_slice(), k.as_slice())?;
+                }
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(tx_backend)
+    }
+
+    fn campaign_progress_page(
+        &self,
+        campaign: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Progress)>, StoreError> {
+        let prefix = campaign_key(campaign, "");
+        let mut from = campaign_key(campaign, after.unwrap_or(""));
+        if after.is_some() {
+            from.push(0);
+        }
+        let mut out = Vec::with_capacity(limit.min(4096));
+        for item in self.progress.range(from..) {
+            let (k, v) = item.map_err(backend)?;
+            if !k.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            let openid = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            out.push((openid, from_json("campaign_progress", &k, &v)?));
+        }
+        Ok(out)
+    }
+
+    fn campaign_pending(&self, campaign: &str) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for item in self.pending.scan_prefix(campaign_key(campaign, "")).keys() {
+            item.map_err(backend)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn campaign_by_msgid(
+        &self,
+        account: &str,
+        msgid: i64,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let Some(v) = self
+            .msgids
+            .get(msgid_key(account, msgid))
+            .map_err(backend)?
+        else {
+            return Ok(None);
+        };
+        let text = String::from_utf8_lossy(&v);
+        Ok(text
+            .split_once('\0')
+            .map(|(c, o)| (c.to_string(), o.to_string())))
     }
 }

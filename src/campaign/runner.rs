@@ -1,0 +1,430 @@
+//! Running campaigns: starting, pausing and resuming them, and putting their audience
+//! into the outbox chunk by chunk.
+//!
+//! The audience is walked in the store's key order. Each chunk is one atomic write: the
+//! matching followers' progress (`Queued`), their outbox items, and the campaign's cursor
+//! past the chunk. A crash anywhere leaves either the chunk written with its cursor, or
+//! neither: a restart goes on from the cursor, so nobody is queued twice or left out. The
+//! outbox worker then delivers the items (`send.rs`), and a campaign whose followers are
+//! all queued and settled is done.
+
+use std::time::Duration;
+
+use super::{choose_channel, Campaign, CampaignRun, Plan, Progress, Report, RunState};
+use crate::config::Settings;
+use crate::outbox::{now_ms, Effect, NewItem};
+use crate::segment::Segment;
+use crate::store::{Store, StoreError};
+
+/// Followers read (and queued) per atomic step.
+pub const CHUNK: usize = 500;
+/// How often `siyu serve` looks for campaigns to start, queue or finish.
+pub const TICK: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CampaignError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no campaign `{0}` (campaigns file, or `siyu campaign define`)")]
+    Unknown(String),
+    #[error("campaign `{name}`: account `{account}` is not in the config")]
+    NoAccount { name: String, account: String },
+    #[error("campaign `{name}`: account `{account}` has no [account.api] settings, so nothing can be sent")]
+    NoApi { name: String, account: String },
+    #[error("campaign `{name}`: coupon batch `{batch}` is not in the coupons file")]
+    NoCoupon { name: String, batch: String },
+    #[error("campaign `{name}` is {state}: {hint}")]
+    State {
+        name: String,
+        state: RunState,
+        hint: &'static str,
+    },
+    #[error("campaign `{0}` is already defined (in the campaigns file or by an earlier `define`)")]
+    Exists(String),
+    #[error("campaign `{name}`: audience: {message}")]
+    Audience { name: String, message: String },
+}
+
+/// The outbox item for one follower of a campaign.
+pub fn outbox_item(campaign: &str, openid: &str) -> NewItem {
+    NewItem {
+        effect: Effect::Campaign {
+            campaign: campaign.to_string(),
+            openid: openid.to_string(),
+        },
+        origin: format!("campaign:{campaign}"),
+        not_before_ms: 0,
+    }
+}
+
+/// A campaign by name: its run in the store (a started campaign keeps the definition it
+/// started with), else its definition in the campaigns file.
+pub fn find(
+    store: &dyn Store,
+    settings: &Settings,
+    name: &str,
+) -> Result<(Campaign, Option<CampaignRun>), CampaignError> {
+    if let Some(run) = store.campaign_run(name)? {
+        return Ok((run.campaign.clone(), Some(run)));
+    }
+    settings
+        .campaigns
+        .iter()
+        .find(|c| c.name == name)
+        .map(|c| (c.clone(), None))
+        .ok_or_else(|| CampaignError::Unknown(name.to_string()))
+}
+
+/// Every campaign: runs in the store, then file definitions not started yet.
+pub fn all(
+    store: &dyn Store,
+    settings: &Settings,
+) -> Result<Vec<(Campaign, Option<CampaignRun>)>, StoreError> {
+    let runs = store.campaign_runs()?;
+    let mut out: Vec<(Campaign, Option<CampaignRun>)> = settings
+        .campaigns
+        .iter()
+        .filter(|c| !runs.iter().any(|r| r.campaign.name == c.name))
+        .map(|c| (c.clone(), None))
+        .collect();
+    out.extend(runs.into_iter().map(|r| (r.campaign.clone(), Some(r))));
+    out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    Ok(out)
+}
+
+/// Checks that a campaign can run with these settings (its definition may have been
+/// stored by another version of the config).
+fn runnable(settings: &Settings, c: &Campaign) -> Result<(), CampaignError> {
+    let account = settings
+        .account(&c.account)
+        .ok_or_else(|| CampaignError::NoAccount {
+            name: c.name.clone(),
+            account: c.account.clone(),
+        })?;
+    if account.api.is_none() {
+        return Err(CampaignError::NoApi {
+            name: c.name.clone(),
+            account: c.account.clone(),
+        });
+    }
+    if let Some(batch) = &c.coupon {
+        if settings.coupon_batch(batch).is_none() {
+            return Err(CampaignError::NoCoupon {
+                name: c.name.clone(),
+                batch: batch.clone(),
+            });
+        }
+    }
+    Segment::parse(&c.audience).map_err(|e| CampaignError::Audience {
+        name: c.name.clone(),
+        message: e.to_string(),
+    })?;
+    Ok(())
+}
+
+/// Stores a campaign defined from the CLI (not started).
+pub fn define(
+    store: &dyn Store,
+    settings: &Settings,
+    campaign: Campaign,
+) -> Result<CampaignRun, CampaignError> {
+    if store.campaign_run(&campaign.name)?.is_some()
+        || settings.campaigns.iter().any(|c| c.name == campaign.name)
+    {
+        return Err(CampaignError::Exists(campaign.name));
+    }
+    runnable(settings, &campaign)?;
+    let run = CampaignRun::new(campaign, true);
+    store.put_campaign_run(&run)?;
+    Ok(run)
+}
+
+/// Starts a campaign now (a scheduled one too, ahead of its time). Starting a running
+/// campaign is a no-op; a paused one must be resumed, a done one cannot run again.
+pub fn start(
+    store: &dyn Store,
+    settings: &Settings,
+    name: &str,
+    now: i64,
+) -> Result<CampaignRun, CampaignError> {
+    let (campaign, run) = find(store, settings, name)?;
+    let mut run = run.unwrap_or_else(|| CampaignRun::new(campaign.clone(), false));
+    match run.state {
+        RunState::Running => return Ok(run),
+        RunState::Paused => {
+            return Err(CampaignError::State {
+                name: name.into(),
+                state: run.state,
+                hint: "use `siyu campaign resume`",
+            })
+        }
+        RunState::Done => {
+            return Err(CampaignError::State {
+                name: name.into(),
+                state: run.state,
+                hint: "a campaign runs once; define a new one to send again",
+            })
+        }
+        RunState::Waiting => {}
+    }
+    runnable(settings, &run.campaign)?;
+    run.state = RunState::Running;
+    run.started_at = Some(now);
+    store.put_campaign_run(&run)?;
+    tracing::info!(campaign = name, account = %run.campaign.account, "campaign started");
+    Ok(run)
+}
+
+/// Pauses a running campaign: nothing more is queued or sent until `resume` (items
+/// already queued stay queued).
+pub fn pause(store: &dyn Store, name: &str) -> Result<CampaignRun, CampaignError> {
+    set_state(store, name, RunState::Running, RunState::Paused)
+}
+
+pub fn resume(store: &dyn Store, name: &str) -> Result<CampaignRun, CampaignError> {
+    set_state(store, name, RunState::Paused, RunState::Running)
+}
+
+fn set_state(
+    store: &dyn Store,
+    name: &str,
+    from: RunState,
+    to: RunState,
+) -> Result<CampaignRun, CampaignError> {
+    let mut run = store
+        .campaign_run(name)?
+        .ok_or_else(|| CampaignError::State {
+            name: name.into(),
+            state: RunState::Waiting,
+            hint: "it was never started",
+        })?;
+    if run.state == to {
+        return Ok(run);
+    }
+    if run.state != from {
+        return Err(CampaignError::State {
+            name: name.into(),
+            state: run.state,
+            hint: if to == RunState::Paused {
+                "only a running campaign can be paused"
+            } else {
+                "only a paused campaign can be resumed"
+            },
+        });
+    }
+    run.state = to;
+    store.put_campaign_run(&run)?;
+    tracing::info!(campaign = name, state = %to, "campaign state changed");
+    Ok(run)
+}
+
+/// A dry run over the store: how many followers the audience has now and how each would
+/// be reached. Writes nothing.
+pub fn plan(
+    store: &dyn Store,
+    settings: &Settings,
+    campaign: &Campaign,
+    now: i64,
+) -> Result<Plan, CampaignError> {
+    let segment = Segment::parse(&campaign.audience).map_err(|e| CampaignError::Audience {
+        name: campaign.name.clone(),
+        message: e.to_string(),
+    })?;
+    let kind = settings
+        .account(&campaign.account)
+        .ok_or_else(|| CampaignError::NoAccount {
+            name: campaign.name.clone(),
+            account: campaign.account.clone(),
+        })?
+        .kind;
+    let mut plan = Plan::default();
+    store.for_each_follower(&campaign.account, &mut |f| {
+        if segment.matches(&f, now) {
+            plan.add(choose_channel(campaign, kind, Some(&f), now));
+        }
+    })?;
+    Ok(plan)
+}
+
+/// Queues the next chunk of a running campaign's audience; returns how many followers
+/// were queued, `None` when there is nothing (more) to queue.
+pub fn fill_chunk(store: &dyn Store, name: &str, now: i64) -> Result<Option<u64>, CampaignError> {
+    let Some(mut run) = store.campaign_run(name)? else {
+        return Ok(None);
+    };
+    if run.state != RunState::Running || run.enqueued_all {
+        return Ok(None);
+    }
+    let c = &run.campaign;
+    let segment = Segment::parse(&c.audience).map_err(|e| CampaignError::Audience {
+        name: c.name.clone(),
+        message: e.to_string(),
+    })?;
+    let mut extra = Vec::new();
+    if c.robot.is_some() && !run.announced {
+        extra.push(NewItem {
+            effect: Effect::Announcement {
+                campaign: c.name.clone(),
+            },
+            origin: format!("campaign:{}", c.name),
+            not_before_ms: 0,
+        });
+        run.announced = true;
+    }
+    let ended = c.end_at.is_some_and(|end| now >= end);
+    let page = if ended || c.message.is_none() && c.template.is_none() {
+        // Past its end, or an announcement only: nobody more to queue.
+        Vec::new()
+    } else {
+        store.followers_after(&c.account, run.cursor.as_deref(), CHUNK)?
+    };
+    if page.len() < CHUNK {
+        run.enqueued_all = true;
+    }
+    if let Some(last) = page.last() {
+        run.cursor = Some(last.openid.clone());
+    }
+    let audience: Vec<String> = page
+        .into_iter()
+        .filter(|f| segment.matches(f, now))
+        .map(|f| f.openid)
+        .collect();
+    run.targeted += audience.len() as u64;
+    let announcements = extra.len() as u64;
+    let queued = store.campaign_enqueue(&run, &audience, extra, now_ms())?;
+    if queued != audience.len() as u64 {
+        // Only possible if progress was written outside a chunk; keep the count honest.
+        run.targeted -= audience.len() as u64 - queued;
+        store.put_campaign_run(&run)?;
+    }
+    Ok(Some(queued + announcements))
+}
+
+/// One look at every campaign: starts scheduled ones whose time has come, queues
+/// running ones' audiences (up to `budget` chunks in all), finishes those with nothing
+/// left. Returns whether anything was queued (then the worker should be woken).
+pub fn tick(
+    store: &dyn Store,
+    settings: &Settings,
+    now: i64,
+    budget: usize,
+) -> Result<bool, CampaignError> {
+    for c in &settings.campaigns {
+        let due = c.start_at.is_some_and(|at| at <= now);
+        if due && store.campaign_run(&c.name)?.is_none() {
+            if let Err(e) = start(store, settings, &c.name, now) {
+                tracing::error!(campaign = %c.name, error = %e, "scheduled campaign cannot start");
+            }
+        }
+    }
+    let mut queued_any = false;
+    let mut budget = budget;
+    for run in store.campaign_runs()? {
+        let name = run.campaign.name.clone();
+        if run.state == RunState::Waiting && run.campaign.start_at.is_some_and(|at| at <= now) {
+            // Defined from the CLI with a start time.
+            if let Err(e) = start(store, settings, &name, now) {
+                tracing::error!(campaign = %name, error = %e, "scheduled campaign cannot start");
+            }
+        }
+        while budget > 0 {
+            budget -= 1;
+            match fill_chunk(store, &name, now)? {
+                Some(n) => queued_any |= n > 0,
+                None => break,
+            }
+        }
+        finish_if_done(store, &name, now)?;
+    }
+    Ok(queued_any)
+}
+
+/// Marks a running campaign done once its audience is queued and every follower settled.
+pub fn finish_if_done(store: &dyn Store, name: &str, now: i64) -> Result<bool, CampaignError> {
+    let Some(mut run) = store.campaign_run(name)? else {
+        return Ok(false);
+    };
+    if run.state != RunState::Running || !run.enqueued_all || store.campaign_pending(name)? > 0 {
+        return Ok(false);
+    }
+    if run.campaign.robot.is_some() && announcement_pending(store, name)? {
+        return Ok(false);
+    }
+    run.state = RunState::Done;
+    run.finished_at = Some(now);
+    store.put_campaign_run(&run)?;
+    tracing::info!(campaign = name, targeted = run.targeted, "campaign done");
+    Ok(true)
+}
+
+fn announcement_pending(store: &dyn Store, name: &str) -> Result<bool, StoreError> {
+    let mut after = None;
+    loop {
+        let page = store.outbox_page(after, 256)?;
+        let Some(last) = page.last() else {
+            return Ok(false);
+        };
+        after = Some(last.id);
+        if page
+            .iter()
+            .any(|i| matches!(&i.effect, Effect::Announcement { campaign } if campaign == name))
+        {
+            return Ok(true);
+        }
+    }
+}
+
+/// The campaign's report: its followers' progress added up, with the coupons they were
+/// given looked up for redemption.
+pub fn report(store: &dyn Store, name: &str) -> Result<Report, CampaignError> {
+    let run = store
+        .campaign_run(name)?
+        .ok_or_else(|| CampaignError::State {
+            name: name.into(),
+            state: RunState::Waiting,
+            hint: "it was never started, so there is nothing to report (try `siyu campaign plan`)",
+        })?;
+    let mut report = Report::new(&run);
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.campaign_progress_page(name, after.as_deref(), 1024)?;
+        let Some((last, _)) = page.last() else {
+            break;
+        };
+        after = Some(last.clone());
+        for (_, p) in &page {
+            let redeemed = match p {
+                Progress::Sent {
+                    coupon: Some(code), ..
+                } => store.coupon(code)?.is_some_and(|c| c.redeemed_at.is_some()),
+                _ => false,
+            };
+            report.add(p, redeemed);
+        }
+    }
+    Ok(report)
+}
+
+/// Runs [`tick`] every [`TICK`] until `stop` turns true (part of `siyu serve`).
+pub async fn run(
+    store: std::sync::Arc<dyn Store>,
+    settings: std::sync::Arc<Settings>,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    while !*stop.borrow() {
+        let (s, st) = (store.clone(), settings.clone());
+        let ticked =
+            tokio::task::spawn_blocking(move || tick(s.as_ref(), &st, now_ms() / 1000, 20)).await;
+        match ticked {
+            Ok(Ok(true)) => wake.notify_one(),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "campaigns: tick failed; retrying"),
+            Err(e) => tracing::error!(error = %e, "campaigns: tick task failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! Delivering one follower's campaign message, from the outbox worker.
+//!
+//! The channel is chosen at send time, on the follower's state as it is then (the window
+//! may have opened or closed since the campaign started). Every outcome is recorded in
+//! one atomic step with the item's removal from the queue: sent (with WeChat's msgid and
+//! the coupon code), failed with the reason, skipped with the reason, or back to queued
+//! for a retry.
+//!
+//! At most once per follower, across crashes: a template send carries a `client_msg_id`
+//! derived from (campaign, follower), so WeChat ignores a repeat and resending after a
+//! crash is safe. Customer-service and app messages have no such key, so `Sending` is
+//! written to disk before the call: a restart that finds it does not send again and
+//! reports the follower as in doubt (at most `concurrency` followers, those whose call was
+//! in flight at the crash).
+
+use std::sync::Arc;
+
+use super::{choose_channel, client_msg_id, coupon_view, Channel, Progress, Rendered, Skip};
+use crate::campaign::RunState;
+use crate::config::Secret;
+use crate::outbox::worker::{Channel as Way, Failure, RateLimiter, Worker};
+use crate::outbox::{now_ms, verdict, OutboxItem, Verdict};
+use crate::store::StoreError;
+
+/// What one attempt came to.
+enum Outcome {
+    Sent {
+        channel: Channel,
+        msgid: Option<i64>,
+        coupon: Option<String>,
+    },
+    Skipped(Skip),
+    /// Known to fail without (more) calls.
+    Failed(Option<Channel>, String),
+    /// The call failed; the verdict decides between a retry and giving up.
+    CallFailed(Channel, crate::api::ApiError),
+    /// Leave the item queued as it is (paused meanwhile, or a store error).
+    Leave,
+}
+
+impl Worker {
+    /// Whether a campaign's items may be sent now (paused ones wait in the queue).
+    pub(crate) fn campaign_running(&self, campaign: &str) -> bool {
+        match self.store.campaign_run(campaign) {
+            Ok(Some(run)) => run.state != RunState::Paused && run.state != RunState::Waiting,
+            // Unknown: let delivery record why.
+            Ok(None) => true,
+            Err(e) => {
+                tracing::error!(error = %e, campaign, "outbox: cannot read a campaign");
+                false
+            }
+        }
+    }
+
+    fn campaign_limiter(&self, campaign: &str, rate: Option<f64>) -> Option<Arc<RateLimiter>> {
+        let rate = rate?;
+        let mut limiters = self
+            .campaign_limiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        Some(
+            limiters
+                .entry(campaign.to_string())
+                .or_insert_with(|| Arc::new(RateLimiter::new(rate)))
+                .clone(),
+        )
+    }
+
+    pub(crate) async fn deliver_campaign(
+        &self,
+        way: &Way,
+        item: &OutboxItem,
+        campaign: &str,
+        openid: &str,
+    ) {
+        let outcome = match self.attempt(way, item, campaign, openid).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, campaign, openid, "campaign: store error; will retry");
+                Outcome::Leave
+            }
+        };
+        if let Err(e) = self.record(item, campaign, openid, outcome).await {
+            tracing::error!(error = %e, campaign, openid, "campaign: cannot record an outcome");
+        }
+    }
+
+    async fn attempt(
+        &self,
+        way: &Way,
+        item: &OutboxItem,
+        campaign: &str,
+        openid: &str,
+    ) -> Result<Outcome, StoreError> {
+        let store = &self.store;
+        let account = &item.account;
+        let Some(run) = store.campaign_run(campaign)? else {
+            return Ok(Outcome::Failed(
+                None,
+                format!("campaign `{campaign}` is unknown"),
+            ));
+        };
+        if run.state == RunState::Paused {
+            return Ok(Outcome::Leave);
+        }
+        let c = &run.campaign;
+        match store.campaign_progress(campaign, openid)? {
+            Some(Progress::Sending { channel }) => {
+                return Ok(Outcome::Failed(Some(channel), super::IN_DOUBT.into()));
+            }
+            Some(Progress::Queued) | None => {}
+            Some(_) => {
+                // Settled already (cannot happen: settling removes the item with it).
+                return Ok(Outcome::Leave);
+            }
+        }
+        let now = now_ms() / 1000;
+        let follower = store.follower(account, openid)?;
+        let channel = match choose_channel(c, way.kind, follower.as_ref(), now) {
+            Ok(ch) => ch,
+            Err(skip) => return Ok(Outcome::Skipped(skip)),
+        };
+        let Some(follower) = follower else {
+            return Ok(Outcome::Skipped(Skip::UnknownFollower));
+        };
+        let rendered = match Rendered::new(c) {
+            Ok(r) => r,
+            Err(e) => return Ok(Outcome::Failed(Some(channel), e)),
+        };
+        // The coupon, claimed once per (campaign, follower): a retry gets the same code.
+        let coupon = match &c.coupon {
+            None => None,
+            Some(name) => {
+                let Some(batch) = self.coupons.iter().find(|b| &b.name == name) else {
+                    return Ok(Outcome::Failed(
+                        Some(channel),
+                        format!("coupon batch `{name}` is not in the coupons file"),
+                    ));
+                };
+                let request = format!("campaign:{campaign}");
+                match store.claim_coupon(batch, account, openid, now, Some(&request))? {
+                    Ok(code) => Some(coupon_view(batch, &code)),
+                    Err(refused) => {
+                        return Ok(Outcome::Skipped(Skip::NoCoupon(refused.to_string())))
+                    }
+                }
+            }
+        };
+        let code = coupon.as_ref().map(|v| v.code.clone());
+        // Paced: the account's rate and the campaign's own.
+        if let Some(limiter) = self.campaign_limiter(campaign, c.rate_per_sec) {
+            limiter.acquire().await;
+        }
+        way.limiter.acquire().await;
+        match channel {
+            Channel::Template => {
+                let Some(mut message) = rendered.template(&follower, coupon.as_ref()) else {
+                    return Ok(Outcome::Failed(Some(channel), "no template".into()));
+                };
+                message.client_msg_id = Some(client_msg_id(campaign, openid));
+                self.count_call();
+                Ok(match way.client.send_template(&message).await {
+                    Ok(msgid) => Outcome::Sent {
+                        channel,
+                        msgid: Some(msgid),
+                        coupon: code,
+                    },
+                    Err(e) => Outcome::CallFailed(channel, e),
+                })
+            }
+            Channel::Custom | Channel::App => {
+                let Some(message) = rendered.message(&follower, coupon.as_ref()) else {
+                    return Ok(Outcome::Failed(Some(channel), "no message".into()));
+                };
+                // No idempotency key on WeChat's side: durable "sending" first.
+                store.campaign_record(
+                    account,
+                    campaign,
+                    openid,
+                    &Progress::Sending { channel },
+                    None,
+                )?;
+                self.flush().await?;
+                let sent = if channel == Channel::Custom {
+                    self.send_custom(way, account, openid, &message).await
+                } else {
+                    self.send_app(way, openid, &message).await
+                };
+                Ok(match sent {
+                    Ok(()) => Outcome::Sent {
+                        channel,
+                        msgid: None,
+                        coupon: code,
+                    },
+                    Err(Failure::Api(e)) => Outcome::CallFailed(channel, e),
+                    Err(Failure::Final(reason)) => Outcome::Failed(Some(channel), reason),
+                    Err(Failure::Store(e)) => return Err(e),
+                })
+            }
+        }
+    }
+
+    async fn send_app(
+        &self,
+        way: &Way,
+        userid: &str,
+        message: &crate::protocol::Reply,
+    ) -> Result<(), Failure> {
+        let crate::protocol::Reply::Text { content } = message else {
+            return Err(Failure::Final("a WeCom app message is text".into()));
+        };
+        self.count_call();
+        let invalid = way.client.send_app_message(userid, content).await?;
+        if invalid.iter().any(|u| u == userid) {
+            return Err(Failure::Final(format!(
+                "WeCom reports user {userid} invalid (invaliduser)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Writes an attempt's outcome: progress and the item's removal in one step.
+    async fn record(
+        &self,
+        item: &OutboxItem,
+        campaign: &str,
+        openid: &str,
+        outcome: Outcome,
+    ) -> Result<(), StoreError> {
+        let store = &self.store;
+        let at = now_ms() / 1000;
+        let settle =
+            |p: Progress| store.campaign_record(&item.account, campaign, openid, &p, Some(item.id));
+        match outcome {
+            Outcome::Leave => return Ok(()),
+            Outcome::Sent {
+                channel,
+                msgid,
+                coupon,
+            } => {
+                settle(Progress::Sent {
+                    channel,
+                    at,
+                    msgid,
+                    coupon,
+                    delivery: None,
+                })?;
+                tracing::info!(campaign, openid, %channel, "campaign: sent");
+                self.bump_delivered(item);
+            }
+            Outcome::Skipped(reason) => {
+                tracing::info!(campaign, openid, %reason, "campaign: skipped");
+                settle(Progress::Skipped { reason, at })?;
+                self.bump_delivered(item);
+            }
+            Outcome::Failed(channel, reason) => {
+                tracing::warn!(campaign, openid, %reason, "campaign: failed");
+                settle(Progress::Failed {
+                    channel,
+                    reason,
+                    at,
+                })?;
+                self.bump_dead(item);
+            }
+            Outcome::CallFailed(channel, error) => {
+                let attempts = item.attempts + 1;
+                match verdict(
+                    &self.settings.retry,
+                    attempts,
+                    &error,
+                    rand::random::<f64>(),
+                ) {
+                    Verdict::Retry(wait) => {
+                        // Not sent: back to queued (a restart must not call it in doubt).
+                        store.campaign_record(
+                            &item.account,
+                            campaign,
+                            openid,
+                            &Progress::Queued,
+                            None,
+                        )?;
+                        let mut next = item.clone();
+                        next.attempts = attempts;
+                        next.due_ms = now_ms() + wait as i64;
+                        next.last_error = Some(error.to_string());
+                        store.outbox_retry_later(&next)?;
+                        tracing::warn!(campaign, openid, attempt = attempts, retry_in_ms = wait, %error, "campaign: transient failure");
+                        self.bump_retried(item);
+                        return Ok(());
+                    }
+                    Verdict::Dead(reason) => {
+                        tracing::warn!(campaign, openid, %reason, "campaign: failed");
+                        settle(Progress::Failed {
+                            channel: Some(channel),
+                            reason,
+                            at,
+                        })?;
+                        self.bump_dead(item);
+                    }
+                }
+            }
+        }
+        // Settled for good: on disk before the slot takes its next follower, so a crash
+        // never repeats more than the calls in flight.
+        self.flush().await
+    }
+
+    /// A campaign's group-robot announcement (WeCom).
+    pub(crate) async fn announce(&self, way: &Way, campaign: &str) -> Result<(), Failure> {
+        let run = self
+            .store
+            .campaign_run(campaign)?
+            .ok_or_else(|| Failure::Final(format!("campaign `{campaign}` is unknown")))?;
+        let robot = run
+            .campaign
+            .robot
+            .as_ref()
+            .ok_or_else(|| Failure::Final("the campaign has no [campaign.robot]".into()))?;
+        let key = std::env::var(&robot.key_env).map_err(|_| {
+            Failure::Final(format!(
+                "environment variable {} (the robot's webhook key) is not set; set it, then `siyu outbox retry`",
+                robot.key_env
+            ))
+        })?;
+        let text = crate::rules::render::Template::parse(&robot.text)
+            .map(|t| t.render(&Default::default(), &Default::default()))
+            .map_err(|e| Failure::Final(e.message))?;
+        self.count_call();
+        way.client
+            .robot_send(&way.api_base, &Secret::new(key), &text)
+            .await
+            .map_err(Failure::Api)
+    }
+}
