@@ -216,7 +216,12 @@ fn the_channel_is_the_one_wechat_allows() {
     let custom_only = official(true, false);
     let template_only = official(false, true);
     use AccountKind::Official as O;
-    type Case<'a> = (&'a Campaign, Option<&'a Follower>, i64, Result<Channel, Skip>);
+    type Case<'a> = (
+        &'a Campaign,
+        Option<&'a Follower>,
+        i64,
+        Result<Channel, Skip>,
+    );
     let cases: Vec<Case> = vec![
         (&both, Some(&inside), now, Ok(Channel::Custom)),
         (&both, Some(&outside), now, Ok(Channel::Template)),

@@ -157,6 +157,11 @@ impl FakeWechatHandle {
             .collect()
     }
 
+    /// Template messages delivered: repeats of a `client_msg_id` are not counted.
+    pub fn templates_delivered(&self) -> u64 {
+        self.shared.lock().templates_delivered
+    }
+
     /// Holds calls to `path` past the first `after`, as `POST /fake/hold` does.
     pub fn hold(&self, path: &str, after: usize) {
         self.shared.lock().hold = Some(HoldRequest {

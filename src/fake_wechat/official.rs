@@ -70,8 +70,27 @@ pub(super) fn template_send(state: &mut State, b: &Value) -> Value {
     if !b["data"].is_object() {
         return err(47001, "data format error");
     }
+    // `client_msg_id` makes a repeat of the same send a no-op (WeChat keeps it for
+    // 10 minutes): the first send's msgid comes back and nothing is delivered again.
+    let repeat_key = str_field(b, "client_msg_id").map(|id| {
+        (
+            str_field(b, "touser").unwrap_or_default().to_string(),
+            id.to_string(),
+        )
+    });
+    if let Some(msgid) = repeat_key
+        .as_ref()
+        .and_then(|k| state.template_sends.get(k))
+    {
+        return json!({ "errcode": 0, "errmsg": "ok", "msgid": msgid });
+    }
     state.next_msgid += 1;
-    json!({ "errcode": 0, "errmsg": "ok", "msgid": state.next_msgid })
+    let msgid = state.next_msgid;
+    if let Some(k) = repeat_key {
+        state.template_sends.insert(k, msgid);
+    }
+    state.templates_delivered += 1;
+    json!({ "errcode": 0, "errmsg": "ok", "msgid": msgid })
 }
 
 pub(super) fn user_info(state: &mut State, q: &HashMap<String, String>) -> Value {

@@ -112,6 +112,10 @@ pub(crate) struct State {
     pub tags: BTreeMap<i64, FakeTag>,
     pub next_tag_id: i64,
     pub next_msgid: i64,
+    /// (touser, client_msg_id) → msgid of template messages sent.
+    pub template_sends: HashMap<(String, String), i64>,
+    /// Template messages actually delivered (repeats by client_msg_id not counted).
+    pub templates_delivered: u64,
     pub used_welcome_codes: HashSet<String>,
     /// Robot key → send times in the last minute.
     pub robot_sends: HashMap<String, VecDeque<Instant>>,
@@ -133,6 +137,8 @@ impl State {
             // WeChat reserves ids 0–2 for its own tags; custom tags start above.
             next_tag_id: 100,
             next_msgid: 1_000_000,
+            template_sends: HashMap::new(),
+            templates_delivered: 0,
             used_welcome_codes: HashSet::new(),
             robot_sends: HashMap::new(),
             calls: Vec::new(),

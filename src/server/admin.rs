@@ -45,7 +45,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/qrcode", web::post().to(qrcode))
             .route("/audit", web::get().to(audit_list))
             .route("/outbox", web::get().to(outbox))
-            .route("/outbox/{id}/retry", web::post().to(outbox_retry)),
+            .route("/outbox/{id}/retry", web::post().to(outbox_retry))
+            .configure(super::admin_campaigns::configure),
     );
 }
 
@@ -135,6 +136,8 @@ pub enum AdminError {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("rules refused")]
     Refused(Vec<String>),
     #[error("store failure: {0}")]
@@ -150,6 +153,7 @@ impl ResponseError for AdminError {
             AdminError::Forbidden(_) => StatusCode::FORBIDDEN,
             AdminError::NotFound(_) => StatusCode::NOT_FOUND,
             AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AdminError::Conflict(_) => StatusCode::CONFLICT,
             AdminError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AdminError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             AdminError::Upstream(_) => StatusCode::BAD_GATEWAY,
@@ -186,7 +190,7 @@ impl From<LoadError> for AdminError {
 
 /// The token that signed this request, if it has at least `need`. Every configured
 /// secret is compared (in constant time) so timing tells nothing about which was close.
-fn authorize<'s>(
+pub(super) fn authorize<'s>(
     state: &'s AppState,
     req: &HttpRequest,
     need: Role,

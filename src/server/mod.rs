@@ -2,6 +2,7 @@
 //! errors become HTTP statuses in exactly one place (`error.rs`).
 
 pub mod admin;
+pub mod admin_campaigns;
 pub mod coupons;
 pub mod error;
 pub mod metrics;

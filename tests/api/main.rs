@@ -4,6 +4,7 @@
 
 mod admin;
 mod bad_input;
+mod campaigns;
 mod cli;
 mod coupons;
 mod crash;

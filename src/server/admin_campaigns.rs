@@ -1,0 +1,129 @@
+//! The admin API's campaign routes: what `siyu campaign` does, while the server runs
+//! (the server's own campaign runner and outbox worker then do the sending).
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+
+use super::admin::{authorize, AdminError};
+use super::reload::audit;
+use super::AppState;
+use crate::campaign::runner::{self, CampaignError};
+use crate::config::Role;
+use crate::outbox::now_ms;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/campaigns", web::get().to(list))
+        .route("/campaigns/{name}", web::get().to(report))
+        .route("/campaigns/{name}/plan", web::get().to(plan))
+        .route("/campaigns/{name}/start", web::post().to(start))
+        .route("/campaigns/{name}/pause", web::post().to(pause))
+        .route("/campaigns/{name}/resume", web::post().to(resume));
+}
+
+impl From<CampaignError> for AdminError {
+    fn from(e: CampaignError) -> Self {
+        match e {
+            CampaignError::Store(e) => AdminError::Store(e),
+            CampaignError::Unknown(_) => AdminError::NotFound(e.to_string()),
+            CampaignError::State { .. } | CampaignError::Exists(_) => {
+                AdminError::Conflict(e.to_string())
+            }
+            other => AdminError::BadRequest(other.to_string()),
+        }
+    }
+}
+
+/// Every campaign with its state (file definitions not started: `not started` or
+/// `scheduled`).
+async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, AdminError> {
+    authorize(&state, &req, Role::Viewer)?;
+    let all = runner::all(state.store.as_ref(), &state.settings)?;
+    let campaigns: Vec<_> = all
+        .into_iter()
+        .map(|(c, run)| {
+            let status = match &run {
+                Some(r) => r.state.to_string(),
+                None if c.start_at.is_some() => "scheduled".into(),
+                None => "not started".into(),
+            };
+            json!({ "campaign": c, "state": status, "run": run })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "campaigns": campaigns })))
+}
+
+async fn report(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    name: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    authorize(&state, &req, Role::Viewer)?;
+    let store = state.store.clone();
+    let name = name.into_inner();
+    // Reads every follower's progress: off the async threads.
+    let r = web::block(move || runner::report(store.as_ref(), &name))
+        .await
+        .map_err(|e| AdminError::BadRequest(e.to_string()))??;
+    Ok(HttpResponse::Ok().json(r))
+}
+
+async fn plan(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    name: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    authorize(&state, &req, Role::Viewer)?;
+    let (campaign, _) = runner::find(state.store.as_ref(), &state.settings, &name)?;
+    let st = state.clone();
+    let p = web::block(move || {
+        runner::plan(st.store.as_ref(), &st.settings, &campaign, now_ms() / 1000)
+    })
+    .await
+    .map_err(|e| AdminError::BadRequest(e.to_string()))??;
+    Ok(HttpResponse::Ok().json(p))
+}
+
+async fn start(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    name: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    let who = authorize(&state, &req, Role::Operator)?.name.clone();
+    let run = runner::start(
+        state.store.as_ref(),
+        &state.settings,
+        &name,
+        now_ms() / 1000,
+    )?;
+    audit(
+        &state,
+        &who,
+        "campaign.start",
+        &name,
+        run.campaign.audience.clone(),
+    );
+    Ok(HttpResponse::Ok().json(json!({ "state": run.state, "run": run })))
+}
+
+async fn pause(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    name: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    let who = authorize(&state, &req, Role::Operator)?.name.clone();
+    let run = runner::pause(state.store.as_ref(), &name)?;
+    audit(&state, &who, "campaign.pause", &name, String::new());
+    Ok(HttpResponse::Ok().json(json!({ "state": run.state })))
+}
+
+async fn resume(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    name: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    let who = authorize(&state, &req, Role::Operator)?.name.clone();
+    let run = runner::resume(state.store.as_ref(), &name)?;
+    state.outbox_wake.notify_one();
+    audit(&state, &who, "campaign.resume", &name, String::new());
+    Ok(HttpResponse::Ok().json(json!({ "state": run.state })))
+}

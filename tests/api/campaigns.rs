@@ -1,0 +1,449 @@
+//! Campaigns end to end against the fake WeChat API over real HTTP: channel choice per
+//! follower (customer-service inside the window, template outside, skipped with the
+//! reason), one coupon per follower, the report, delivery results from
+//! TEMPLATESENDJOBFINISH, pause and resume, WeCom app messages and a group-robot
+//! announcement, and the CLI.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use reqwest::Method;
+use siyu::campaign::{Channel, Progress};
+use siyu::config::Settings;
+use siyu::fake_wechat::{FakeWechat, FakeWechatHandle};
+use siyu::follower::{Follower, CS_AFTER_MESSAGE};
+use siyu::store::{Answer, CallbackKey, Commit, SledStore, Store};
+
+use crate::helpers::*;
+use crate::outbox::{eventually, with_api};
+
+const CUSTOM: &str = "/cgi-bin/message/custom/send";
+const TEMPLATE: &str = "/cgi-bin/message/template/send";
+const APP: &str = "/cgi-bin/message/send";
+const ROBOT: &str = "/cgi-bin/webhook/send";
+
+/// Writes followers straight into a (closed) store, as earlier callbacks would have.
+pub fn seed(store_path: &Path, account: &str, followers: &[Follower]) {
+    let store = SledStore::open(store_path).unwrap();
+    for f in followers {
+        store
+            .apply_callback(
+                CallbackKey {
+                    account,
+                    openid: &f.openid,
+                    dedupe_key: "seed",
+                    now: 1,
+                    expires_at: 2,
+                },
+                &mut |_| Commit {
+                    follower: Some(f.clone()),
+                    answer: Answer {
+                        reply: None,
+                        rules: vec![],
+                    },
+                    effects: vec![],
+                },
+            )
+            .unwrap();
+    }
+    store.flush().unwrap();
+}
+
+/// A subscribed follower tagged `tags`; `window`: they wrote just now.
+pub fn follower(openid: &str, tags: &[&str], window: bool) -> Follower {
+    let mut f = Follower::new(openid);
+    f.subscribed = true;
+    f.tags = tags.iter().map(|t| t.to_string()).collect();
+    f.attributes.insert("name".into(), format!("客人{openid}"));
+    if window {
+        f.open_cs_window(CS_AFTER_MESSAGE, now());
+    }
+    f
+}
+
+/// Settings talking to the fake, with a coupons file and `campaigns` as the campaigns file.
+fn campaign_settings(dir: &Path, fake: &FakeWechatHandle, campaigns: &str) -> Settings {
+    let mut s = with_api(dir, fake.base_url(), 0);
+    std::fs::write(
+        dir.join("coupons.toml"),
+        "[[batch]]\nname = \"back\"\ntitle = \"回归礼\"\nvalue = \"满 100 减 20\"\nstock = 500\nvalid_days = 7\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("campaigns.toml"), campaigns).unwrap();
+    s.coupons_file = Some(dir.join("coupons.toml"));
+    s.load_coupons().unwrap();
+    s.campaigns_file = Some(dir.join("campaigns.toml"));
+    s.load_campaigns().unwrap();
+    s
+}
+
+async fn report(app: &TestApp, name: &str) -> serde_json::Value {
+    let r = app
+        .admin(
+            Method::GET,
+            &format!("/admin/v1/campaigns/{name}"),
+            Some(VIEWER),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
+async fn wait_done(app: &TestApp, name: &str) {
+    let store = app.store.clone();
+    eventually(30, &format!("campaign {name} done"), || {
+        store
+            .campaign_run(name)
+            .unwrap()
+            .is_some_and(|r| r.state == siyu::campaign::RunState::Done)
+    })
+    .await;
+}
+
+const VIP: &str = r#"
+[[campaign]]
+name = "vip-back"
+account = "plain"
+audience = "tag:vip"
+coupon = "back"
+
+[campaign.message]
+text = "{attr.name}，回归礼 {coupon.code} 请收好"
+
+[campaign.template]
+id = "TPL-BACK"
+data = { first = "{attr.name}，回归礼到账", keyword1 = "{coupon.code}", keyword2 = "{coupon.expires}" }
+
+[[campaign]]
+name = "cs-only"
+account = "plain"
+audience = "tag:vip"
+
+[campaign.message]
+text = "只在窗口内"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_uses_the_window_then_templates_and_reports_every_follower() {
+    let fake = FakeWechat::start("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let settings = campaign_settings(dir.path(), &fake, VIP);
+    let mut gone = follower("vip_gone", &["vip"], true);
+    gone.subscribed = false;
+    gone.unsubscribed_at = Some(now() - 60);
+    let mut people = vec![gone, follower("plain_fan", &["fan"], true)];
+    for i in 0..4 {
+        people.push(follower(&format!("vip_in_{i}"), &["vip"], true));
+        people.push(follower(&format!("vip_out_{i}"), &["vip"], false));
+        fake.open_window(&format!("vip_in_{i}"), 5);
+    }
+    seed(&settings.storage_path, "plain", &people);
+    let app = spawn_with(settings).await;
+
+    // The dry run counts without writing.
+    let r = app
+        .admin(
+            Method::GET,
+            "/admin/v1/campaigns/vip-back/plan",
+            Some(VIEWER),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let plan = r.json();
+    assert_eq!(plan["audience"], 9);
+    assert_eq!(plan["by_channel"]["customer-service message"], 4);
+    assert_eq!(plan["by_channel"]["template message"], 4);
+    assert_eq!(plan["unreachable"]["unsubscribed"], 1);
+    let r = app
+        .admin(
+            Method::GET,
+            "/admin/v1/campaigns/cs-only/plan",
+            Some(VIEWER),
+            None,
+        )
+        .await;
+    assert_eq!(
+        r.json()["unreachable"]["outside the 48-hour window and the campaign has no template"],
+        4
+    );
+    assert!(
+        app.store.campaign_run("vip-back").unwrap().is_none(),
+        "plan writes nothing"
+    );
+
+    // Viewers cannot start; operators can.
+    let start = "/admin/v1/campaigns/vip-back/start";
+    assert_eq!(
+        app.admin(Method::POST, start, Some(VIEWER), None)
+            .await
+            .status,
+        403
+    );
+    let r = app.admin(Method::POST, start, Some(OPERATOR), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_done(&app, "vip-back").await;
+
+    // Inside the window: customer-service messages with the follower's own coupon.
+    let mut codes = BTreeSet::new();
+    let custom = fake.accepted(CUSTOM);
+    assert_eq!(custom.len(), 4);
+    for call in &custom {
+        let to = call.body["touser"].as_str().unwrap();
+        assert!(to.starts_with("vip_in_"), "{to}");
+        let text = call.body["text"]["content"].as_str().unwrap();
+        let code = text
+            .strip_prefix(&format!("客人{to}，回归礼 "))
+            .and_then(|t| t.strip_suffix(" 请收好"))
+            .unwrap_or_else(|| panic!("{text}"));
+        let coupon = app.store.coupon(code).unwrap().expect("a real code");
+        assert_eq!(coupon.openid, to);
+        codes.insert(code.to_string());
+    }
+    // Outside it: template messages, idempotent by client_msg_id.
+    let templates = fake.accepted(TEMPLATE);
+    assert_eq!(templates.len(), 4);
+    for call in &templates {
+        let to = call.body["touser"].as_str().unwrap();
+        assert!(to.starts_with("vip_out_"), "{to}");
+        assert_eq!(call.body["template_id"], "TPL-BACK");
+        assert_eq!(
+            call.body["data"]["first"]["value"],
+            format!("客人{to}，回归礼到账")
+        );
+        assert_eq!(call.body["client_msg_id"].as_str().unwrap().len(), 40);
+        let code = call.body["data"]["keyword1"]["value"].as_str().unwrap();
+        assert_eq!(app.store.coupon(code).unwrap().unwrap().openid, to);
+        codes.insert(code.to_string());
+    }
+    assert_eq!(codes.len(), 8, "one distinct code per follower");
+    assert!(fake
+        .calls()
+        .iter()
+        .all(|c| c.body["touser"] != "plain_fan" && c.body["touser"] != "vip_gone"));
+
+    let r = report(&app, "vip-back").await;
+    assert_eq!(
+        (r["targeted"].as_u64(), r["sent"].as_u64()),
+        (Some(9), Some(8)),
+        "{r}"
+    );
+    assert_eq!(r["sent_by_channel"]["customer-service message"], 4);
+    assert_eq!(r["sent_by_channel"]["template message"], 4);
+    assert_eq!(r["skipped_by_reason"]["unsubscribed"], 1);
+    assert_eq!(
+        (r["failed"].as_u64(), r["queued"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(
+        (r["coupons_issued"].as_u64(), r["coupons_redeemed"].as_u64()),
+        (Some(8), Some(0))
+    );
+
+    // A code redeemed at the shop shows in the report; WeChat's delivery report of a
+    // template message is recorded against the follower.
+    let code = codes.iter().next().unwrap().clone();
+    app.store.redeem_coupon(&code, now()).unwrap().unwrap();
+    let Some(Progress::Sent {
+        msgid: Some(msgid),
+        channel: Channel::Template,
+        ..
+    }) = app
+        .store
+        .campaign_progress("vip-back", "vip_out_0")
+        .unwrap()
+    else {
+        panic!("vip_out_0 got a template message")
+    };
+    let finished = format!(
+        "<xml><ToUserName><![CDATA[{}]]></ToUserName><FromUserName><![CDATA[vip_out_0]]></FromUserName><CreateTime>{}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[TEMPLATESENDJOBFINISH]]></Event><MsgID>{msgid}</MsgID><Status><![CDATA[failed:user block]]></Status></xml>",
+        PLAIN.to(),
+        now()
+    );
+    assert_eq!(app.callback(PLAIN, &finished).await.status, 200);
+    let r = report(&app, "vip-back").await;
+    assert_eq!(r["coupons_redeemed"], 1, "{r}");
+    assert_eq!(r["deliveries"]["failed:user block"], 1, "{r}");
+
+    // A campaign runs once.
+    let r = app.admin(Method::POST, start, Some(OPERATOR), None).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    app.stop().await;
+    fake.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_campaign_sends_nothing_until_resumed_and_then_everyone_once() {
+    let fake = FakeWechat::start("127.0.0.1:0").unwrap();
+    fake.open_window("*", 5);
+    let dir = tempfile::tempdir().unwrap();
+    // 20 a second: 60 followers take about 3 s, time enough to pause in between.
+    let settings = campaign_settings(
+        dir.path(),
+        &fake,
+        "[[campaign]]\nname = \"slow\"\naccount = \"plain\"\naudience = \"tag:fan\"\nrate_per_sec = 20\n[campaign.message]\ntext = \"新品到店 {openid}\"\n",
+    );
+    let people: Vec<Follower> = (0..60)
+        .map(|i| follower(&format!("fan_{i:02}"), &["fan"], true))
+        .collect();
+    seed(&settings.storage_path, "plain", &people);
+    let app = spawn_with(settings).await;
+    let r = app
+        .admin(
+            Method::POST,
+            "/admin/v1/campaigns/slow/start",
+            Some(OPERATOR),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    eventually(20, "some sent", || fake.accepted(CUSTOM).len() >= 5).await;
+    let r = app
+        .admin(
+            Method::POST,
+            "/admin/v1/campaigns/slow/pause",
+            Some(OPERATOR),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Calls already under way finish; then nothing moves.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let at_pause = fake.accepted(CUSTOM).len();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(fake.accepted(CUSTOM).len(), at_pause, "paused means paused");
+    assert!(at_pause < 60, "paused before the end ({at_pause})");
+    let r = report(&app, "slow").await;
+    assert_eq!(r["state"], "paused");
+    assert_eq!(
+        r["queued"].as_u64().unwrap() + r["sent"].as_u64().unwrap(),
+        r["targeted"].as_u64().unwrap(),
+        "{r}"
+    );
+    // Resuming twice is one resume; pausing a paused campaign is fine too.
+    for _ in 0..2 {
+        let r = app
+            .admin(
+                Method::POST,
+                "/admin/v1/campaigns/slow/resume",
+                Some(OPERATOR),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    wait_done(&app, "slow").await;
+    let mut per: BTreeMap<String, usize> = BTreeMap::new();
+    for call in fake.accepted(CUSTOM) {
+        *per.entry(call.body["touser"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(per.len(), 60, "nobody left out");
+    assert!(per.values().all(|&n| n == 1), "nobody twice: {per:?}");
+    let r = app
+        .admin(
+            Method::POST,
+            "/admin/v1/campaigns/slow/pause",
+            Some(OPERATOR),
+            None,
+        )
+        .await;
+    assert_eq!(
+        r.status, 409,
+        "a done campaign cannot be paused: {}",
+        r.body
+    );
+    app.stop().await;
+    fake.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wecom_campaign_sends_app_messages_and_one_robot_announcement() {
+    let fake = FakeWechat::start("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The robot's key is a secret: read from the environment when it is sent.
+    std::env::set_var("SIYU_TEST_ROBOT_KEY", "robot-key-123");
+    let mut settings = campaign_settings(
+        dir.path(),
+        &fake,
+        "[[campaign]]\nname = \"stocktake\"\naccount = \"corp\"\naudience = \"tag:store-manager\"\n\
+         [campaign.message]\ntext = \"{attr.name}：周五盘点\"\n\
+         [campaign.robot]\nkey_env = \"SIYU_TEST_ROBOT_KEY\"\ntext = \"各门店周五盘点\"\n",
+    );
+    for a in &mut settings.accounts {
+        if let Some(api) = a.api.as_mut() {
+            api.agent_id = Some(1000002);
+        }
+    }
+    let mut people: Vec<Follower> = ["zhangsan", "lisi", "unknown_wang"]
+        .iter()
+        .map(|u| {
+            let mut f = follower(u, &["store-manager"], false);
+            f.subscribed = false; // app users never subscribe
+            f
+        })
+        .collect();
+    people.push(follower("clerk", &["clerk"], false));
+    seed(&settings.storage_path, "corp", &people);
+    let app = spawn_with(settings).await;
+    let r = app
+        .admin(
+            Method::POST,
+            "/admin/v1/campaigns/stocktake/start",
+            Some(OPERATOR),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_done(&app, "stocktake").await;
+    let sent: BTreeSet<String> = fake
+        .accepted(APP)
+        .iter()
+        .map(|c| {
+            assert_eq!(c.body["agentid"], 1000002);
+            let to = c.body["touser"].as_str().unwrap().to_string();
+            assert_eq!(c.body["text"]["content"], format!("客人{to}：周五盘点"));
+            to
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        ["lisi", "unknown_wang", "zhangsan"]
+            .map(String::from)
+            .into()
+    );
+    let robot = fake.accepted(ROBOT);
+    assert_eq!(robot.len(), 1, "one announcement");
+    assert_eq!(robot[0].body["text"]["content"], "各门店周五盘点");
+    assert!(robot[0].query.contains("key="), "{}", robot[0].query);
+    let r = report(&app, "stocktake").await;
+    assert_eq!(r["sent_by_channel"]["app message"], 2, "{r}");
+    // WeCom lists an unknown user in `invaliduser`: a failure with that reason.
+    assert_eq!(r["failed"], 1, "{r}");
+    let reasons = r["failed_by_reason"].as_object().unwrap();
+    assert!(reasons.keys().any(|k| k.contains("invalid")), "{r}");
+    app.stop().await;
+    fake.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fake_delivers_a_repeated_template_send_once() {
+    let fake = FakeWechat::start("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let settings = with_api(dir.path(), fake.base_url(), 0);
+    let store: std::sync::Arc<dyn Store> =
+        std::sync::Arc::new(SledStore::open(&settings.storage_path).unwrap());
+    let api = settings.account("plain").unwrap().api.clone().unwrap();
+    let client = siyu::api::ApiClient::new(api, store).unwrap();
+    let mut m = siyu::api::TemplateMessage::new("o1", "T").field("first", "hi");
+    m.client_msg_id = Some(siyu::campaign::client_msg_id("c", "o1"));
+    let first = client.send_template(&m).await.unwrap();
+    let again = client.send_template(&m).await.unwrap();
+    assert_eq!(first, again, "the first send's msgid");
+    assert_eq!(fake.templates_delivered(), 1);
+    m.client_msg_id = Some(siyu::campaign::client_msg_id("c", "o2"));
+    client.send_template(&m).await.unwrap();
+    assert_eq!(fake.templates_delivered(), 2);
+    fake.stop().await;
+}
