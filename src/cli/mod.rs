@@ -61,7 +61,8 @@ pub struct ConfigArg {
         short,
         env = "SIYU_CONFIG",
         default_value = "config.toml",
-        hide_env_values = true
+        hide_env_values = true,
+        global = true
     )]
     pub config: PathBuf,
 }

@@ -447,3 +447,142 @@ async fn the_fake_delivers_a_repeated_template_send_once() {
     assert_eq!(fake.templates_delivered(), 2);
     fake.stop().await;
 }
+
+async fn cli(args: &[&str]) -> (i32, String, String) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        siyu(&args)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_defines_plans_starts_and_reports_a_campaign() {
+    let fake = FakeWechat::start("127.0.0.1:0").unwrap();
+    fake.open_window("*", 5);
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::crash::crash_config(dir.path(), fake.base_url());
+    let settings = Settings::load(Path::new(&config)).unwrap();
+    let people = vec![
+        follower("v1", &["vip"], true),
+        follower("v2", &["vip"], true),
+        follower("v3", &["vip"], false),
+        follower("n1", &[], true),
+    ];
+    seed(&settings.storage_path, "plain", &people);
+    let c = config.as_str();
+
+    let (code, _, err) = cli(&[
+        "campaign",
+        "define",
+        "hello",
+        "--config",
+        c,
+        "--account",
+        "plain",
+        "--audience",
+        "tag:vip AND",
+        "--text",
+        "hi",
+    ])
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("audience: expected a condition"), "{err}");
+    let (code, _, err) = cli(&[
+        "campaign",
+        "define",
+        "hello",
+        "--config",
+        c,
+        "--account",
+        "plain",
+        "--audience",
+        "tag:vip",
+        "--text",
+        "hi {content}",
+    ])
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no incoming message"), "{err}");
+    let (code, out, err) = cli(&[
+        "campaign",
+        "define",
+        "hello",
+        "--config",
+        c,
+        "--account",
+        "plain",
+        "--audience",
+        "tag:vip",
+        "--text",
+        "你好 {attr.name}",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("campaign hello defined"), "{out}");
+    let (code, _, err) = cli(&[
+        "campaign",
+        "define",
+        "hello",
+        "--config",
+        c,
+        "--account",
+        "plain",
+        "--audience",
+        "tag:vip",
+        "--text",
+        "again",
+    ])
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("already defined"), "{err}");
+
+    let (code, out, _) = cli(&["campaign", "plan", "hello", "--config", c]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("audience  3"), "{out}");
+    assert!(out.contains("2  by customer-service message"), "{out}");
+    assert!(out.contains("1  outside the 48-hour window"), "{out}");
+    let (_, out, _) = cli(&["campaign", "list", "--config", c]).await;
+    assert!(out.contains("hello") && out.contains("waiting"), "{out}");
+
+    let (code, _, err) = cli(&["campaign", "pause", "hello", "--config", c]).await;
+    assert_eq!(code, 1, "a campaign not started cannot be paused");
+    assert!(
+        err.contains("only a running campaign can be paused"),
+        "{err}"
+    );
+
+    let (code, out, err) = cli(&["campaign", "start", "hello", "--config", c]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("sent      2"), "{out}");
+    let sent: BTreeSet<String> = fake
+        .accepted(CUSTOM)
+        .iter()
+        .map(|c| c.body["text"]["content"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        sent,
+        ["你好 客人v1", "你好 客人v2"].map(String::from).into()
+    );
+
+    let (code, out, _) = cli(&["campaign", "status", "hello", "--json", "--config", c]).await;
+    assert_eq!(code, 0);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            r["state"].as_str(),
+            r["sent"].as_u64(),
+            r["skipped"].as_u64()
+        ),
+        (Some("done"), Some(2), Some(1))
+    );
+    let (code, _, err) = cli(&["campaign", "start", "hello", "--config", c]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("runs once"), "{err}");
+    let (code, _, err) = cli(&["campaign", "status", "nope", "--config", c]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("never started"), "{err}");
+    fake.stop().await;
+}

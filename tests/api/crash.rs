@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use siyu::fake_wechat::FakeWechat;
+use siyu::store::Store;
 
 use crate::helpers::*;
 use crate::outbox::eventually;
@@ -20,7 +21,7 @@ const ACCEPTED_BEFORE_CRASH: usize = 25;
 
 /// A config serving the fixture accounts with `plain` talking to the fake, and a rule
 /// whose reply is followed by one customer-service message.
-fn crash_config(dir: &Path, api_base: &str) -> String {
+pub fn crash_config(dir: &Path, api_base: &str) -> String {
     let replies = dir.join("replies");
     std::fs::create_dir_all(&replies).unwrap();
     std::fs::write(
@@ -152,5 +153,127 @@ async fn a_killed_server_resumes_its_queue_and_sends_each_message_exactly_once()
     assert_eq!(report["accounts"], serde_json::json!({}), "{report}");
     second.child.kill().unwrap();
     second.child.wait().unwrap();
+    fake.stop().await;
+}
+
+const TEMPLATE: &str = "/cgi-bin/message/template/send";
+const IN_WINDOW: usize = 20;
+const OUTSIDE: usize = 40;
+const TEMPLATES_BEFORE_CRASH: usize = 10;
+
+/// A scheduled campaign (its start time is past, so `siyu serve` starts it by itself):
+/// followers inside the window get a customer-service message, the others a template
+/// message, each with their own coupon. The real server is SIGKILLed while every worker
+/// slot hangs on a template call, and restarted: every follower gets exactly one message
+/// and one code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_resumes_a_campaign_sending_each_follower_once() {
+    let fake = FakeWechat::start("127.0.0.1:0").unwrap();
+    fake.hold(TEMPLATE, TEMPLATES_BEFORE_CRASH);
+    let dir = tempfile::tempdir().unwrap();
+    let config = crash_config(dir.path(), fake.base_url());
+    std::fs::write(
+        dir.path().join("coupons.toml"),
+        "[[batch]]\nname = \"back\"\nvalue = \"满 100 减 20\"\nstock = 100\nvalid_days = 7\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("campaigns.toml"),
+        "[[campaign]]\nname = \"spring\"\naccount = \"plain\"\naudience = \"tag:vip\"\n\
+         start = 2020-01-01T10:00:00+08:00\ncoupon = \"back\"\n\
+         [campaign.message]\ntext = \"春季礼 {coupon.code}\"\n\
+         [campaign.template]\nid = \"TPL\"\ndata = { keyword1 = \"{coupon.code}\" }\n",
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&config).unwrap()
+        + "\n[coupons]\nfile = \"coupons.toml\"\n\n[campaigns]\nfile = \"campaigns.toml\"\n";
+    std::fs::write(&config, text).unwrap();
+    let settings = siyu::config::Settings::load(Path::new(&config)).unwrap();
+    let mut people = Vec::new();
+    for i in 0..IN_WINDOW {
+        let openid = format!("a_in_{i:02}");
+        fake.open_window(&openid, 5);
+        people.push(crate::campaigns::follower(&openid, &["vip"], true));
+    }
+    for i in 0..OUTSIDE {
+        people.push(crate::campaigns::follower(
+            &format!("b_out_{i:02}"),
+            &["vip"],
+            false,
+        ));
+    }
+    crate::campaigns::seed(&settings.storage_path, "plain", &people);
+
+    let mut first = serve(&config);
+    eventually(30, "every worker slot is held on a template call", || {
+        fake.held() == CONCURRENCY
+    })
+    .await;
+    first.child.kill().unwrap(); // SIGKILL: no shutdown, no flush
+    first.child.wait().unwrap();
+    assert_eq!(fake.accepted(CUSTOM).len(), IN_WINDOW);
+    assert_eq!(fake.accepted(TEMPLATE).len(), TEMPLATES_BEFORE_CRASH);
+    fake.release();
+
+    let mut second = serve(&config);
+    eventually(30, "every follower reached after the restart", || {
+        fake.templates_delivered() as usize >= OUTSIDE
+    })
+    .await;
+    // Give a wrongly repeated send the time to show up, then stop and read the store.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    second.child.kill().unwrap();
+    second.child.wait().unwrap();
+
+    let mut per_follower: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for call in fake.accepted(CUSTOM) {
+        let code = call.body["text"]["content"].as_str().unwrap();
+        let code = code.strip_prefix("春季礼 ").unwrap().to_string();
+        per_follower
+            .entry(call.body["touser"].as_str().unwrap().to_string())
+            .or_default()
+            .push(code);
+    }
+    for call in fake.accepted(TEMPLATE) {
+        let code = call.body["data"]["keyword1"]["value"].as_str().unwrap();
+        per_follower
+            .entry(call.body["touser"].as_str().unwrap().to_string())
+            .or_default()
+            .push(code.to_string());
+    }
+    assert_eq!(per_follower.len(), IN_WINDOW + OUTSIDE, "nobody left out");
+    assert!(
+        per_follower.values().all(|codes| codes.len() == 1),
+        "nobody twice: {per_follower:?}"
+    );
+    assert_eq!(fake.templates_delivered() as usize, OUTSIDE);
+
+    let store = siyu::store::SledStore::open(&settings.storage_path).unwrap();
+    let report = siyu::campaign::runner::report(&store, "spring").unwrap();
+    assert_eq!(
+        (
+            report.targeted,
+            report.sent,
+            report.failed,
+            report.skipped,
+            report.queued
+        ),
+        (60, 60, 0, 0, 0),
+        "{report}"
+    );
+    assert_eq!(report.coupons_issued, 60);
+    for (openid, codes) in &per_follower {
+        let coupon = store.coupon(&codes[0]).unwrap().expect("a real code");
+        assert_eq!(
+            &coupon.openid, openid,
+            "the code sent is the follower's own"
+        );
+    }
+    let batch = settings.coupon_batch("back").unwrap();
+    let stats = store.coupon_stats(batch, now()).unwrap();
+    assert_eq!(
+        stats.issued, 60,
+        "one code per follower, none lost to the crash"
+    );
     fake.stop().await;
 }
