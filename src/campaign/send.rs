@@ -52,6 +52,15 @@ impl Worker {
         }
     }
 
+    /// Until when (unix ms) an account's campaign sends wait for a new day's quota.
+    pub(crate) fn quota_blocked(&self, account: &str, now_ms: i64) -> Option<i64> {
+        let blocked = self.quota_until.lock().unwrap_or_else(|p| p.into_inner());
+        blocked
+            .get(account)
+            .copied()
+            .filter(|&until| until > now_ms)
+    }
+
     fn campaign_limiter(&self, campaign: &str, rate: Option<f64>) -> Option<Arc<RateLimiter>> {
         let rate = rate?;
         let mut limiters = self
@@ -152,6 +161,13 @@ impl Worker {
             limiter.acquire().await;
         }
         way.limiter.acquire().await;
+        if self.quota_blocked(account, now_ms()).is_some() {
+            // Another send of this account learnt meanwhile that the quota is spent.
+            return Ok(Outcome::CallFailed(
+                channel,
+                crate::api::ApiError::DailyQuotaReached,
+            ));
+        }
         match channel {
             Channel::Template => {
                 let Some(mut message) = rendered.template(&follower, coupon.as_ref()) else {
@@ -262,6 +278,26 @@ impl Worker {
                 })?;
                 self.bump_dead(item);
             }
+            Outcome::CallFailed(channel, crate::api::ApiError::DailyQuotaReached) => {
+                // WeChat's daily quota renews at midnight China time: the account's
+                // campaign sends wait till then (not counted as failed attempts).
+                let until = next_china_midnight_ms(now_ms());
+                self.quota_until
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(item.account.clone(), until);
+                store.campaign_record(&item.account, campaign, openid, &Progress::Queued, None)?;
+                let mut next = item.clone();
+                next.due_ms = until;
+                next.last_error = Some(format!(
+                    "{} ({channel}); campaign sends of this account wait for the new day",
+                    crate::api::ApiError::DailyQuotaReached
+                ));
+                store.outbox_retry_later(&next)?;
+                tracing::warn!(campaign, account = %item.account, until_ms = until, "campaign: daily API quota used up; waiting for the new day");
+                self.bump_retried(item);
+                return Ok(());
+            }
             Outcome::CallFailed(channel, error) => {
                 let attempts = item.attempts + 1;
                 match verdict(
@@ -330,5 +366,28 @@ impl Worker {
             .robot_send(&way.api_base, &Secret::new(key), &text)
             .await
             .map_err(Failure::Api)
+    }
+}
+
+/// The next midnight in China (UTC+8) after `now_ms`, in unix milliseconds.
+pub fn next_china_midnight_ms(now_ms: i64) -> i64 {
+    const DAY: i64 = 86_400_000;
+    const OFFSET: i64 = 8 * 3_600_000;
+    ((now_ms + OFFSET).div_euclid(DAY) + 1) * DAY - OFFSET
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_quota_renews_at_midnight_china_time() {
+        // 2026-11-23 15:00 UTC is 23:00 in China: midnight is an hour away.
+        let at = 1_795_446_000_000;
+        assert_eq!(super::next_china_midnight_ms(at), at + 3_600_000);
+        // Exactly midnight: the next one.
+        let midnight = at + 3_600_000;
+        assert_eq!(
+            super::next_china_midnight_ms(midnight),
+            midnight + 86_400_000
+        );
     }
 }

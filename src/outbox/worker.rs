@@ -159,6 +159,10 @@ pub struct Worker {
     pub(crate) coupons: Vec<crate::coupon::Batch>,
     /// Each running campaign's own pace.
     pub(crate) campaign_limiters: Mutex<HashMap<String, Arc<RateLimiter>>>,
+    /// Accounts whose daily API quota ran out (45009), until when (unix ms): their
+    /// campaign sends wait instead of each spending a call on the same refusal. In
+    /// memory: after a restart one call finds out again.
+    pub(crate) quota_until: Mutex<HashMap<String, i64>>,
     /// Woken when a callback queues something.
     wake: Arc<Notify>,
     tally: Mutex<Tally>,
@@ -178,6 +182,7 @@ impl Worker {
             settings,
             coupons: Vec::new(),
             campaign_limiters: Mutex::new(HashMap::new()),
+            quota_until: Mutex::new(HashMap::new()),
             wake,
             tally: Mutex::new(Tally::default()),
             metrics: None,
@@ -321,6 +326,10 @@ impl Worker {
             if let Effect::Campaign { campaign, .. } | Effect::Announcement { campaign } =
                 &item.effect
             {
+                if let Some(until) = self.quota_blocked(&item.account, now) {
+                    *next_due = Some(next_due.map_or(until, |n| n.min(until)));
+                    continue;
+                }
                 let go = *running
                     .entry(campaign.clone())
                     .or_insert_with(|| self.campaign_running(campaign));

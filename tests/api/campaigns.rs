@@ -24,7 +24,7 @@ const ROBOT: &str = "/cgi-bin/webhook/send";
 
 /// Writes followers straight into a (closed) store, as earlier callbacks would have.
 pub fn seed(store_path: &Path, account: &str, followers: &[Follower]) {
-    let store = SledStore::open(store_path).unwrap();
+    let store = open(store_path);
     for f in followers {
         store
             .apply_callback(
@@ -47,6 +47,21 @@ pub fn seed(store_path: &Path, account: &str, followers: &[Follower]) {
             .unwrap();
     }
     store.flush().unwrap();
+}
+
+/// Opens a store another handle has just let go of (sled's flusher thread may hold it a
+/// moment longer).
+pub fn open(path: &Path) -> SledStore {
+    for _ in 0..100 {
+        match SledStore::open(path) {
+            Ok(s) => return s,
+            Err(siyu::store::StoreError::Locked { .. }) => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("{} stays locked", path.display())
 }
 
 /// A subscribed follower tagged `tags`; `window`: they wrote just now.
@@ -584,5 +599,97 @@ async fn the_cli_defines_plans_starts_and_reports_a_campaign() {
     let (code, _, err) = cli(&["campaign", "status", "nope", "--config", c]).await;
     assert_eq!(code, 1);
     assert!(err.contains("never started"), "{err}");
+    fake.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_doubt_send_is_never_repeated_and_a_spent_quota_waits_for_the_new_day() {
+    let fake = FakeWechat::start("127.0.0.1:0").unwrap();
+    fake.open_window("*", 5);
+    // The first template call finds the daily quota used up.
+    let mut quota = siyu::fake_wechat::Fault::errcode(45009);
+    quota.path = Some(TEMPLATE.into());
+    fake.inject([quota]);
+    let dir = tempfile::tempdir().unwrap();
+    let settings = campaign_settings(
+        dir.path(),
+        &fake,
+        "[[campaign]]\nname = \"cs\"\naccount = \"plain\"\naudience = \"tag:in\"\n\
+         [campaign.message]\ntext = \"hi\"\n\
+         [[campaign]]\nname = \"tpl\"\naccount = \"plain\"\naudience = \"tag:out\"\nrate_per_sec = 5\n\
+         [campaign.template]\nid = \"T\"\ndata = { first = \"hi\" }\n",
+    );
+    let mut people: Vec<Follower> = (1..=3)
+        .map(|i| follower(&format!("in_{i}"), &["in"], true))
+        .collect();
+    people.extend((1..=3).map(|i| follower(&format!("out_{i}"), &["out"], false)));
+    seed(&settings.storage_path, "plain", &people);
+    {
+        // The state a crash leaves when it comes during a customer-service call to in_1:
+        // queued, with `Sending` on disk.
+        let store = open(&settings.storage_path);
+        siyu::campaign::runner::start(&store, &settings, "cs", now()).unwrap();
+        assert_eq!(
+            siyu::campaign::runner::fill_chunk(&store, "cs", now()).unwrap(),
+            Some(3)
+        );
+        store
+            .campaign_record(
+                "plain",
+                "cs",
+                "in_1",
+                &Progress::Sending {
+                    channel: Channel::Custom,
+                },
+                None,
+            )
+            .unwrap();
+        store.flush().unwrap();
+    }
+    let app = spawn_with(settings).await;
+    wait_done(&app, "cs").await;
+    let to: BTreeSet<String> = fake
+        .accepted(CUSTOM)
+        .iter()
+        .map(|c| c.body["touser"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        to,
+        ["in_2", "in_3"].map(String::from).into(),
+        "in_1 is not sent again"
+    );
+    let r = report(&app, "cs").await;
+    assert_eq!(r["failed_by_reason"][siyu::campaign::IN_DOUBT], 1, "{r}");
+
+    let r = app
+        .admin(
+            Method::POST,
+            "/admin/v1/campaigns/tpl/start",
+            Some(OPERATOR),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    eventually(10, "the quota refusal", || fake.calls_to(TEMPLATE) >= 1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(
+        fake.calls_to(TEMPLATE),
+        1,
+        "one call learns the quota is spent; the rest wait"
+    );
+    let r = report(&app, "tpl").await;
+    assert_eq!(
+        (r["queued"].as_u64(), r["failed"].as_u64()),
+        (Some(3), Some(0)),
+        "{r}"
+    );
+    let waiting = app.store.outbox_page(None, 100).unwrap();
+    assert_eq!(waiting.len(), 3);
+    let tomorrow = siyu::campaign::send::next_china_midnight_ms(siyu::outbox::now_ms());
+    assert!(waiting
+        .iter()
+        .any(|i| i.due_ms == tomorrow
+            && i.last_error.as_deref().is_some_and(|e| e.contains("45009"))));
+    app.stop().await;
     fake.stop().await;
 }
