@@ -1,0 +1,220 @@
+//! A campaign to N followers against the fake WeChat API on loopback.
+//!
+//! The fake runs as its own process (`siyu fake-wechat`). Setup: N followers tagged
+//! `vip`, half inside their customer-service window (they get a customer-service
+//! message), half outside (a template message), each with a coupon code issued at send
+//! time. Then the campaign runs as `siyu serve` runs it: the runner queues the audience in
+//! atomic chunks while the outbox worker delivers. Reported: sends per second with no
+//! rate limit (siyu's own ceiling), then with a configured rate (should match it), and
+//! resident memory.
+//!
+//! `cargo bench --bench campaign` (env: CAMPAIGN_N=100000, CAMPAIGN_RATE=500,
+//! CAMPAIGN_RATE_N=5000, OUTBOX_CONCURRENCY=16)
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use siyu::campaign::{runner, RunState};
+use siyu::config::Settings;
+use siyu::follower::{CsWindow, Follower};
+use siyu::outbox::now_ms;
+use siyu::server::startup::standalone_worker;
+use siyu::store::{Answer, CallbackKey, Commit, SledStore, Store};
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+struct Fake(Child);
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A config, coupons and campaigns file in `dir` for one official account at `base`.
+fn settings(dir: &std::path::Path, base: &str, n: u64, rate: Option<u64>) -> Settings {
+    let rate = rate.map(|r| format!("rate_per_sec = {r}\n")).unwrap_or_default();
+    std::fs::write(
+        dir.join("config.toml"),
+        format!(
+            "[server]\nbind = \"127.0.0.1:0\"\n[storage]\npath = \"db\"\n\
+             [[account]]\nid = \"demo\"\nkind = \"official\"\napp_id = \"wxbench\"\ntoken = \"t\"\nmode = \"plaintext\"\n\
+             [account.api]\nsecret = \"s\"\napi_base = \"{base}\"\nrate_per_sec = 0\n\
+             [outbox]\nconcurrency = {}\n\
+             [coupons]\nfile = \"coupons.toml\"\n[campaigns]\nfile = \"campaigns.toml\"\n",
+            env_or("OUTBOX_CONCURRENCY", 16)
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("coupons.toml"),
+        format!("[[batch]]\nname = \"back\"\nvalue = \"满 100 减 20\"\nstock = {n}\nvalid_days = 7\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("campaigns.toml"),
+        format!(
+            "[[campaign]]\nname = \"vip\"\naccount = \"demo\"\naudience = \"tag:vip AND subscribed\"\ncoupon = \"back\"\n{rate}\
+             [campaign.message]\ntext = \"{{attr.name}}，回归礼 {{coupon.code}}\"\n\
+             [campaign.template]\nid = \"TPL\"\ndata = {{ first = \"{{attr.name}}\", keyword1 = \"{{coupon.code}}\" }}\n"
+        ),
+    )
+    .unwrap();
+    Settings::load(&dir.join("config.toml")).unwrap()
+}
+
+/// Runs the campaign to the end; returns (seconds, followers sent).
+fn run(n: u64, rate: Option<u64>, base: &str, runtime: &tokio::runtime::Runtime) -> (f64, u64, u64, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Arc::new(settings(dir.path(), base, n, rate));
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&settings.storage_path).unwrap());
+    let now = now_ms() / 1000;
+    for i in 0..n {
+        let openid = format!("o_{i:07}");
+        let mut f = Follower::new(openid.clone());
+        f.subscribed = true;
+        f.tags.insert("vip".into());
+        f.attributes.insert("name".into(), format!("客人{i}"));
+        if i % 2 == 0 {
+            f.cs_window = Some(CsWindow {
+                remaining: 5,
+                until: now + 48 * 3600,
+            });
+        }
+        store
+            .apply_callback(
+                CallbackKey {
+                    account: "demo",
+                    openid: &openid,
+                    dedupe_key: "m",
+                    now,
+                    expires_at: now + 600,
+                },
+                &mut |_| Commit {
+                    follower: Some(f.clone()),
+                    answer: Answer {
+                        reply: None,
+                        rules: vec![],
+                    },
+                    effects: vec![],
+                },
+            )
+            .unwrap();
+    }
+    store.flush().unwrap();
+    let rss_before = rss_kb();
+    let peak = Arc::new(AtomicU64::new(rss_before));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, done) = (peak.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_kb(), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let started = Instant::now();
+    runner::start(store.as_ref(), &settings, "vip", now).unwrap();
+    runtime.block_on(async {
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let worker = Arc::new(standalone_worker(&settings, store.clone(), wake.clone()).unwrap());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let w = tokio::spawn(worker.run(stopped.clone()));
+        let r = tokio::spawn(runner::run(store.clone(), settings.clone(), wake, stopped));
+        loop {
+            let run = store.campaign_run("vip").unwrap().unwrap();
+            if run.state == RunState::Done {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = stop.send(true);
+        let _ = r.await;
+        let _ = w.await;
+    });
+    let secs = started.elapsed().as_secs_f64();
+    done.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let report = runner::report(store.as_ref(), "vip").unwrap();
+    assert_eq!(report.sent, n, "{report}");
+    assert_eq!(report.coupons_issued, n);
+    (secs, report.sent, rss_before, peak.load(Ordering::Relaxed))
+}
+
+fn main() {
+    let n = env_or("CAMPAIGN_N", 100_000);
+    let rate = env_or("CAMPAIGN_RATE", 500);
+    let rate_n = env_or("CAMPAIGN_RATE_N", 5_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let port = free_port();
+    let _fake = Fake(
+        Command::new(env!("CARGO_BIN_EXE_siyu"))
+            .args(["fake-wechat", "--bind", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("siyu fake-wechat starts"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    runtime.block_on(async {
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while http
+            .post(format!("{base}/fake/window"))
+            .json(&serde_json::json!({ "openid": "*" }))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "the fake did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let (secs, sent, before, peak) = run(n, None, &base, &runtime);
+    println!(
+        "campaign: {sent} followers (half customer-service, half template, a coupon each), no rate limit: {secs:.1} s = {:.0} sends/s; RSS {} MB before, peak {} MB",
+        sent as f64 / secs,
+        before / 1024,
+        peak / 1024
+    );
+    let (secs, sent, _, _) = run(rate_n, Some(rate), &base, &runtime);
+    println!(
+        "campaign: {sent} followers at rate_per_sec = {rate}: {secs:.1} s = {:.0} sends/s",
+        sent as f64 / secs
+    );
+}
