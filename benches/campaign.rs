@@ -63,7 +63,9 @@ fn free_port() -> u16 {
 
 /// A config, coupons and campaigns file in `dir` for one official account at `base`.
 fn settings(dir: &std::path::Path, base: &str, n: u64, rate: Option<u64>) -> Settings {
-    let rate = rate.map(|r| format!("rate_per_sec = {r}\n")).unwrap_or_default();
+    let rate = rate
+        .map(|r| format!("rate_per_sec = {r}\n"))
+        .unwrap_or_default();
     std::fs::write(
         dir.join("config.toml"),
         format!(
@@ -78,7 +80,9 @@ fn settings(dir: &std::path::Path, base: &str, n: u64, rate: Option<u64>) -> Set
     .unwrap();
     std::fs::write(
         dir.join("coupons.toml"),
-        format!("[[batch]]\nname = \"back\"\nvalue = \"满 100 减 20\"\nstock = {n}\nvalid_days = 7\n"),
+        format!(
+            "[[batch]]\nname = \"back\"\nvalue = \"满 100 减 20\"\nstock = {n}\nvalid_days = 7\n"
+        ),
     )
     .unwrap();
     std::fs::write(
@@ -94,7 +98,12 @@ fn settings(dir: &std::path::Path, base: &str, n: u64, rate: Option<u64>) -> Set
 }
 
 /// Runs the campaign to the end; returns (seconds, followers sent).
-fn run(n: u64, rate: Option<u64>, base: &str, runtime: &tokio::runtime::Runtime) -> (f64, u64, u64, u64) {
+fn run(
+    n: u64,
+    rate: Option<u64>,
+    base: &str,
+    runtime: &tokio::runtime::Runtime,
+) -> (f64, u64, u64, u64) {
     let dir = tempfile::tempdir().unwrap();
     let settings = Arc::new(settings(dir.path(), base, n, rate));
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&settings.storage_path).unwrap());

@@ -114,9 +114,42 @@ pub fn handle(store: &dyn Store, ctx: Context<'_>, msg: &Inbound) -> Result<Outc
     })
 }
 
-/// TEMPLATESENDJOBFINISH for a message a campaign sent: WeChat's delivery result is
-/// recorded against the campaign's follower (a message id siyu did not send is ignored).
+/// TEMPLATESENDJOBFINISH / MASSSENDJOBFINISH for a message a campaign sent: WeChat's
+/// delivery result is recorded against the campaign's follower, or its mass job (a
+/// message id siyu did not send is ignored).
 fn record_job_result(store: &dyn Store, account: &str, msg: &Inbound) -> Result<(), StoreError> {
+    if let InboundKind::Event(Event::MassSendJobFinish {
+        msg_id,
+        status,
+        total_count,
+        filter_count,
+        sent_count,
+        error_count,
+    }) = &msg.kind
+    {
+        let Ok(msgid) = i64::try_from(*msg_id) else {
+            return Ok(());
+        };
+        let Some((campaign, _)) = store.campaign_by_msgid(account, msgid)? else {
+            return Ok(());
+        };
+        let mut job = store
+            .campaign_jobs(&campaign)?
+            .into_iter()
+            .find(|j| j.msg_id == msgid)
+            .unwrap_or(crate::campaign::MassJob {
+                msg_id: msgid,
+                ..Default::default()
+            });
+        job.status = Some(status.clone());
+        job.total_count = *total_count;
+        job.filter_count = *filter_count;
+        job.sent_count = *sent_count;
+        job.error_count = *error_count;
+        store.put_campaign_job(&campaign, &job)?;
+        tracing::info!(%campaign, msgid, %status, sent = sent_count, filtered = filter_count, "campaign: mass send reported");
+        return Ok(());
+    }
     let InboundKind::Event(Event::TemplateSendJobFinish { msg_id, status }) = &msg.kind else {
         return Ok(());
     };

@@ -151,6 +151,40 @@ impl ApiClient {
         Ok(sent.msgid)
     }
 
+    /// A text mass send to 2–10,000 followers; returns the job's `msg_id` (reported again
+    /// by MASSSENDJOBFINISH). `clientmsgid` makes a repeat fail with 45065 instead of
+    /// sending twice.
+    pub async fn mass_send_text(
+        &self,
+        openids: &[String],
+        text: &str,
+        clientmsgid: &str,
+    ) -> Result<i64, ApiError> {
+        self.require(AccountKind::Official, "mass_send")?;
+        if !(2..=10_000).contains(&openids.len()) {
+            return Err(ApiError::Invalid(format!(
+                "a mass send takes 2 to 10,000 openids, not {}",
+                openids.len()
+            )));
+        }
+        #[derive(Deserialize)]
+        struct Sent {
+            msg_id: i64,
+        }
+        let sent: Sent = self
+            .post(
+                "/cgi-bin/message/mass/send",
+                &json!({
+                    "touser": openids,
+                    "msgtype": "text",
+                    "text": { "content": text },
+                    "clientmsgid": clientmsgid,
+                }),
+            )
+            .await?;
+        Ok(sent.msg_id)
+    }
+
     pub async fn user_info(&self, openid: &str) -> Result<UserInfo, ApiError> {
         self.require(AccountKind::Official, "user_info")?;
         self.call(

@@ -51,7 +51,21 @@ pub struct Campaign {
     pub template: Option<TemplateContent>,
     /// WeCom: one group-robot announcement when the campaign starts.
     pub robot: Option<RobotContent>,
+    /// Official: a mass send instead of one message per follower (no window needed; the
+    /// same text for everyone, up to 10,000 followers a call; WeChat lets each follower
+    /// receive 4 a month and filters the rest, as MASSSENDJOBFINISH reports).
+    #[serde(default)]
+    pub mass: Option<MassContent>,
 }
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MassContent {
+    pub text: String,
+}
+
+/// The most followers one mass send takes (protocol.md §9), and the fewest.
+pub const MASS_MAX: usize = 10_000;
+pub const MASS_MIN: usize = 2;
 
 /// What a follower reads. Text fields may hold placeholders (`{attr.name}`, `{coupon.code}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,6 +108,8 @@ pub enum Channel {
     Template,
     /// WeCom app message.
     App,
+    /// Mass send (official), many followers a call.
+    Mass,
 }
 
 impl fmt::Display for Channel {
@@ -102,6 +118,7 @@ impl fmt::Display for Channel {
             Channel::Custom => "customer-service message",
             Channel::Template => "template message",
             Channel::App => "app message",
+            Channel::Mass => "mass message",
         })
     }
 }
@@ -124,6 +141,8 @@ pub enum Skip {
     NoCoupon(String),
     #[error("the campaign ended before this follower's turn")]
     Ended,
+    #[error("a mass send takes at least 2 followers; this one was left alone in the last batch")]
+    MassTooFew,
 }
 
 /// Where one follower stands in a campaign.
@@ -204,6 +223,9 @@ pub struct CampaignRun {
     pub announced: bool,
     /// Defined with `siyu campaign define` (else: from the campaigns file).
     pub from_cli: bool,
+    /// Mass sends queued so far.
+    #[serde(default)]
+    pub mass_batches: u64,
 }
 
 impl CampaignRun {
@@ -218,6 +240,7 @@ impl CampaignRun {
             finished_at: None,
             announced: false,
             from_cli,
+            mass_batches: 0,
         }
     }
 }
@@ -246,6 +269,9 @@ pub fn choose_channel(
         AccountKind::Official => {
             if !f.subscribed {
                 return Err(Skip::Unsubscribed);
+            }
+            if campaign.mass.is_some() {
+                return Ok(Channel::Mass);
             }
             let window = f.cs_open(now);
             match (&campaign.message, &campaign.template, window) {
@@ -395,6 +421,23 @@ pub struct Report {
     pub coupons_redeemed: u64,
     /// TEMPLATESENDJOBFINISH statuses received.
     pub deliveries: BTreeMap<String, u64>,
+    /// Mass-send jobs, with what MASSSENDJOBFINISH said of each.
+    pub mass_jobs: Vec<MassJob>,
+}
+
+/// One mass send of a campaign and, once WeChat reports it, its result.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MassJob {
+    pub msg_id: i64,
+    /// Followers in the call.
+    pub followers: u64,
+    /// From MASSSENDJOBFINISH: `send success`, `send fail`, `err(…)`.
+    pub status: Option<String>,
+    pub total_count: u64,
+    /// Followers WeChat left out (their monthly allowance of 4 mass messages was used).
+    pub filter_count: u64,
+    pub sent_count: u64,
+    pub error_count: u64,
 }
 
 impl Report {
@@ -467,6 +510,25 @@ impl fmt::Display for Report {
         for (r, n) in &self.skipped_by_reason {
             writeln!(f, "    {n:>7}  {r}")?;
         }
+        for j in &self.mass_jobs {
+            match &j.status {
+                None => writeln!(
+                    f,
+                    "  mass job {} ({} followers): no report yet",
+                    j.msg_id, j.followers
+                )?,
+                Some(s) => writeln!(
+                    f,
+                    "  mass job {} ({} followers): {s}: total {}, filtered {}, sent {}, errors {}",
+                    j.msg_id,
+                    j.followers,
+                    j.total_count,
+                    j.filter_count,
+                    j.sent_count,
+                    j.error_count
+                )?,
+            }
+        }
         write!(
             f,
             "  coupons   {} issued, {} redeemed since",
@@ -530,6 +592,13 @@ struct RawCampaign {
     message: Option<Spanned<RawContent>>,
     template: Option<Spanned<RawTemplate>>,
     robot: Option<Spanned<RawRobot>>,
+    mass: Option<Spanned<RawMass>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMass {
+    text: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -617,6 +686,7 @@ pub fn parse_campaigns(
                 message: c.message,
                 template: c.template,
                 robot: c.robot,
+                mass: c.mass,
                 at: start,
             },
             text,
@@ -644,6 +714,7 @@ struct Draft {
     message: Option<Spanned<RawContent>>,
     template: Option<Spanned<RawTemplate>>,
     robot: Option<Spanned<RawRobot>>,
+    mass: Option<Spanned<RawMass>>,
     at: usize,
 }
 
@@ -801,6 +872,28 @@ fn check(
             text: r.text.get_ref().clone(),
         }
     });
+    let mass = d.mass.as_ref().map(|m| {
+        let m = m.get_ref();
+        match Template::parse(m.text.get_ref()) {
+            Err(e) => err(m.text.span().start, e.message),
+            Ok(t) if t.placeholders().next().is_some() => err(
+                m.text.span().start,
+                "a mass send is one text for everyone: no placeholders (use [campaign.message] and [campaign.template] to personalise)".into(),
+            ),
+            Ok(_) => {}
+        }
+        MassContent {
+            text: m.text.get_ref().clone(),
+        }
+    });
+    if let Some(m) = &d.mass {
+        if d.message.is_some() || d.template.is_some() || d.coupon.is_some() {
+            err(
+                m.span().start,
+                "[campaign.mass] sends one text to everyone: leave out [campaign.message], [campaign.template] and coupon".into(),
+            );
+        }
+    }
     for t in &texts {
         let start = t.span().start;
         match Template::parse(t.get_ref()) {
@@ -834,13 +927,19 @@ fn check(
                     "[campaign.robot] is a WeCom group robot: not for an official account".into(),
                 );
             }
-            if message.is_none() && template.is_none() && d.message.is_none() {
+            if message.is_none() && template.is_none() && d.message.is_none() && d.mass.is_none() {
                 err(
                     d.at,
                     "an official-account campaign needs [campaign.message] (customer-service, inside the 48-hour window), [campaign.template], or both".into());
             }
         }
         Some(AccountKind::Wecom) => {
+            if let Some(m) = &d.mass {
+                err(
+                    m.span().start,
+                    "mass sends are for official accounts".into(),
+                );
+            }
             if let Some(t) = &d.template {
                 err(
                     t.span().start,
@@ -871,6 +970,7 @@ fn check(
         message,
         template,
         robot,
+        mass,
     })
 }
 

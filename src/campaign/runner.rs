@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use super::{choose_channel, Campaign, CampaignRun, Plan, Progress, Report, RunState};
+use super::{choose_channel, Campaign, CampaignRun, Plan, Progress, Report, RunState, MASS_MAX};
 use crate::config::Settings;
 use crate::outbox::{now_ms, Effect, NewItem};
 use crate::segment::Segment;
@@ -272,26 +272,48 @@ pub fn fill_chunk(store: &dyn Store, name: &str, now: i64) -> Result<Option<u64>
         run.announced = true;
     }
     let ended = c.end_at.is_some_and(|end| now >= end);
-    let page = if ended || c.message.is_none() && c.template.is_none() {
-        // Past its end, or an announcement only: nobody more to queue.
-        Vec::new()
-    } else {
-        store.followers_after(&c.account, run.cursor.as_deref(), CHUNK)?
-    };
-    if page.len() < CHUNK {
-        run.enqueued_all = true;
+    let nothing_per_follower = c.message.is_none() && c.template.is_none() && c.mass.is_none();
+    // A mass send gathers up to 10,000 followers (several pages) into one item.
+    let wanted = if c.mass.is_some() { MASS_MAX } else { 1 };
+    let mut audience: Vec<String> = Vec::new();
+    while !run.enqueued_all && audience.len() < wanted {
+        let page = if ended || nothing_per_follower {
+            // Past its end, or an announcement only: nobody more to queue.
+            Vec::new()
+        } else {
+            store.followers_after(&c.account, run.cursor.as_deref(), CHUNK)?
+        };
+        if page.len() < CHUNK {
+            run.enqueued_all = true;
+        }
+        if let Some(last) = page.last() {
+            run.cursor = Some(last.openid.clone());
+        }
+        audience.extend(
+            page.into_iter()
+                .filter(|f| segment.matches(f, now))
+                .map(|f| f.openid),
+        );
+        if c.mass.is_none() {
+            break;
+        }
     }
-    if let Some(last) = page.last() {
-        run.cursor = Some(last.openid.clone());
+    if c.mass.is_some() && !audience.is_empty() {
+        run.mass_batches += 1;
+        extra.push(NewItem {
+            effect: Effect::Mass {
+                campaign: c.name.clone(),
+                batch: run.mass_batches,
+                openids: audience.clone(),
+            },
+            origin: format!("campaign:{}", c.name),
+            not_before_ms: 0,
+        });
     }
-    let audience: Vec<String> = page
-        .into_iter()
-        .filter(|f| segment.matches(f, now))
-        .map(|f| f.openid)
-        .collect();
     run.targeted += audience.len() as u64;
     let announcements = extra.len() as u64;
-    let queued = store.campaign_enqueue(&run, &audience, extra, now_ms())?;
+    let per_follower = run.campaign.mass.is_none();
+    let queued = store.campaign_enqueue(&run, &audience, extra, per_follower, now_ms())?;
     if queued != audience.len() as u64 {
         // Only possible if progress was written outside a chunk; keep the count honest.
         run.targeted -= audience.len() as u64 - queued;
@@ -385,6 +407,7 @@ pub fn report(store: &dyn Store, name: &str) -> Result<Report, CampaignError> {
             hint: "it was never started, so there is nothing to report (try `siyu campaign plan`)",
         })?;
     let mut report = Report::new(&run);
+    report.mass_jobs = store.campaign_jobs(name)?;
     let mut after: Option<String> = None;
     loop {
         let page = store.campaign_progress_page(name, after.as_deref(), 1024)?;

@@ -169,6 +169,10 @@ impl Worker {
             ));
         }
         match channel {
+            Channel::Mass => Ok(Outcome::Failed(
+                Some(channel),
+                "a mass campaign's followers are sent in batches, not one by one".into(),
+            )),
             Channel::Template => {
                 let Some(mut message) = rendered.template(&follower, coupon.as_ref()) else {
                     return Ok(Outcome::Failed(Some(channel), "no template".into()));
@@ -214,6 +218,189 @@ impl Worker {
                 })
             }
         }
+    }
+
+    /// One mass send: the batch's followers still queued and still reachable, in one call.
+    pub(crate) async fn deliver_mass(&self, way: &Way, item: &OutboxItem) {
+        if let Err(e) = self.try_mass(way, item).await {
+            tracing::error!(error = %e, id = item.id, "campaign: store error in a mass send; will retry");
+        }
+    }
+
+    async fn try_mass(&self, way: &Way, item: &OutboxItem) -> Result<(), StoreError> {
+        let crate::outbox::Effect::Mass {
+            campaign,
+            batch,
+            openids,
+        } = &item.effect
+        else {
+            return Ok(());
+        };
+        let store = &self.store;
+        let account = &item.account;
+        let at = now_ms() / 1000;
+        let settle_all = |openids: &[String], p: Progress, job: Option<&super::MassJob>| {
+            let records: Vec<(String, Progress)> =
+                openids.iter().map(|o| (o.clone(), p.clone())).collect();
+            store.campaign_record_many(account, campaign, &records, Some(item.id), job)
+        };
+        let Some(run) = store.campaign_run(campaign)? else {
+            let reason = format!("campaign `{campaign}` is unknown");
+            return settle_all(
+                openids,
+                Progress::Failed {
+                    channel: None,
+                    reason,
+                    at,
+                },
+                None,
+            );
+        };
+        if run.state == RunState::Paused {
+            return Ok(());
+        }
+        let Some(mass) = &run.campaign.mass else {
+            let reason = "the campaign has no [campaign.mass]".to_string();
+            return settle_all(
+                openids,
+                Progress::Failed {
+                    channel: None,
+                    reason,
+                    at,
+                },
+                None,
+            );
+        };
+        // Who is still to be sent, and who is skipped now (unsubscribed since, ended).
+        let mut to_send = Vec::new();
+        let mut records: Vec<(String, Progress)> = Vec::new();
+        for openid in openids {
+            if !matches!(
+                store.campaign_progress(campaign, openid)?,
+                Some(Progress::Queued) | None
+            ) {
+                continue;
+            }
+            let f = store.follower(account, openid)?;
+            match choose_channel(&run.campaign, way.kind, f.as_ref(), at) {
+                Ok(_) => to_send.push(openid.clone()),
+                Err(reason) => records.push((openid.clone(), Progress::Skipped { reason, at })),
+            }
+        }
+        if to_send.len() < super::MASS_MIN {
+            records.extend(to_send.drain(..).map(|o| {
+                (
+                    o,
+                    Progress::Skipped {
+                        reason: Skip::MassTooFew,
+                        at,
+                    },
+                )
+            }));
+        }
+        if to_send.is_empty() {
+            store.campaign_record_many(account, campaign, &records, Some(item.id), None)?;
+            return self.flush().await;
+        }
+        if let Some(limiter) = self.campaign_limiter(campaign, run.campaign.rate_per_sec) {
+            limiter.acquire().await;
+        }
+        way.limiter.acquire().await;
+        let clientmsgid = {
+            use sha1::{Digest, Sha1};
+            hex::encode(Sha1::digest(
+                format!("siyu\0mass\0{campaign}\0{batch}").as_bytes(),
+            ))
+        };
+        self.count_call();
+        let sent = way
+            .client
+            .mass_send_text(&to_send, &mass.text, &clientmsgid)
+            .await;
+        let sent_as = |msgid| Progress::Sent {
+            channel: Channel::Mass,
+            at,
+            msgid,
+            coupon: None,
+            delivery: None,
+        };
+        match sent {
+            Ok(msg_id) => {
+                records.extend(to_send.iter().map(|o| (o.clone(), sent_as(Some(msg_id)))));
+                let job = super::MassJob {
+                    msg_id,
+                    followers: to_send.len() as u64,
+                    ..super::MassJob::default()
+                };
+                store.campaign_record_many(
+                    account,
+                    campaign,
+                    &records,
+                    Some(item.id),
+                    Some(&job),
+                )?;
+                tracing::info!(
+                    campaign,
+                    msg_id,
+                    followers = to_send.len(),
+                    "campaign: mass send accepted"
+                );
+                self.bump_delivered(item);
+            }
+            Err(crate::api::ApiError::DuplicateClientMsgId) => {
+                // Sent before a crash, its outcome not recorded: WeChat has the job.
+                records.extend(to_send.iter().map(|o| (o.clone(), sent_as(None))));
+                store.campaign_record_many(account, campaign, &records, Some(item.id), None)?;
+                tracing::info!(
+                    campaign,
+                    batch,
+                    "campaign: mass send was already accepted before a restart"
+                );
+                self.bump_delivered(item);
+            }
+            Err(error) => {
+                let attempts = item.attempts + 1;
+                match verdict(
+                    &self.settings.retry,
+                    attempts,
+                    &error,
+                    rand::random::<f64>(),
+                ) {
+                    Verdict::Retry(wait) => {
+                        let mut next = item.clone();
+                        next.attempts = attempts;
+                        next.due_ms = now_ms() + wait as i64;
+                        next.last_error = Some(error.to_string());
+                        store.outbox_retry_later(&next)?;
+                        tracing::warn!(campaign, batch, attempt = attempts, %error, "campaign: mass send failed; will retry");
+                        self.bump_retried(item);
+                        return Ok(());
+                    }
+                    Verdict::Dead(reason) => {
+                        records.extend(to_send.iter().map(|o| {
+                            (
+                                o.clone(),
+                                Progress::Failed {
+                                    channel: Some(Channel::Mass),
+                                    reason: reason.clone(),
+                                    at,
+                                },
+                            )
+                        }));
+                        store.campaign_record_many(
+                            account,
+                            campaign,
+                            &records,
+                            Some(item.id),
+                            None,
+                        )?;
+                        tracing::warn!(campaign, batch, %reason, "campaign: mass send failed");
+                        self.bump_dead(item);
+                    }
+                }
+            }
+        }
+        self.flush().await
     }
 
     async fn send_app(

@@ -190,6 +190,7 @@ fn official(message: bool, template: bool) -> Campaign {
             data: [("first".to_string(), "hello {openid}".to_string())].into(),
         }),
         robot: None,
+        mass: None,
     }
 }
 
@@ -369,4 +370,34 @@ fn progress_and_runs_survive_json() {
     let run = CampaignRun::new(official(true, false), true);
     let back: CampaignRun = serde_json::from_str(&serde_json::to_string(&run).unwrap()).unwrap();
     assert_eq!(back, run);
+}
+
+#[test]
+fn a_mass_campaign_is_one_text_for_everyone() {
+    let good = "[[campaign]]\nname = \"m\"\naccount = \"demo\"\naudience = \"subscribed\"\n[campaign.mass]\ntext = \"双十二全场 8 折\"\n";
+    let c = parse(good).unwrap();
+    assert_eq!(c[0].mass.as_ref().unwrap().text, "双十二全场 8 折");
+    let mut f = Follower::new("o");
+    f.subscribed = true;
+    assert_eq!(
+        choose_channel(&c[0], AccountKind::Official, Some(&f), 1),
+        Ok(Channel::Mass),
+        "no window needed"
+    );
+    f.subscribed = false;
+    assert_eq!(
+        choose_channel(&c[0], AccountKind::Official, Some(&f), 1),
+        Err(Skip::Unsubscribed)
+    );
+    let head = "[[campaign]]\nname = \"m\"\naccount = \"demo\"\naudience = \"subscribed\"\n";
+    assert!(error(&format!(
+        "{head}[campaign.mass]\ntext = \"hi {{attr.name}}\"\n"
+    ))
+    .starts_with("6:8: a mass send is one text for everyone: no placeholders"));
+    assert!(error(&format!(
+        "{head}coupon = \"vip-back\"\n[campaign.mass]\ntext = \"hi\"\n"
+    ))
+    .starts_with("6:1: [campaign.mass] sends one text to everyone"));
+    let wecom = "[[campaign]]\nname = \"m\"\naccount = \"corp\"\naudience = \"subscribed\"\n[campaign.robot]\nkey_env = \"K\"\ntext = \"x\"\n[campaign.mass]\ntext = \"hi\"\n";
+    assert!(error(wecom).starts_with("8:1: mass sends are for official accounts"));
 }

@@ -162,6 +162,11 @@ impl FakeWechatHandle {
         self.shared.lock().templates_delivered
     }
 
+    /// Followers reached by mass sends (repeats refused with 45065 not counted).
+    pub fn mass_recipients(&self) -> u64 {
+        self.shared.lock().mass_recipients
+    }
+
     /// Holds calls to `path` past the first `after`, as `POST /fake/hold` does.
     pub fn hold(&self, path: &str, after: usize) {
         self.shared.lock().hold = Some(HoldRequest {

@@ -179,6 +179,9 @@ fn authorised_handler(method: &str, path: &str) -> Option<Handler> {
         ("POST", "/cgi-bin/message/template/send") => {
             |s, _, b| with_body(b.cloned(), |b| official::template_send(s, b))
         }
+        ("POST", "/cgi-bin/message/mass/send") => {
+            |s, _, b| with_body(b.cloned(), |b| official::mass_send(s, b))
+        }
         ("GET", "/cgi-bin/user/info") => |s, q, _| official::user_info(s, q),
         ("POST", "/cgi-bin/tags/create") => {
             |s, _, b| with_body(b.cloned(), |b| official::create_tag(s, b))

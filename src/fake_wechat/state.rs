@@ -116,6 +116,9 @@ pub(crate) struct State {
     pub template_sends: HashMap<(String, String), i64>,
     /// Template messages actually delivered (repeats by client_msg_id not counted).
     pub templates_delivered: u64,
+    /// Mass sends' `clientmsgid`s seen, and followers reached by mass sends.
+    pub mass_client_ids: HashSet<String>,
+    pub mass_recipients: u64,
     pub used_welcome_codes: HashSet<String>,
     /// Robot key → send times in the last minute.
     pub robot_sends: HashMap<String, VecDeque<Instant>>,
@@ -139,6 +142,8 @@ impl State {
             next_msgid: 1_000_000,
             template_sends: HashMap::new(),
             templates_delivered: 0,
+            mass_client_ids: HashSet::new(),
+            mass_recipients: 0,
             used_welcome_codes: HashSet::new(),
             robot_sends: HashMap::new(),
             calls: Vec::new(),

@@ -55,6 +55,13 @@ pub enum Effect {
     Campaign { campaign: String, openid: String },
     /// A campaign's WeCom group-robot announcement (one post, no follower).
     Announcement { campaign: String },
+    /// One mass send of a campaign: up to 10,000 followers in one call. `batch` numbers
+    /// the campaign's mass sends (their idempotency key on WeChat's side).
+    Mass {
+        campaign: String,
+        batch: u64,
+        openids: Vec<String>,
+    },
 }
 
 impl Effect {
@@ -67,7 +74,7 @@ impl Effect {
             Effect::CorpTag {
                 external_userid, ..
             } => external_userid,
-            Effect::Welcome { .. } | Effect::Announcement { .. } => "",
+            Effect::Welcome { .. } | Effect::Announcement { .. } | Effect::Mass { .. } => "",
         }
     }
 
@@ -80,6 +87,7 @@ impl Effect {
             Effect::Welcome { .. } => "welcome",
             Effect::Campaign { .. } => "campaign",
             Effect::Announcement { .. } => "announcement",
+            Effect::Mass { .. } => "mass",
         }
     }
 
@@ -109,6 +117,14 @@ impl Effect {
             Effect::Announcement { campaign } => {
                 format!("campaign {campaign} group-robot announcement")
             }
+            Effect::Mass {
+                campaign,
+                batch,
+                openids,
+            } => format!(
+                "campaign {campaign} mass send #{batch} to {} followers",
+                openids.len()
+            ),
         }
     }
 }

@@ -323,8 +323,9 @@ impl Worker {
                 // Queued while the account had API settings; kept until it has them again.
                 continue;
             }
-            if let Effect::Campaign { campaign, .. } | Effect::Announcement { campaign } =
-                &item.effect
+            if let Effect::Campaign { campaign, .. }
+            | Effect::Announcement { campaign }
+            | Effect::Mass { campaign, .. } = &item.effect
             {
                 if let Some(until) = self.quota_blocked(&item.account, now) {
                     *next_due = Some(next_due.map_or(until, |n| n.min(until)));
@@ -364,6 +365,9 @@ impl Worker {
             return self
                 .deliver_campaign(channel, &item, &campaign, &openid)
                 .await;
+        }
+        if let Effect::Mass { .. } = &item.effect {
+            return self.deliver_mass(channel, &item).await;
         }
         channel.limiter.acquire().await;
         let result = match &item.effect {
@@ -412,7 +416,7 @@ impl Worker {
                 }
             },
             Effect::Announcement { campaign } => self.announce(channel, campaign).await,
-            Effect::Tag { .. } | Effect::Campaign { .. } => {
+            Effect::Tag { .. } | Effect::Campaign { .. } | Effect::Mass { .. } => {
                 unreachable!("tag changes are batched by sync_tags; campaigns handled above")
             }
         };

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use super::{key, settled, Applied, CallbackKey, Commit, Record, Store, StoreError, StoredToken};
 use crate::audit::AuditEntry;
-use crate::campaign::{CampaignRun, Progress};
+use crate::campaign::{CampaignRun, MassJob, Progress};
 use crate::coupon::{
     claim, redeem, Batch, BatchState, ClaimRefused, Coupon, CouponStats, RedeemRefused,
 };
@@ -42,8 +42,10 @@ struct Queue {
     campaigns: BTreeMap<String, CampaignRun>,
     /// (campaign, openid) → progress.
     progress: BTreeMap<(String, String), Progress>,
-    /// (account, msgid) → (campaign, openid).
+    /// (account, msgid) → (campaign, openid; "" for a mass job).
     msgids: HashMap<(String, i64), (String, String)>,
+    /// (campaign, msg_id) → mass job.
+    jobs: BTreeMap<(String, i64), MassJob>,
 }
 
 impl Queue {
@@ -370,6 +372,7 @@ impl Store for MemoryStore {
         run: &CampaignRun,
         openids: &[String],
         extra: Vec<NewItem>,
+        per_follower: bool,
         now_ms: i64,
     ) -> Result<u64, StoreError> {
         let name = &run.campaign.name;
@@ -382,11 +385,13 @@ impl Store for MemoryStore {
                 continue;
             }
             q.progress.insert(k, Progress::Queued);
-            q.push(
-                &run.campaign.account,
-                vec![crate::campaign::runner::outbox_item(name, openid)],
-                now_ms,
-            );
+            if per_follower {
+                q.push(
+                    &run.campaign.account,
+                    vec![crate::campaign::runner::outbox_item(name, openid)],
+                    now_ms,
+                );
+            }
             queued += 1;
         }
         q.campaigns.insert(name.clone(), run.clone());
@@ -405,30 +410,61 @@ impl Store for MemoryStore {
             .cloned())
     }
 
-    fn campaign_record(
+    fn campaign_record_many(
         &self,
         account: &str,
         campaign: &str,
-        openid: &str,
-        progress: &Progress,
+        records: &[(String, Progress)],
         done_item: Option<u64>,
+        job: Option<&MassJob>,
     ) -> Result<(), StoreError> {
         let mut q = self.queue();
         if let Some(id) = done_item {
             q.outbox.remove(&id);
         }
-        if let Progress::Sent {
-            msgid: Some(msgid), ..
-        } = progress
-        {
-            q.msgids.insert(
-                (account.to_string(), *msgid),
-                (campaign.to_string(), openid.to_string()),
-            );
+        for (openid, progress) in records {
+            if let Progress::Sent {
+                msgid: Some(msgid),
+                channel,
+                ..
+            } = progress
+            {
+                if *channel != crate::campaign::Channel::Mass {
+                    q.msgids.insert(
+                        (account.to_string(), *msgid),
+                        (campaign.to_string(), openid.clone()),
+                    );
+                }
+            }
+            q.progress
+                .insert((campaign.to_string(), openid.clone()), progress.clone());
         }
-        q.progress
-            .insert((campaign.to_string(), openid.to_string()), progress.clone());
+        if let Some(job) = job {
+            q.msgids.insert(
+                (account.to_string(), job.msg_id),
+                (campaign.to_string(), String::new()),
+            );
+            q.jobs
+                .insert((campaign.to_string(), job.msg_id), job.clone());
+        }
         Ok(())
+    }
+
+    fn put_campaign_job(&self, campaign: &str, job: &MassJob) -> Result<(), StoreError> {
+        self.queue()
+            .jobs
+            .insert((campaign.to_string(), job.msg_id), job.clone());
+        Ok(())
+    }
+
+    fn campaign_jobs(&self, campaign: &str) -> Result<Vec<MassJob>, StoreError> {
+        Ok(self
+            .queue()
+            .jobs
+            .range((campaign.to_string(), i64::MIN)..)
+            .take_while(|((c, _), _)| c == campaign)
+            .map(|(_, j)| j.clone())
+            .collect())
     }
 
     fn campaign_progress_page(

@@ -20,7 +20,7 @@ pub use sled_store::SledStore;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditEntry;
-use crate::campaign::{CampaignRun, Progress};
+use crate::campaign::{CampaignRun, MassJob, Progress};
 use crate::config::Secret;
 use crate::coupon::{Batch, ClaimRefused, Coupon, CouponStats, RedeemRefused};
 use crate::follower::Follower;
@@ -227,11 +227,14 @@ pub trait Store: Send + Sync {
     /// cursor and count, updated by the caller) is written with them. A follower queued
     /// before (a chunk redone after a crash) is left alone; `extra` items (a group-robot
     /// announcement) are queued in the same step. Returns how many followers were queued.
+    /// `per_follower`: one outbox item per follower queued (else only `extra`: a mass
+    /// send's item carries its followers).
     fn campaign_enqueue(
         &self,
         run: &CampaignRun,
         openids: &[String],
         extra: Vec<NewItem>,
+        per_follower: bool,
         now_ms: i64,
     ) -> Result<u64, StoreError>;
 
@@ -251,7 +254,32 @@ pub trait Store: Send + Sync {
         openid: &str,
         progress: &Progress,
         done_item: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.campaign_record_many(
+            account,
+            campaign,
+            &[(openid.to_string(), progress.clone())],
+            done_item,
+            None,
+        )
+    }
+
+    /// Records many followers' progress (a mass send's) in one atomic step, with the item
+    /// it settles and the mass job (indexed by its msg_id for MASSSENDJOBFINISH).
+    fn campaign_record_many(
+        &self,
+        account: &str,
+        campaign: &str,
+        records: &[(String, Progress)],
+        done_item: Option<u64>,
+        job: Option<&MassJob>,
     ) -> Result<(), StoreError>;
+
+    /// Writes what MASSSENDJOBFINISH said of a campaign's mass job.
+    fn put_campaign_job(&self, campaign: &str, job: &MassJob) -> Result<(), StoreError>;
+
+    /// A campaign's mass jobs, in msg_id order.
+    fn campaign_jobs(&self, campaign: &str) -> Result<Vec<MassJob>, StoreError>;
 
     /// Up to `limit` followers' progress with an openid above `after`, in openid order.
     fn campaign_progress_page(
@@ -786,6 +814,7 @@ mod tests {
             message: None,
             template: None,
             robot: None,
+            mass: None,
         };
         assert_eq!(store.campaign_run("spring").unwrap(), None);
         let mut run = CampaignRun::new(campaign, false);
@@ -793,10 +822,20 @@ mod tests {
         run.cursor = Some("a2".into());
         run.targeted = 2;
         let chunk = vec!["a1".to_string(), "a2".to_string()];
-        assert_eq!(store.campaign_enqueue(&run, &chunk, vec![], 10).unwrap(), 2);
+        assert_eq!(
+            store
+                .campaign_enqueue(&run, &chunk, vec![], true, 10)
+                .unwrap(),
+            2
+        );
         assert_eq!(store.campaign_run("spring").unwrap().as_ref(), Some(&run));
         // The same chunk again (redone after a crash): nobody is queued twice.
-        assert_eq!(store.campaign_enqueue(&run, &chunk, vec![], 10).unwrap(), 0);
+        assert_eq!(
+            store
+                .campaign_enqueue(&run, &chunk, vec![], true, 10)
+                .unwrap(),
+            0
+        );
         let queued = store.outbox_page(None, 100).unwrap();
         assert_eq!(queued.len(), 2);
         assert_eq!(store.campaign_pending("spring").unwrap(), 2);
@@ -864,7 +903,9 @@ mod tests {
             not_before_ms: 0,
         };
         assert_eq!(
-            store.campaign_enqueue(&run, &[], vec![extra], 12).unwrap(),
+            store
+                .campaign_enqueue(&run, &[], vec![extra], true, 12)
+                .unwrap(),
             0
         );
         assert_eq!(store.outbox_page(None, 100).unwrap().len(), 1);

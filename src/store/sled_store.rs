@@ -19,7 +19,7 @@ use super::{
     Commit, Store, StoreError, StoredToken,
 };
 use crate::audit::AuditEntry;
-use crate::campaign::{CampaignRun, Progress};
+use crate::campaign::{CampaignRun, MassJob, Progress};
 use crate::coupon::{
     claim, redeem, Batch, BatchState, ClaimRefused, Coupon, CouponStats, RedeemRefused,
 };
@@ -54,8 +54,10 @@ pub struct SledStore {
     /// campaign \0 openid → empty: the followers still queued or being sent (a count
     /// without reading every progress entry).
     pending: Tree,
-    /// account \0 msgid (big-endian) → campaign \0 openid.
+    /// account \0 msgid (big-endian) → campaign \0 openid (openid empty: a mass job).
     msgids: Tree,
+    /// campaign \0 msg_id (big-endian) → JSON `MassJob`.
+    jobs: Tree,
     stripes: Arc<[Mutex<()>]>,
     hasher: RandomState,
 }
@@ -95,6 +97,7 @@ impl SledStore {
             progress: db.open_tree("campaign_progress").map_err(backend)?,
             pending: db.open_tree("campaign_pending").map_err(backend)?,
             msgids: db.open_tree("campaign_msgids").map_err(backend)?,
+            jobs: db.open_tree("campaign_jobs").map_err(backend)?,
             db,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             hasher: RandomState::new(),
@@ -649,33 +652,40 @@ impl Store for SledStore {
         run: &CampaignRun,
         openids: &[String],
         extra: Vec<NewItem>,
+        per_follower: bool,
         now_ms: i64,
     ) -> Result<u64, StoreError> {
         let name = &run.campaign.name;
         let extra = self.new_items(&run.campaign.account, extra, now_ms)?;
         // Ids are drawn before the transaction (which may run more than once); an id
         // left unused is only a gap in the queue's order.
-        let items = self.new_items(
-            &run.campaign.account,
-            openids
-                .iter()
-                .map(|o| crate::campaign::runner::outbox_item(name, o))
-                .collect(),
-            now_ms,
-        )?;
+        let items = if per_follower {
+            self.new_items(
+                &run.campaign.account,
+                openids
+                    .iter()
+                    .map(|o| crate::campaign::runner::outbox_item(name, o))
+                    .collect(),
+                now_ms,
+            )?
+        } else {
+            Vec::new()
+        };
         let queued_state = json(&Progress::Queued);
         let run_bytes = json(run);
         (&self.campaigns, &self.progress, &self.pending, &self.outbox)
             .transaction(|(campaigns, progress, pending, outbox)| {
                 let mut queued = 0u64;
-                for (openid, (id, item)) in openids.iter().zip(&items) {
+                for (i, openid) in openids.iter().enumerate() {
                     let k = campaign_key(name, openid);
                     if progress.get(&k)?.is_some() {
                         continue;
                     }
                     progress.insert(k.as_slice(), queued_state.as_slice())?;
                     pending.insert(k.as_slice(), &[][..])?;
-                    outbox.insert(&id_key(*id), item.as_slice())?;
+                    if let Some((id, item)) = items.get(i) {
+                        outbox.insert(&id_key(*id), item.as_slice())?;
+                    }
                     queued += 1;
                 }
                 for (id, item) in &extra {
@@ -700,36 +710,84 @@ impl Store for SledStore {
             .transpose()
     }
 
-    fn campaign_record(
+    fn campaign_record_many(
         &self,
         account: &str,
         campaign: &str,
-        openid: &str,
-        progress: &Progress,
+        records: &[(String, Progress)],
         done_item: Option<u64>,
+        job: Option<&MassJob>,
     ) -> Result<(), StoreError> {
-        let k = campaign_key(campaign, openid);
-        let value = json(progress);
-        let msgid = match progress {
-            Progress::Sent { msgid: Some(m), .. } => Some(msgid_key(account, *m)),
-            _ => None,
-        };
-        let done = settled(progress);
-        (&self.progress, &self.pending, &self.outbox, &self.msgids)
-            .transaction(|(progress, pending, outbox, msgids)| {
-                progress.insert(k.as_slice(), value.as_slice())?;
-                if done {
-                    pending.remove(k.as_slice())?;
+        // (progress key, progress, settled?, msgid index key)
+        type Row = (Vec<u8>, Vec<u8>, bool, Option<Vec<u8>>);
+        let rows: Vec<Row> = records
+            .iter()
+            .map(|(openid, p)| {
+                let msgid = match p {
+                    Progress::Sent {
+                        msgid: Some(m),
+                        channel,
+                        ..
+                    } if *channel != crate::campaign::Channel::Mass => Some(msgid_key(account, *m)),
+                    _ => None,
+                };
+                (campaign_key(campaign, openid), json(p), settled(p), msgid)
+            })
+            .collect();
+        let job = job.map(|j| {
+            let mut k = campaign_key(campaign, "");
+            k.extend_from_slice(&j.msg_id.to_be_bytes());
+            (
+                k,
+                json(j),
+                msgid_key(account, j.msg_id),
+                campaign_key(campaign, ""),
+            )
+        });
+        (
+            &self.progress,
+            &self.pending,
+            &self.outbox,
+            &self.msgids,
+            &self.jobs,
+        )
+            .transaction(|(progress, pending, outbox, msgids, jobs)| {
+                for (k, value, done, msgid) in &rows {
+                    progress.insert(k.as_slice(), value.as_slice())?;
+                    if *done {
+                        pending.remove(k.as_slice())?;
+                    }
+                    if let Some(m) = msgid {
+                        msgids.insert(m.as_slice(), k.as_slice())?;
+                    }
                 }
                 if let Some(id) = done_item {
                     outbox.remove(&id_key(id))?;
                 }
-                if let Some(m) = &msgid {
-                    msgids.insert(m.as_slice(), k.as_slice())?;
+                if let Some((jk, jv, mk, mv)) = &job {
+                    jobs.insert(jk.as_slice(), jv.as_slice())?;
+                    msgids.insert(mk.as_slice(), mv.as_slice())?;
                 }
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
             .map_err(tx_backend)
+    }
+
+    fn put_campaign_job(&self, campaign: &str, job: &MassJob) -> Result<(), StoreError> {
+        let mut k = campaign_key(campaign, "");
+        k.extend_from_slice(&job.msg_id.to_be_bytes());
+        self.jobs.insert(k, json(job)).map_err(backend)?;
+        Ok(())
+    }
+
+    fn campaign_jobs(&self, campaign: &str) -> Result<Vec<MassJob>, StoreError> {
+        self.jobs
+            .scan_prefix(campaign_key(campaign, ""))
+            .map(|item| {
+                let (k, v) = item.map_err(backend)?;
+                from_json("campaign_jobs", &k, &v)
+            })
+            .collect()
     }
 
     fn campaign_progress_page(

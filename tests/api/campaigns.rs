@@ -693,3 +693,90 @@ async fn an_in_doubt_send_is_never_repeated_and_a_spent_quota_waits_for_the_new_
     app.stop().await;
     fake.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mass_campaign_is_one_call_and_its_job_report_is_recorded() {
+    let fake = FakeWechat::start("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let settings = campaign_settings(
+        dir.path(),
+        &fake,
+        "[[campaign]]\nname = \"d12\"\naccount = \"plain\"\naudience = \"tag:fan\"\n\
+         [campaign.mass]\ntext = \"双十二全场 8 折\"\n\
+         [[campaign]]\nname = \"lonely\"\naccount = \"plain\"\naudience = \"tag:only\"\n\
+         [campaign.mass]\ntext = \"只有一位\"\n",
+    );
+    // 700 fans (more than one 500-follower page), one unsubscribed, one not a fan.
+    let mut people: Vec<Follower> = (0..700)
+        .map(|i| follower(&format!("fan_{i:03}"), &["fan"], false))
+        .collect();
+    people[3].subscribed = false;
+    people.push(follower("only_one", &["only"], false));
+    seed(&settings.storage_path, "plain", &people);
+    let app = spawn_with(settings).await;
+    for name in ["d12", "lonely"] {
+        let r = app
+            .admin(
+                Method::POST,
+                &format!("/admin/v1/campaigns/{name}/start"),
+                Some(OPERATOR),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        wait_done(&app, name).await;
+    }
+    let calls = fake.accepted("/cgi-bin/message/mass/send");
+    assert_eq!(
+        calls.len(),
+        1,
+        "one call for the 699 reachable fans; none for a lone follower"
+    );
+    let to: BTreeSet<&str> = calls[0].body["touser"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(to.len(), 699);
+    assert!(!to.contains("fan_003") && !to.contains("only_one"));
+    assert_eq!(calls[0].body["text"]["content"], "双十二全场 8 折");
+    assert_eq!(calls[0].body["clientmsgid"].as_str().unwrap().len(), 40);
+
+    let r = report(&app, "d12").await;
+    assert_eq!(
+        (r["targeted"].as_u64(), r["sent"].as_u64()),
+        (Some(700), Some(699)),
+        "{r}"
+    );
+    assert_eq!(r["skipped_by_reason"]["unsubscribed"], 1);
+    let msg_id = r["mass_jobs"][0]["msg_id"].as_i64().unwrap();
+    assert_eq!(r["mass_jobs"][0]["followers"], 699);
+    assert_eq!(r["mass_jobs"][0]["status"], serde_json::Value::Null);
+    let finished = format!(
+        "<xml><ToUserName><![CDATA[{}]]></ToUserName><FromUserName><![CDATA[system]]></FromUserName><CreateTime>{}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[MASSSENDJOBFINISH]]></Event><MsgID>{msg_id}</MsgID><Status><![CDATA[send success]]></Status><TotalCount>699</TotalCount><FilterCount>650</FilterCount><SentCount>640</SentCount><ErrorCount>10</ErrorCount></xml>",
+        PLAIN.to(),
+        now()
+    );
+    assert_eq!(app.callback(PLAIN, &finished).await.status, 200);
+    let r = report(&app, "d12").await;
+    let job = &r["mass_jobs"][0];
+    assert_eq!(job["status"], "send success", "{r}");
+    assert_eq!(
+        (
+            job["filter_count"].as_u64(),
+            job["sent_count"].as_u64(),
+            job["error_count"].as_u64()
+        ),
+        (Some(650), Some(640), Some(10))
+    );
+    let r = report(&app, "lonely").await;
+    assert_eq!(r["skipped"], 1, "{r}");
+    assert!(r["skipped_by_reason"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .any(|k| k.contains("at least 2")));
+    app.stop().await;
+    fake.stop().await;
+}
