@@ -401,3 +401,28 @@ fn a_mass_campaign_is_one_text_for_everyone() {
     let wecom = "[[campaign]]\nname = \"m\"\naccount = \"corp\"\naudience = \"subscribed\"\n[campaign.robot]\nkey_env = \"K\"\ntext = \"x\"\n[campaign.mass]\ntext = \"hi\"\n";
     assert!(error(wecom).starts_with("8:1: mass sends are for official accounts"));
 }
+
+#[test]
+fn the_example_file_parses() {
+    let kinds = |id: &str| match id {
+        "demo" => Some(AccountKind::Official),
+        "corp" => Some(AccountKind::Wecom),
+        _ => None,
+    };
+    let mut coupons = batches();
+    coupons[0].name = "new-guest".into();
+    let parsed = parse_campaigns(
+        "examples/campaigns.toml",
+        include_str!("../../examples/campaigns.toml"),
+        &Known {
+            accounts: &kinds,
+            coupons: &coupons,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let names: Vec<&str> = parsed.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["vip-comeback", "seckill-reminder", "double-12", "stocktake"]
+    );
+}

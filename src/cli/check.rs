@@ -47,6 +47,20 @@ pub fn run(args: &CheckArgs) -> ExitCode {
             a.replies_dir.display()
         );
     }
+    if !settings.coupons.is_empty() {
+        let names: Vec<&str> = settings.coupons.iter().map(|b| b.name.as_str()).collect();
+        println!("  coupons: {} batch(es): {}", names.len(), names.join(", "));
+    }
+    for c in &settings.campaigns {
+        let when = c
+            .start_at
+            .map(|t| format!(", starts {}", crate::coupon::china_date(t)))
+            .unwrap_or_default();
+        println!(
+            "  campaign {}: account {}, audience: {}{when}",
+            c.name, c.account, c.audience
+        );
+    }
     let mut dirs = settings.rule_dirs();
     if let Some(id) = &args.account {
         let Some(account) = settings.account(id) else {
