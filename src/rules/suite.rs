@@ -13,6 +13,7 @@
 //! text = "我要优惠券"              # a text message…
 //! expect = "coupon"              # the FIRST rule that fires; "none" for no rule
 //! reply_contains = "领取"         # optional: the reply must contain this
+//! followups = ["第二条", "image"] # optional: the follow-ups, one piece of each
 //!
 //! [[case]]
 //! event = "subscribe"            # …or an event, named as in rule files
@@ -31,7 +32,10 @@
 //! `reply_contains` looks at the reply's text: a text reply's content; for news, every
 //! article's title, description and URL; for image and voice, the media id; for video and
 //! music, the title and description; for a hand-over, "transfer to customer service" and
-//! the kf account. Mistakes in the file are reported like rule-file errors, all at once,
+//! the kf account. `followups` lists every follow-up expected, in order (`[]`: none):
+//! each entry is a piece of the follow-up at its position, of its text for a text
+//! follow-up, of its kind (`image`, `voice`, `video`, `music`, `news`) for the others; the
+//! count must match too. Mistakes in the file are reported like rule-file errors, all at once,
 //! each at `file:line:column`; unknown keys are refused.
 
 use std::collections::{BTreeMap, HashSet};
@@ -101,6 +105,8 @@ struct Case {
     expect_line: usize,
     /// The text and its line.
     reply_contains: Option<(String, usize)>,
+    /// A piece of each follow-up expected, and the line.
+    followups: Option<(Vec<String>, usize)>,
 }
 
 /// One `[[case]]` as written.
@@ -114,6 +120,7 @@ struct RawCase {
     key: Option<Spanned<String>>,
     expect: Spanned<String>,
     reply_contains: Option<Spanned<String>>,
+    followups: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     tags: Vec<String>,
     #[serde(default)]
@@ -196,6 +203,17 @@ impl RuleTable {
                             format!("the reply does not contain {want:?} ({shown})"),
                         )),
                     }
+                })
+                .or_else(|| {
+                    let (want, line) = case.followups.as_ref()?;
+                    let got: Vec<String> = decision
+                        .followups
+                        .iter()
+                        .map(|f| followup_text(&f.message))
+                        .collect();
+                    let holds = want.len() == got.len()
+                        && want.iter().zip(&got).all(|(w, g)| g.contains(w.as_str()));
+                    (!holds).then(|| (*line, format!("expected follow-ups {want:?}, got {got:?}")))
                 });
             match failure {
                 None => report.passed += 1,
@@ -238,6 +256,20 @@ fn reply_text(reply: &Reply) -> String {
             Some(kf) => format!("transfer to customer service {kf}"),
             None => "transfer to customer service".to_string(),
         },
+    }
+}
+
+/// What a suite's `followups` looks in: a text follow-up's text, the kind of the others.
+fn followup_text(message: &Reply) -> String {
+    match message {
+        Reply::Text { content } => content.clone(),
+        Reply::Image { .. } => "image".to_string(),
+        Reply::Voice { .. } => "voice".to_string(),
+        Reply::Video { .. } => "video".to_string(),
+        Reply::Music { .. } => "music".to_string(),
+        Reply::News { .. } => "news".to_string(),
+        // Never a follow-up (the rules refuse it); named for completeness.
+        Reply::TransferCustomerService { .. } => "transfer".to_string(),
     }
 }
 
@@ -367,6 +399,10 @@ fn case(raw: RawCase, at: usize, errors: &mut FileErrors<'_>) -> Option<Case> {
             .reply_contains
             .as_ref()
             .map(|w| (w.get_ref().clone(), line(w))),
+        followups: raw.followups.as_ref().map(|f| {
+            let line = errors.position(f.span().start).line;
+            (f.get_ref().clone(), line)
+        }),
     })
 }
 
@@ -524,6 +560,15 @@ reply.news = [{ title = "本周优惠", url = "https://x/m" }]
 name = "human"
 keywords = "人工"
 reply.transfer = true
+
+[[rule]]
+name = "new-tea"
+keywords = "新品"
+reply = "今天有新品"
+followups = [
+  { after = 2, text = "第二条：桂花乌龙 {openid}" },
+  { after = 5, image = "MEDIA_ID" },
+]
 "#;
 
     fn table() -> RuleTable {
@@ -591,14 +636,24 @@ text = "优惠券"
 counters = { asks = 4 }
 expect = "coupon"
 reply_contains = "u=o_suite_follower（第 5 次）"
+
+[[case]]
+text = "新品"
+expect = "new-tea"
+followups = ["桂花乌龙 o_suite_follower", "image"]
+
+[[case]]
+text = "你好"
+expect = "greeting"
+followups = []
 "#;
         let suite = Suite::parse("t.toml", suite).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(suite.len(), 11);
+        assert_eq!(suite.len(), 13);
         let report = table().run_suite(&suite);
         assert_eq!(
             report,
             SuiteReport {
-                passed: 11,
+                passed: 13,
                 failures: vec![]
             }
         );
@@ -637,6 +692,21 @@ reply_contains = "x"
 event = "click"
 key = "M2"
 expect = "menu"
+
+[[case]]
+text = "新品"
+expect = "new-tea"
+followups = ["桂花乌龙", "news"]
+
+[[case]]
+text = "新品"
+expect = "new-tea"
+followups = ["桂花乌龙"]
+
+[[case]]
+text = "你好"
+expect = "greeting"
+followups = ["x"]
 "#;
         let suite = Suite::parse("tests.toml", suite).unwrap_or_else(|e| panic!("{e}"));
         let report = table().run_suite(&suite);
@@ -654,6 +724,11 @@ expect = "menu"
                  (reply: \"领券：https://x/c?u=o_suite_follower（第 1 次）\")",
                 "tests.toml:26: text \"stop\": the reply does not contain \"x\" (no reply)",
                 "tests.toml:31: event click key \"M2\": expected rule `menu`, got no rule (no reply)",
+                "tests.toml:36: text \"新品\": expected follow-ups [\"桂花乌龙\", \"news\"], got \
+                 [\"第二条：桂花乌龙 o_suite_follower\", \"image\"]",
+                "tests.toml:41: text \"新品\": expected follow-ups [\"桂花乌龙\"], got \
+                 [\"第二条：桂花乌龙 o_suite_follower\", \"image\"]",
+                "tests.toml:46: text \"你好\": expected follow-ups [\"x\"], got []",
             ]
         );
     }
@@ -717,6 +792,11 @@ expect = "menu"
                 "empty reply_contains",
                 "[[case]]\ntext = \"a\"\nexpect = \"x\"\nreply_contains = \"\"\n",
                 vec![("t.toml:4:18", "`reply_contains` is empty")],
+            ),
+            (
+                "followups not a list of strings",
+                "[[case]]\ntext = \"a\"\nexpect = \"x\"\nfollowups = [{ text = \"b\" }]\n",
+                vec![("t.toml:4:14", "invalid type: map, expected a string")],
             ),
             (
                 "single brackets",

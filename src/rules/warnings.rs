@@ -39,6 +39,15 @@
 //!   rule.
 //! - **Regexes that match the empty string** (`a*`, `^$`, `(x)?`): they match more
 //!   messages than they seem to, often all of them.
+//! - **Follow-ups WeChat would refuse**: customer-service messages go out only inside a
+//!   window the follower opened. None opens after `unsubscribe`, `del_external_contact`,
+//!   the `*_finish` reports, `view` and `location`, and WeCom events (`enter_agent`,
+//!   `add_external_contact`) cannot use the customer-service API at all, so an event rule
+//!   of those kinds with follow-ups is reported. After `subscribe`, `scan`, `click` and
+//!   `scancode` the window is 3 messages within a minute (unless the follower wrote in
+//!   the last 48 hours, which opens 5 within 48 hours): a fourth follow-up, or one later
+//!   than 60 seconds, is reported as one that may be refused. Message rules (text,
+//!   default) get 5 within 48 hours, which the format's limits (5, a day) always fit.
 
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
@@ -89,7 +98,7 @@ impl RuleTable {
         found.unused_intents();
         found.placeholders();
         found.empty_regexes();
-        found.followups_without_window();
+        found.followup_windows();
         let mut warnings = found.warnings;
         warnings.sort_by_key(|w| (w.0, w.1));
         warnings
@@ -133,35 +142,6 @@ impl Found<'_> {
 
     /// Follow-ups on an event after which WeChat opens no customer-service window (or on
     /// WeCom, which has no customer-service API): they could only ever be refused.
-    fn followups_without_window(&mut self) {
-        for rule in &self.table.rules {
-            let (Some(first), Trigger::Event { kind, .. }) =
-                (rule.followups.first(), &rule.trigger)
-            else {
-                continue;
-            };
-            let why = match kind {
-                EventKind::Unsubscribe => "the follower has just left",
-                EventKind::View | EventKind::Location => {
-                    "WeChat opens no customer-service window for it"
-                }
-                EventKind::TemplateFinish | EventKind::MassFinish => {
-                    "it is WeChat's report, not a follower's act"
-                }
-                EventKind::EnterAgent
-                | EventKind::AddExternalContact
-                | EventKind::DelExternalContact => "WeCom has no customer-service messages",
-                _ => continue,
-            };
-            let message = format!(
-                "rule `{}` has follow-ups on `{}`, which can never be sent: {why}",
-                rule.name,
-                kind.name()
-            );
-            self.push(rule.file, first.at, message);
-        }
-    }
-
     fn shadowed_rules(&mut self) {
         let table = self.table;
         // (keyword, kind, priority) → the first rule that has it, for duplicates.
@@ -443,6 +423,52 @@ impl Found<'_> {
         }
     }
 
+    fn followup_windows(&mut self) {
+        for rule in &self.table.rules {
+            let (Some(first), Trigger::Event { kind, .. }) =
+                (rule.followups.first(), &rule.trigger)
+            else {
+                continue;
+            };
+            let event = kind.name();
+            match window(*kind) {
+                Window::Closed(why) => {
+                    let message = format!(
+                        "rule `{}` has follow-ups, but WeChat opens no customer-service window \
+                         after `{event}` ({why}): sending them would fail",
+                        rule.name
+                    );
+                    self.push(rule.file, first.at, message);
+                }
+                Window::Short => {
+                    let unless = "unless the follower wrote in the last 48 hours";
+                    if let Some(extra) = rule.followups.get(SHORT_WINDOW_MESSAGES) {
+                        let message = format!(
+                            "rule `{}` has {} follow-ups, but after `{event}` WeChat allows \
+                             {SHORT_WINDOW_MESSAGES} customer-service messages within a minute: \
+                             the ones from here may be refused ({unless})",
+                            rule.name,
+                            rule.followups.len()
+                        );
+                        self.push(rule.file, extra.at, message);
+                    }
+                    let late = rule.followups[..rule.followups.len().min(SHORT_WINDOW_MESSAGES)]
+                        .iter()
+                        .filter(|f| f.after_secs > SHORT_WINDOW_SECS);
+                    for f in late {
+                        let message = format!(
+                            "a follow-up of rule `{}` comes {} seconds after the reply, but after \
+                             `{event}` WeChat's customer-service window lasts \
+                             {SHORT_WINDOW_SECS} seconds: it may be refused ({unless})",
+                            rule.name, f.after_secs
+                        );
+                        self.push(rule.file, f.at, message);
+                    }
+                }
+            }
+        }
+    }
+
     fn empty_regexes(&mut self) {
         for rule in &self.table.rules {
             let Trigger::Text { regexes, .. } = &rule.trigger else {
@@ -457,6 +483,38 @@ impl Found<'_> {
                 );
                 self.push(rule.file, regex.at, message);
             }
+        }
+    }
+}
+
+/// WeChat's customer-service window after an event: 3 messages within a minute after
+/// these (protocol notes, "Sending messages").
+const SHORT_WINDOW_MESSAGES: usize = 3;
+const SHORT_WINDOW_SECS: u32 = 60;
+
+/// The customer-service window an event of this kind opens.
+enum Window {
+    /// 3 messages within a minute (or the 48-hour one of a recent message, if larger).
+    Short,
+    /// None, and why.
+    Closed(&'static str),
+}
+
+/// Exhaustive on purpose: a new event kind must say what window it opens.
+fn window(kind: EventKind) -> Window {
+    match kind {
+        EventKind::Subscribe | EventKind::Scan | EventKind::Click | EventKind::ScanCode => {
+            Window::Short
+        }
+        EventKind::Unsubscribe => Window::Closed("the follower has just left"),
+        EventKind::DelExternalContact => Window::Closed("the contact has just been removed"),
+        EventKind::TemplateFinish | EventKind::MassFinish => {
+            Window::Closed("a delivery report is not something the follower did")
+        }
+        EventKind::View => Window::Closed("opening a menu link opens no conversation"),
+        EventKind::Location => Window::Closed("a location report opens no conversation"),
+        EventKind::EnterAgent | EventKind::AddExternalContact => {
+            Window::Closed("a WeCom event: WeCom contacts cannot be sent customer-service messages")
         }
     }
 }
@@ -623,7 +681,7 @@ mod tests {
                 vec![(A, "[[rule]]\nname = \"bye\"\nevent = \"unsubscribe\"\nfollowups = [{ text = \"x\" }]\n\n[[rule]]\nname = \"hi\"\nevent = \"subscribe\"\nfollowups = [{ text = \"x\" }]\n")],
                 vec![(
                     "r/a.toml:4:14",
-                    "rule `bye` has follow-ups on `unsubscribe`, which can never be sent: the follower has just left",
+                    "rule `bye` has follow-ups, but WeChat opens no customer-service window after `unsubscribe` (the follower has just left): sending them would fail",
                 )],
             ),
             // Shadowed keywords.
@@ -803,6 +861,39 @@ mod tests {
                     ("r/a.toml:3:26", "regex `^$` of rule `a` matches the empty string"),
                 ],
             ),
+            // Follow-ups.
+            (
+                "follow-ups after an event that opens no window",
+                vec![(A, "[[rule]]\nname = \"bye\"\nevent = \"unsubscribe\"\nadd_tags = [\"churned\"]\nfollowups = [{ text = \"再见\" }, { text = \"x\" }]\n")],
+                vec![(
+                    "r/a.toml:5:14",
+                    "rule `bye` has follow-ups, but WeChat opens no customer-service window after `unsubscribe` \
+                     (the follower has just left): sending them would fail",
+                )],
+            ),
+            (
+                "a WeCom contact",
+                vec![(A, "[[rule]]\nname = \"w\"\nevent = \"add_external_contact\"\nfollowups = [\n  { text = \"欢迎\" },\n]\n")],
+                vec![("r/a.toml:5:3", "after `add_external_contact` (a WeCom event")],
+            ),
+            (
+                "after a subscribe: a fourth follow-up, and one later than a minute",
+                vec![(A, "[[rule]]\nname = \"hi\"\nevent = \"subscribe\"\nfollowups = [\n  { text = \"1\" },\n  { after = 61, text = \"2\" },\n  { after = 30, text = \"3\" },\n  { after = 90, text = \"4\" },\n]\n")],
+                vec![
+                    ("r/a.toml:6:3", "a follow-up of rule `hi` comes 61 seconds after the reply, but after `subscribe` WeChat's customer-service window lasts 60 seconds: it may be refused (unless the follower wrote in the last 48 hours)"),
+                    ("r/a.toml:8:3", "rule `hi` has 4 follow-ups, but after `subscribe` WeChat allows 3 customer-service messages within a minute: the ones from here may be refused"),
+                ],
+            ),
+            (
+                "message rules fit the 48-hour window; a click within a minute fits",
+                vec![(A, "[[rule]]\nname = \"a\"\nkeywords = \"x\"\nfollowups = [{ text = \"1\" }, { text = \"2\" }, { text = \"3\" }, { text = \"4\" }, { after = 86400, text = \"5\" }]\n\n[[rule]]\nname = \"b\"\ndefault = true\nfollowups = [{ after = 3600, image = \"m\" }]\n\n[[rule]]\nname = \"c\"\nevent = \"click\"\nfollowups = [{ after = 60, text = \"c\" }]\n")],
+                vec![],
+            ),
+            (
+                "placeholders in follow-ups are checked like the reply's",
+                vec![(A, "[[rule]]\nname = \"a\"\nkeywords = \"x\"\nfollowups = [{ text = \"{attr.nope}\" }]\n")],
+                vec![("r/a.toml:4:24", "`{attr.nope}` in rule `a` may be empty: no rule sets attribute `nope`")],
+            ),
             (
                 "a clean set of rules",
                 vec![(A, "[intents]\nhi = [\"hi\"]\n\n[[rule]]\nname = \"hi\"\nintent = \"hi\"\nreply = \"hello {openid}\"\n\n[[rule]]\nname = \"coupon\"\nkeywords = \"优惠券\"\nmatch = \"contains\"\nset.topic = \"coupon\"\nreply = \"{attr.topic} {counter.n}\"\n\n[[rule]]\nname = \"order\"\nregex = \"^订单(\\\\d+)$\"\nreply = \"{match.1}\"\n\n[[rule]]\nname = \"welcome\"\nevent = \"subscribe\"\nscene = \"*\"\nreply = \"{scene}\"\n\n[[rule]]\nname = \"fallback\"\ndefault = true\nreply = \"{content}\"\n")],
@@ -821,6 +912,37 @@ mod tests {
                     "{name}: {warning}\nwanted: {fragment}"
                 );
                 assert!(!warning.message.contains('\n'), "{name}: one line");
+            }
+        }
+    }
+
+    /// Which event kinds draw the no-window warning for one follow-up right after the reply.
+    #[test]
+    fn followups_by_event_kind() {
+        for kind in EventKind::ALL {
+            let text = format!(
+                "[[rule]]\nname = \"r\"\nevent = \"{}\"\nfollowups = [{{ text = \"x\" }}]\n",
+                kind.name()
+            );
+            let found = warnings(&[(A, &text)]);
+            let closed = !matches!(
+                kind,
+                EventKind::Subscribe | EventKind::Scan | EventKind::Click | EventKind::ScanCode
+            );
+            assert_eq!(
+                found.len(),
+                usize::from(closed),
+                "{}: {found:?}",
+                kind.name()
+            );
+            if closed {
+                assert!(
+                    found[0]
+                        .message
+                        .contains("opens no customer-service window"),
+                    "{}",
+                    found[0]
+                );
             }
         }
     }
