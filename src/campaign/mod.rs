@@ -143,6 +143,8 @@ pub enum Skip {
     Ended,
     #[error("a mass send takes at least 2 followers; this one was left alone in the last batch")]
     MassTooFew,
+    #[error("an external contact: WeCom app messages reach members of the corp only")]
+    ExternalContact,
 }
 
 /// Where one follower stands in a campaign.
@@ -263,6 +265,10 @@ pub fn choose_channel(
             // WeCom users who removed the contact are marked so; app users never subscribe.
             if !f.subscribed && f.unsubscribed_at.is_some() {
                 return Err(Skip::Unsubscribed);
+            }
+            // Customers added by a staff member (the engine records who): not corp members.
+            if f.attributes.contains_key("wecom_staff") {
+                return Err(Skip::ExternalContact);
             }
             Ok(Channel::App)
         }

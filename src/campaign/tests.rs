@@ -251,6 +251,15 @@ fn the_channel_is_the_one_wechat_allows() {
         choose_channel(&custom_only, AccountKind::Wecom, Some(&gone), now),
         Err(Skip::Unsubscribed)
     );
+    let mut customer = Follower::new("wmEXTERNAL");
+    customer.subscribed = true;
+    customer
+        .attributes
+        .insert("wecom_staff".into(), "zhangsan".into());
+    assert_eq!(
+        choose_channel(&custom_only, AccountKind::Wecom, Some(&customer), now),
+        Err(Skip::ExternalContact)
+    );
 }
 
 #[test]
