@@ -15,7 +15,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::{Db, Tree};
 
 use super::{
-    decode_record, encode_record, key, Applied, CallbackKey, Commit, Store, StoreError, StoredToken,
+    apply_stored, decode_record, encode_record, key, Applied, CallbackKey, Commit, Store,
+    StoreError, StoredToken,
 };
 use crate::audit::AuditEntry;
 use crate::coupon::{
@@ -197,19 +198,16 @@ impl Store for SledStore {
     ) -> Result<Applied, StoreError> {
         let k = key(ck.account, ck.openid);
         let _guard = self.lock_stripe(&k);
-        let mut record = match self.followers.get(&k).map_err(backend)? {
-            Some(v) => decode_record(&k, &v)?,
-            None => Default::default(),
-        };
-        let (applied, effects) = record.apply(ck, decide);
-        if let Applied::Fresh(_) = applied {
-            let value = encode_record(&record);
-            if effects.is_empty() {
+        let stored = self.followers.get(&k).map_err(backend)?;
+        let (applied, written) = apply_stored(&k, stored.as_deref(), ck, decide)?;
+        if let Some(value) = written.value {
+            if written.effects.is_empty() {
                 self.followers.insert(k, value).map_err(backend)?;
             } else {
                 // The follower change and the calls it causes, in one atomic write: a crash
                 // keeps both or neither. Only callbacks with effects pay for a transaction.
-                let items = self.new_items(ck.account, effects, ck.now.saturating_mul(1000))?;
+                let items =
+                    self.new_items(ck.account, written.effects, ck.now.saturating_mul(1000))?;
                 (&self.followers, &self.outbox)
                     .transaction(|(followers, outbox)| {
                         followers.insert(k.as_slice(), value.as_slice())?;
@@ -242,7 +240,7 @@ impl Store for SledStore {
         change(f);
         let after = f.clone();
         self.followers
-            .insert(k, encode_record(&record))
+            .insert(k, encode_record(&mut record))
             .map_err(backend)?;
         Ok(Some(after))
     }
