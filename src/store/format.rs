@@ -162,6 +162,15 @@ impl<'a> View<'a> {
         })
     }
 
+    /// The follower, its `history` left empty (the entries are in `self.history`).
+    pub fn follower_without_history(&self) -> Result<Option<Follower>, Invalid> {
+        let follower: Option<Follower> = decode_all(self.follower)?;
+        if follower.is_none() && !self.history.is_empty() {
+            return Err("history without a follower".into());
+        }
+        Ok(follower)
+    }
+
     /// The follower, history included.
     pub fn follower(&self) -> Result<Option<Follower>, Invalid> {
         let mut follower: Option<Follower> = decode_all(self.follower)?;
@@ -249,10 +258,25 @@ impl Writer {
     }
 
     pub fn history(&mut self, entries: &[HistoryEntry]) {
-        push_varint(&mut self.out, entries.len() as u64);
+        self.history_count(entries.len());
         for h in entries {
-            push_part(&mut self.out, h);
+            self.history_entry(h);
         }
+    }
+
+    /// How many history entries follow.
+    pub fn history_count(&mut self, n: usize) {
+        push_varint(&mut self.out, n as u64);
+    }
+
+    pub fn history_entry(&mut self, entry: &HistoryEntry) {
+        push_part(&mut self.out, entry);
+    }
+
+    /// A history entry kept from the previous record, as [`View::history`] holds it.
+    pub fn raw_history(&mut self, encoded: &[u8]) {
+        push_varint(&mut self.out, encoded.len() as u64);
+        self.out.extend_from_slice(encoded);
     }
 
     pub fn delivery_count(&mut self, n: usize) {

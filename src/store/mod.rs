@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::AuditEntry;
 use crate::config::Secret;
 use crate::coupon::{Batch, ClaimRefused, Coupon, CouponStats, RedeemRefused};
-use crate::follower::Follower;
+use crate::follower::{Follower, HISTORY_LEN};
 use crate::outbox::{DeadItem, NewItem, OutboxItem};
 use crate::protocol::Reply;
 
@@ -105,6 +105,12 @@ pub trait Store: Send + Sync {
     /// callback was already answered, and writes its commit atomically. `decide` must be
     /// pure (no effects but its result): a backend may run it again (e.g. after an
     /// optimistic-concurrency conflict).
+    ///
+    /// The follower's history is a log that decisions write and never read: `decide` gets
+    /// the follower with an empty `history`, the entries in the committed follower's
+    /// `history` are appended to the stored ones, and the newest [`HISTORY_LEN`] are kept.
+    /// (A backend can then leave the stored entries as they are instead of decoding and
+    /// encoding them on every callback.)
     fn apply_callback(
         &self,
         key: CallbackKey<'_>,
@@ -241,8 +247,19 @@ impl Record {
             return (Applied::Duplicate(d.answer.clone()), Vec::new());
         }
         // Moved, not cloned: a follower with full history is dozens of allocations.
-        let commit = decide(self.follower.take());
-        self.follower = commit.follower;
+        let mut follower = self.follower.take();
+        let mut history = follower
+            .as_mut()
+            .map(|f| std::mem::take(&mut f.history))
+            .unwrap_or_default();
+        let commit = decide(follower);
+        self.follower = commit.follower.map(|mut f| {
+            history.append(&mut f.history);
+            let excess = history.len().saturating_sub(HISTORY_LEN);
+            history.drain(..excess);
+            f.history = history;
+            f
+        });
         self.deliveries
             .retain(|d| d.expires_at > k.now && d.key != k.dedupe_key);
         if self.deliveries.len() >= DELIVERIES_KEPT {
@@ -302,7 +319,7 @@ struct Written {
 
 /// [`Record::apply`] on a stored record (`None`: no record yet), decoding only what it
 /// needs: the dedupe keys are compared as stored, a cached answer is decoded only on a hit,
-/// and the deliveries kept are copied into the new record as they are.
+/// and the history entries and deliveries kept are copied into the new record as they are.
 fn apply_stored(
     key: &[u8],
     stored: Option<&[u8]>,
@@ -331,11 +348,26 @@ fn apply_stored(
         };
         return Ok((Applied::Duplicate(answer), written));
     }
-    let follower = view.follower().map_err(|e| corrupt(key, e))?;
+    let follower = view
+        .follower_without_history()
+        .map_err(|e| corrupt(key, e))?;
     let mut commit = decide(follower);
     let mut w = format::Writer::new(stored.map_or(256, |s| s.len() + 64));
     w.follower(commit.follower.as_mut());
-    w.history(commit.follower.as_ref().map_or(&[], |f| &f.history));
+    match &commit.follower {
+        Some(f) => {
+            let (old, new) = (view.history.len(), f.history.len());
+            let excess = (old + new).saturating_sub(HISTORY_LEN);
+            w.history_count(old + new - excess);
+            for entry in view.history.iter().skip(excess) {
+                w.raw_history(entry);
+            }
+            for entry in f.history.iter().skip(excess.saturating_sub(old)) {
+                w.history_entry(entry);
+            }
+        }
+        None => w.history_count(0),
+    }
     let kept = || {
         view.deliveries
             .iter()
@@ -899,9 +931,9 @@ mod tests {
         };
         let mut decide = |f: Option<Follower>| {
             let mut f = f.unwrap_or_else(|| Follower::new("o1"));
+            assert!(f.history.is_empty(), "decisions get no history");
             f.messages_in += 1;
-            f.history.push(history_entry(f.messages_in as i64));
-            f.history.remove(0);
+            f.history.push(history_entry(100 + f.messages_in as i64));
             Commit {
                 follower: Some(f),
                 answer: Answer {
@@ -940,6 +972,11 @@ mod tests {
                     "{dedupe_key}"
                 );
             }
+            // Three fresh deliveries: their entries are the newest, the oldest dropped.
+            let history = &memory.follower.as_ref().unwrap().history;
+            assert_eq!(history.len(), crate::follower::HISTORY_LEN);
+            assert_eq!(history[0], history_entry(3));
+            assert_eq!(history.last(), Some(&history_entry(103)));
         }
         let ck = CallbackKey {
             account: "demo",
