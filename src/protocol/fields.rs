@@ -59,7 +59,7 @@ impl<'a> Fields<'a> {
             i = after(b, name.end, b">")?;
             let value = if let Some(start) = b[i..].strip_prefix(b"<![CDATA[") {
                 let start = b.len() - start.len();
-                let end = start + memchr::memmem::find(&b[start..], b"]]>")?;
+                let end = start + cdata_end(&b[start..])?;
                 if memchr::memchr(b'\r', &b[start..end]).is_some() {
                     return None;
                 }
@@ -330,6 +330,19 @@ fn skip_whitespace(b: &[u8], i: usize) -> usize {
         .iter()
         .take_while(|c| matches!(c, b' ' | b'\t' | b'\r' | b'\n'))
         .count()
+}
+
+/// Where `]]>` starts in `b`. `>` is rare in text, so looking for it beats setting up a
+/// substring searcher for each section.
+fn cdata_end(b: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    loop {
+        let gt = from + memchr::memchr(b'>', &b[from..])?;
+        if gt >= 2 && &b[gt - 2..gt] == b"]]" {
+            return Some(gt - 2);
+        }
+        from = gt + 1;
+    }
 }
 
 /// The index after `expected` if `b` has it at `i`.
