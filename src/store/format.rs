@@ -3,15 +3,17 @@
 //! ```text
 //! 3
 //! ‖ varint n ‖ postcard(Option<Follower>)          n bytes, its `history` always empty
-//! ‖ varint h ‖ h × (varint n ‖ postcard(HistoryEntry))        oldest first
 //! ‖ varint d ‖ d × (varint n ‖ key (n bytes, UTF-8) ‖ zigzag varint expires_at
 //!                   ‖ varint m ‖ postcard(Answer) (m bytes))  oldest first
+//! ‖ varint h ‖ h × (varint n ‖ postcard(HistoryEntry))        oldest first, to the end
 //! ```
 //!
 //! Every part carries its length, so a callback can check its dedupe key without decoding
-//! any cached answer (one is decoded only on a dedupe hit), and can copy the history entries
-//! and deliveries it keeps into the new record as they are, without decoding and encoding
-//! them again. Varints are LEB128 (postcard's own encoding of lengths).
+//! any cached answer (one is decoded only on a dedupe hit), and can copy the deliveries and
+//! history entries it keeps into the new record as they are, without decoding and encoding
+//! them again. The history comes last so that a callback need not even walk it: it skips
+//! the entries that drop out and copies the rest in one piece. Varints are LEB128
+//! (postcard's own encoding of lengths).
 
 use serde::Serialize;
 
@@ -47,6 +49,13 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn varint(&mut self) -> Result<u64, Invalid> {
+        // Most varints here (lengths, counts) are one byte.
+        if let Some((&b, rest)) = self.rest.split_first() {
+            if b < 0x80 {
+                self.rest = rest;
+                return Ok(u64::from(b));
+            }
+        }
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let (&b, rest) = self.rest.split_first().ok_or_else(truncated)?;
@@ -110,9 +119,10 @@ impl DeliveryView<'_> {
 #[derive(Debug)]
 pub(super) struct View<'a> {
     follower: &'a [u8],
-    /// Each history entry's encoding, oldest first.
-    pub history: Vec<&'a [u8]>,
     pub deliveries: Vec<DeliveryView<'a>>,
+    history_count: usize,
+    /// The history entries, each with its length, not yet checked.
+    history: &'a [u8],
 }
 
 impl Default for View<'_> {
@@ -121,8 +131,9 @@ impl Default for View<'_> {
         View {
             // postcard's `None`.
             follower: &[0],
-            history: Vec::new(),
             deliveries: Vec::new(),
+            history_count: 0,
+            history: &[],
         }
     }
 }
@@ -132,11 +143,6 @@ impl<'a> View<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<View<'a>, Invalid> {
         let mut r = Reader { rest: bytes };
         let follower = r.part()?;
-        let n = r.count()?;
-        let mut history = Vec::with_capacity(n);
-        for _ in 0..n {
-            history.push(r.part()?);
-        }
         let n = r.count()?;
         let mut deliveries = Vec::with_capacity(n);
         for _ in 0..n {
@@ -152,35 +158,49 @@ impl<'a> View<'a> {
                 answer,
             });
         }
-        if !r.rest.is_empty() {
-            return Err("trailing bytes after the record".into());
-        }
+        let history_count = r.count()?;
         Ok(View {
             follower,
-            history,
             deliveries,
+            history_count,
+            history: r.rest,
         })
     }
 
-    /// The follower, its `history` left empty (the entries are in `self.history`).
+    pub fn history_len(&self) -> usize {
+        self.history_count
+    }
+
+    /// The history entries after the first `skip`, as stored (for [`Writer::raw_history`]).
+    pub fn history_after(&self, skip: usize) -> Result<&'a [u8], Invalid> {
+        let mut r = Reader { rest: self.history };
+        for _ in 0..skip.min(self.history_count) {
+            r.part()?;
+        }
+        Ok(r.rest)
+    }
+
+    /// The follower, its `history` left empty (the entries stay in the view).
     pub fn follower_without_history(&self) -> Result<Option<Follower>, Invalid> {
         let follower: Option<Follower> = decode_all(self.follower)?;
-        if follower.is_none() && !self.history.is_empty() {
+        if follower.is_none() && self.history_count > 0 {
             return Err("history without a follower".into());
         }
         Ok(follower)
     }
 
-    /// The follower, history included.
+    /// The follower, history included: every part checked, to the record's end.
     pub fn follower(&self) -> Result<Option<Follower>, Invalid> {
-        let mut follower: Option<Follower> = decode_all(self.follower)?;
+        let mut follower = self.follower_without_history()?;
+        let mut r = Reader { rest: self.history };
         if let Some(f) = follower.as_mut() {
-            f.history.reserve_exact(self.history.len());
-            for h in &self.history {
-                f.history.push(decode_all(h)?);
+            f.history.reserve_exact(self.history_count);
+            for _ in 0..self.history_count {
+                f.history.push(decode_all(r.part()?)?);
             }
-        } else if !self.history.is_empty() {
-            return Err("history without a follower".into());
+        }
+        if !r.rest.is_empty() {
+            return Err("trailing bytes after the record".into());
         }
         Ok(follower)
     }
@@ -245,7 +265,7 @@ impl Writer {
         Writer { out }
     }
 
-    /// The follower, without its history (written next, by [`Writer::history`]).
+    /// The follower, without its history (written last, by [`Writer::history`]).
     pub fn follower(&mut self, follower: Option<&mut Follower>) {
         match follower {
             Some(f) => {
@@ -255,28 +275,6 @@ impl Writer {
             }
             None => push_part(&mut self.out, &None::<Follower>),
         }
-    }
-
-    pub fn history(&mut self, entries: &[HistoryEntry]) {
-        self.history_count(entries.len());
-        for h in entries {
-            self.history_entry(h);
-        }
-    }
-
-    /// How many history entries follow.
-    pub fn history_count(&mut self, n: usize) {
-        push_varint(&mut self.out, n as u64);
-    }
-
-    pub fn history_entry(&mut self, entry: &HistoryEntry) {
-        push_part(&mut self.out, entry);
-    }
-
-    /// A history entry kept from the previous record, as [`View::history`] holds it.
-    pub fn raw_history(&mut self, encoded: &[u8]) {
-        push_varint(&mut self.out, encoded.len() as u64);
-        self.out.extend_from_slice(encoded);
     }
 
     pub fn delivery_count(&mut self, n: usize) {
@@ -295,6 +293,27 @@ impl Writer {
         push_part(&mut self.out, answer);
     }
 
+    pub fn history(&mut self, entries: &[HistoryEntry]) {
+        self.history_count(entries.len());
+        for h in entries {
+            self.history_entry(h);
+        }
+    }
+
+    /// How many history entries follow (after the deliveries).
+    pub fn history_count(&mut self, n: usize) {
+        push_varint(&mut self.out, n as u64);
+    }
+
+    pub fn history_entry(&mut self, entry: &HistoryEntry) {
+        push_part(&mut self.out, entry);
+    }
+
+    /// History entries kept from the previous record, from [`View::history_after`].
+    pub fn raw_history(&mut self, entries: &[u8]) {
+        self.out.extend_from_slice(entries);
+    }
+
     pub fn finish(self) -> Vec<u8> {
         self.out
     }
@@ -304,11 +323,11 @@ impl Writer {
 pub(super) fn encode(r: &mut Record) -> Vec<u8> {
     let mut w = Writer::new(256);
     w.follower(r.follower.as_mut());
-    w.history(r.follower.as_ref().map_or(&[], |f| &f.history));
     w.delivery_count(r.deliveries.len());
     for d in &r.deliveries {
         w.delivery(&d.key, d.expires_at, &d.answer);
     }
+    w.history(r.follower.as_ref().map_or(&[], |f| &f.history));
     w.finish()
 }
 

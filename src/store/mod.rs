@@ -354,20 +354,6 @@ fn apply_stored(
     let mut commit = decide(follower);
     let mut w = format::Writer::new(stored.map_or(256, |s| s.len() + 64));
     w.follower(commit.follower.as_mut());
-    match &commit.follower {
-        Some(f) => {
-            let (old, new) = (view.history.len(), f.history.len());
-            let excess = (old + new).saturating_sub(HISTORY_LEN);
-            w.history_count(old + new - excess);
-            for entry in view.history.iter().skip(excess) {
-                w.raw_history(entry);
-            }
-            for entry in f.history.iter().skip(excess.saturating_sub(old)) {
-                w.history_entry(entry);
-            }
-        }
-        None => w.history_count(0),
-    }
     let kept = || {
         view.deliveries
             .iter()
@@ -380,6 +366,18 @@ fn apply_stored(
         w.raw_delivery(d);
     }
     w.delivery(k.dedupe_key, k.expires_at, &commit.answer);
+    match &commit.follower {
+        Some(f) => {
+            let (old, new) = (view.history_len(), f.history.len());
+            let excess = (old + new).saturating_sub(HISTORY_LEN);
+            w.history_count(old + new - excess);
+            w.raw_history(view.history_after(excess).map_err(|e| corrupt(key, e))?);
+            for entry in f.history.iter().skip(excess.saturating_sub(old)) {
+                w.history_entry(entry);
+            }
+        }
+        None => w.history_count(0),
+    }
     let written = Written {
         value: Some(w.finish()),
         effects: commit.effects,
