@@ -498,7 +498,12 @@ fn detail(msg: &Inbound) -> Option<String> {
         InboundKind::Link { url, .. } => Some(url.as_str()),
         _ => msg.text(),
     }?;
-    Some(text.chars().take(HISTORY_DETAIL_CHARS).collect())
+    // The first HISTORY_DETAIL_CHARS characters, copied in one piece.
+    let end = text
+        .char_indices()
+        .nth(HISTORY_DETAIL_CHARS)
+        .map_or(text.len(), |(i, _)| i);
+    Some(text[..end].to_owned())
 }
 
 #[cfg(test)]
@@ -748,6 +753,21 @@ add_tags = ["contact"]
         assert_eq!(f.messages_in, HISTORY_LEN as u64 + 5);
         assert_eq!(f.counters.get("checkin"), Some(&(HISTORY_LEN as i64 + 5)));
         assert_eq!(f.history.last().unwrap().rule.as_deref(), Some("count"));
+    }
+
+    #[test]
+    fn history_details_keep_the_first_80_characters() {
+        for (content, kept) in [
+            ("短", "短".to_string()),
+            (&"优".repeat(80), "优".repeat(80)),
+            (
+                &format!("{}😀x", "优".repeat(79)),
+                format!("{}😀", "优".repeat(79)),
+            ),
+        ] {
+            let m = msg("o4", 1, text(content, 1));
+            assert_eq!(detail(&m), Some(kept));
+        }
     }
 
     #[test]

@@ -21,16 +21,79 @@ const MAX_DEPTH: usize = 16;
 
 /// The leaf elements of a document, in document order.
 pub(crate) struct Fields<'a> {
-    /// All paths, back to back; each leaf holds its range.
-    paths: String,
+    /// All paths, back to back, each leaf holding its range; or, for a flat document
+    /// ([`Fields::parse_flat`]), the document itself, each leaf's range its element name.
+    paths: Cow<'a, str>,
     leaves: Vec<(Range<usize>, Cow<'a, str>)>,
 }
 
 impl<'a> Fields<'a> {
     pub(crate) fn parse(xml: &'a str) -> Result<Fields<'a>, ProtocolError> {
+        match Fields::parse_flat(xml) {
+            Some(fields) => Ok(fields),
+            None => Fields::parse_events(xml),
+        }
+    }
+
+    /// The shape WeChat sends, read without an XML reader: `<xml>`, then elements with
+    /// one CDATA section or plain text each (no references, no CR, no `>` in text), XML
+    /// whitespace between them, `</xml>`. Anything else (nesting, attributes, comments,
+    /// declarations, references…) is `None`, and [`Fields::parse_events`] decides. For the
+    /// documents it accepts, the result is the one `parse_events` gives (tested below).
+    fn parse_flat(xml: &'a str) -> Option<Fields<'a>> {
+        let b = xml.as_bytes();
+        let mut i = skip_whitespace(b, 0);
+        i = after(b, i, b"<xml>")?;
+        let mut leaves = Vec::with_capacity(16);
+        loop {
+            i = skip_whitespace(b, i);
+            if b[i..].starts_with(b"</xml>") {
+                i += b"</xml>".len();
+                break;
+            }
+            i = after(b, i, b"<")?;
+            let name = i..i + b[i..].iter().take_while(|c| is_name_byte(**c)).count();
+            if name.is_empty() {
+                return None;
+            }
+            i = after(b, name.end, b">")?;
+            let value = if let Some(start) = b[i..].strip_prefix(b"<![CDATA[") {
+                let start = b.len() - start.len();
+                let end = start + cdata_end(&b[start..])?;
+                if memchr::memchr(b'\r', &b[start..end]).is_some() {
+                    return None;
+                }
+                i = end + b"]]>".len();
+                start..end
+            } else {
+                let end = i + memchr::memchr(b'<', &b[i..])?;
+                if memchr::memchr3(b'&', b'\r', b'>', &b[i..end]).is_some() {
+                    return None;
+                }
+                let text = i..end;
+                i = end;
+                text
+            };
+            i = after(b, i, b"</")?;
+            i = after(b, i, &b[name.clone()])?;
+            i = after(b, i, b">")?;
+            // Every boundary is an ASCII byte, so these slices are whole characters.
+            leaves.push((name, Cow::Borrowed(&xml[value])));
+        }
+        if skip_whitespace(b, i) != b.len() {
+            return None;
+        }
+        Some(Fields {
+            paths: Cow::Borrowed(xml),
+            leaves,
+        })
+    }
+
+    /// Any document, through quick-xml's reader.
+    fn parse_events(xml: &'a str) -> Result<Fields<'a>, ProtocolError> {
         let mut reader = Reader::from_str(xml);
         let mut fields = Fields {
-            paths: String::with_capacity(128),
+            paths: Cow::Owned(String::with_capacity(128)),
             leaves: Vec::with_capacity(16),
         };
         // Path of the open element below the root, e.g. "SendPicsInfo/PicList".
@@ -189,10 +252,12 @@ impl<'a> Fields<'a> {
             .position(|(range, _)| &self.paths[range.clone()] == path)
     }
 
+    /// Only for `parse_events`, whose `paths` are owned.
     fn push(&mut self, path: &str, text: Cow<'a, str>) {
-        let start = self.paths.len();
-        self.paths.push_str(path);
-        self.leaves.push((start..self.paths.len(), text));
+        let paths = self.paths.to_mut();
+        let start = paths.len();
+        paths.push_str(path);
+        self.leaves.push((start..paths.len(), text));
     }
 }
 
@@ -259,6 +324,37 @@ fn append<'a>(acc: &mut Cow<'a, str>, piece: Cow<'a, str>) {
     }
 }
 
+/// The index of the first byte at or after `i` that is not XML whitespace.
+fn skip_whitespace(b: &[u8], i: usize) -> usize {
+    i + b[i..]
+        .iter()
+        .take_while(|c| matches!(c, b' ' | b'\t' | b'\r' | b'\n'))
+        .count()
+}
+
+/// Where `]]>` starts in `b`. `>` is rare in text, so looking for it beats setting up a
+/// substring searcher for each section.
+fn cdata_end(b: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    loop {
+        let gt = from + memchr::memchr(b'>', &b[from..])?;
+        if gt >= 2 && &b[gt - 2..gt] == b"]]" {
+            return Some(gt - 2);
+        }
+        from = gt + 1;
+    }
+}
+
+/// The index after `expected` if `b` has it at `i`.
+fn after(b: &[u8], i: usize, expected: &[u8]) -> Option<usize> {
+    b[i..].starts_with(expected).then_some(i + expected.len())
+}
+
+/// The element names `parse_flat` accepts (all of WeChat's).
+fn is_name_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
 fn is_xml_whitespace(s: &str) -> bool {
     s.bytes().all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
 }
@@ -277,10 +373,91 @@ mod tests {
 
     fn leaves(xml: &str) -> Vec<(String, String)> {
         let f = Fields::parse(xml).unwrap_or_else(|e| panic!("{xml}: {e}"));
+        pairs_of(&f)
+    }
+
+    fn pairs_of(f: &Fields<'_>) -> Vec<(String, String)> {
         f.leaves
             .iter()
             .map(|(r, t)| (f.paths[r.clone()].to_owned(), t.to_string()))
             .collect()
+    }
+
+    /// Whatever `parse_flat` accepts, `parse_events` reads the same: random documents of
+    /// WeChat's shape with random defects (names, text, CDATA, whitespace, end tags).
+    #[test]
+    fn flat_reading_agrees_with_the_reader() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        const NAMES: [&str; 8] = ["A", "MsgType", "xml", "B_2", "a:b", "A B", "", "Ä"];
+        const PIECES: [&str; 18] = [
+            "a",
+            " ",
+            "\n",
+            "\r",
+            "\t",
+            "&",
+            "&amp;",
+            "<",
+            ">",
+            "]",
+            "]]>",
+            "优",
+            "😀",
+            "\0",
+            "\"",
+            "<![CDATA[",
+            "</A>",
+            "<!--x-->",
+        ];
+        const GAPS: [&str; 5] = ["", " ", "\n  ", "\r\n", "x"];
+        let (mut accepted, mut total) = (0, 0);
+        for _ in 0..20_000 {
+            let mut xml = String::new();
+            xml.push_str(GAPS[next(4)]);
+            xml.push_str(["<xml>", "<xml >", "<root>", "<xml/>"][next(4).saturating_sub(2)]);
+            for _ in 0..next(5) {
+                xml.push_str(GAPS[next(GAPS.len())]);
+                let name = NAMES[next(NAMES.len())];
+                xml.push_str(&format!("<{name}>"));
+                let mut text = String::new();
+                for _ in 0..next(6) {
+                    text.push_str(PIECES[next(PIECES.len())]);
+                }
+                match next(3) {
+                    0 => xml.push_str(&format!("<![CDATA[{text}]]>")),
+                    _ => xml.push_str(&text),
+                }
+                let end = if next(10) == 0 {
+                    NAMES[next(NAMES.len())]
+                } else {
+                    name
+                };
+                xml.push_str(&format!("</{end}>"));
+            }
+            xml.push_str(GAPS[next(4)]);
+            xml.push_str(["</xml>", "</xml>", "</xml>", ""][next(4)]);
+            xml.push_str(GAPS[next(GAPS.len())]);
+            total += 1;
+            let Some(flat) = Fields::parse_flat(&xml) else {
+                continue;
+            };
+            accepted += 1;
+            match Fields::parse_events(&xml) {
+                Ok(full) => assert_eq!(pairs_of(&flat), pairs_of(&full), "{xml:?}"),
+                Err(e) => panic!("flat accepted what the reader refuses ({e}): {xml:?}"),
+            }
+        }
+        // The generator must exercise both sides.
+        assert!(
+            accepted > total / 20 && accepted < total,
+            "{accepted} of {total}"
+        );
     }
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -5,15 +5,52 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
-use super::{Delivery, Record};
+use super::{Answer, Delivery, Record};
 use crate::follower::{Follower, HistoryEntry, SceneVisit};
+
+/// Version 2: the whole record in postcard, the follower's history inside it, every
+/// cached answer decoded with it.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+pub(super) struct RecordV2 {
+    pub follower: Option<Follower>,
+    pub deliveries: Vec<DeliveryV2>,
+}
+
+/// A delivery as versions 1 and 2 stored it.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+pub(super) struct DeliveryV2 {
+    pub key: String,
+    pub expires_at: i64,
+    pub answer: Answer,
+}
+
+impl From<DeliveryV2> for Delivery {
+    fn from(d: DeliveryV2) -> Delivery {
+        Delivery {
+            key: d.key,
+            expires_at: d.expires_at,
+            answer: d.answer,
+        }
+    }
+}
+
+impl From<RecordV2> for Record {
+    fn from(r: RecordV2) -> Record {
+        Record {
+            follower: r.follower,
+            deliveries: r.deliveries.into_iter().map(Delivery::from).collect(),
+        }
+    }
+}
 
 /// Version 1: `Follower` without `cs_window`.
 #[derive(Deserialize)]
 #[cfg_attr(test, derive(serde::Serialize))]
 pub(super) struct RecordV1 {
     pub follower: Option<FollowerV1>,
-    pub deliveries: Vec<Delivery>,
+    pub deliveries: Vec<DeliveryV2>,
 }
 
 #[derive(Deserialize)]
@@ -56,7 +93,7 @@ impl From<RecordV1> for Record {
                 // Unknown to version 1: treated as closed until the follower acts again.
                 cs_window: None,
             }),
-            deliveries: r.deliveries,
+            deliveries: r.deliveries.into_iter().map(Delivery::from).collect(),
         }
     }
 }

@@ -10,6 +10,7 @@
 //! anyway); a shared backend for scale-out would use its own (e.g. Redis WATCH/MULTI on the
 //! one key).
 
+mod format;
 mod legacy;
 mod memory;
 mod sled_store;
@@ -23,7 +24,7 @@ use crate::audit::AuditEntry;
 use crate::campaign::{CampaignRun, MassJob, Progress};
 use crate::config::Secret;
 use crate::coupon::{Batch, ClaimRefused, Coupon, CouponStats, RedeemRefused};
-use crate::follower::Follower;
+use crate::follower::{Follower, HISTORY_LEN};
 use crate::outbox::{DeadItem, NewItem, OutboxItem};
 use crate::protocol::Reply;
 
@@ -105,6 +106,12 @@ pub trait Store: Send + Sync {
     /// callback was already answered, and writes its commit atomically. `decide` must be
     /// pure (no effects but its result): a backend may run it again (e.g. after an
     /// optimistic-concurrency conflict).
+    ///
+    /// The follower's history is a log that decisions write and never read: `decide` gets
+    /// the follower with an empty `history`, the entries in the committed follower's
+    /// `history` are appended to the stored ones, and the newest [`HISTORY_LEN`] are kept.
+    /// (A backend can then leave the stored entries as they are instead of decoding and
+    /// encoding them on every callback.)
     fn apply_callback(
         &self,
         key: CallbackKey<'_>,
@@ -306,14 +313,14 @@ pub trait Store: Send + Sync {
 }
 
 /// What is stored per (account, openid).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 struct Record {
     follower: Option<Follower>,
     /// Oldest first.
     deliveries: Vec<Delivery>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 struct Delivery {
     key: String,
     expires_at: i64,
@@ -337,8 +344,19 @@ impl Record {
             return (Applied::Duplicate(d.answer.clone()), Vec::new());
         }
         // Moved, not cloned: a follower with full history is dozens of allocations.
-        let commit = decide(self.follower.take());
-        self.follower = commit.follower;
+        let mut follower = self.follower.take();
+        let mut history = follower
+            .as_mut()
+            .map(|f| std::mem::take(&mut f.history))
+            .unwrap_or_default();
+        let commit = decide(follower);
+        self.follower = commit.follower.map(|mut f| {
+            history.append(&mut f.history);
+            let excess = history.len().saturating_sub(HISTORY_LEN);
+            history.drain(..excess);
+            f.history = history;
+            f
+        });
         self.deliveries
             .retain(|d| d.expires_at > k.now && d.key != k.dedupe_key);
         if self.deliveries.len() >= DELIVERIES_KEPT {
@@ -354,27 +372,33 @@ impl Record {
     }
 }
 
-/// The record format's version, the first byte of every stored value. postcard is compact
-/// and fast (a follower with full history round-trips in ~3 µs; JSON took 6–23 µs, see the
-/// `store/*` benches) but not self-describing: any change to `Record`, `Follower` or `Answer` must bump this
-/// and teach `decode_record` to read the old layout.
-const RECORD_VERSION: u8 = 2;
+/// The record format's version, the first byte of every stored value (layout in
+/// `format.rs`). postcard is compact and fast (a follower with full history round-trips in
+/// ~3 µs; JSON took 6–23 µs, see the `store/*` benches) but not self-describing: any change
+/// to the layout, `Follower`, `HistoryEntry` or `Answer` must bump this and teach
+/// `decode_record` to read the old layout (`legacy.rs`).
+const RECORD_VERSION: u8 = format::VERSION;
 
-fn encode_record(r: &Record) -> Vec<u8> {
-    let out = vec![RECORD_VERSION];
-    // Encoding plain owned data (strings, integers, maps, vectors) into a Vec cannot fail.
-    postcard::to_extend(r, out).expect("plain data encodes")
+fn encode_record(r: &mut Record) -> Vec<u8> {
+    format::encode(r)
+}
+
+fn corrupt(key: &[u8], reason: String) -> StoreError {
+    StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).replace('\0', "/"),
+        reason,
+    }
 }
 
 fn decode_record(key: &[u8], bytes: &[u8]) -> Result<Record, StoreError> {
-    let corrupt = |reason: String| StoreError::Corrupt {
-        key: String::from_utf8_lossy(key).replace('\0', "/"),
-        reason,
-    };
+    let corrupt = |reason: String| corrupt(key, reason);
     match bytes.split_first() {
-        Some((&RECORD_VERSION, rest)) => {
-            postcard::from_bytes(rest).map_err(|e| corrupt(e.to_string()))
-        }
+        Some((&RECORD_VERSION, rest)) => format::View::parse(rest)
+            .and_then(format::View::into_record)
+            .map_err(corrupt),
+        Some((2, rest)) => postcard::from_bytes::<legacy::RecordV2>(rest)
+            .map(Record::from)
+            .map_err(|e| corrupt(e.to_string())),
         Some((1, rest)) => postcard::from_bytes::<legacy::RecordV1>(rest)
             .map(Record::from)
             .map_err(|e| corrupt(e.to_string())),
@@ -398,6 +422,81 @@ fn msgid_key(account: &str, msgid: i64) -> Vec<u8> {
 /// Whether a follower's part in a campaign is settled (no longer pending).
 fn settled(p: &Progress) -> bool {
     !matches!(p, Progress::Queued | Progress::Sending { .. })
+}
+
+/// What [`apply_stored`] leaves to write.
+struct Written {
+    /// The new record, for a fresh delivery.
+    value: Option<Vec<u8>>,
+    effects: Vec<NewItem>,
+}
+
+/// [`Record::apply`] on a stored record (`None`: no record yet), decoding only what it
+/// needs: the dedupe keys are compared as stored, a cached answer is decoded only on a hit,
+/// and the history entries and deliveries kept are copied into the new record as they are.
+fn apply_stored(
+    key: &[u8],
+    stored: Option<&[u8]>,
+    k: CallbackKey<'_>,
+    decide: &mut dyn FnMut(Option<Follower>) -> Commit,
+) -> Result<(Applied, Written), StoreError> {
+    let view = match stored.map(<[u8]>::split_first) {
+        None => format::View::default(),
+        Some(Some((&RECORD_VERSION, rest))) => {
+            format::View::parse(rest).map_err(|e| corrupt(key, e))?
+        }
+        Some(_) => {
+            // An older layout: read in full, rewritten in the current one.
+            let old = stored.unwrap_or_default();
+            let current = encode_record(&mut decode_record(key, old)?);
+            return apply_stored(key, Some(&current), k, decide);
+        }
+    };
+    let is_retry =
+        |d: &&format::DeliveryView<'_>| d.key == k.dedupe_key.as_bytes() && d.expires_at > k.now;
+    if let Some(d) = view.deliveries.iter().find(is_retry) {
+        let answer = d.answer().map_err(|e| corrupt(key, e))?;
+        let written = Written {
+            value: None,
+            effects: Vec::new(),
+        };
+        return Ok((Applied::Duplicate(answer), written));
+    }
+    let follower = view
+        .follower_without_history()
+        .map_err(|e| corrupt(key, e))?;
+    let mut commit = decide(follower);
+    let mut w = format::Writer::new(stored.map_or(256, |s| s.len() + 64));
+    w.follower(commit.follower.as_mut());
+    let kept = || {
+        view.deliveries
+            .iter()
+            .filter(|d| d.expires_at > k.now && d.key != k.dedupe_key.as_bytes())
+    };
+    let n = kept().count();
+    let excess = (n + 1).saturating_sub(DELIVERIES_KEPT);
+    w.delivery_count(n - excess + 1);
+    for d in kept().skip(excess) {
+        w.raw_delivery(d);
+    }
+    w.delivery(k.dedupe_key, k.expires_at, &commit.answer);
+    match &commit.follower {
+        Some(f) => {
+            let (old, new) = (view.history_len(), f.history.len());
+            let excess = (old + new).saturating_sub(HISTORY_LEN);
+            w.history_count(old + new - excess);
+            w.raw_history(view.history_after(excess).map_err(|e| corrupt(key, e))?);
+            for entry in f.history.iter().skip(excess.saturating_sub(old)) {
+                w.history_entry(entry);
+            }
+        }
+        None => w.history_count(0),
+    }
+    let written = Written {
+        value: Some(w.finish()),
+        effects: commit.effects,
+    };
+    Ok((Applied::Fresh(commit.answer), written))
 }
 
 /// `account \0 openid`: NUL never appears in an account id or an openid, and it keeps one
@@ -978,21 +1077,27 @@ mod tests {
         f.tags.insert("vip".into());
         f.counters.insert("n".into(), -3);
         f.last_inbound_at = Some(77);
+        f.history = (0..3).map(history_entry).collect();
         let r = Record {
             follower: Some(f),
-            deliveries: vec![Delivery {
-                key: "m:1".into(),
-                expires_at: 9,
-                answer: Answer {
-                    reply: Some(Reply::Text {
-                        content: "你好 ]]> 😀".into(),
-                    }),
-                    rules: vec!["a".into()],
-                },
-            }],
+            deliveries: vec![delivery("m:1", 9), delivery("m:2", -1)],
         };
-        let bytes = encode_record(&r);
+        let bytes = encode_record(&mut r.clone());
+        assert_eq!(bytes[0], RECORD_VERSION);
         assert_eq!(decode_record(b"k", &bytes).unwrap(), r);
+        let empty = Record::default();
+        assert_eq!(
+            decode_record(b"k", &encode_record(&mut empty.clone())).unwrap(),
+            empty
+        );
+
+        // A record written by version 2 (postcard of the whole record) still loads.
+        let v2 = legacy::RecordV2 {
+            follower: r.follower.clone(),
+            deliveries: v2_deliveries(&r),
+        };
+        let old = postcard::to_extend(&v2, vec![2u8]).unwrap();
+        assert_eq!(decode_record(b"k", &old).unwrap(), r);
 
         // A record written by version 1 (before `cs_window`) still loads, window closed.
         let f = r.follower.clone().unwrap();
@@ -1013,15 +1118,141 @@ mod tests {
                 last_interaction_at: f.last_interaction_at,
                 history: f.history.clone(),
             }),
-            deliveries: r.deliveries.clone(),
+            deliveries: v2_deliveries(&r),
         };
         let old = postcard::to_extend(&v1, vec![1u8]).unwrap();
         assert_eq!(decode_record(b"k", &old).unwrap(), r);
-        for bad in [&b""[..], &[9, 1, 2][..], &bytes[..bytes.len() / 2]] {
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        for bad in [
+            &b""[..],
+            &[9, 1, 2][..],
+            &bytes[..bytes.len() / 2],
+            &bytes[..bytes.len() - 1],
+            &trailing[..],
+        ] {
             assert!(
                 matches!(decode_record(b"k", bad), Err(StoreError::Corrupt { .. })),
                 "{bad:?}"
             );
         }
+    }
+
+    fn history_entry(i: i64) -> crate::follower::HistoryEntry {
+        crate::follower::HistoryEntry {
+            at: 1000 + i,
+            kind: "text".into(),
+            detail: Some(format!("我要关键词{i}")),
+            rule: (i % 2 == 0).then(|| format!("r{i}")),
+        }
+    }
+
+    fn delivery(key: &str, expires_at: i64) -> Delivery {
+        Delivery {
+            key: key.into(),
+            expires_at,
+            answer: Answer {
+                reply: Some(Reply::Text {
+                    content: format!("你好 ]]> 😀 {key}"),
+                }),
+                rules: vec!["a".into()],
+            },
+        }
+    }
+
+    fn v2_deliveries(r: &Record) -> Vec<legacy::DeliveryV2> {
+        r.deliveries
+            .iter()
+            .map(|d| legacy::DeliveryV2 {
+                key: d.key.clone(),
+                expires_at: d.expires_at,
+                answer: d.answer.clone(),
+            })
+            .collect()
+    }
+
+    /// The stored path (`apply_stored`, sled) and the in-memory one (`Record::apply`) give
+    /// the same answers and leave the same record, from any record version.
+    #[test]
+    fn stored_records_apply_as_in_memory_ones() {
+        let mut f = Follower::new("o1");
+        f.history = (0..crate::follower::HISTORY_LEN as i64)
+            .map(history_entry)
+            .collect();
+        // Expired, live, the same key expired, a long answer.
+        let mut long = delivery("m:long", 500);
+        long.answer.reply = Some(Reply::Text {
+            content: "长".repeat(200),
+        });
+        let mut deliveries = vec![delivery("m:old", 50), delivery("m:9", 50), long];
+        deliveries.extend((0..DELIVERIES_KEPT).map(|i| delivery(&format!("m:{i}"), 300)));
+        let start = Record {
+            follower: Some(f),
+            deliveries,
+        };
+        let mut decide = |f: Option<Follower>| {
+            let mut f = f.unwrap_or_else(|| Follower::new("o1"));
+            assert!(f.history.is_empty(), "decisions get no history");
+            f.messages_in += 1;
+            f.history.push(history_entry(100 + f.messages_in as i64));
+            Commit {
+                follower: Some(f),
+                answer: Answer {
+                    reply: None,
+                    rules: vec!["r".into()],
+                },
+                effects: vec![],
+            }
+        };
+        let keys = ["m:9", "m:3", "m:long", "m:new", "m:new"];
+        let v2 = legacy::RecordV2 {
+            follower: start.follower.clone(),
+            deliveries: v2_deliveries(&start),
+        };
+        let v2 = postcard::to_extend(&v2, vec![2u8]).unwrap();
+        for mut stored in [encode_record(&mut start.clone()), v2] {
+            let mut memory = start.clone();
+            for (i, dedupe_key) in keys.into_iter().enumerate() {
+                let ck = CallbackKey {
+                    account: "demo",
+                    openid: "o1",
+                    dedupe_key,
+                    now: 100 + i as i64,
+                    expires_at: 1000,
+                };
+                let (want, _) = memory.apply(ck, &mut decide);
+                let (got, written) = apply_stored(b"k", Some(&stored), ck, &mut decide).unwrap();
+                assert_eq!(got, want, "{dedupe_key}");
+                assert_eq!(written.value.is_some(), matches!(got, Applied::Fresh(_)));
+                if let Some(value) = written.value {
+                    stored = value;
+                }
+                assert_eq!(
+                    decode_record(b"k", &stored).unwrap(),
+                    memory,
+                    "{dedupe_key}"
+                );
+            }
+            // Three fresh deliveries: their entries are the newest, the oldest dropped.
+            let history = &memory.follower.as_ref().unwrap().history;
+            assert_eq!(history.len(), crate::follower::HISTORY_LEN);
+            assert_eq!(history[0], history_entry(3));
+            assert_eq!(history.last(), Some(&history_entry(103)));
+        }
+        let ck = CallbackKey {
+            account: "demo",
+            openid: "o2",
+            dedupe_key: "m:1",
+            now: 100,
+            expires_at: 1000,
+        };
+        let (got, written) = apply_stored(b"k", None, ck, &mut decide).unwrap();
+        assert!(matches!(got, Applied::Fresh(_)));
+        let mut memory = Record::default();
+        memory.apply(ck, &mut decide);
+        assert_eq!(
+            decode_record(b"k", &written.value.unwrap()).unwrap(),
+            memory
+        );
     }
 }
