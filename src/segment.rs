@@ -164,8 +164,53 @@ fn is_word_char(c: char) -> bool {
     c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')
 }
 
+/// Full-width punctuation typed with a Chinese input method, as its ASCII twin (outside
+/// quotes only: a quoted tag keeps its own characters). One character for one, so columns
+/// stay right.
+fn half_width_outside_quotes(source: &str) -> Vec<char> {
+    // The closing quote expected while inside a quoted value.
+    let mut closing: Option<char> = None;
+    let mut escaped = false;
+    source
+        .chars()
+        .map(|c| {
+            if let Some(close) = closing {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == close {
+                    closing = None;
+                    return '"';
+                }
+                return c;
+            }
+            match c {
+                '"' => {
+                    closing = Some('"');
+                    '"'
+                }
+                '“' => {
+                    closing = Some('”');
+                    '"'
+                }
+                '（' => '(',
+                '）' => ')',
+                '：' => ':',
+                '＝' => '=',
+                '！' => '!',
+                '＞' => '>',
+                '＜' => '<',
+                '＆' => '&',
+                '｜' => '|',
+                other => other,
+            }
+        })
+        .collect()
+}
+
 fn lex(source: &str) -> Result<Vec<(Tok, usize)>, SegmentError> {
-    let chars: Vec<char> = source.chars().collect();
+    let chars: Vec<char> = half_width_outside_quotes(source);
     let mut out = Vec::new();
     let mut i = 0;
     while i < chars.len() {
@@ -655,5 +700,19 @@ mod tests {
         }
         let closed = Segment::parse("in_cs_window").unwrap();
         assert!(!closed.matches(&f, NOW + 10), "window over");
+    }
+
+    #[test]
+    fn full_width_punctuation_reads_as_ascii_outside_quotes() {
+        let typed =
+            Segment::parse("（tag：vip ｜｜ tag：“老客户（VIP）”）＆＆ counter.orders ＞＝ 3")
+                .unwrap();
+        let ascii =
+            Segment::parse("(tag:vip || tag:\"老客户（VIP）\") && counter.orders >= 3").unwrap();
+        assert_eq!(typed, ascii);
+        assert_eq!(typed.to_string(), ascii.to_string());
+        // Columns still count the characters as typed.
+        let e = Segment::parse("tag：vip ＆＆ ＞").unwrap_err();
+        assert_eq!(e.column, 12, "{e}");
     }
 }
