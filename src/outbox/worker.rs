@@ -17,7 +17,6 @@
 //! slot (`concurrency`), or per tag batch, is ever in that state.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,7 +26,7 @@ use tokio::sync::{watch, Notify};
 use super::{now_ms, verdict, Effect, OutboxItem, Verdict};
 use crate::api::{ApiClient, ApiError, ApiSettings, CustomMessage};
 use crate::config::OutboxSettings;
-use crate::store::{Store, StoreError};
+use crate::store::{GroupFlush, Store, StoreError};
 
 /// WeChat's batch tagging takes at most 50 openids per call (protocol.md §10).
 pub const TAG_BATCH: usize = 50;
@@ -164,11 +163,8 @@ pub struct Worker {
     /// campaign sends wait instead of each spending a call on the same refusal. In
     /// memory: after a restart one call finds out again.
     pub(crate) quota_until: Mutex<HashMap<String, i64>>,
-    /// Group commit (`flush`): flush requests so far, those a finished flush covers, and
-    /// one flush at a time.
-    flush_asked: AtomicU64,
-    flush_done: AtomicU64,
-    flush_turn: tokio::sync::Mutex<()>,
+    /// Group commit for `flush`.
+    flusher: Arc<GroupFlush>,
     /// Woken when a callback queues something.
     wake: Arc<Notify>,
     tally: Mutex<Tally>,
@@ -182,6 +178,7 @@ impl Worker {
         settings: OutboxSettings,
         wake: Arc<Notify>,
     ) -> Worker {
+        let flusher = Arc::new(GroupFlush::over(store.clone()));
         Worker {
             store,
             channels,
@@ -189,13 +186,17 @@ impl Worker {
             coupons: Vec::new(),
             campaign_limiters: Mutex::new(HashMap::new()),
             quota_until: Mutex::new(HashMap::new()),
-            flush_asked: AtomicU64::new(0),
-            flush_done: AtomicU64::new(0),
-            flush_turn: tokio::sync::Mutex::new(()),
+            flusher,
             wake,
             tally: Mutex::new(Tally::default()),
             metrics: None,
         }
+    }
+
+    /// Shares fsyncs with others writing the same store (the server's callbacks).
+    pub fn with_flusher(mut self, flusher: Arc<GroupFlush>) -> Worker {
+        self.flusher = flusher;
+        self
     }
 
     pub fn with_coupons(mut self, coupons: Vec<crate::coupon::Batch>) -> Worker {
@@ -607,24 +608,10 @@ impl Worker {
         }
     }
 
-    /// Makes this slot's writes so far durable. Group commit: slots that ask while a
-    /// flush is under way share the next one, so `concurrency` slots cost about one fsync
-    /// per round instead of one each.
+    /// Makes this slot's writes so far durable, sharing fsyncs with the other slots (and
+    /// with callbacks, when the server hands its own [`GroupFlush`] over).
     pub(crate) async fn flush(&self) -> Result<(), StoreError> {
-        // Taken after this slot's writes: any flush that starts later covers them.
-        let ticket = self.flush_asked.fetch_add(1, AtomicOrdering::SeqCst) + 1;
-        let _turn = self.flush_turn.lock().await;
-        if self.flush_done.load(AtomicOrdering::SeqCst) >= ticket {
-            return Ok(());
-        }
-        let covers = self.flush_asked.load(AtomicOrdering::SeqCst);
-        // fsync takes milliseconds: off the async threads.
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.flush())
-            .await
-            .map_err(|e| StoreError::Backend(format!("flush task: {e}")))??;
-        self.flush_done.store(covers, AtomicOrdering::SeqCst);
-        Ok(())
+        self.flusher.flush().await
     }
 
     pub(crate) fn count_call(&self) {

@@ -36,6 +36,9 @@ pub struct AppState {
     pub clients: HashMap<String, Arc<crate::api::ApiClient>>,
     /// Wakes the outbox worker when a callback queued something.
     pub outbox_wake: Arc<tokio::sync::Notify>,
+    /// Group commit shared by callbacks that must be on disk before they are answered and
+    /// the outbox worker.
+    pub flusher: Arc<crate::store::GroupFlush>,
 }
 
 /// One served account and the rule table it answers from (shared with the other accounts

@@ -84,6 +84,7 @@ pub fn build_state(settings: Settings, store: Arc<dyn Store>) -> Result<AppState
     Ok(AppState {
         clients,
         outbox_wake: Arc::new(tokio::sync::Notify::new()),
+        flusher: Arc::new(crate::store::GroupFlush::over(store.clone())),
         settings,
         accounts,
         books: books.into_values().collect(),
@@ -161,6 +162,7 @@ pub fn outbox_worker(state: &AppState) -> Worker {
         state.outbox_wake.clone(),
     )
     .with_coupons(state.settings.coupons.clone())
+    .with_flusher(state.flusher.clone())
     .with_metrics(state.metrics.clone())
 }
 

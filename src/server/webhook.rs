@@ -277,17 +277,14 @@ pub async fn post(
                 .is_some_and(|o| !o.effects.is_empty()) =>
         {
             // Calls to WeChat were queued: on disk before WeChat hears we took the
-            // callback (it will not send it again), then the worker is woken.
-            let store = state.store.clone();
-            match web::block(move || store.flush()).await {
-                Ok(Ok(())) => {
+            // callback (it will not send it again), then the worker is woken. Concurrent
+            // callbacks (and the worker) share fsyncs.
+            match state.flusher.flush().await {
+                Ok(()) => {
                     state.outbox_wake.notify_one();
                     Ok(reply)
                 }
-                Ok(Err(e)) => Err(WebhookError::from(e)),
-                Err(_) => Err(WebhookError::from(crate::store::StoreError::Backend(
-                    "flush task failed".into(),
-                ))),
+                Err(e) => Err(WebhookError::from(e)),
             }
         }
         other => other,

@@ -11,10 +11,12 @@
 //! one key).
 
 mod format;
+mod group_flush;
 mod legacy;
 mod memory;
 mod sled_store;
 
+pub use group_flush::GroupFlush;
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
