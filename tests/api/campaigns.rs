@@ -616,7 +616,7 @@ async fn an_in_doubt_send_is_never_repeated_and_a_spent_quota_waits_for_the_new_
         &fake,
         "[[campaign]]\nname = \"cs\"\naccount = \"plain\"\naudience = \"tag:in\"\n\
          [campaign.message]\ntext = \"hi\"\n\
-         [[campaign]]\nname = \"tpl\"\naccount = \"plain\"\naudience = \"tag:out\"\nrate_per_sec = 5\n\
+         [[campaign]]\nname = \"tpl\"\naccount = \"plain\"\naudience = \"tag:out\"\nrate_per_sec = 2\n\
          [campaign.template]\nid = \"T\"\ndata = { first = \"hi\" }\n",
     );
     let mut people: Vec<Follower> = (1..=3)
