@@ -865,14 +865,11 @@ fn check(
     });
     let robot = d.robot.as_ref().map(|r| {
         let r = r.get_ref();
-        match Template::parse(r.text.get_ref()) {
-            Err(e) => err(r.text.span().start, e.message),
-            Ok(t) if t.placeholders().next().is_some() => err(
-                r.text.span().start,
-                "a group announcement goes to a group, not to one follower: no placeholders".into(),
-            ),
-            Ok(_) => {}
-        }
+        plain_text(
+            &r.text,
+            "a group announcement goes to a group, not to one follower: no placeholders",
+            &mut err,
+        );
         RobotContent {
             key_env: r.key_env.clone(),
             text: r.text.get_ref().clone(),
@@ -880,14 +877,11 @@ fn check(
     });
     let mass = d.mass.as_ref().map(|m| {
         let m = m.get_ref();
-        match Template::parse(m.text.get_ref()) {
-            Err(e) => err(m.text.span().start, e.message),
-            Ok(t) if t.placeholders().next().is_some() => err(
-                m.text.span().start,
-                "a mass send is one text for everyone: no placeholders (use [campaign.message] and [campaign.template] to personalise)".into(),
-            ),
-            Ok(_) => {}
-        }
+        plain_text(
+            &m.text,
+            "a mass send is one text for everyone: no placeholders (use [campaign.message] and [campaign.template] to personalise)",
+            &mut err,
+        );
         MassContent {
             text: m.text.get_ref().clone(),
         }
@@ -978,6 +972,16 @@ fn check(
         robot,
         mass,
     })
+}
+
+/// Checks a text that goes to many at once (a group, a mass send): braces as in templates,
+/// but no placeholders, since there is no one follower to fill them from.
+fn plain_text(text: &Spanned<String>, why: &str, err: &mut dyn FnMut(usize, String)) {
+    match Template::parse(text.get_ref()) {
+        Err(e) => err(text.span().start, e.message),
+        Ok(t) if t.placeholders().next().is_some() => err(text.span().start, why.into()),
+        Ok(_) => {}
+    }
 }
 
 pub fn is_name(s: &str) -> bool {

@@ -239,37 +239,27 @@ impl Worker {
         let store = &self.store;
         let account = &item.account;
         let at = now_ms() / 1000;
-        let settle_all = |openids: &[String], p: Progress, job: Option<&super::MassJob>| {
-            let records: Vec<(String, Progress)> =
-                openids.iter().map(|o| (o.clone(), p.clone())).collect();
-            store.campaign_record_many(account, campaign, &records, Some(item.id), job)
+        // The whole batch failed before any call (a store written by another version).
+        let fail_all = |reason: String| {
+            let failed = Progress::Failed {
+                channel: None,
+                reason,
+                at,
+            };
+            let records: Vec<(String, Progress)> = openids
+                .iter()
+                .map(|o| (o.clone(), failed.clone()))
+                .collect();
+            store.campaign_record_many(account, campaign, &records, Some(item.id), None)
         };
         let Some(run) = store.campaign_run(campaign)? else {
-            let reason = format!("campaign `{campaign}` is unknown");
-            return settle_all(
-                openids,
-                Progress::Failed {
-                    channel: None,
-                    reason,
-                    at,
-                },
-                None,
-            );
+            return fail_all(format!("campaign `{campaign}` is unknown"));
         };
         if run.state == RunState::Paused {
             return Ok(());
         }
         let Some(mass) = &run.campaign.mass else {
-            let reason = "the campaign has no [campaign.mass]".to_string();
-            return settle_all(
-                openids,
-                Progress::Failed {
-                    channel: None,
-                    reason,
-                    at,
-                },
-                None,
-            );
+            return fail_all("the campaign has no [campaign.mass]".into());
         };
         // Who is still to be sent, and who is skipped now (unsubscribed since, ended).
         let mut to_send = Vec::new();
