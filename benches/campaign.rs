@@ -11,8 +11,8 @@
 //! `cargo bench --bench campaign` (env: CAMPAIGN_N=100000, CAMPAIGN_RATE=500,
 //! CAMPAIGN_RATE_N=5000, OUTBOX_CONCURRENCY=16)
 
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,43 +23,11 @@ use siyu::outbox::now_ms;
 use siyu::server::startup::standalone_worker;
 use siyu::store::{Answer, CallbackKey, Commit, SledStore, Store};
 
+use common::{env_or, rss_kb, Fake, PeakRss};
+
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-struct Fake(Child);
-
-impl Drop for Fake {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A config, coupons and campaigns file in `dir` for one official account at `base`.
 fn settings(dir: &std::path::Path, base: &str, n: u64, rate: Option<u64>) -> Settings {
@@ -142,17 +110,7 @@ fn run(
     }
     store.flush().unwrap();
     let rss_before = rss_kb();
-    let peak = Arc::new(AtomicU64::new(rss_before));
-    let done = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (peak, done) = (peak.clone(), done.clone());
-        std::thread::spawn(move || {
-            while !done.load(Ordering::Relaxed) {
-                peak.fetch_max(rss_kb(), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
+    let peak = PeakRss::start();
     let started = Instant::now();
     runner::start(store.as_ref(), &settings, "vip", now).unwrap();
     runtime.block_on(async {
@@ -173,12 +131,11 @@ fn run(
         let _ = w.await;
     });
     let secs = started.elapsed().as_secs_f64();
-    done.store(true, Ordering::Relaxed);
-    sampler.join().unwrap();
+    let peak = peak.stop();
     let report = runner::report(store.as_ref(), "vip").unwrap();
     assert_eq!(report.sent, n, "{report}");
     assert_eq!(report.coupons_issued, n);
-    (secs, report.sent, rss_before, peak.load(Ordering::Relaxed))
+    (secs, report.sent, rss_before, peak)
 }
 
 fn main() {
@@ -189,31 +146,8 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let port = free_port();
-    let _fake = Fake(
-        Command::new(env!("CARGO_BIN_EXE_siyu"))
-            .args(["fake-wechat", "--bind", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("siyu fake-wechat starts"),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    runtime.block_on(async {
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while http
-            .post(format!("{base}/fake/window"))
-            .json(&serde_json::json!({ "openid": "*" }))
-            .send()
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "the fake did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
+    let fake = Fake::start(&runtime);
+    let base = fake.base.clone();
     let (secs, sent, before, peak) = run(n, None, &base, &runtime);
     println!(
         "campaign: {sent} followers (half customer-service, half template, a coupon each), no rate limit: {secs:.1} s = {:.0} sends/s; RSS {} MB before, peak {} MB",

@@ -9,10 +9,10 @@
 //! `cargo bench --bench outbox` (env: OUTBOX_N=100000, OUTBOX_CONCURRENCY=16)
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+mod common;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use siyu::api::{ApiClient, ApiSettings};
 use siyu::config::{AccountKind, OutboxSettings, Secret};
@@ -22,58 +22,11 @@ use siyu::outbox::{now_ms, Effect, NewItem};
 use siyu::protocol::Reply;
 use siyu::store::{Answer, CallbackKey, Commit, SledStore, Store};
 
+use common::{env_or, rss_kb, Fake, PeakRss};
+
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// This process's resident set now, and its peak so far (kB), from /proc.
-fn rss_kb() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-struct Fake(Child);
-
-impl Drop for Fake {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_fake(port: u16) -> Fake {
-    let child = Command::new(env!("CARGO_BIN_EXE_siyu"))
-        .args(["fake-wechat", "--bind", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("siyu fake-wechat starts");
-    Fake(child)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn main() {
     let n = env_or("OUTBOX_N", 100_000);
@@ -82,24 +35,9 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let port = free_port();
-    let _fake = start_fake(port);
-    let base = format!("http://127.0.0.1:{port}");
-    runtime.block_on(async {
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        // Every follower wrote just now: their windows are open.
-        while http
-            .post(format!("{base}/fake/window"))
-            .json(&serde_json::json!({ "openid": "*" }))
-            .send()
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "the fake did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
+    // Every follower wrote just now: their windows are open.
+    let fake = Fake::start(&runtime);
+    let base = fake.base.clone();
 
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path().join("db")).unwrap());
@@ -142,7 +80,7 @@ fn main() {
     }
     store.flush().unwrap();
     let queued_secs = started.elapsed().as_secs_f64();
-    let (rss_before, _) = rss_kb();
+    let rss_before = rss_kb();
 
     let mut api = ApiSettings::new("demo", AccountKind::Official, "wx-bench", Secret::new("s"));
     api.api_base = base;
@@ -151,17 +89,7 @@ fn main() {
         concurrency,
         ..OutboxSettings::default()
     };
-    let peak = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (peak, done) = (peak.clone(), done.clone());
-        std::thread::spawn(move || {
-            while !done.load(Ordering::Relaxed) {
-                peak.fetch_max(rss_kb().0, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
+    let peak = PeakRss::start();
     let delivered = runtime.block_on(async {
         let client = Arc::new(ApiClient::new(api.clone(), store.clone()).unwrap());
         let channels = HashMap::from([("demo".to_string(), Channel::new(client, &api))]);
@@ -180,10 +108,8 @@ fn main() {
         }
         (delivered, started.elapsed().as_secs_f64())
     });
-    done.store(true, Ordering::Relaxed);
-    sampler.join().unwrap();
+    let peak_kb = peak.stop();
     let (count, secs) = delivered;
-    let peak_kb = peak.load(Ordering::Relaxed);
     println!(
         "outbox: {n} followers + queued messages written in {queued_secs:.1} s ({:.0}/s)",
         n as f64 / queued_secs

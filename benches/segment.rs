@@ -6,13 +6,15 @@
 //! last_message_before 30d`, timed, with this process's resident memory before and at its
 //! peak during the pass.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Instant;
 
 use siyu::follower::Follower;
 use siyu::segment::Segment;
 use siyu::store::{Answer, CallbackKey, Commit, SledStore, Store};
+
+use common::{env_or, rss_kb, PeakRss};
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
@@ -20,21 +22,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const NOW: i64 = 1_800_000_000;
 
-fn rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 fn main() {
-    let n: u64 = std::env::var("SEGMENT_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let n = env_or("SEGMENT_N", 1_000_000);
     let dir = tempfile::tempdir().unwrap();
     let store = SledStore::open(&dir.path().join("db")).unwrap();
     let started = Instant::now();
@@ -87,17 +76,7 @@ fn main() {
     )
     .unwrap();
     let before = rss_kb();
-    let peak = Arc::new(AtomicU64::new(before));
-    let done = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (peak, done) = (peak.clone(), done.clone());
-        std::thread::spawn(move || {
-            while !done.load(Ordering::Relaxed) {
-                peak.fetch_max(rss_kb(), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        })
-    };
+    let peak = PeakRss::start();
     let started = Instant::now();
     let mut matched = 0u64;
     store
@@ -108,9 +87,7 @@ fn main() {
         })
         .unwrap();
     let secs = started.elapsed().as_secs_f64();
-    done.store(true, Ordering::Relaxed);
-    sampler.join().unwrap();
-    let peak = peak.load(Ordering::Relaxed);
+    let peak = peak.stop();
     println!(
         "segment: {matched} of {n} matched `{segment}` in {secs:.2} s ({:.0} followers/s)",
         n as f64 / secs
