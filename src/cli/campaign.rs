@@ -113,14 +113,16 @@ pub fn run(args: &CampaignArgs) -> ExitCode {
                 ExitCode::SUCCESS
             }),
         CampaignAction::Start { name } => start(store, settings, name),
-        CampaignAction::Status { name, json } => runner::report(store.as_ref(), name).map(|r| {
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
-            } else {
-                println!("{r}");
-            }
-            ExitCode::SUCCESS
-        }),
+        CampaignAction::Status { name, json } => runner::find(store.as_ref(), &settings, name)
+            .and_then(|_| runner::report(store.as_ref(), name))
+            .map(|r| {
+                if *json {
+                    println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                } else {
+                    println!("{r}");
+                }
+                ExitCode::SUCCESS
+            }),
         CampaignAction::Pause { name } => runner::pause(store.as_ref(), name).map(|r| {
             println!("campaign {name} is {}", r.state);
             ExitCode::SUCCESS

@@ -58,6 +58,8 @@ async fn report(
     name: web::Path<String>,
 ) -> Result<HttpResponse, AdminError> {
     authorize(&state, &req, Role::Viewer)?;
+    // Unknown (404) before not started (409).
+    runner::find(state.store.as_ref(), &state.settings, &name)?;
     let store = state.store.clone();
     let name = name.into_inner();
     // Reads every follower's progress: off the async threads.

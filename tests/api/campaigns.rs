@@ -281,6 +281,20 @@ async fn a_campaign_uses_the_window_then_templates_and_reports_every_follower() 
     assert_eq!(r["coupons_redeemed"], 1, "{r}");
     assert_eq!(r["deliveries"]["failed:user block"], 1, "{r}");
 
+    // Unknown is 404; defined but never started is 409.
+    let r = app
+        .admin(Method::GET, "/admin/v1/campaigns/nope", Some(VIEWER), None)
+        .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = app
+        .admin(
+            Method::GET,
+            "/admin/v1/campaigns/cs-only",
+            Some(VIEWER),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.body);
     // A campaign runs once.
     let r = app.admin(Method::POST, start, Some(OPERATOR), None).await;
     assert_eq!(r.status, 409, "{}", r.body);
@@ -598,7 +612,7 @@ async fn the_cli_defines_plans_starts_and_reports_a_campaign() {
     assert!(err.contains("runs once"), "{err}");
     let (code, _, err) = cli(&["campaign", "status", "nope", "--config", c]).await;
     assert_eq!(code, 1);
-    assert!(err.contains("never started"), "{err}");
+    assert!(err.contains("no campaign `nope`"), "{err}");
     fake.stop().await;
 }
 
