@@ -401,9 +401,19 @@ pub fn coupon_view(batch: &Batch, c: &crate::coupon::Coupon) -> CouponView {
 /// WeChat's idempotency key for a template send: the same follower and campaign always
 /// give the same id, so a send repeated after a crash is not delivered twice.
 pub fn client_msg_id(campaign: &str, openid: &str) -> String {
+    stable_id(&format!("siyu\0{campaign}\0{openid}"))
+}
+
+/// The `clientmsgid` of a campaign's mass-send batch: a resend after a crash is refused
+/// by WeChat (45065) instead of delivered twice.
+pub fn mass_client_msg_id(campaign: &str, batch: u64) -> String {
+    stable_id(&format!("siyu\0mass\0{campaign}\0{batch}"))
+}
+
+/// 40 hex characters, the same for the same input (SHA-1).
+fn stable_id(input: &str) -> String {
     use sha1::{Digest, Sha1};
-    let digest = Sha1::digest(format!("siyu\0{campaign}\0{openid}").as_bytes());
-    hex::encode(digest)
+    hex::encode(Sha1::digest(input.as_bytes()))
 }
 
 // --- Reports ---

@@ -296,12 +296,7 @@ impl Worker {
             limiter.acquire().await;
         }
         way.limiter.acquire().await;
-        let clientmsgid = {
-            use sha1::{Digest, Sha1};
-            hex::encode(Sha1::digest(
-                format!("siyu\0mass\0{campaign}\0{batch}").as_bytes(),
-            ))
-        };
+        let clientmsgid = super::mass_client_msg_id(campaign, *batch);
         self.count_call();
         let sent = way
             .client
