@@ -34,6 +34,10 @@ pub struct Outcome {
     pub duplicate: bool,
     /// The calls to WeChat queued in the outbox with the change (none for a duplicate).
     pub effects: Vec<NewItem>,
+    /// Whether the store was written (a fresh callback always is; a retry only when it
+    /// recorded a delivery report the first delivery may not have): what was written
+    /// must be on disk before WeChat is answered.
+    pub changed: bool,
 }
 
 /// The inputs of one callback besides the message.
@@ -95,7 +99,7 @@ pub fn handle(store: &dyn Store, ctx: Context<'_>, msg: &Inbound) -> Result<Outc
         },
     )?;
     // Idempotent, so done on a retry too (a crash may have come between the two writes).
-    record_job_result(store, ctx.account, msg)?;
+    let reported = record_job_result(store, ctx.account, msg)?;
     Ok(match applied {
         Applied::Fresh(answer) => Outcome {
             follower_id,
@@ -103,6 +107,7 @@ pub fn handle(store: &dyn Store, ctx: Context<'_>, msg: &Inbound) -> Result<Outc
             actions,
             duplicate: false,
             effects,
+            changed: true,
         },
         Applied::Duplicate(answer) => Outcome {
             follower_id,
@@ -110,14 +115,15 @@ pub fn handle(store: &dyn Store, ctx: Context<'_>, msg: &Inbound) -> Result<Outc
             actions: Vec::new(),
             duplicate: true,
             effects: Vec::new(),
+            changed: reported,
         },
     })
 }
 
 /// TEMPLATESENDJOBFINISH / MASSSENDJOBFINISH for a message a campaign sent: WeChat's
 /// delivery result is recorded against the campaign's follower, or its mass job (a
-/// message id siyu did not send is ignored).
-fn record_job_result(store: &dyn Store, account: &str, msg: &Inbound) -> Result<(), StoreError> {
+/// message id siyu did not send is ignored). Whether anything was written.
+fn record_job_result(store: &dyn Store, account: &str, msg: &Inbound) -> Result<bool, StoreError> {
     if let InboundKind::Event(Event::MassSendJobFinish {
         msg_id,
         status,
@@ -128,10 +134,10 @@ fn record_job_result(store: &dyn Store, account: &str, msg: &Inbound) -> Result<
     }) = &msg.kind
     {
         let Ok(msgid) = i64::try_from(*msg_id) else {
-            return Ok(());
+            return Ok(false);
         };
         let Some((campaign, _)) = store.campaign_by_msgid(account, msgid)? else {
-            return Ok(());
+            return Ok(false);
         };
         let mut job = store
             .campaign_jobs(&campaign)?
@@ -148,16 +154,16 @@ fn record_job_result(store: &dyn Store, account: &str, msg: &Inbound) -> Result<
         job.error_count = *error_count;
         store.put_campaign_job(&campaign, &job)?;
         tracing::info!(%campaign, msgid, %status, sent = sent_count, filtered = filter_count, "campaign: mass send reported");
-        return Ok(());
+        return Ok(true);
     }
     let InboundKind::Event(Event::TemplateSendJobFinish { msg_id, status }) = &msg.kind else {
-        return Ok(());
+        return Ok(false);
     };
     let Ok(msgid) = i64::try_from(*msg_id) else {
-        return Ok(());
+        return Ok(false);
     };
     let Some((campaign, openid)) = store.campaign_by_msgid(account, msgid)? else {
-        return Ok(());
+        return Ok(false);
     };
     if let Some(crate::campaign::Progress::Sent {
         channel,
@@ -176,8 +182,9 @@ fn record_job_result(store: &dyn Store, account: &str, msg: &Inbound) -> Result<
         };
         store.campaign_record(account, &campaign, &openid, &progress, None)?;
         tracing::info!(%campaign, %openid, %status, "campaign: template delivery reported");
+        return Ok(true);
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Runs the same decision against the store's current state without writing anything;
@@ -198,6 +205,7 @@ pub fn dry_run(
             actions,
             duplicate: false,
             effects: commit.effects,
+            changed: false,
         },
         commit.follower,
     ))

@@ -187,8 +187,7 @@ impl RuleBook {
             source,
         };
         let tmp = self.dir.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, text).map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)?;
+        write_durably(&tmp, &path, text).map_err(io)?;
         let result = self.swap(table, &sources, now);
         self.remember(&Ok(result.clone()));
         Ok(result)
@@ -237,6 +236,23 @@ impl RuleBook {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
             result.as_ref().err().map(|e| e.to_string());
     }
+}
+
+/// Writes `text` to `tmp`, syncs it, renames it over `path` and syncs the folder: an
+/// operator told "saved" (the admin API's 200) keeps the file across a power cut, and no
+/// reader ever sees half of it.
+fn write_durably(tmp: &Path, path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(tmp)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(tmp, path)?;
+    if let Some(dir) = path.parent() {
+        // A rename is durable once the folder's entry is: fsync the folder itself.
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// A plain file name: no separators, no leading dot, so an API caller cannot step out of

@@ -65,29 +65,6 @@ async fn release(shared: web::Data<Shared>) -> HttpResponse {
     HttpResponse::NoContent().finish()
 }
 
-/// Waits while `path` is held; true if this call was held (then it is dropped).
-async fn wait_if_held(shared: &Shared, path: &str) -> bool {
-    let release = shared.1.clone();
-    // Registered before the check, so a release between the check and the wait is seen.
-    let released = release.notified();
-    tokio::pin!(released);
-    released.as_mut().enable();
-    {
-        let mut state = shared.lock();
-        let Some(hold) = state.hold.as_ref().filter(|h| h.path == path) else {
-            return false;
-        };
-        let seen = state.calls.iter().filter(|c| c.path == path).count();
-        if seen < hold.after {
-            return false;
-        }
-        state.held += 1;
-    }
-    released.await;
-    shared.lock().held -= 1;
-    true
-}
-
 /// Ages every issued token past its expiry: the next call with one gets 42001.
 async fn expire_tokens(shared: web::Data<Shared>) -> HttpResponse {
     let mut state = shared.lock();
@@ -100,26 +77,47 @@ async fn expire_tokens(shared: web::Data<Shared>) -> HttpResponse {
 /// Every WeChat API call: record, apply the next fault, answer.
 async fn api(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
     let path = req.path().to_string();
-    if wait_if_held(&shared, &path).await {
-        return dropped();
-    }
     let json_body: Option<Value> = serde_json::from_slice(&body).ok();
-    let (index, fault) = {
+    let call = RecordedCall {
+        method: req.method().to_string(),
+        path: path.clone(),
+        query: redact_query(req.query_string()),
+        body: match &json_body {
+            Some(v) => redact_body(v.clone()),
+            None if body.is_empty() => Value::Null,
+            None => Value::String(String::from_utf8_lossy(&body).into_owned()),
+        },
+        at: unix_millis(),
+        errcode: None,
+    };
+    // Registered before the hold is checked, so a release in between is seen.
+    let release = shared.1.clone();
+    let released = release.notified();
+    tokio::pin!(released);
+    released.as_mut().enable();
+    // The hold decision and the recording under ONE lock: calls arriving together each
+    // see the others' records, so exactly `after` calls pass a hold, never more.
+    let admitted = {
         let mut state = shared.lock();
-        let index = state.calls.len();
-        state.calls.push(RecordedCall {
-            method: req.method().to_string(),
-            path: path.clone(),
-            query: redact_query(req.query_string()),
-            body: match &json_body {
-                Some(v) => redact_body(v.clone()),
-                None if body.is_empty() => Value::Null,
-                None => Value::String(String::from_utf8_lossy(&body).into_owned()),
-            },
-            at: unix_millis(),
-            errcode: None,
-        });
-        (index, state.take_fault(&path))
+        let seen = || state.calls.iter().filter(|c| c.path == path).count();
+        let held = state
+            .hold
+            .as_ref()
+            .is_some_and(|h| h.path == path && seen() >= h.after);
+        if held {
+            state.held += 1;
+            None
+        } else {
+            let index = state.calls.len();
+            state.calls.push(call);
+            Some((index, state.take_fault(&path)))
+        }
+    };
+    let Some((index, fault)) = admitted else {
+        // Held calls hang until released, then are dropped: WeChat never took them.
+        released.await;
+        shared.lock().held -= 1;
+        return dropped();
     };
     if let Some(fault) = fault {
         if let Some(ms) = fault.delay_ms {

@@ -26,6 +26,7 @@ use crate::trial::Trial;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/admin/v1")
+            .wrap(actix_web::middleware::from_fn(super::durable_writes))
             .route("/rules", web::get().to(list_rules))
             .route("/rules/{file}", web::get().to(read_rule))
             .route("/rules/{file}", web::put().to(write_rule))

@@ -13,7 +13,11 @@ use super::AppState;
 use crate::coupon::RedeemRefused;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/coupons/v1/redeem", web::post().to(redeem));
+    cfg.service(
+        web::scope("/coupons/v1")
+            .wrap(actix_web::middleware::from_fn(super::durable_writes))
+            .route("/redeem", web::post().to(redeem)),
+    );
 }
 
 #[derive(Debug, Deserialize)]

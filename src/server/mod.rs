@@ -80,6 +80,32 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(coupons::configure);
 }
 
+/// Every change acknowledged over HTTP (an admin API write, a coupon redemption) is on
+/// disk before its answer leaves: the caller will not send it again. Wraps the admin and
+/// coupon scopes as one mechanism rather than a flush in each handler; reads (GET, HEAD)
+/// wait for nothing. A failed flush turns the answer into a 500, so nobody is told "done"
+/// for a change a crash could still undo.
+pub(crate) async fn durable_writes(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    use actix_web::http::Method;
+    let writes = !matches!(*req.method(), Method::GET | Method::HEAD);
+    let flusher = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.flusher.clone());
+    let res = next.call(req).await?;
+    if let (true, Some(flusher)) = (writes, flusher) {
+        if let Err(e) = flusher.flush().await {
+            tracing::error!(error = %e, path = %res.request().path(), "store flush failed: the change is not acknowledged");
+            return Err(actix_web::error::ErrorInternalServerError(
+                "the change could not be written to disk; try again",
+            ));
+        }
+    }
+    Ok(res)
+}
+
 /// 200 when the store answers and every rule folder's last load succeeded; 503 otherwise
 /// (the rules in force still answer then, but an operator must look).
 async fn healthz(state: web::Data<AppState>) -> HttpResponse {

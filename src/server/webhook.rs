@@ -270,18 +270,21 @@ pub async fn post(
         Err(e) => Err(e),
     };
     let result = match result {
-        Ok(reply)
-            if reply
-                .outcome
-                .as_ref()
-                .is_some_and(|o| !o.effects.is_empty()) =>
-        {
-            // Calls to WeChat were queued: on disk before WeChat hears we took the
-            // callback (it will not send it again), then the worker is woken. Concurrent
-            // callbacks (and the worker) share fsyncs.
+        Ok(reply) if reply.outcome.as_ref().is_some_and(|o| o.changed) => {
+            // WeChat never resends a callback it got a 200 for: what this one changed (its
+            // dedupe key and cached answer, the follower, coupon claims, queued calls to
+            // WeChat) is on disk before the answer goes out. Concurrent callbacks and the
+            // outbox worker share fsyncs (group commit); a retry or an unsupported type
+            // wrote nothing and waits for none.
             match state.flusher.flush().await {
                 Ok(()) => {
-                    state.outbox_wake.notify_one();
+                    if reply
+                        .outcome
+                        .as_ref()
+                        .is_some_and(|o| !o.effects.is_empty())
+                    {
+                        state.outbox_wake.notify_one();
+                    }
                     Ok(reply)
                 }
                 Err(e) => Err(WebhookError::from(e)),

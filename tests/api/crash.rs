@@ -42,9 +42,9 @@ pub fn crash_config(dir: &Path, api_base: &str) -> String {
     path
 }
 
-struct Serve {
-    child: Child,
-    base: String,
+pub(crate) struct Serve {
+    pub(crate) child: Child,
+    pub(crate) base: String,
 }
 
 impl Drop for Serve {
@@ -56,7 +56,7 @@ impl Drop for Serve {
     }
 }
 
-fn serve(config: &str) -> Serve {
+pub(crate) fn serve(config: &str) -> Serve {
     let mut child = Command::new(env!("CARGO_BIN_EXE_siyu"))
         .args(["serve", "--config", config])
         .env("RUST_LOG", "info")

@@ -9,6 +9,7 @@ mod cli;
 mod coupons;
 mod crash;
 mod dedupe;
+mod durability;
 mod helpers;
 mod official;
 mod outbound;
