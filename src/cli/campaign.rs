@@ -123,17 +123,23 @@ pub fn run(args: &CampaignArgs) -> ExitCode {
                 }
                 ExitCode::SUCCESS
             }),
-        CampaignAction::Pause { name } => runner::pause(store.as_ref(), name).map(|r| {
-            println!("campaign {name} is {}", r.state);
-            ExitCode::SUCCESS
-        }),
-        CampaignAction::Resume { name } => runner::resume(store.as_ref(), name).map(|r| {
-            println!(
-                "campaign {name} is {} (`siyu campaign start {name}` or `siyu serve` sends it)",
-                r.state
-            );
-            ExitCode::SUCCESS
-        }),
+        CampaignAction::Pause { name } => runner::pause(store.as_ref(), name)
+            // On disk before the new state is printed.
+            .and_then(|r| Ok(store.flush().map(|()| r)?))
+            .map(|r| {
+                println!("campaign {name} is {}", r.state);
+                ExitCode::SUCCESS
+            }),
+        CampaignAction::Resume { name } => runner::resume(store.as_ref(), name)
+            // On disk before the new state is printed.
+            .and_then(|r| Ok(store.flush().map(|()| r)?))
+            .map(|r| {
+                println!(
+                    "campaign {name} is {} (`siyu campaign start {name}` or `siyu serve` sends it)",
+                    r.state
+                );
+                ExitCode::SUCCESS
+            }),
     };
     match result {
         Ok(code) => code,
@@ -245,6 +251,7 @@ fn define(
         }
     };
     let run = runner::define(store, settings, campaign)?;
+    store.flush()?;
     println!(
         "campaign {} defined ({}); `siyu campaign plan {}` to see its reach",
         run.campaign.name,
@@ -263,6 +270,7 @@ fn define(
 fn start(store: Arc<dyn Store>, settings: Settings, name: &str) -> Result<ExitCode, CampaignError> {
     let now = now_ms() / 1000;
     let run = runner::start(store.as_ref(), &settings, name, now)?;
+    store.flush()?;
     let runtime = match super::runtime() {
         Ok(r) => r,
         Err(code) => return Ok(code),

@@ -56,19 +56,23 @@ pub fn run(args: &CouponArgs) -> ExitCode {
         }
     };
     let result = match &args.action {
-        CouponAction::Redeem { code } => store.redeem_coupon(code.trim(), now).map(|r| match r {
-            Ok(c) => {
-                println!(
-                    "redeemed {} ({}) of {}/{}, issued at {}",
-                    c.code, c.batch, c.account, c.openid, c.issued_at
-                );
-                ExitCode::SUCCESS
-            }
-            Err(refused) => {
-                eprintln!("error: {refused}");
-                ExitCode::from(EXIT_INVALID)
-            }
-        }),
+        CouponAction::Redeem { code } => store
+            .redeem_coupon(code.trim(), now)
+            // On disk before "redeemed" is printed: the shop will not ask again.
+            .and_then(|r| store.flush().map(|()| r))
+            .map(|r| match r {
+                Ok(c) => {
+                    println!(
+                        "redeemed {} ({}) of {}/{}, issued at {}",
+                        c.code, c.batch, c.account, c.openid, c.issued_at
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(refused) => {
+                    eprintln!("error: {refused}");
+                    ExitCode::from(EXIT_INVALID)
+                }
+            }),
         CouponAction::Stats { batch } => {
             let Some(b) = settings.coupon_batch(batch) else {
                 eprintln!("error: no coupon batch `{batch}` (see `siyu coupon list`)");

@@ -117,7 +117,11 @@ fn retry(store: &SledStore, ids: &[u64]) -> Result<ExitCode, StoreError> {
     let mut missing = false;
     for &id in ids {
         match store.requeue_dead(id, now_ms())? {
-            Some(item) => println!("requeued #{id}: {}", item.effect.describe()),
+            Some(item) => {
+                // On disk before it is reported done.
+                store.flush()?;
+                println!("requeued #{id}: {}", item.effect.describe())
+            }
             None => {
                 eprintln!("error: no dead letter #{id} (see `siyu outbox`)");
                 missing = true;
