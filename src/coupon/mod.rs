@@ -448,20 +448,10 @@ pub(crate) fn unix(d: &toml::value::Datetime) -> Result<i64, String> {
     Ok(days * 86_400 + secs_in_day - offset)
 }
 
-/// The China-time (UTC+8) calendar date of unix second `ts`, as `YYYY-MM-DD`.
+/// The China-time (UTC+8) calendar date of unix second `ts`, as `YYYY-MM-DD`: what a
+/// follower reads (coupon expiry dates in replies), whatever the operator's display offset.
 pub fn china_date(ts: i64) -> String {
-    let days = (ts + 8 * 3600).div_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    crate::local_time::UtcOffset::CHINA.date(ts)
 }
 
 /// How a refusal reads to a follower (`{coupon.refused}`).
