@@ -66,6 +66,31 @@ impl UtcOffset {
     }
 }
 
+/// Beside every `…_at` field of unix seconds in a JSON value (at any depth), a `…_at_local`
+/// with its local date-time at `zone`: people reading `--json` output get both, and
+/// machines keep the number.
+pub fn add_local_times(value: &mut serde_json::Value, zone: UtcOffset) {
+    match value {
+        serde_json::Value::Object(map) => {
+            let local: Vec<(String, String)> = map
+                .iter()
+                .filter(|(k, _)| k.ends_with("_at"))
+                .filter_map(|(k, v)| Some((format!("{k}_local"), zone.date_time(v.as_i64()?))))
+                .collect();
+            for v in map.values_mut() {
+                add_local_times(v, zone);
+            }
+            map.extend(local.into_iter().map(|(k, v)| (k, v.into())));
+        }
+        serde_json::Value::Array(items) => {
+            for v in items {
+                add_local_times(v, zone);
+            }
+        }
+        _ => {}
+    }
+}
+
 impl Default for UtcOffset {
     fn default() -> Self {
         UtcOffset::CHINA
@@ -163,6 +188,22 @@ mod tests {
             assert_eq!(at(offset).date_time(ts), want, "{case}: {offset} {ts}");
             assert_eq!(at(offset).date(ts), want[..10], "{case}: date");
         }
+    }
+
+    #[test]
+    fn json_gets_local_times_beside_unix_seconds() {
+        let mut v = serde_json::json!({
+            "name": "x",
+            "started_at": 1_796_054_400,
+            "finished_at": null,
+            "jobs": [{ "sent_at": 0, "count_at_most": "n" }],
+        });
+        add_local_times(&mut v, UtcOffset::CHINA);
+        assert_eq!(v["started_at"], 1_796_054_400, "the number stays");
+        assert_eq!(v["started_at_local"], "2026-12-01 00:00:00");
+        assert!(v.get("finished_at_local").is_none(), "null has no local time");
+        assert_eq!(v["jobs"][0]["sent_at_local"], "1970-01-01 08:00:00");
+        assert!(v["jobs"][0].get("count_at_most_local").is_none());
     }
 
     #[test]

@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 // The callback path allocates many small strings (XML fields, the follower record);
@@ -13,7 +12,10 @@ use tracing_subscriber::EnvFilter;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = siyu::cli::Cli::parse();
+    let cli = match siyu::cli::parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     // One line per event on stderr; RUST_LOG overrides the default level.
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -8,6 +8,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::local_time::UtcOffset;
+
 /// Code characters: upper-case letters and digits without the look-alikes 0/O, 1/I/L.
 pub const CODE_ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTUVWXYZ";
 pub const DEFAULT_CODE_LENGTH: usize = 10;
@@ -38,6 +40,19 @@ pub enum Validity {
 }
 
 impl Validity {
+    /// How a person reads it: fixed bounds as local date-times at `zone` (`Display` gives
+    /// unix seconds).
+    pub fn describe(&self, zone: UtcOffset) -> String {
+        match *self {
+            Validity::Days(_) => self.to_string(),
+            Validity::Fixed { from, until } => format!(
+                "from {} until {} ({zone})",
+                zone.date_time(from),
+                zone.date_time(until)
+            ),
+        }
+    }
+
     /// (valid from, expires at) for a code issued at `now`.
     pub fn window(&self, now: i64) -> (i64, i64) {
         match *self {
@@ -79,17 +94,43 @@ pub enum ClaimRefused {
     BatchExpired(String),
 }
 
-/// Why a code cannot be redeemed.
+/// Why a code cannot be redeemed. `Display` (logs, the redeem API's JSON) gives the time
+/// in unix seconds; [`RedeemRefused::describe`] gives it to a person, as a local date-time.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RedeemRefused {
-    #[error("unknown coupon code `{0}`")]
     Unknown(String),
-    #[error("coupon `{code}` was already redeemed at {at} (unix seconds)")]
     AlreadyRedeemed { code: String, at: i64 },
-    #[error("coupon `{code}` expired at {at} (unix seconds)")]
     Expired { code: String, at: i64 },
-    #[error("coupon `{code}` is not valid before {at} (unix seconds)")]
     NotYetValid { code: String, at: i64 },
+}
+
+impl RedeemRefused {
+    /// The refusal with its time as a local date-time at `zone` (the command line).
+    pub fn describe(&self, zone: UtcOffset) -> String {
+        self.render(&|at| format!("{} ({zone})", zone.date_time(at)))
+    }
+
+    /// One wording for both renderings; `when` shows the time.
+    fn render(&self, when: &dyn Fn(i64) -> String) -> String {
+        match self {
+            RedeemRefused::Unknown(code) => format!("unknown coupon code `{code}`"),
+            RedeemRefused::AlreadyRedeemed { code, at } => {
+                format!("coupon `{code}` was already redeemed at {}", when(*at))
+            }
+            RedeemRefused::Expired { code, at } => {
+                format!("coupon `{code}` expired at {}", when(*at))
+            }
+            RedeemRefused::NotYetValid { code, at } => {
+                format!("coupon `{code}` is not valid before {}", when(*at))
+            }
+        }
+    }
+}
+
+impl fmt::Display for RedeemRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.render(&|at| format!("{at} (unix seconds)")))
+    }
 }
 
 /// A batch's counts.
