@@ -174,15 +174,50 @@ mod tests {
             ("epoch in UTC", "+00:00", 0, "1970-01-01 00:00:00"),
             ("epoch in China", "+08:00", 0, "1970-01-01 08:00:00"),
             ("before the epoch", "+00:00", -1, "1969-12-31 23:59:59"),
-            ("west of UTC, previous day", "-05:00", 0, "1969-12-31 19:00:00"),
-            ("half-hour offset west", "-03:30", 1_796_054_400, "2026-11-30 12:30:00"),
-            ("China, last second of a day", "+08:00", 1_796_054_399, "2026-11-30 23:59:59"),
-            ("China, midnight", "+08:00", 1_796_054_400, "2026-12-01 00:00:00"),
+            (
+                "west of UTC, previous day",
+                "-05:00",
+                0,
+                "1969-12-31 19:00:00",
+            ),
+            (
+                "half-hour offset west",
+                "-03:30",
+                1_796_054_400,
+                "2026-11-30 12:30:00",
+            ),
+            (
+                "China, last second of a day",
+                "+08:00",
+                1_796_054_399,
+                "2026-11-30 23:59:59",
+            ),
+            (
+                "China, midnight",
+                "+08:00",
+                1_796_054_400,
+                "2026-12-01 00:00:00",
+            ),
             ("India", "+05:30", 1_796_054_400, "2026-11-30 21:30:00"),
-            ("furthest east crosses the day", "+14:00", 1_796_032_800, "2026-12-01 00:00:00"),
-            ("furthest west", "-12:00", 1_796_054_400, "2026-11-30 04:00:00"),
+            (
+                "furthest east crosses the day",
+                "+14:00",
+                1_796_032_800,
+                "2026-12-01 00:00:00",
+            ),
+            (
+                "furthest west",
+                "-12:00",
+                1_796_054_400,
+                "2026-11-30 04:00:00",
+            ),
             ("leap day", "+08:00", 1_709_136_000, "2024-02-29 00:00:00"),
-            ("new year west of UTC", "-08:00", 1_798_761_600, "2026-12-31 16:00:00"),
+            (
+                "new year west of UTC",
+                "-08:00",
+                1_798_761_600,
+                "2026-12-31 16:00:00",
+            ),
         ];
         for (case, offset, ts, want) in cases {
             assert_eq!(at(offset).date_time(ts), want, "{case}: {offset} {ts}");
@@ -201,7 +236,10 @@ mod tests {
         add_local_times(&mut v, UtcOffset::CHINA);
         assert_eq!(v["started_at"], 1_796_054_400, "the number stays");
         assert_eq!(v["started_at_local"], "2026-12-01 00:00:00");
-        assert!(v.get("finished_at_local").is_none(), "null has no local time");
+        assert!(
+            v.get("finished_at_local").is_none(),
+            "null has no local time"
+        );
         assert_eq!(v["jobs"][0]["sent_at_local"], "1970-01-01 08:00:00");
         assert!(v["jobs"][0].get("count_at_most_local").is_none());
     }
@@ -230,8 +268,18 @@ mod tests {
         assert_eq!(UtcOffset::from_minutes(-330).unwrap().to_string(), "-05:30");
         assert_eq!(UtcOffset::UTC.to_string(), "+00:00");
         for bad in [
-            "", "8", "+8:00", "08:00", "+0800", "+08:60", "+15:00", "-12:30", "+1a:00", "UTC+8",
-            "+08:00 ", "Asia/Shanghai",
+            "",
+            "8",
+            "+8:00",
+            "08:00",
+            "+0800",
+            "+08:60",
+            "+15:00",
+            "-12:30",
+            "+1a:00",
+            "UTC+8",
+            "+08:00 ",
+            "Asia/Shanghai",
         ] {
             assert!(bad.parse::<UtcOffset>().is_err(), "{bad:?} was accepted");
         }

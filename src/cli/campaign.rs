@@ -169,7 +169,10 @@ fn list(store: &dyn Store, settings: &Settings) -> Result<ExitCode, CampaignErro
             .unwrap_or_default();
         outln!(
             "{:<20} {:<12} account {:<10} audience: {}{when}",
-            c.name, state, c.account, c.audience
+            c.name,
+            state,
+            c.account,
+            c.audience
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -282,7 +285,8 @@ fn start(store: Arc<dyn Store>, settings: Settings, name: &str) -> Result<ExitCo
         };
     outln!(
         "campaign {name} running (account {}, audience: {})",
-        run.campaign.account, run.campaign.audience
+        run.campaign.account,
+        run.campaign.audience
     );
     let settings = Arc::new(settings);
     let outcome = runtime.block_on(async {

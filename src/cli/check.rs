@@ -58,7 +58,9 @@ pub fn run(args: &CheckArgs) -> ExitCode {
             .unwrap_or_default();
         outln!(
             "  campaign {}: account {}, audience: {}{when}",
-            c.name, c.account, c.audience
+            c.name,
+            c.account,
+            c.audience
         );
     }
     let mut dirs = settings.rule_dirs();

@@ -87,7 +87,11 @@ pub fn run(args: &CouponArgs) -> ExitCode {
             store.coupon_stats(b, now).map(|s| {
                 outln!(
                     "{}: issued {}, redeemed {}, expired {}, left {}",
-                    b.name, s.issued, s.redeemed, s.expired, s.left
+                    b.name,
+                    s.issued,
+                    s.redeemed,
+                    s.expired,
+                    s.left
                 );
                 ExitCode::SUCCESS
             })

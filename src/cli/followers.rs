@@ -118,7 +118,8 @@ pub fn run(args: &FollowersArgs) -> ExitCode {
                     csv(f.first_scene.as_deref().unwrap_or("")),
                     csv(&tags.join(" ")),
                     f.messages_in,
-                    f.last_inbound_at.map_or(String::new(), |t| zone.date_time(t))
+                    f.last_inbound_at
+                        .map_or(String::new(), |t| zone.date_time(t))
                 ));
             }
         }

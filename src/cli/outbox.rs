@@ -72,7 +72,10 @@ fn show(store: &SledStore, args: &OutboxArgs, zone: UtcOffset) -> Result<ExitCod
     }
     outln!(
         "{:<16} {:>9} {:>9} {:>9}  oldest",
-        "account", "pending", "retrying", "dead"
+        "account",
+        "pending",
+        "retrying",
+        "dead"
     );
     for (account, q) in &r.accounts {
         let oldest = q
@@ -80,7 +83,9 @@ fn show(store: &SledStore, args: &OutboxArgs, zone: UtcOffset) -> Result<ExitCod
             .map_or("-".to_string(), |s| format!("{s} s ago"));
         outln!(
             "{account:<16} {:>9} {:>9} {:>9}  {oldest}",
-            q.pending, q.retrying, q.dead
+            q.pending,
+            q.retrying,
+            q.dead
         );
     }
     if !r.retrying.is_empty() {

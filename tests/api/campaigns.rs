@@ -607,6 +607,18 @@ async fn the_cli_defines_plans_starts_and_reports_a_campaign() {
         ),
         (Some("done"), Some(2), Some(1))
     );
+    // Unix seconds for scripts, and beside them the local date-time (China time here).
+    let started = r["started_at"].as_i64().expect("started_at");
+    assert_eq!(
+        r["started_at_local"].as_str(),
+        Some(
+            siyu::local_time::UtcOffset::CHINA
+                .date_time(started)
+                .as_str()
+        )
+    );
+    let (_, out, _) = cli(&["campaign", "status", "hello", "--config", c]).await;
+    assert!(out.contains("  started   20"), "{out}");
     let (code, _, err) = cli(&["campaign", "start", "hello", "--config", c]).await;
     assert_eq!(code, 1);
     assert!(err.contains("runs once"), "{err}");
