@@ -661,6 +661,61 @@ valid_until = 2026-01-01
     }
 
     #[test]
+    fn refusals_read_in_local_time_for_people_and_unix_seconds_for_machines() {
+        let west: UtcOffset = "-05:00".parse().unwrap();
+        // 2026-12-01 00:00:00 China time.
+        let at = 1_796_054_400;
+        let cases = [
+            (
+                "already redeemed",
+                RedeemRefused::AlreadyRedeemed {
+                    code: "C0DE".into(),
+                    at,
+                },
+                "coupon `C0DE` was already redeemed at 2026-11-30 11:00:00 (-05:00)",
+            ),
+            (
+                "expired",
+                RedeemRefused::Expired {
+                    code: "C0DE".into(),
+                    at,
+                },
+                "coupon `C0DE` expired at 2026-11-30 11:00:00 (-05:00)",
+            ),
+            (
+                "not yet valid",
+                RedeemRefused::NotYetValid {
+                    code: "C0DE".into(),
+                    at,
+                },
+                "coupon `C0DE` is not valid before 2026-11-30 11:00:00 (-05:00)",
+            ),
+            (
+                "unknown",
+                RedeemRefused::Unknown("C0DE".into()),
+                "unknown coupon code `C0DE`",
+            ),
+        ];
+        for (case, refused, want) in cases {
+            assert_eq!(refused.describe(west), want, "{case}");
+            let machine = refused.to_string();
+            assert!(
+                case == "unknown" || machine.contains("1796054400 (unix seconds)"),
+                "{case}: {machine}"
+            );
+        }
+        let fixed = Validity::Fixed {
+            from: at,
+            until: at + 86_400,
+        };
+        assert_eq!(
+            fixed.describe(UtcOffset::CHINA),
+            "from 2026-12-01 00:00:00 until 2026-12-02 00:00:00 (+08:00)"
+        );
+        assert_eq!(Validity::Days(7).describe(west), "7 days from issue");
+    }
+
+    #[test]
     fn civil_dates() {
         assert_eq!(days_from_civil(1970, 1, 1), 0);
         assert_eq!(days_from_civil(2000, 3, 1), 11_017);
