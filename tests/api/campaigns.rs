@@ -619,6 +619,18 @@ async fn the_cli_defines_plans_starts_and_reports_a_campaign() {
     );
     let (_, out, _) = cli(&["campaign", "status", "hello", "--config", c]).await;
     assert!(out.contains("  started   20"), "{out}");
+    // `siyu campaign status X --json | head -c 300`: the rest is dropped quietly (also
+    // when the pipe is closed before the first write, which makes the EPIPE certain).
+    for keep in [0, 300] {
+        let args = ["campaign", "status", "hello", "--json", "--config", c].map(String::from);
+        let (code, read, err) = tokio::task::spawn_blocking(move || {
+            siyu_closing_stdout(&args.each_ref().map(String::as_str), keep)
+        })
+        .await
+        .unwrap();
+        assert_eq!((code, err.as_str()), (0, ""), "a closed pipe is no failure");
+        assert!(keep == 0 || read.starts_with(b"{"), "{read:?}");
+    }
     let (code, _, err) = cli(&["campaign", "start", "hello", "--config", c]).await;
     assert_eq!(code, 1);
     assert!(err.contains("runs once"), "{err}");
