@@ -103,6 +103,16 @@ struct RawConfig {
     coupons: Option<RawCoupons>,
     #[serde(default)]
     campaigns: Option<RawCampaigns>,
+    #[serde(default)]
+    display: RawDisplay,
+}
+
+/// `[display]`: how the command line shows times to people.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDisplay {
+    /// `+HH:MM`; parsed while deserialising, so a bad value is reported at its file:line.
+    utc_offset: Option<crate::local_time::UtcOffset>,
 }
 
 /// `[campaigns]`: the campaigns file.
@@ -303,6 +313,9 @@ pub struct Settings {
     pub campaigns: Vec<crate::campaign::Campaign>,
     /// The bearer token a shop system presents to `POST /coupons/v1/redeem`.
     pub redeem_token: Option<Secret>,
+    /// The offset at which the command line shows times (`[display] utc_offset`, default
+    /// China time); stored values and the APIs' JSON stay in unix seconds.
+    pub utc_offset: crate::local_time::UtcOffset,
 }
 
 /// One official account or WeCom app, served at `/wx/{id}`.
@@ -444,6 +457,7 @@ impl Settings {
             max_clock_skew_secs: raw.server.max_clock_skew_secs,
             max_body_bytes: raw.server.max_body_bytes,
             dedupe_ttl_secs: raw.server.dedupe_ttl_secs,
+            utc_offset: raw.display.utc_offset.unwrap_or_default(),
             storage_path: base.join(raw.storage.path),
             replies_dir,
             accounts,
@@ -801,6 +815,21 @@ mode = "safe"
         assert_eq!(api.api_base, crate::api::OFFICIAL_API_BASE);
         let in_file = format!("{MINIMAL}[account.api]\nsecret = \"plain\"\n");
         assert_eq!(parse(&in_file).unwrap().warnings.len(), 1);
+    }
+
+    #[test]
+    fn display_offset_defaults_to_china_and_a_bad_one_names_its_line() {
+        use crate::local_time::UtcOffset;
+        assert_eq!(parse(MINIMAL).unwrap().utc_offset, UtcOffset::CHINA);
+        let west = format!("{MINIMAL}[display]\nutc_offset = \"-05:00\"\n");
+        assert_eq!(parse(&west).unwrap().utc_offset.to_string(), "-05:00");
+        let bad = format!("{MINIMAL}[display]\nutc_offset = \"+8\"\n");
+        let line = bad.lines().count();
+        let err = parse(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("conf/config.toml:{line}:")) && err.contains("+HH:MM"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! - [`rulebook`]: reading a rule folder and holding the table in force.
 //! - [`audit`]: the audit trail's entry type.
 //! - [`config`]: typed settings from `config.toml` and the environment.
+//! - [`local_time`]: PURE. Unix seconds as the dates and times people read.
 //! - [`server`]: the actix-web app: routes, startup, the one error → HTTP mapping.
 //! - [`api`]: the outbound half: typed WeChat/WeCom API calls, shared access tokens.
 //! - [`outbox`]: the durable queue of calls to WeChat and its background worker.
@@ -32,6 +33,7 @@ pub mod coupon;
 pub mod engine;
 pub mod fake_wechat;
 pub mod follower;
+pub mod local_time;
 pub mod located;
 pub mod outbox;
 pub mod protocol;

@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 // The callback path allocates many small strings (XML fields, the follower record);
@@ -13,7 +12,10 @@ use tracing_subscriber::EnvFilter;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = siyu::cli::Cli::parse();
+    let cli = match siyu::cli::parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     // One line per event on stderr, written by a thread of its own: a callback hands its
     // line over and answers, instead of waiting for a write(2) to a terminal or a pipe
     // (that wait cost a third of the webhook's throughput under load). Not lossy: when the

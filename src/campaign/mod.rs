@@ -439,6 +439,10 @@ pub struct Report {
     pub deliveries: BTreeMap<String, u64>,
     /// Mass-send jobs, with what MASSSENDJOBFINISH said of each.
     pub mass_jobs: Vec<MassJob>,
+    /// When it started and finished (unix seconds; `Display` leaves them to the caller,
+    /// which knows the operator's display offset).
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
 }
 
 /// One mass send of a campaign and, once WeChat reports it, its result.
@@ -462,6 +466,8 @@ impl Report {
             name: run.campaign.name.clone(),
             state: run.state.to_string(),
             targeted: run.targeted,
+            started_at: run.started_at,
+            finished_at: run.finished_at,
             ..Report::default()
         }
     }

@@ -1,6 +1,6 @@
 //! `siyu audit`: the audit trail, newest first (who changed which rule file or follower,
 //! and every reload). Reads the store, so stop `siyu serve` first or use
-//! `GET /admin/v1/audit` while it runs.
+//! `GET /admin/v1/audit` while it runs. Times are local, at `[display] utc_offset`.
 
 use std::process::ExitCode;
 
@@ -21,7 +21,7 @@ pub fn run(args: &AuditArgs) -> ExitCode {
     let settings = match Settings::load(&args.config.config) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(EXIT_INVALID);
         }
     };
@@ -29,18 +29,23 @@ pub fn run(args: &AuditArgs) -> ExitCode {
     match entries {
         Ok(entries) => {
             if entries.is_empty() {
-                println!("(no audit entries)");
+                outln!("(no audit entries)");
             }
+            let zone = settings.utc_offset;
             for e in entries {
-                println!(
+                outln!(
                     "{}  {:<14} {:<20} {}  {}",
-                    e.at, e.who, e.action, e.target, e.detail
+                    zone.date_time(e.at),
+                    e.who,
+                    e.action,
+                    e.target,
+                    e.detail
                 );
             }
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             ExitCode::from(EXIT_RUNTIME)
         }
     }

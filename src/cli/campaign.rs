@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use super::{ConfigArg, EXIT_INVALID, EXIT_RUNTIME};
 use crate::campaign::runner::{self, CampaignError};
-use crate::campaign::{parse_campaigns, Known, RunState};
+use crate::campaign::{parse_campaigns, Known, Report, RunState};
 use crate::config::Settings;
+use crate::local_time::{add_local_times, UtcOffset};
 use crate::outbox::now_ms;
 use crate::store::{SledStore, Store};
 
@@ -88,15 +89,15 @@ pub fn run(args: &CampaignArgs) -> ExitCode {
     let settings = match Settings::load(&args.config.config) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(EXIT_INVALID);
         }
     };
     let store: Arc<dyn Store> = match SledStore::open(&settings.storage_path) {
         Ok(s) => Arc::new(s),
         Err(e) => {
-            eprintln!("error: {e}");
-            eprintln!(
+            errln!("error: {e}");
+            errln!(
                 "(while `siyu serve` runs, use the admin API: POST /admin/v1/campaigns/NAME/start, …)"
             );
             return ExitCode::from(EXIT_RUNTIME);
@@ -109,7 +110,7 @@ pub fn run(args: &CampaignArgs) -> ExitCode {
         CampaignAction::Plan { name } => runner::find(store.as_ref(), &settings, name)
             .and_then(|(c, _)| runner::plan(store.as_ref(), &settings, &c, now))
             .map(|plan| {
-                println!("{plan}");
+                outln!("{plan}");
                 ExitCode::SUCCESS
             }),
         CampaignAction::Start { name } => start(store, settings, name),
@@ -117,9 +118,12 @@ pub fn run(args: &CampaignArgs) -> ExitCode {
             .and_then(|_| runner::report(store.as_ref(), name))
             .map(|r| {
                 if *json {
-                    println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                    // Unix seconds for scripts, beside local date-times for people.
+                    let mut v = serde_json::to_value(&r).unwrap_or_default();
+                    add_local_times(&mut v, settings.utc_offset);
+                    outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
                 } else {
-                    println!("{r}");
+                    print_report(&r, settings.utc_offset);
                 }
                 ExitCode::SUCCESS
             }),
@@ -127,14 +131,14 @@ pub fn run(args: &CampaignArgs) -> ExitCode {
             // On disk before the new state is printed.
             .and_then(|r| Ok(store.flush().map(|()| r)?))
             .map(|r| {
-                println!("campaign {name} is {}", r.state);
+                outln!("campaign {name} is {}", r.state);
                 ExitCode::SUCCESS
             }),
         CampaignAction::Resume { name } => runner::resume(store.as_ref(), name)
             // On disk before the new state is printed.
             .and_then(|r| Ok(store.flush().map(|()| r)?))
             .map(|r| {
-                println!(
+                outln!(
                     "campaign {name} is {} (`siyu campaign start {name}` or `siyu serve` sends it)",
                     r.state
                 );
@@ -144,11 +148,11 @@ pub fn run(args: &CampaignArgs) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(CampaignError::Store(e)) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             ExitCode::from(EXIT_RUNTIME)
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             ExitCode::from(EXIT_INVALID)
         }
     }
@@ -157,7 +161,7 @@ pub fn run(args: &CampaignArgs) -> ExitCode {
 fn list(store: &dyn Store, settings: &Settings) -> Result<ExitCode, CampaignError> {
     let all = runner::all(store, settings)?;
     if all.is_empty() {
-        println!("(no campaigns: add [campaigns] file = \"campaigns.toml\" to the config, or `siyu campaign define`)");
+        outln!("(no campaigns: add [campaigns] file = \"campaigns.toml\" to the config, or `siyu campaign define`)");
     }
     for (c, run) in all {
         let state = match &run {
@@ -167,11 +171,14 @@ fn list(store: &dyn Store, settings: &Settings) -> Result<ExitCode, CampaignErro
         };
         let when = c
             .start_at
-            .map(|t| format!(" starts {}", crate::coupon::china_date(t)))
+            .map(|t| format!(" starts {}", settings.utc_offset.date_time(t)))
             .unwrap_or_default();
-        println!(
+        outln!(
             "{:<20} {:<12} account {:<10} audience: {}{when}",
-            c.name, state, c.account, c.audience
+            c.name,
+            state,
+            c.account,
+            c.audience
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -201,7 +208,7 @@ fn define(
                     t.insert(key.into(), toml::Value::Datetime(dt));
                 }
                 Err(e) => {
-                    eprintln!("error: --{key} {v:?}: {e} (e.g. 2026-12-01T10:00:00+08:00)");
+                    errln!("error: --{key} {v:?}: {e} (e.g. 2026-12-01T10:00:00+08:00)");
                     return Ok(ExitCode::from(EXIT_INVALID));
                 }
             }
@@ -221,7 +228,7 @@ fn define(
         let mut data = toml::Table::new();
         for kv in &d.data {
             let Some((k, v)) = kv.split_once('=') else {
-                eprintln!("error: --data {kv:?}: write KEY=VALUE");
+                errln!("error: --data {kv:?}: write KEY=VALUE");
                 return Ok(ExitCode::from(EXIT_INVALID));
             };
             data.insert(k.trim().into(), v.into());
@@ -229,7 +236,7 @@ fn define(
         tpl.insert("data".into(), data.into());
         t.insert("template".into(), tpl.into());
     } else if !d.data.is_empty() || d.template_url.is_some() {
-        eprintln!("error: --data and --template-url need --template-id");
+        errln!("error: --data and --template-url need --template-id");
         return Ok(ExitCode::from(EXIT_INVALID));
     }
     let mut file = toml::Table::new();
@@ -245,14 +252,14 @@ fn define(
         Ok(_) => return Ok(ExitCode::from(EXIT_INVALID)),
         Err(errors) => {
             for e in errors {
-                eprintln!("error: {}", e.message);
+                errln!("error: {}", e.message);
             }
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     };
     let run = runner::define(store, settings, campaign)?;
     store.flush()?;
-    println!(
+    outln!(
         "campaign {} defined ({}); `siyu campaign plan {}` to see its reach",
         run.campaign.name,
         if run.campaign.start_at.is_some() {
@@ -280,13 +287,14 @@ fn start(store: Arc<dyn Store>, settings: Settings, name: &str) -> Result<ExitCo
         match crate::server::startup::standalone_worker(&settings, store.clone(), wake.clone()) {
             Ok(w) => Arc::new(w),
             Err(e) => {
-                eprintln!("error: {e}");
+                errln!("error: {e}");
                 return Ok(ExitCode::from(EXIT_RUNTIME));
             }
         };
-    println!(
+    outln!(
         "campaign {name} running (account {}, audience: {})",
-        run.campaign.account, run.campaign.audience
+        run.campaign.account,
+        run.campaign.audience
     );
     let settings = Arc::new(settings);
     let outcome = runtime.block_on(async {
@@ -334,12 +342,22 @@ fn start(store: Arc<dyn Store>, settings: Settings, name: &str) -> Result<ExitCo
         finished
     });
     if let Err(e) = store.flush() {
-        eprintln!("error: {e}");
+        errln!("error: {e}");
     }
     if !outcome {
-        println!("stopped; `siyu campaign start {name}` (or `siyu serve`) carries on from here");
+        outln!("stopped; `siyu campaign start {name}` (or `siyu serve`) carries on from here");
     }
     let report = runner::report(store.as_ref(), name)?;
-    println!("{report}");
+    print_report(&report, settings.utc_offset);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The report, then its times as local date-times.
+fn print_report(r: &Report, zone: UtcOffset) {
+    outln!("{r}");
+    for (label, at) in [("started ", r.started_at), ("finished", r.finished_at)] {
+        if let Some(at) = at {
+            outln!("  {label}  {}", zone.date_time(at));
+        }
+    }
 }

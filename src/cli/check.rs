@@ -29,17 +29,17 @@ pub fn run(args: &CheckArgs) -> ExitCode {
     let settings = match Settings::load(config) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    println!("config {}: ok", config.display());
+    outln!("config {}: ok", config.display());
     for a in &settings.accounts {
         let kind = match a.kind {
             AccountKind::Official => "official account",
             AccountKind::Wecom => "wecom app",
         };
-        println!(
+        outln!(
             "  account {}: {kind}, {} mode, /wx/{}, rules from {}",
             a.id,
             format!("{:?}", a.mode).to_lowercase(),
@@ -49,23 +49,25 @@ pub fn run(args: &CheckArgs) -> ExitCode {
     }
     if !settings.coupons.is_empty() {
         let names: Vec<&str> = settings.coupons.iter().map(|b| b.name.as_str()).collect();
-        println!("  coupons: {} batch(es): {}", names.len(), names.join(", "));
+        outln!("  coupons: {} batch(es): {}", names.len(), names.join(", "));
     }
     for c in &settings.campaigns {
         let when = c
             .start_at
-            .map(|t| format!(", starts {}", crate::coupon::china_date(t)))
+            .map(|t| format!(", starts {}", settings.utc_offset.date_time(t)))
             .unwrap_or_default();
-        println!(
+        outln!(
             "  campaign {}: account {}, audience: {}{when}",
-            c.name, c.account, c.audience
+            c.name,
+            c.account,
+            c.audience
         );
     }
     let mut dirs = settings.rule_dirs();
     if let Some(id) = &args.account {
         let Some(account) = settings.account(id) else {
             let ids: Vec<&str> = settings.accounts.iter().map(|a| a.id.as_str()).collect();
-            eprintln!("error: no account `{id}` (configured: {})", ids.join(", "));
+            errln!("error: no account `{id}` (configured: {})", ids.join(", "));
             return ExitCode::from(EXIT_INVALID);
         };
         dirs.retain(|dir, _| *dir == account.replies_dir);
@@ -83,19 +85,19 @@ pub fn run(args: &CheckArgs) -> ExitCode {
     for (dir, accounts) in dirs {
         match rulebook::load_dir(&dir) {
             Ok(table) => {
-                println!(
+                outln!(
                     "rules {}: ok, {} (accounts: {})",
                     dir.display(),
                     table.summary(),
                     accounts.join(", ")
                 );
                 for warning in table.warnings() {
-                    println!("{warning}");
+                    outln!("{warning}");
                 }
                 for (rule, batch) in table.coupon_batches() {
                     if settings.coupon_batch(batch).is_none() {
                         failed = true;
-                        eprintln!(
+                        errln!(
                             "rules {}: rule `{rule}` issues from coupon batch `{batch}`, which the \
                              coupons file does not define",
                             dir.display()
@@ -108,8 +110,8 @@ pub fn run(args: &CheckArgs) -> ExitCode {
             }
             Err(e) => {
                 failed = true;
-                eprintln!("rules {}: refused", dir.display());
-                eprintln!("{e}");
+                errln!("rules {}: refused", dir.display());
+                errln!("{e}");
             }
         }
     }
@@ -125,15 +127,15 @@ pub(crate) fn read_suite(path: &Path) -> Option<Suite> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) => {
-            eprintln!("error: cannot read tests {}: {e}", path.display());
+            errln!("error: cannot read tests {}: {e}", path.display());
             return None;
         }
     };
     match Suite::parse(&path.display().to_string(), &text) {
         Ok(suite) => Some(suite),
         Err(e) => {
-            eprintln!("tests {}: refused", path.display());
-            eprintln!("{e}");
+            errln!("tests {}: refused", path.display());
+            errln!("{e}");
             None
         }
     }
@@ -143,7 +145,7 @@ pub(crate) fn read_suite(path: &Path) -> Option<Suite> {
 /// every case passed.
 pub(crate) fn run_suite(table: &RuleTable, suite: &Suite, dir: &Path) -> bool {
     let report = table.run_suite(suite);
-    println!(
+    outln!(
         "tests {} on rules {}: {} passed, {} failed",
         suite.name(),
         dir.display(),
@@ -151,7 +153,7 @@ pub(crate) fn run_suite(table: &RuleTable, suite: &Suite, dir: &Path) -> bool {
         report.failures.len()
     );
     for failure in &report.failures {
-        eprintln!("{failure}");
+        errln!("{failure}");
     }
     report.failures.is_empty()
 }

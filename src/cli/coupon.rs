@@ -31,19 +31,25 @@ pub fn run(args: &CouponArgs) -> ExitCode {
     let settings = match Settings::load(&args.config.config) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(EXIT_INVALID);
         }
     };
     let now = crate::outbox::now_ms() / 1000;
+    let zone = settings.utc_offset;
     if let CouponAction::List = args.action {
         if settings.coupons.is_empty() {
-            println!("(no coupon batches: add [coupons] file = \"coupons.toml\" to the config)");
+            outln!("(no coupon batches: add [coupons] file = \"coupons.toml\" to the config)");
         }
         for b in &settings.coupons {
-            println!(
+            outln!(
                 "{:<16} {}  {}  stock {}, {} per follower, valid {}",
-                b.name, b.title, b.value, b.stock, b.per_follower, b.validity
+                b.name,
+                b.title,
+                b.value,
+                b.stock,
+                b.per_follower,
+                b.validity.describe(zone)
             );
         }
         return ExitCode::SUCCESS;
@@ -51,7 +57,7 @@ pub fn run(args: &CouponArgs) -> ExitCode {
     let store = match SledStore::open(&settings.storage_path) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
@@ -62,26 +68,34 @@ pub fn run(args: &CouponArgs) -> ExitCode {
             .and_then(|r| store.flush().map(|()| r))
             .map(|r| match r {
                 Ok(c) => {
-                    println!(
+                    outln!(
                         "redeemed {} ({}) of {}/{}, issued at {}",
-                        c.code, c.batch, c.account, c.openid, c.issued_at
+                        c.code,
+                        c.batch,
+                        c.account,
+                        c.openid,
+                        zone.date_time(c.issued_at)
                     );
                     ExitCode::SUCCESS
                 }
                 Err(refused) => {
-                    eprintln!("error: {refused}");
+                    errln!("error: {}", refused.describe(zone));
                     ExitCode::from(EXIT_INVALID)
                 }
             }),
         CouponAction::Stats { batch } => {
             let Some(b) = settings.coupon_batch(batch) else {
-                eprintln!("error: no coupon batch `{batch}` (see `siyu coupon list`)");
+                errln!("error: no coupon batch `{batch}` (see `siyu coupon list`)");
                 return ExitCode::from(EXIT_INVALID);
             };
             store.coupon_stats(b, now).map(|s| {
-                println!(
+                outln!(
                     "{}: issued {}, redeemed {}, expired {}, left {}",
-                    b.name, s.issued, s.redeemed, s.expired, s.left
+                    b.name,
+                    s.issued,
+                    s.redeemed,
+                    s.expired,
+                    s.left
                 );
                 ExitCode::SUCCESS
             })
@@ -92,7 +106,7 @@ pub fn run(args: &CouponArgs) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             ExitCode::from(EXIT_RUNTIME)
         }
     }

@@ -22,7 +22,7 @@ pub fn run(args: &FakeWechatArgs) -> ExitCode {
         let fake = match FakeWechat::start(&args.bind) {
             Ok(f) => f,
             Err(e) => {
-                eprintln!("error: cannot bind {}: {e}", args.bind);
+                errln!("error: cannot bind {}: {e}", args.bind);
                 return ExitCode::from(EXIT_RUNTIME);
             }
         };
@@ -42,7 +42,7 @@ pub fn run(args: &FakeWechatArgs) -> ExitCode {
         match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {e}");
+                errln!("error: {e}");
                 ExitCode::from(EXIT_RUNTIME)
             }
         }

@@ -1,4 +1,10 @@
-//! The command line: one module per subcommand, each thin over the library.
+//! The command line: one module per subcommand, each thin over the library, and the exit
+//! codes they share. Everything they print goes through [`output`] (so a closed pipe ends a
+//! command quietly).
+
+// First, so that its `outln!`/`errln!` macros are in scope in every module after it.
+#[macro_use]
+pub mod output;
 
 pub mod audit;
 pub mod campaign;
@@ -67,9 +73,29 @@ pub struct ConfigArg {
     pub config: PathBuf,
 }
 
-/// Exit codes: 0 fine, 1 refused input (config, rules, message), 2 usage (clap), 3 runtime failure.
+// The exit codes, the same for every subcommand (README "Command line"). Scripts and CI
+// tell "fix what you gave it" (1, 2) from "try again / look at the machine" (3).
+
+/// Done (also when the reader of stdout closed the pipe early).
+pub const EXIT_OK: u8 = 0;
+/// The input was refused: the config, a rule folder, a suite, an argument's value (a
+/// segment, a date, a QR scene over 64 characters), an unknown account, campaign or code, a
+/// failed regression case.
 pub const EXIT_INVALID: u8 = 1;
+/// Usage: an unknown subcommand or flag, a missing or malformed argument (clap's own code).
+pub const EXIT_USAGE: u8 = 2;
+/// A runtime failure: the store (locked by a running `siyu serve`, unreadable), the network
+/// or WeChat's API, the async runtime, writing the output.
 pub const EXIT_RUNTIME: u8 = 3;
+
+/// Parses the command line, or the code to exit with after clap printed help, the version
+/// (0) or the usage error (2). Printing ignores a closed pipe (`siyu --help | head -1`).
+pub fn parse() -> Result<Cli, ExitCode> {
+    Cli::try_parse().map_err(|e| {
+        let _ = e.print();
+        ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK })
+    })
+}
 
 /// The async runtime of the long-running subcommands, or the exit code saying it failed.
 pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
@@ -77,13 +103,14 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         .enable_all()
         .build()
         .map_err(|e| {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             ExitCode::from(EXIT_RUNTIME)
         })
 }
 
+/// Runs the subcommand; flushes its output and settles the exit code ([`output::finish`]).
 pub fn run(cli: Cli) -> ExitCode {
-    match cli.command {
+    let code = match cli.command {
         Command::Serve(a) => serve::run(&a.config),
         Command::Check(a) => check::run(&a),
         Command::Simulate(a) => simulate::run(&a),
@@ -94,5 +121,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Coupon(a) => coupon::run(&a),
         Command::Campaign(a) => campaign::run(&a),
         Command::Followers(a) => followers::run(&a),
-    }
+    };
+    output::finish(code)
 }

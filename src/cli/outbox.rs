@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use super::{ConfigArg, EXIT_INVALID, EXIT_RUNTIME};
 use crate::config::Settings;
+use crate::local_time::UtcOffset;
 use crate::outbox::now_ms;
 use crate::outbox::report::report;
 use crate::store::{SledStore, Store, StoreError};
@@ -39,53 +40,58 @@ pub fn run(args: &OutboxArgs) -> ExitCode {
     let settings = match Settings::load(&args.config.config) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(EXIT_INVALID);
         }
     };
     if let Some(a) = &args.account {
         if settings.account(a).is_none() {
-            eprintln!("error: no account `{a}` in {}", settings.source.display());
+            errln!("error: no account `{a}` in {}", settings.source.display());
             return ExitCode::from(EXIT_INVALID);
         }
     }
     let result = SledStore::open(&settings.storage_path).and_then(|store| match &args.action {
-        None => show(&store, args),
+        None => show(&store, args, settings.utc_offset),
         Some(OutboxAction::Retry { ids }) => retry(&store, ids),
     });
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             ExitCode::from(EXIT_RUNTIME)
         }
     }
 }
 
-fn show(store: &SledStore, args: &OutboxArgs) -> Result<ExitCode, StoreError> {
+fn show(store: &SledStore, args: &OutboxArgs, zone: UtcOffset) -> Result<ExitCode, StoreError> {
     let now = now_ms();
     let r = report(store, args.account.as_deref(), now, args.limit)?;
     if r.accounts.is_empty() {
-        println!("(the outbox is empty)");
+        outln!("(the outbox is empty)");
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{:<16} {:>9} {:>9} {:>9}  oldest",
-        "account", "pending", "retrying", "dead"
+        "account",
+        "pending",
+        "retrying",
+        "dead"
     );
     for (account, q) in &r.accounts {
         let oldest = q
             .oldest_secs
             .map_or("-".to_string(), |s| format!("{s} s ago"));
-        println!(
+        outln!(
             "{account:<16} {:>9} {:>9} {:>9}  {oldest}",
-            q.pending, q.retrying, q.dead
+            q.pending,
+            q.retrying,
+            q.dead
         );
     }
     if !r.retrying.is_empty() {
-        println!("\nretrying:");
+        outln!("\nretrying:");
         for i in &r.retrying {
-            println!(
+            outln!(
                 "  #{:<20} {:<10} {}  attempt {}, next in {} s: {}",
                 i.id,
                 i.account,
@@ -97,14 +103,15 @@ fn show(store: &SledStore, args: &OutboxArgs) -> Result<ExitCode, StoreError> {
         }
     }
     if !r.dead.is_empty() {
-        println!("\ndead (requeue with `siyu outbox retry ID`):");
+        outln!("\ndead (requeue with `siyu outbox retry ID`):");
         for d in &r.dead {
-            println!(
-                "  #{:<20} {:<10} {}  after {} attempt(s), from {}: {}",
+            outln!(
+                "  #{:<20} {:<10} {}  after {} attempt(s), dead since {}, from {}: {}",
                 d.item.id,
                 d.item.account,
                 d.item.effect.describe(),
                 d.item.attempts + 1,
+                zone.date_time(d.died_ms.div_euclid(1000)),
                 d.item.origin,
                 d.reason
             );
@@ -120,10 +127,10 @@ fn retry(store: &SledStore, ids: &[u64]) -> Result<ExitCode, StoreError> {
             Some(item) => {
                 // On disk before it is reported done.
                 store.flush()?;
-                println!("requeued #{id}: {}", item.effect.describe())
+                outln!("requeued #{id}: {}", item.effect.describe())
             }
             None => {
-                eprintln!("error: no dead letter #{id} (see `siyu outbox`)");
+                errln!("error: no dead letter #{id} (see `siyu outbox`)");
                 missing = true;
             }
         }

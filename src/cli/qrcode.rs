@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use super::{ConfigArg, EXIT_INVALID, EXIT_RUNTIME};
-use crate::api::{ApiClient, MAX_QR_EXPIRE_SECONDS};
+use crate::api::{ApiClient, ApiError, MAX_QR_EXPIRE_SECONDS};
 use crate::config::Settings;
 use crate::store::SledStore;
 
@@ -33,16 +33,16 @@ pub fn run(args: &QrcodeArgs) -> ExitCode {
     let settings = match Settings::load(&args.config.config) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(EXIT_INVALID);
         }
     };
     let Some(api) = settings.account(&args.account).map(|a| a.api.clone()) else {
-        eprintln!("error: no account `{}`", args.account);
+        errln!("error: no account `{}`", args.account);
         return ExitCode::from(EXIT_INVALID);
     };
     let Some(api) = api else {
-        eprintln!(
+        errln!(
             "error: account `{}` has no [account.api] secret (or SIYU_{}_APP_SECRET)",
             args.account,
             args.account.to_ascii_uppercase().replace('-', "_")
@@ -52,7 +52,7 @@ pub fn run(args: &QrcodeArgs) -> ExitCode {
     let store = match SledStore::open(&settings.storage_path) {
         Ok(s) => Arc::new(s),
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
@@ -64,7 +64,7 @@ pub fn run(args: &QrcodeArgs) -> ExitCode {
         let client = match ApiClient::new(api, store.clone()) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("error: {e}");
+                errln!("error: {e}");
                 return ExitCode::from(EXIT_RUNTIME);
             }
         };
@@ -73,18 +73,24 @@ pub fn run(args: &QrcodeArgs) -> ExitCode {
             .await
         {
             Ok(t) => {
-                println!("scene     {}", args.scene);
+                outln!("scene     {}", args.scene);
                 match t.expire_seconds {
-                    Some(s) => println!("expires   in {s} s"),
-                    None => println!("expires   never (permanent)"),
+                    Some(s) => outln!("expires   in {s} s"),
+                    None => outln!("expires   never (permanent)"),
                 }
-                println!("ticket    {}", t.ticket);
-                println!("url       {}", t.url);
-                println!("image     {}", t.image_url);
+                outln!("ticket    {}", t.ticket);
+                outln!("url       {}", t.url);
+                outln!("image     {}", t.image_url);
                 ExitCode::SUCCESS
             }
+            // Refused before sending (a scene over WeChat's 64 characters, a lifetime past
+            // 30 days, a WeCom account): the input, not the network.
+            Err(e @ ApiError::Invalid(_)) => {
+                errln!("error: {e}");
+                ExitCode::from(EXIT_INVALID)
+            }
             Err(e) => {
-                eprintln!("error: {e}");
+                errln!("error: {e}");
                 ExitCode::from(EXIT_RUNTIME)
             }
         }

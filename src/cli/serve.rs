@@ -11,7 +11,7 @@ pub fn run(config: &Path) -> ExitCode {
     let settings = match Settings::load(config) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(EXIT_INVALID);
         }
     };
@@ -27,9 +27,15 @@ pub fn run(config: &Path) -> ExitCode {
         let app = match Application::build(settings) {
             Ok(app) => app,
             Err(e) => {
-                eprintln!("error: {e}");
+                errln!("error: {e}");
                 return ExitCode::from(match e {
                     StartupError::Rules { .. } | StartupError::UnknownCoupon { .. } => EXIT_INVALID,
+                    // `bind = "nonsense"` is the config's fault; a port in use is the machine's.
+                    StartupError::Bind { ref source, .. }
+                        if source.kind() == std::io::ErrorKind::InvalidInput =>
+                    {
+                        EXIT_INVALID
+                    }
                     _ => EXIT_RUNTIME,
                 });
             }
@@ -38,7 +44,7 @@ pub fn run(config: &Path) -> ExitCode {
         match app.run_until_stopped().await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {e}");
+                errln!("error: {e}");
                 ExitCode::from(EXIT_RUNTIME)
             }
         }

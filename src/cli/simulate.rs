@@ -74,7 +74,7 @@ pub fn run(args: &SimulateArgs) -> ExitCode {
     match simulate(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             ExitCode::from(EXIT_RUNTIME)
         }
     }
@@ -84,13 +84,13 @@ fn simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
     let settings = match Settings::load(&args.config.config) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     };
     let Some(account) = settings.account(&args.account) else {
         let ids: Vec<&str> = settings.accounts.iter().map(|a| a.id.as_str()).collect();
-        eprintln!(
+        errln!(
             "error: no account `{}` (configured: {})",
             args.account,
             ids.join(", ")
@@ -100,7 +100,7 @@ fn simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
     let table = match rulebook::load_dir(&account.replies_dir) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("rules {}: refused\n{e}", account.replies_dir.display());
+            errln!("rules {}: refused\n{e}", account.replies_dir.display());
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     };
@@ -116,7 +116,7 @@ fn simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
     let msg = match build_message(args, account.kind, &account.receive_id) {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     };
@@ -165,22 +165,22 @@ fn build_message(
 }
 
 fn print_outcome(account: &str, o: &Outcome, after: Option<&Follower>, committed: bool) {
-    println!("account   {account}");
-    println!("follower  {}", o.follower_id);
+    outln!("account   {account}");
+    outln!("follower  {}", o.follower_id);
     if o.answer.rules.is_empty() {
-        println!("rules     (none matched)");
+        outln!("rules     (none matched)");
     } else {
-        println!("rules     {}", o.answer.rules.join(" → "));
+        outln!("rules     {}", o.answer.rules.join(" → "));
     }
     match &o.answer.reply {
-        None => println!("reply     (none: answered `success`)"),
-        Some(r) => println!("reply     {}", describe(r)),
+        None => outln!("reply     (none: answered `success`)"),
+        Some(r) => outln!("reply     {}", describe(r)),
     }
     if o.actions.is_empty() {
-        println!("actions   (none)");
+        outln!("actions   (none)");
     } else {
         for (i, a) in o.actions.iter().enumerate() {
-            println!("{}{a}", if i == 0 { "actions   " } else { "          " });
+            outln!("{}{a}", if i == 0 { "actions   " } else { "          " });
         }
     }
     let now_ms = o
@@ -196,7 +196,7 @@ fn print_outcome(account: &str, o: &Outcome, after: Option<&Follower>, committed
         } else {
             String::new()
         };
-        println!(
+        outln!(
             "{}{}{when}",
             if i == 0 { "to WeChat " } else { "          " },
             e.effect.describe()
@@ -204,7 +204,7 @@ fn print_outcome(account: &str, o: &Outcome, after: Option<&Follower>, committed
     }
     if let Some(f) = after {
         let tags: Vec<&str> = f.tags.iter().map(String::as_str).collect();
-        println!(
+        outln!(
             "state     subscribed={} tags=[{}] messages_in={} first_scene={}",
             f.subscribed,
             tags.join(", "),
@@ -212,16 +212,16 @@ fn print_outcome(account: &str, o: &Outcome, after: Option<&Follower>, committed
             f.first_scene.as_deref().unwrap_or("-")
         );
         for (k, v) in &f.counters {
-            println!("          counter {k} = {v}");
+            outln!("          counter {k} = {v}");
         }
         for (k, v) in &f.attributes {
-            println!("          attribute {k} = {v}");
+            outln!("          attribute {k} = {v}");
         }
     }
     if committed {
-        println!("(committed to the store)");
+        outln!("(committed to the store)");
     } else {
-        println!("(dry run: nothing written; --commit applies it)");
+        outln!("(dry run: nothing written; --commit applies it)");
     }
 }
 

@@ -8,6 +8,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::local_time::UtcOffset;
+
 /// Code characters: upper-case letters and digits without the look-alikes 0/O, 1/I/L.
 pub const CODE_ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTUVWXYZ";
 pub const DEFAULT_CODE_LENGTH: usize = 10;
@@ -38,6 +40,19 @@ pub enum Validity {
 }
 
 impl Validity {
+    /// How a person reads it: fixed bounds as local date-times at `zone` (`Display` gives
+    /// unix seconds).
+    pub fn describe(&self, zone: UtcOffset) -> String {
+        match *self {
+            Validity::Days(_) => self.to_string(),
+            Validity::Fixed { from, until } => format!(
+                "from {} until {} ({zone})",
+                zone.date_time(from),
+                zone.date_time(until)
+            ),
+        }
+    }
+
     /// (valid from, expires at) for a code issued at `now`.
     pub fn window(&self, now: i64) -> (i64, i64) {
         match *self {
@@ -79,17 +94,43 @@ pub enum ClaimRefused {
     BatchExpired(String),
 }
 
-/// Why a code cannot be redeemed.
+/// Why a code cannot be redeemed. `Display` (logs, the redeem API's JSON) gives the time
+/// in unix seconds; [`RedeemRefused::describe`] gives it to a person, as a local date-time.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RedeemRefused {
-    #[error("unknown coupon code `{0}`")]
     Unknown(String),
-    #[error("coupon `{code}` was already redeemed at {at} (unix seconds)")]
     AlreadyRedeemed { code: String, at: i64 },
-    #[error("coupon `{code}` expired at {at} (unix seconds)")]
     Expired { code: String, at: i64 },
-    #[error("coupon `{code}` is not valid before {at} (unix seconds)")]
     NotYetValid { code: String, at: i64 },
+}
+
+impl RedeemRefused {
+    /// The refusal with its time as a local date-time at `zone` (the command line).
+    pub fn describe(&self, zone: UtcOffset) -> String {
+        self.render(&|at| format!("{} ({zone})", zone.date_time(at)))
+    }
+
+    /// One wording for both renderings; `when` shows the time.
+    fn render(&self, when: &dyn Fn(i64) -> String) -> String {
+        match self {
+            RedeemRefused::Unknown(code) => format!("unknown coupon code `{code}`"),
+            RedeemRefused::AlreadyRedeemed { code, at } => {
+                format!("coupon `{code}` was already redeemed at {}", when(*at))
+            }
+            RedeemRefused::Expired { code, at } => {
+                format!("coupon `{code}` expired at {}", when(*at))
+            }
+            RedeemRefused::NotYetValid { code, at } => {
+                format!("coupon `{code}` is not valid before {}", when(*at))
+            }
+        }
+    }
+}
+
+impl fmt::Display for RedeemRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.render(&|at| format!("{at} (unix seconds)")))
+    }
 }
 
 /// A batch's counts.
@@ -448,20 +489,10 @@ pub(crate) fn unix(d: &toml::value::Datetime) -> Result<i64, String> {
     Ok(days * 86_400 + secs_in_day - offset)
 }
 
-/// The China-time (UTC+8) calendar date of unix second `ts`, as `YYYY-MM-DD`.
+/// The China-time (UTC+8) calendar date of unix second `ts`, as `YYYY-MM-DD`: what a
+/// follower reads (coupon expiry dates in replies), whatever the operator's display offset.
 pub fn china_date(ts: i64) -> String {
-    let days = (ts + 8 * 3600).div_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    crate::local_time::UtcOffset::CHINA.date(ts)
 }
 
 /// How a refusal reads to a follower (`{coupon.refused}`).
@@ -627,6 +658,61 @@ valid_until = 2026-01-01
             assert!(c.bytes().all(|b| CODE_ALPHABET.contains(&b)), "{c}");
             assert!(!c.contains(['0', 'O', '1', 'I', 'L']), "{c}");
         }
+    }
+
+    #[test]
+    fn refusals_read_in_local_time_for_people_and_unix_seconds_for_machines() {
+        let west: UtcOffset = "-05:00".parse().unwrap();
+        // 2026-12-01 00:00:00 China time.
+        let at = 1_796_054_400;
+        let cases = [
+            (
+                "already redeemed",
+                RedeemRefused::AlreadyRedeemed {
+                    code: "C0DE".into(),
+                    at,
+                },
+                "coupon `C0DE` was already redeemed at 2026-11-30 11:00:00 (-05:00)",
+            ),
+            (
+                "expired",
+                RedeemRefused::Expired {
+                    code: "C0DE".into(),
+                    at,
+                },
+                "coupon `C0DE` expired at 2026-11-30 11:00:00 (-05:00)",
+            ),
+            (
+                "not yet valid",
+                RedeemRefused::NotYetValid {
+                    code: "C0DE".into(),
+                    at,
+                },
+                "coupon `C0DE` is not valid before 2026-11-30 11:00:00 (-05:00)",
+            ),
+            (
+                "unknown",
+                RedeemRefused::Unknown("C0DE".into()),
+                "unknown coupon code `C0DE`",
+            ),
+        ];
+        for (case, refused, want) in cases {
+            assert_eq!(refused.describe(west), want, "{case}");
+            let machine = refused.to_string();
+            assert!(
+                case == "unknown" || machine.contains("1796054400 (unix seconds)"),
+                "{case}: {machine}"
+            );
+        }
+        let fixed = Validity::Fixed {
+            from: at,
+            until: at + 86_400,
+        };
+        assert_eq!(
+            fixed.describe(UtcOffset::CHINA),
+            "from 2026-12-01 00:00:00 until 2026-12-02 00:00:00 (+08:00)"
+        );
+        assert_eq!(Validity::Days(7).describe(west), "7 days from issue");
     }
 
     #[test]

@@ -607,6 +607,30 @@ async fn the_cli_defines_plans_starts_and_reports_a_campaign() {
         ),
         (Some("done"), Some(2), Some(1))
     );
+    // Unix seconds for scripts, and beside them the local date-time (China time here).
+    let started = r["started_at"].as_i64().expect("started_at");
+    assert_eq!(
+        r["started_at_local"].as_str(),
+        Some(
+            siyu::local_time::UtcOffset::CHINA
+                .date_time(started)
+                .as_str()
+        )
+    );
+    let (_, out, _) = cli(&["campaign", "status", "hello", "--config", c]).await;
+    assert!(out.contains("  started   20"), "{out}");
+    // `siyu campaign status X --json | head -c 300`: the rest is dropped quietly (also
+    // when the pipe is closed before the first write, which makes the EPIPE certain).
+    for keep in [0, 300] {
+        let args = ["campaign", "status", "hello", "--json", "--config", c].map(String::from);
+        let (code, read, err) = tokio::task::spawn_blocking(move || {
+            siyu_closing_stdout(&args.each_ref().map(String::as_str), keep)
+        })
+        .await
+        .unwrap();
+        assert_eq!((code, err.as_str()), (0, ""), "a closed pipe is no failure");
+        assert!(keep == 0 || read.starts_with(b"{"), "{read:?}");
+    }
     let (code, _, err) = cli(&["campaign", "start", "hello", "--config", c]).await;
     assert_eq!(code, 1);
     assert!(err.contains("runs once"), "{err}");

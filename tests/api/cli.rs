@@ -1,5 +1,6 @@
 //! The `siyu` binary: `check` on good and broken rule folders, `simulate` against a real
-//! store, and the shipped config and rules.
+//! store, the shipped config and rules, and the Unix-tool manners of every subcommand (exit
+//! codes, a closed pipe, local times, CSV for Excel).
 
 use std::path::Path;
 
@@ -261,6 +262,11 @@ fn outbox_lists_the_queue_and_requeues_dead_letters() {
     assert!(out.contains("-1 WeChat system busy"), "{out}");
     assert!(out.contains("add tag vip to o_c"), "{out}");
     assert!(out.contains("43004 the follower has unsubscribed"), "{out}");
+    let china_today = siyu::local_time::UtcOffset::CHINA.date(now / 1000);
+    assert!(
+        out.contains(&format!("dead since {china_today} ")),
+        "a local date-time, China time by default: {out}"
+    );
 
     let dead = ids[2].to_string();
     let (code, out, err) = siyu(&["outbox", "--config", &config, "retry", &dead]);
@@ -335,7 +341,7 @@ fn followers_where_counts_lists_and_exports_a_segment() {
     let rows: Vec<&str> = out.lines().collect();
     assert_eq!(
         rows[0],
-        "openid,subscribed,first_scene,tags,messages_in,last_message_at"
+        "\u{feff}openid,subscribed,first_scene,tags,messages_in,last_message_at"
     );
     assert_eq!(rows[1..], ["o_b,true,,blocked vip,0,", "o_d,true,,vip,0,"]);
 
@@ -344,5 +350,312 @@ fn followers_where_counts_lists_and_exports_a_segment() {
     assert!(
         err.contains("column 31: `lots` is not a whole number"),
         "{err}"
+    );
+}
+
+/// Followers straight into the store of `dir` (as `config_in` lays it out): (openid, tags,
+/// last message at).
+fn store_followers(dir: &Path, followers: &[(String, Vec<&str>, Option<i64>)]) {
+    use siyu::follower::Follower;
+    use siyu::store::{Answer, CallbackKey, Commit, SledStore, Store};
+    let store = SledStore::open(&dir.join("data/siyu.sled")).unwrap();
+    for (openid, tags, last) in followers {
+        let key = CallbackKey {
+            account: "safe",
+            openid,
+            dedupe_key: "k",
+            now: 1,
+            expires_at: 2,
+        };
+        store
+            .apply_callback(key, &mut |_| {
+                let mut f = Follower::new(openid);
+                f.subscribed = true;
+                f.tags = tags.iter().map(|t| t.to_string()).collect();
+                f.last_inbound_at = *last;
+                Commit {
+                    follower: Some(f),
+                    answer: Answer {
+                        reply: None,
+                        rules: vec![],
+                    },
+                    effects: vec![],
+                }
+            })
+            .unwrap();
+    }
+    store.flush().unwrap();
+}
+
+/// `siyu … | head` closes the pipe early: every command stops quietly with its own exit
+/// code (here 0), never "failed printing to stdout: Broken pipe" and exit 101.
+#[test]
+fn a_closed_pipe_ends_commands_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path(), &fixtures().join("replies"));
+    // Long enough to fill the pipe's buffer (64 KiB) many times over.
+    let many: Vec<(String, Vec<&str>, Option<i64>)> = (0..6000)
+        .map(|i| {
+            (
+                format!("o_follower_with_a_long_openid_{i:05}"),
+                vec!["vip"],
+                Some(1),
+            )
+        })
+        .collect();
+    store_followers(dir.path(), &many);
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+    let shipped = shipped.to_str().unwrap();
+    let followers = ["followers", "--config", &config, "--account", "safe"];
+    let cases: &[(&str, Vec<&str>, usize)] = &[
+        (
+            "check, closed before it writes",
+            vec!["check", "--config", shipped],
+            0,
+        ),
+        (
+            "check, after a few bytes",
+            vec!["check", "--config", shipped],
+            10,
+        ),
+        ("audit", vec!["audit", "--config", &config], 0),
+        ("outbox", vec!["outbox", "--config", &config], 0),
+        (
+            "followers --list",
+            [&followers[..], &["--list"]].concat(),
+            300,
+        ),
+        (
+            "followers --csv",
+            [&followers[..], &["--csv"]].concat(),
+            300,
+        ),
+        ("help", vec!["--help"], 5),
+    ];
+    for (case, args, keep) in cases {
+        let (code, read, err) = siyu_closing_stdout(args, *keep);
+        assert_eq!(code, 0, "{case}: {err}");
+        assert!(read.len() <= *keep, "{case}");
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe") && err.trim().is_empty(),
+            "{case}: {err}"
+        );
+    }
+}
+
+/// One exit-code table for every subcommand: 0 done, 1 the input was refused, 2 usage,
+/// 3 a runtime failure.
+#[test]
+fn exit_codes_mean_the_same_in_every_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path(), &fixtures().join("replies"));
+    // An API base nothing listens on: a scene refused before sending never gets there.
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "mode = \"safe\"\n",
+        "mode = \"safe\"\n[account.api]\nsecret = \"app-secret-for-tests\"\napi_base = \"http://127.0.0.1:1\"\n",
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let c = config.as_str();
+    let long_scene = "s".repeat(65);
+    let scene_64 = "s".repeat(64);
+    let cases: &[(&str, Vec<&str>, i32)] = &[
+        ("help", vec!["--help"], 0),
+        ("a good check", vec!["check", "--config", c], 0),
+        ("usage: unknown subcommand", vec!["nope"], 2),
+        (
+            "usage: unknown flag",
+            vec!["check", "--config", c, "--nope"],
+            2,
+        ),
+        (
+            "usage: missing --account",
+            vec!["followers", "--config", c],
+            2,
+        ),
+        (
+            "usage: --no-bom without --csv",
+            vec!["followers", "--config", c, "--account", "safe", "--no-bom"],
+            2,
+        ),
+        (
+            "usage: outbox retry of a non-number",
+            vec!["outbox", "--config", c, "retry", "x"],
+            2,
+        ),
+        (
+            "refused: no config file",
+            vec!["check", "--config", "/nonexistent/siyu.toml"],
+            1,
+        ),
+        (
+            "refused: unknown account",
+            vec!["followers", "--config", c, "--account", "nope"],
+            1,
+        ),
+        (
+            "refused: a bad segment",
+            vec![
+                "followers",
+                "--config",
+                c,
+                "--account",
+                "safe",
+                "--where",
+                "tag:",
+            ],
+            1,
+        ),
+        (
+            "refused: a QR scene over 64 characters",
+            vec![
+                "qrcode",
+                "--config",
+                c,
+                "--account",
+                "safe",
+                "--scene",
+                &long_scene,
+            ],
+            1,
+        ),
+        (
+            "refused: a temporary QR code past 30 days",
+            vec![
+                "qrcode",
+                "--config",
+                c,
+                "--account",
+                "safe",
+                "--scene",
+                "x",
+                "--expire-seconds",
+                "2592001",
+            ],
+            1,
+        ),
+        (
+            "runtime: 64 characters is allowed, and WeChat is unreachable",
+            vec![
+                "qrcode",
+                "--config",
+                c,
+                "--account",
+                "safe",
+                "--scene",
+                &scene_64,
+            ],
+            3,
+        ),
+        (
+            "refused: unknown campaign",
+            vec!["campaign", "--config", c, "status", "nope"],
+            1,
+        ),
+        (
+            "refused: unknown coupon code",
+            vec!["coupon", "--config", c, "redeem", "NOPE1234"],
+            1,
+        ),
+        (
+            "refused: no such dead letter",
+            vec!["outbox", "--config", c, "retry", "42"],
+            1,
+        ),
+    ];
+    for (case, args, want) in cases {
+        let (code, out, err) = siyu(args);
+        assert_eq!(
+            code, *want,
+            "{case}: {args:?}\nstdout: {out}\nstderr: {err}"
+        );
+    }
+    // The store held by another process (as by a running `siyu serve`): a runtime failure.
+    let held = siyu::store::SledStore::open(&dir.path().join("data/siyu.sled")).unwrap();
+    for args in [
+        vec!["audit", "--config", c],
+        vec!["followers", "--config", c, "--account", "safe"],
+        vec!["outbox", "--config", c],
+    ] {
+        let (code, _, err) = siyu(&args);
+        assert_eq!(code, 3, "store in use: {args:?}: {err}");
+    }
+    drop(held);
+}
+
+/// People read times in the configured offset: audit trail, CSV, outbox dead letters; the
+/// CSV opens with a UTF-8 byte-order mark for Excel unless `--no-bom`.
+#[test]
+fn listings_show_local_times_and_the_csv_is_for_excel() {
+    use siyu::audit::AuditEntry;
+    use siyu::store::{SledStore, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path(), &fixtures().join("replies"));
+    // Five hours west of UTC, so neither China time nor UTC passes by chance.
+    let text = std::fs::read_to_string(&config).unwrap() + "\n[display]\nutc_offset = \"-05:00\"\n";
+    std::fs::write(&config, text).unwrap();
+    // 2026-12-01 00:00:00 in China is 2026-11-30 11:00:00 at -05:00.
+    let at = 1_796_054_400;
+    store_followers(
+        dir.path(),
+        &[
+            ("o_cn".to_string(), vec!["会员", "vip"], Some(at)),
+            ("o_never".to_string(), vec![], None),
+        ],
+    );
+    {
+        let store = SledStore::open(&dir.path().join("data/siyu.sled")).unwrap();
+        store
+            .append_audit(&AuditEntry {
+                at,
+                who: "ops-li".into(),
+                action: "rules.write".into(),
+                target: "extra.toml".into(),
+                detail: "+1 −0 lines".into(),
+            })
+            .unwrap();
+        store.flush().unwrap();
+    }
+    let (code, out, err) = siyu(&["audit", "--config", &config]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("2026-11-30 11:00:00  ops-li"), "{out}");
+
+    let csv = |extra: &[&str]| {
+        let mut args = vec![
+            "followers",
+            "--config",
+            &config,
+            "--account",
+            "safe",
+            "--csv",
+        ];
+        args.extend_from_slice(extra);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_siyu"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let with_bom = csv(&[]);
+    assert_eq!(with_bom[..3], [0xEF, 0xBB, 0xBF], "UTF-8 byte-order mark");
+    let text = std::str::from_utf8(&with_bom[3..]).unwrap();
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        [
+            "openid,subscribed,first_scene,tags,messages_in,last_message_at",
+            "o_cn,true,,vip 会员,0,2026-11-30 11:00:00",
+            "o_never,true,,,0,",
+        ]
+    );
+    let without = csv(&["--no-bom"]);
+    assert_eq!(
+        without,
+        text.as_bytes(),
+        "--no-bom: the same, without the mark"
     );
 }

@@ -375,6 +375,32 @@ pub fn siyu(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Runs `siyu` behind a reader that takes at most `keep` bytes of stdout and then closes
+/// the pipe, as `| head -c KEEP` does (0: closed before the first write): (exit code, the
+/// bytes read, stderr).
+pub fn siyu_closing_stdout(args: &[&str], keep: usize) -> (i32, Vec<u8>, String) {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_siyu"))
+        .args(args)
+        .env_remove("SIYU_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("siyu runs");
+    let stdout = child.stdout.take().expect("piped");
+    let mut read = Vec::new();
+    // The reader is dropped at the end of this statement, closing the pipe while siyu
+    // still has output to write.
+    stdout.take(keep as u64).read_to_end(&mut read).unwrap();
+    let out = child.wait_with_output().expect("siyu ends");
+    (
+        out.status.code().unwrap_or(-1),
+        read,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A config in `dir` whose rules come from `replies` and whose store is in `dir`.
 pub fn config_in(dir: &Path, replies: &Path) -> String {
     let text = std::fs::read_to_string(fixtures().join("config.toml"))
