@@ -24,7 +24,9 @@ fn main() -> ExitCode {
     let (writer, _drain) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .thread_name("siyu-log")
-        .finish(std::io::stderr());
+        // Buffered on that thread: the writer flushes whenever its queue runs dry, so under
+        // load a burst of lines is one write(2), and when idle a line goes out at once.
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
