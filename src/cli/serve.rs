@@ -29,7 +29,7 @@ pub fn run(config: &Path) -> ExitCode {
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(match e {
-                    StartupError::Rules { .. } | StartupError::UnknownCoupon { .. } => EXIT_INVALID,
+                    StartupError::Rules { .. } => EXIT_INVALID,
                     _ => EXIT_RUNTIME,
                 });
             }
