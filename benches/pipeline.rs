@@ -13,7 +13,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use siyu::config::Settings;
 use siyu::follower::{Follower, HISTORY_LEN};
 use siyu::protocol::{sign, Inbound, InboundKind};
-use siyu::rules::{RuleSource, RuleTable};
+use siyu::rules::{RuleContext, RuleSource, RuleTable};
 use siyu::server::build_state;
 use siyu::server::webhook::{handle_callback, CallbackQuery, CallbackReply, Entropy};
 use siyu::store::{Answer, CallbackKey, Commit, SledStore, Store};
@@ -43,10 +43,13 @@ fn rules_toml(n: usize) -> String {
 }
 
 fn table(n: usize) -> RuleTable {
-    RuleTable::compile(&[RuleSource {
-        name: "bench.toml".into(),
-        text: rules_toml(n),
-    }])
+    RuleTable::compile(
+        &[RuleSource {
+            name: "bench.toml".into(),
+            text: rules_toml(n),
+        }],
+        &RuleContext::default(),
+    )
     .expect("bench rules compile")
 }
 

@@ -533,6 +533,12 @@ impl Settings {
         Ok(())
     }
 
+    /// What the rule folders are compiled against (the coupon batches `issue_coupon` may
+    /// name): one context for startup, `siyu check`, `siyu simulate` and every reload.
+    pub fn rule_context(&self) -> crate::rules::RuleContext {
+        crate::rules::RuleContext::with_coupon_batches(self.coupons.iter().map(|b| b.name.clone()))
+    }
+
     pub fn coupon_batch(&self, name: &str) -> Option<&crate::coupon::Batch> {
         self.coupons.iter().find(|b| b.name == name)
     }

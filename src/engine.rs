@@ -518,7 +518,7 @@ fn detail(msg: &Inbound) -> Option<String> {
 mod tests {
     use super::*;
     use crate::protocol::Reply;
-    use crate::rules::RuleSource;
+    use crate::rules::{RuleContext, RuleSource};
     use crate::store::MemoryStore;
 
     const RULES: &str = r#"
@@ -536,10 +536,13 @@ incr = { checkin = 1 }
 "#;
 
     fn table() -> RuleTable {
-        RuleTable::compile(&[RuleSource {
-            name: "t.toml".into(),
-            text: RULES.into(),
-        }])
+        RuleTable::compile(
+            &[RuleSource {
+                name: "t.toml".into(),
+                text: RULES.into(),
+            }],
+            &RuleContext::default(),
+        )
         .unwrap()
     }
 
@@ -582,9 +585,10 @@ incr = { checkin = 1 }
 
     #[test]
     fn effects_are_the_net_tag_change_follow_ups_and_welcomes() {
-        let rules = RuleTable::compile(&[RuleSource {
-            name: "e.toml".into(),
-            text: r#"
+        let rules = RuleTable::compile(
+            &[RuleSource {
+                name: "e.toml".into(),
+                text: r#"
 [[rule]]
 name = "vip"
 keywords = ["升级"]
@@ -604,8 +608,10 @@ event = "add_external_contact"
 reply = "欢迎"
 add_tags = ["contact"]
 "#
-            .into(),
-        }])
+                .into(),
+            }],
+            &RuleContext::default(),
+        )
         .unwrap();
         let store = MemoryStore::default();
         let official = Context {

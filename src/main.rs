@@ -26,7 +26,10 @@ fn main() -> ExitCode {
         .thread_name("siyu-log")
         // Buffered on that thread: the writer flushes whenever its queue runs dry, so under
         // load a burst of lines is one write(2), and when idle a line goes out at once.
-        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),

@@ -6,6 +6,10 @@
 //! callback keeps the table it started with even if a reload lands meanwhile, and no
 //! callback ever sees half a table. A folder that fails to compile never replaces the
 //! table in force: the error is kept for the admin API and logged.
+//!
+//! Every compile here (the first load, each reload, each file written through the API)
+//! runs against the book's one [`RuleContext`], the one `siyu check` uses too, so what
+//! starts a server is exactly what a reload accepts.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -13,7 +17,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use sha1::{Digest, Sha1};
 
-use crate::rules::{RuleErrors, RuleSource, RuleTable};
+use crate::rules::{RuleContext, RuleErrors, RuleSource, RuleTable};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -23,6 +27,10 @@ pub enum LoadError {
     Rules(#[from] RuleErrors),
     #[error("`{0}` is not a rule file name (letters, digits, `-`, `_`, ending in .toml)")]
     BadName(String),
+    /// The folder is byte-for-byte the one the last reload refused; this is that refusal's
+    /// error. Nothing new happened, so there is nothing new to log or audit.
+    #[error("{0}")]
+    StillRefused(String),
 }
 
 /// Which rules are in force: a hash of every file's name and content, and when they were
@@ -54,6 +62,13 @@ pub enum Reloaded {
     Unchanged(Version),
 }
 
+/// Whether a path in a rule folder names a rule file: `*.toml`. Not the `.NAME.tmp`
+/// files `write_file` renames into place, nor editors' swap and backup files, so a
+/// watcher that uses this reacts only to what a reload would read.
+pub fn is_rule_path(path: &Path) -> bool {
+    path.extension().is_some_and(|x| x == "toml")
+}
+
 /// The `*.toml` files of `dir`, in name order (rule order depends on it).
 fn rule_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -62,7 +77,7 @@ fn rule_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
             source,
         })?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+        .filter(|p| is_rule_path(p) && p.is_file())
         .collect();
     paths.sort();
     Ok(paths)
@@ -85,8 +100,9 @@ pub fn read_sources(dir: &Path) -> Result<Vec<RuleSource>, LoadError> {
         .collect()
 }
 
-pub fn load_dir(dir: &Path) -> Result<RuleTable, LoadError> {
-    Ok(RuleTable::compile(&read_sources(dir)?)?)
+/// Reads and compiles `dir` once, against `context` (`siyu check`, `siyu simulate`).
+pub fn load_dir(dir: &Path, context: &RuleContext) -> Result<RuleTable, LoadError> {
+    Ok(RuleTable::compile(&read_sources(dir)?, context)?)
 }
 
 fn hash(sources: &[RuleSource]) -> String {
@@ -107,17 +123,28 @@ fn hash(sources: &[RuleSource]) -> String {
 /// The live rule table of one folder.
 #[derive(Debug)]
 pub struct RuleBook {
+    /// As configured (maybe relative), for messages; watchers resolve it themselves.
     dir: PathBuf,
+    /// What the folder's rules are checked against, fixed for the book's life.
+    context: RuleContext,
     loaded: RwLock<Arc<Loaded>>,
-    last_error: Mutex<Option<String>>,
+    refusal: Mutex<Option<Refusal>>,
     /// Serialises reloads and writes, so two reloads never race to install older files.
     writing: Mutex<()>,
 }
 
+/// Why the last reload was refused, and which folder content it refused.
+#[derive(Debug)]
+struct Refusal {
+    error: String,
+    /// The refused content's hash; `None` when the folder could not be read at all.
+    hash: Option<String>,
+}
+
 impl RuleBook {
-    pub fn load(dir: &Path, now: i64) -> Result<RuleBook, LoadError> {
+    pub fn load(dir: &Path, context: RuleContext, now: i64) -> Result<RuleBook, LoadError> {
         let sources = read_sources(dir)?;
-        let table = RuleTable::compile(&sources)?;
+        let table = RuleTable::compile(&sources, &context)?;
         Ok(RuleBook {
             loaded: RwLock::new(Arc::new(Loaded {
                 table,
@@ -127,7 +154,8 @@ impl RuleBook {
                 },
             })),
             dir: dir.to_path_buf(),
-            last_error: Mutex::new(None),
+            context,
+            refusal: Mutex::new(None),
             writing: Mutex::new(()),
         })
     }
@@ -146,18 +174,45 @@ impl RuleBook {
 
     /// The last reload's error, if the last reload failed.
     pub fn last_error(&self) -> Option<String> {
-        self.last_error
+        self.refusal
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .as_ref()
+            .map(|r| r.error.clone())
     }
 
     /// Re-reads the folder; installs it if it compiles and differs from what is in force.
+    /// A folder identical to the one refused last time is not compiled again:
+    /// [`LoadError::StillRefused`], so callers can tell a new refusal from an old one.
     pub fn reload(&self, now: i64) -> Result<Reloaded, LoadError> {
         let _w = self.writing.lock().unwrap_or_else(|p| p.into_inner());
-        let result = read_sources(&self.dir).and_then(|s| self.install(s, now));
-        self.remember(&result);
-        result
+        let sources = match read_sources(&self.dir) {
+            Ok(sources) => sources,
+            Err(e) => {
+                self.refuse(&e, None);
+                return Err(e);
+            }
+        };
+        let hash = hash(&sources);
+        let current = self.current();
+        if hash == current.version.hash {
+            self.accept();
+            return Ok(Reloaded::Unchanged(current.version.clone()));
+        }
+        if let Some(error) = self.refused_before(&hash) {
+            return Err(LoadError::StillRefused(error));
+        }
+        match RuleTable::compile(&sources, &self.context) {
+            Ok(table) => {
+                self.accept();
+                Ok(self.swap(table, hash, now))
+            }
+            Err(errors) => {
+                let e = LoadError::Rules(errors);
+                self.refuse(&e, Some(hash));
+                Err(e)
+            }
+        }
     }
 
     /// Validates the folder as it would be with `name` holding `text`; only if it compiles
@@ -181,15 +236,15 @@ impl RuleBook {
                 sources.sort_by(|a, b| a.name.cmp(&b.name));
             }
         }
-        let table = RuleTable::compile(&sources)?;
+        let table = RuleTable::compile(&sources, &self.context)?;
         let io = |source| LoadError::Io {
             dir: self.dir.display().to_string(),
             source,
         };
         let tmp = self.dir.join(format!(".{name}.tmp"));
         write_durably(&tmp, &path, text).map_err(io)?;
-        let result = self.swap(table, &sources, now);
-        self.remember(&Ok(result.clone()));
+        let result = self.swap(table, hash(&sources), now);
+        self.accept();
         Ok(result)
     }
 
@@ -212,17 +267,9 @@ impl RuleBook {
         })
     }
 
-    fn install(&self, sources: Vec<RuleSource>, now: i64) -> Result<Reloaded, LoadError> {
-        if hash(&sources) == self.current().version.hash {
-            return Ok(Reloaded::Unchanged(self.current().version.clone()));
-        }
-        let table = RuleTable::compile(&sources)?;
-        Ok(self.swap(table, &sources, now))
-    }
-
-    fn swap(&self, table: RuleTable, sources: &[RuleSource], now: i64) -> Reloaded {
+    fn swap(&self, table: RuleTable, hash: String, now: i64) -> Reloaded {
         let version = Version {
-            hash: hash(sources),
+            hash,
             loaded_at: now,
         };
         *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Loaded {
@@ -232,9 +279,25 @@ impl RuleBook {
         Reloaded::Replaced(version)
     }
 
-    fn remember(&self, result: &Result<Reloaded, LoadError>) {
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
-            result.as_ref().err().map(|e| e.to_string());
+    /// The error of the last refusal, if it refused exactly this content.
+    fn refused_before(&self, hash: &str) -> Option<String> {
+        let refusal = self.refusal.lock().unwrap_or_else(|p| p.into_inner());
+        refusal
+            .as_ref()
+            .filter(|r| r.hash.as_deref() == Some(hash))
+            .map(|r| r.error.clone())
+    }
+
+    fn refuse(&self, error: &LoadError, hash: Option<String>) {
+        *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(Refusal {
+            error: error.to_string(),
+            hash,
+        });
+    }
+
+    /// What is on disk is in force: no refusal stands.
+    fn accept(&self) {
+        *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 }
 
@@ -272,10 +335,14 @@ mod tests {
 
     const GOOD: &str = "[[rule]]\nname = \"a\"\nkeywords = [\"hi\"]\nreply = \"one\"\n";
 
+    /// A rule that issues from the `new-guest` batch, its value at line 4, column 16.
+    const CLAIM: &str =
+        "[[rule]]\nname = \"claim\"\nkeywords = [\"领券\"]\nissue_coupon = \"new-guest\"\n";
+
     fn book() -> (tempfile::TempDir, RuleBook) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.toml"), GOOD).unwrap();
-        let book = RuleBook::load(dir.path(), 1).unwrap();
+        let book = RuleBook::load(dir.path(), RuleContext::default(), 1).unwrap();
         (dir, book)
     }
 
@@ -335,6 +402,93 @@ mod tests {
                 matches!(book.write_file(bad, GOOD, 7), Err(LoadError::BadName(_))),
                 "{bad}"
             );
+        }
+    }
+
+    /// Load, reload and write run the one compile, with the book's context: a batch the
+    /// config does not define is the same `file:line:column` error from each, and the same
+    /// file is fine where the batch is defined.
+    #[test]
+    fn every_compile_checks_coupon_batches_against_the_context() {
+        let dir = tempfile::tempdir().unwrap();
+        let claim = dir.path().join("claim.toml");
+        std::fs::write(&claim, CLAIM).unwrap();
+        let expected = format!(
+            "{}:4:16: unknown coupon batch `new-guest` (no coupon batches are defined)",
+            claim.display()
+        );
+        let err = RuleBook::load(dir.path(), RuleContext::default(), 1).unwrap_err();
+        assert_eq!(err.to_string(), expected, "load");
+
+        let defined = RuleContext::with_coupon_batches(["new-guest"]);
+        assert!(RuleBook::load(dir.path(), defined.clone(), 1).is_ok());
+        assert!(load_dir(dir.path(), &defined).is_ok());
+        assert_eq!(
+            load_dir(dir.path(), &RuleContext::default())
+                .unwrap_err()
+                .to_string(),
+            expected,
+            "load_dir"
+        );
+
+        std::fs::remove_file(&claim).unwrap();
+        let (dir, book) = book();
+        let err = book.write_file("claim.toml", CLAIM, 2).unwrap_err();
+        let shown = dir.path().join("claim.toml").display().to_string();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{shown}:4:16: unknown coupon batch")),
+            "write_file: {err}"
+        );
+        assert!(
+            !dir.path().join("claim.toml").exists(),
+            "refused, not written"
+        );
+        std::fs::write(dir.path().join("claim.toml"), CLAIM).unwrap();
+        let err = book.reload(3).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{shown}:4:16: unknown coupon batch")),
+            "reload: {err}"
+        );
+    }
+
+    /// A watcher reloads on every change it sees; the book tells a new refusal from the
+    /// same content refused again, so the second is not logged or audited twice.
+    #[test]
+    fn the_same_broken_folder_is_refused_once_then_still_refused() {
+        let (dir, book) = book();
+        let a = dir.path().join("a.toml");
+        std::fs::write(&a, "[[rule]]\nname = 1\n").unwrap();
+        let first = book.reload(2).unwrap_err();
+        assert!(matches!(first, LoadError::Rules(_)), "{first:?}");
+        let again = book.reload(3).unwrap_err();
+        assert!(matches!(again, LoadError::StillRefused(_)), "{again:?}");
+        assert_eq!(again.to_string(), first.to_string());
+        assert_eq!(book.last_error(), Some(first.to_string()));
+
+        // Other broken content is a new refusal; fixing the folder clears it.
+        std::fs::write(&a, "[[rule]]\nname = 2\n").unwrap();
+        assert!(matches!(book.reload(4), Err(LoadError::Rules(_))));
+        std::fs::write(&a, GOOD).unwrap();
+        assert!(matches!(book.reload(5), Ok(Reloaded::Unchanged(_))));
+        assert_eq!(book.last_error(), None);
+        // Broken again after a good state: refused (and reported) anew.
+        std::fs::write(&a, "[[rule]]\nname = 1\n").unwrap();
+        assert!(matches!(book.reload(6), Err(LoadError::Rules(_))));
+    }
+
+    #[test]
+    fn only_toml_files_are_rule_paths() {
+        let cases = [
+            ("a rule file", "replies/a.toml", true),
+            ("write_file's temporary file", "replies/.a.toml.tmp", false),
+            ("a vim swap file", "replies/.a.toml.swp", false),
+            ("a backup", "replies/a.toml~", false),
+            ("another file", "replies/notes.txt", false),
+        ];
+        for (name, path, expected) in cases {
+            assert_eq!(is_rule_path(Path::new(path)), expected, "{name}: {path}");
         }
     }
 }

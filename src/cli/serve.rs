@@ -29,7 +29,7 @@ pub fn run(config: &Path) -> ExitCode {
             Err(e) => {
                 errln!("error: {e}");
                 return ExitCode::from(match e {
-                    StartupError::Rules { .. } | StartupError::UnknownCoupon { .. } => EXIT_INVALID,
+                    StartupError::Rules { .. } => EXIT_INVALID,
                     // `bind = "nonsense"` is the config's fault; a port in use is the machine's.
                     StartupError::Bind { ref source, .. }
                         if source.kind() == std::io::ErrorKind::InvalidInput =>

@@ -97,7 +97,7 @@ fn simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(EXIT_INVALID));
     };
-    let table = match rulebook::load_dir(&account.replies_dir) {
+    let table = match rulebook::load_dir(&account.replies_dir, &settings.rule_context()) {
         Ok(t) => t,
         Err(e) => {
             errln!("rules {}: refused\n{e}", account.replies_dir.display());

@@ -13,10 +13,14 @@ use super::error::{FileErrors, Pos, RuleError, RuleErrors};
 use super::format::{parse_file, MatchKind, RawFile};
 use super::matcher::{EventIndex, TextIndexBuilder};
 use super::rule::{compile_rule, keyword, Rule, Trigger};
-use super::{RuleSource, RuleTable, Summary};
+use super::{RuleContext, RuleSource, RuleTable, Summary};
 
-/// Compiles `sources` (in name order, whatever order they come in) into a table.
-pub(crate) fn compile(sources: &[RuleSource]) -> Result<RuleTable, RuleErrors> {
+/// Compiles `sources` (in name order, whatever order they come in) into a table; names
+/// defined outside the rule files (coupon batches) are checked against `context`.
+pub(crate) fn compile(
+    sources: &[RuleSource],
+    context: &RuleContext,
+) -> Result<RuleTable, RuleErrors> {
     let mut sources: Vec<&RuleSource> = sources.iter().collect();
     sources.sort_by(|a, b| a.name.cmp(&b.name));
     let mut all_errors = Vec::new();
@@ -54,7 +58,9 @@ pub(crate) fn compile(sources: &[RuleSource]) -> Result<RuleTable, RuleErrors> {
                     names.insert(name, errors.location(at));
                 }
             }
-            if let Some(rule) = compile_rule(raw, file_id, &mut errors, &intents, &known_intents) {
+            if let Some(rule) =
+                compile_rule(raw, file_id, &mut errors, &intents, &known_intents, context)
+            {
                 indexes.add(rules.len(), &rule);
                 rules.push(rule);
             }
@@ -228,7 +234,16 @@ fn file_errors<'a>(source: &'a RuleSource, errors: &'a mut Vec<RuleError>) -> Fi
 mod tests {
     use super::*;
 
+    /// The batches the cases' config defines.
+    fn context() -> RuleContext {
+        RuleContext::with_coupon_batches(["new-guest", "vip-gift"])
+    }
+
     fn compile_files(files: &[(&str, &str)]) -> Result<RuleTable, RuleErrors> {
+        compile_in(files, &context())
+    }
+
+    fn compile_in(files: &[(&str, &str)], context: &RuleContext) -> Result<RuleTable, RuleErrors> {
         let sources: Vec<RuleSource> = files
             .iter()
             .map(|(name, text)| RuleSource {
@@ -236,7 +251,7 @@ mod tests {
                 text: text.to_string(),
             })
             .collect();
-        compile(&sources)
+        compile(&sources, context)
     }
 
     /// A case: its name, the files, and every error expected as (`file:line:column`, a
@@ -419,6 +434,16 @@ mod tests {
                 vec![("replies/a.toml:4:13", "empty tag name")],
             ),
             (
+                "coupon batch the config does not define, at its value",
+                vec![(A, "[[rule]]\nname = \"claim\"\nkeywords = \"领券\"\nissue_coupon = \"new-gest\"\n")],
+                vec![("replies/a.toml:4:16", "unknown coupon batch `new-gest` (defined batches: new-guest, vip-gift)")],
+            ),
+            (
+                "empty coupon batch",
+                vec![(A, "[[rule]]\nname = \"claim\"\nkeywords = \"领券\"\nissue_coupon = \" \"\n")],
+                vec![("replies/a.toml:4:16", "issue_coupon names no batch")],
+            ),
+            (
                 "six follow-ups, at the sixth",
                 vec![(A, &six_followups)],
                 vec![("replies/a.toml:10:3", "6 follow-ups; at most 5 (WeChat allows 5 customer-service messages")],
@@ -494,6 +519,22 @@ mod tests {
             "{errors}"
         );
         assert_eq!(errors.to_string().lines().count(), 8);
+    }
+
+    /// `issue_coupon` is checked against the context it is compiled in, and only there:
+    /// the same file compiles where the batch is defined and is refused where none is.
+    #[test]
+    fn coupon_batches_come_from_the_context() {
+        let file = [(
+            "replies/a.toml",
+            "[[rule]]\nname = \"claim\"\nkeywords = \"领券\"\nissue_coupon = \"vip-gift\"\n",
+        )];
+        assert!(compile_files(&file).is_ok());
+        let errors = compile_in(&file, &RuleContext::default()).expect_err("no batches defined");
+        assert_eq!(
+            errors.to_string(),
+            "replies/a.toml:4:16: unknown coupon batch `vip-gift` (no coupon batches are defined)"
+        );
     }
 
     #[test]

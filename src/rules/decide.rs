@@ -173,7 +173,7 @@ mod tests {
     use super::*;
     use crate::follower::SceneVisit;
     use crate::protocol::{Event, ExternalContactChange};
-    use crate::rules::RuleSource;
+    use crate::rules::{RuleContext, RuleSource};
 
     fn table(files: &[(&str, &str)]) -> RuleTable {
         let sources: Vec<RuleSource> = files
@@ -183,7 +183,8 @@ mod tests {
                 text: text.to_string(),
             })
             .collect();
-        RuleTable::compile(&sources).unwrap_or_else(|e| panic!("compile:\n{e}"))
+        RuleTable::compile(&sources, &RuleContext::default())
+            .unwrap_or_else(|e| panic!("compile:\n{e}"))
     }
 
     fn inbound(kind: InboundKind) -> Inbound {

@@ -36,6 +36,7 @@ mod rule;
 mod suite;
 mod warnings;
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 pub use action::Action;
@@ -55,6 +56,34 @@ pub struct RuleSource {
     pub text: String,
 }
 
+/// What rules may name that is defined outside the rule files: the coupon batches of the
+/// coupons file (`issue_coupon`). Rules never read the config, so whoever compiles them
+/// passes what it defines; startup, `siyu check`, every reload and the admin API pass the
+/// same context (`Settings::rule_context`), so they accept and refuse the same folders,
+/// with the same `file:line:column` errors.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleContext {
+    /// Sorted, so the error that lists them reads the same on every run.
+    pub coupon_batches: BTreeSet<String>,
+}
+
+impl RuleContext {
+    pub fn with_coupon_batches<S: Into<String>>(names: impl IntoIterator<Item = S>) -> Self {
+        RuleContext {
+            coupon_batches: names.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// "defined batches: a, b" or "no coupon batches are defined", for error messages.
+    pub(crate) fn known_coupon_batches(&self) -> String {
+        if self.coupon_batches.is_empty() {
+            return "no coupon batches are defined".to_string();
+        }
+        let names: Vec<&str> = self.coupon_batches.iter().map(String::as_str).collect();
+        format!("defined batches: {}", names.join(", "))
+    }
+}
+
 /// A compiled, validated rule set. Immutable once built: reloading builds a new one and
 /// swaps the `Arc` (see `rulebook.rs`), so a callback in flight keeps a consistent table.
 pub struct RuleTable {
@@ -72,19 +101,11 @@ pub struct RuleTable {
 }
 
 impl RuleTable {
-    /// Compiles rule files, in name order whatever order they are given in. Any error
-    /// refuses the whole set, and every error found is returned.
-    pub fn compile(sources: &[RuleSource]) -> Result<RuleTable, RuleErrors> {
-        compile::compile(sources)
-    }
-
-    /// `(rule, batch)` for every rule with `issue_coupon`, to check against the coupons
-    /// file (rules do not read it).
-    pub fn coupon_batches(&self) -> Vec<(&str, &str)> {
-        self.rules
-            .iter()
-            .filter_map(|r| Some((r.name.as_str(), r.issue_coupon.as_deref()?)))
-            .collect()
+    /// Compiles rule files, in name order whatever order they are given in, checking what
+    /// they name outside themselves against `context`. Any error refuses the whole set,
+    /// and every error found is returned.
+    pub fn compile(sources: &[RuleSource], context: &RuleContext) -> Result<RuleTable, RuleErrors> {
+        compile::compile(sources, context)
     }
 
     pub fn summary(&self) -> Summary {
@@ -208,8 +229,8 @@ mod tests {
 
     #[test]
     fn shipped_rules_compile_and_decide() {
-        let table =
-            RuleTable::compile(&shipped()).unwrap_or_else(|e| panic!("shipped rules:\n{e}"));
+        let table = RuleTable::compile(&shipped(), &RuleContext::default())
+            .unwrap_or_else(|e| panic!("shipped rules:\n{e}"));
         let summary = table.summary();
         assert_eq!(
             (summary.files, summary.intents, summary.default_rules),
@@ -275,7 +296,8 @@ mod tests {
     /// The shipped rules are the operators' model: they must not draw a warning.
     #[test]
     fn shipped_rules_have_no_warnings() {
-        let table = RuleTable::compile(&shipped()).expect("shipped rules compile");
+        let table =
+            RuleTable::compile(&shipped(), &RuleContext::default()).expect("shipped rules compile");
         let warnings: Vec<String> = table.warnings().iter().map(ToString::to_string).collect();
         assert!(warnings.is_empty(), "{warnings:#?}");
     }
@@ -291,7 +313,8 @@ mod tests {
             "examples/rule_tests.toml is a copy of tests/fixtures/rule_tests.toml"
         );
         let suite = Suite::parse("rule_tests.toml", fixture).unwrap_or_else(|e| panic!("{e}"));
-        let table = RuleTable::compile(&shipped()).expect("shipped rules compile");
+        let table =
+            RuleTable::compile(&shipped(), &RuleContext::default()).expect("shipped rules compile");
         let report = table.run_suite(&suite);
         let failures: Vec<String> = report.failures.iter().map(ToString::to_string).collect();
         assert!(failures.is_empty(), "{failures:#?}");
@@ -325,7 +348,8 @@ mod tests {
 
     #[test]
     fn empty_table() {
-        let table = RuleTable::compile(&[]).expect("no files is a valid, empty table");
+        let table = RuleTable::compile(&[], &RuleContext::default())
+            .expect("no files is a valid, empty table");
         assert!(table.is_empty());
         assert_eq!(table.len(), 0);
         let d = table.decide(&text("hi"), &mut Follower::new("o"), 0);

@@ -19,6 +19,7 @@ use super::matcher::regex_builder;
 use super::normalise::normalise;
 use super::render::Template;
 use super::reply::ReplyTemplate;
+use super::RuleContext;
 
 /// A compiled rule: what runs once its trigger matched.
 #[derive(Debug)]
@@ -91,18 +92,21 @@ pub(crate) struct Written<T> {
 
 /// Checks and compiles `raw`, written in file number `file`; `None` if it has any error
 /// (each recorded in `errors`). `intents` maps intent names to their ids;
-/// `known_intents` lists them for messages.
+/// `known_intents` lists them for messages; `context` is what the config defines that a
+/// rule may name (coupon batches).
 pub(crate) fn compile_rule(
     raw: &RawRule,
     file: usize,
     errors: &mut FileErrors<'_>,
     intents: &HashMap<&str, usize>,
     known_intents: &str,
+    context: &RuleContext,
 ) -> Option<Rule> {
     RuleCx {
         errors,
         intents,
         known_intents,
+        context,
     }
     .rule(raw, file)
     .ok()
@@ -142,6 +146,7 @@ struct RuleCx<'e, 'a> {
     errors: &'e mut FileErrors<'a>,
     intents: &'e HashMap<&'e str, usize>,
     known_intents: &'e str,
+    context: &'e RuleContext,
 }
 
 impl RuleCx<'_, '_> {
@@ -180,6 +185,12 @@ impl RuleCx<'_, '_> {
             if name.is_empty() {
                 self.errors
                     .push(b.span().start, "issue_coupon names no batch");
+            } else if !self.context.coupon_batches.contains(name) {
+                let message = format!(
+                    "unknown coupon batch `{name}` ({})",
+                    self.context.known_coupon_batches()
+                );
+                self.errors.push(b.span().start, message);
             }
         }
         let coupon_refused = raw

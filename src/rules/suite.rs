@@ -510,7 +510,7 @@ fn event_case(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::RuleSource;
+    use crate::rules::{RuleContext, RuleSource};
 
     const RULES: &str = r#"
 [intents]
@@ -572,10 +572,13 @@ followups = [
 "#;
 
     fn table() -> RuleTable {
-        RuleTable::compile(&[RuleSource {
-            name: "r.toml".into(),
-            text: RULES.into(),
-        }])
+        RuleTable::compile(
+            &[RuleSource {
+                name: "r.toml".into(),
+                text: RULES.into(),
+            }],
+            &RuleContext::default(),
+        )
         .unwrap_or_else(|e| panic!("{e}"))
     }
 

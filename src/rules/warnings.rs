@@ -651,7 +651,7 @@ fn group_openings(pattern: &str) -> Option<Vec<Range<usize>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::RuleSource;
+    use crate::rules::{RuleContext, RuleSource};
 
     fn warnings(files: &[(&str, &str)]) -> Vec<RuleWarning> {
         let sources: Vec<RuleSource> = files
@@ -661,7 +661,7 @@ mod tests {
                 text: text.to_string(),
             })
             .collect();
-        RuleTable::compile(&sources)
+        RuleTable::compile(&sources, &RuleContext::default())
             .unwrap_or_else(|e| panic!("compile:\n{e}"))
             .warnings()
     }

@@ -180,6 +180,9 @@ impl From<LoadError> for AdminError {
             LoadError::Rules(errors) => {
                 AdminError::Refused(errors.0.iter().map(|e| e.to_string()).collect())
             }
+            LoadError::StillRefused(shown) => {
+                AdminError::Refused(shown.lines().map(str::to_string).collect())
+            }
             LoadError::BadName(_) => AdminError::BadRequest(e.to_string()),
             LoadError::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 AdminError::NotFound(e.to_string())

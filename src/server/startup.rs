@@ -18,14 +18,10 @@ use crate::store::{SledStore, Store, StoreError};
 pub enum StartupError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Any mistake in a rule folder, an `issue_coupon` naming a batch the config does not
+    /// define included: the compile that reloads and `siyu check` run.
     #[error("rules in {dir} refused:\n{source}")]
     Rules { dir: PathBuf, source: LoadError },
-    #[error("rules in {dir}: rule `{rule}` issues from coupon batch `{batch}`, which the coupons file does not define")]
-    UnknownCoupon {
-        dir: PathBuf,
-        rule: String,
-        batch: String,
-    },
     #[error("account `{account}`: cannot build the API client: {source}")]
     Api {
         account: String,
@@ -41,6 +37,7 @@ pub enum StartupError {
 /// The app's shared state over a given store: every account with its compiled rules.
 pub fn build_state(settings: Settings, store: Arc<dyn Store>) -> Result<AppState, StartupError> {
     let now = super::webhook::Entropy::fresh().now;
+    let context = settings.rule_context();
     let mut books: HashMap<PathBuf, Arc<RuleBook>> = HashMap::new();
     let mut accounts = HashMap::new();
     for account in &settings.accounts {
@@ -48,13 +45,11 @@ pub fn build_state(settings: Settings, store: Arc<dyn Store>) -> Result<AppState
         let book = match books.get(&dir) {
             Some(b) => b.clone(),
             None => {
-                let b =
-                    Arc::new(
-                        RuleBook::load(&dir, now).map_err(|source| StartupError::Rules {
-                            dir: dir.clone(),
-                            source,
-                        })?,
-                    );
+                let loaded = RuleBook::load(&dir, context.clone(), now);
+                let b = Arc::new(loaded.map_err(|source| StartupError::Rules {
+                    dir: dir.clone(),
+                    source,
+                })?);
                 books.insert(dir, b.clone());
                 b
             }
@@ -68,16 +63,6 @@ pub fn build_state(settings: Settings, store: Arc<dyn Store>) -> Result<AppState
         );
     }
     for book in books.values() {
-        let loaded = book.current();
-        for (rule, batch) in loaded.table.coupon_batches() {
-            if settings.coupon_batch(batch).is_none() {
-                return Err(StartupError::UnknownCoupon {
-                    dir: book.dir().to_path_buf(),
-                    rule: rule.to_string(),
-                    batch: batch.to_string(),
-                });
-            }
-        }
         tracing::info!(dir = %book.dir().display(), version = %book.current().version, "rules loaded");
     }
     let clients = api_clients(&settings, &store)?;
