@@ -92,6 +92,9 @@ pub fn run(args: &CheckArgs) -> ExitCode {
                 for warning in table.warnings() {
                     println!("{warning}");
                 }
+                for warning in rulebook::undeliverable(&table, &settings, &accounts) {
+                    println!("{warning}");
+                }
                 for (rule, batch) in table.coupon_batches() {
                     if settings.coupon_batch(batch).is_none() {
                         failed = true;
