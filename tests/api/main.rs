@@ -9,6 +9,7 @@ mod cli;
 mod coupons;
 mod crash;
 mod dedupe;
+mod examples;
 mod helpers;
 mod official;
 mod outbound;
