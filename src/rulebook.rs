@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use sha1::{Digest, Sha1};
 
-use crate::rules::{RuleContext, RuleErrors, RuleSource, RuleTable};
+use crate::config::{AccountKind, Settings};
+use crate::rules::{Reach, RuleContext, RuleErrors, RuleSource, RuleTable, RuleWarning};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -95,6 +96,27 @@ pub fn read_sources(dir: &Path) -> Result<Vec<RuleSource>, LoadError> {
             Ok(RuleSource {
                 text: std::fs::read_to_string(&p).map_err(io)?,
                 name: p.display().to_string(),
+            })
+        })
+        .collect()
+}
+
+/// What `table` asks of the `accounts` reading it (ids from [`Settings::rule_dirs`]) that
+/// they cannot deliver: follow-ups and WeCom welcomes without `[account.api]`, follow-ups
+/// on a WeCom app (see `rules::delivery`). One warning per rule and account.
+pub fn undeliverable(
+    table: &RuleTable,
+    settings: &Settings,
+    accounts: &[String],
+) -> Vec<RuleWarning> {
+    accounts
+        .iter()
+        .filter_map(|id| settings.account(id))
+        .flat_map(|a| {
+            table.undeliverable(Reach {
+                account: &a.id,
+                wecom: a.kind == AccountKind::Wecom,
+                api: a.api.is_some(),
             })
         })
         .collect()

@@ -915,7 +915,8 @@ fn check(
         match Template::parse(t.get_ref()) {
             Err(e) => err(start, e.message),
             Ok(template) => {
-                for (field, _) in template.placeholders() {
+                for (placeholder, _) in template.placeholders() {
+                    let field = &placeholder.field;
                     let why = match field {
                         Field::Content | Field::Match(_) | Field::EventKey => Some(format!(
                             "`{field}`: a campaign has no incoming message to take it from"

@@ -307,6 +307,39 @@ fn content_is_personalised_per_follower() {
     assert_eq!(articles[0].description, None);
 }
 
+/// Nothing sets `name` by itself: the fallback is what a follower without one sees.
+#[test]
+fn a_placeholder_fallback_fills_what_the_follower_lacks() {
+    let mut c = official(true, false);
+    c.message = Some(Content::Text("{attr.name|朋友}，好久不见".into()));
+    let rendered = Rendered::new(&c).unwrap();
+    let text = |f: &Follower| match rendered.message(f, None).unwrap() {
+        crate::protocol::Reply::Text { content } => content,
+        other => panic!("text expected: {other:?}"),
+    };
+    let mut named = Follower::new("o1");
+    named.attributes.insert("name".into(), "王女士".into());
+    assert_eq!(text(&Follower::new("o2")), "朋友，好久不见");
+    assert_eq!(text(&named), "王女士，好久不见");
+
+    // Placeholders a campaign cannot fill stay refused with a fallback.
+    let head = "[[campaign]]\nname = \"c\"\naccount = \"demo\"\naudience = \"subscribed\"\n[campaign.message]\n";
+    for (text, want) in [
+        (
+            "{content|-}",
+            "`{content}`: a campaign has no incoming message",
+        ),
+        (
+            "{coupon.code|无}",
+            "`{coupon.code}` needs `coupon = \"BATCH\"`",
+        ),
+        ("{counter.orders|0}", "is never empty"),
+    ] {
+        let e = error(&format!("{head}text = \"{text}\"\n"));
+        assert!(e.contains(want), "{text}: {e}");
+    }
+}
+
 #[test]
 fn template_ids_for_wechat_are_stable_and_distinct() {
     let a = client_msg_id("c", "o1");

@@ -97,6 +97,9 @@ pub fn run(args: &CheckArgs) -> ExitCode {
                 for warning in table.warnings() {
                     outln!("{warning}");
                 }
+                for warning in rulebook::undeliverable(&table, &settings, &accounts) {
+                    outln!("{warning}");
+                }
                 if let Some(suite) = &suite {
                     failed |= !run_suite(&table, suite, &dir);
                 }

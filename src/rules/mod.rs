@@ -19,11 +19,14 @@
 //! - `action.rs`: [`Action`], the changes a rule makes to a follower;
 //! - `warnings.rs`: [`RuleWarning`]s, for rules that compile but look wrong (shadowed
 //!   keywords, duplicates, unused intents, placeholders that may be empty, …);
+//! - `delivery.rs`: warnings about effects the account reading a folder cannot deliver
+//!   (follow-ups, WeCom welcomes without `[account.api]`), given its [`Reach`];
 //! - `suite.rs`: operators' regression suites ([`Suite`]) run against a table.
 
 mod action;
 mod compile;
 mod decide;
+mod delivery;
 mod error;
 mod event;
 mod followup;
@@ -41,6 +44,7 @@ use std::fmt;
 
 pub use action::Action;
 pub use decide::Decision;
+pub use delivery::Reach;
 pub use error::{RuleError, RuleErrors};
 pub use followup::{kind_name as followup_kind, FollowUp};
 pub use normalise::normalise;

@@ -4,6 +4,14 @@
 //! typo is a compile error at the string's line and rendering is a straight walk with no
 //! parsing. `{{` and `}}` stand for literal braces, as in Rust's `format!`; a lone brace is
 //! an error rather than a guess, so a half-typed placeholder never reaches a follower.
+//!
+//! A placeholder may carry a fallback, `{attr.name|朋友}`: the text shown when its value
+//! is empty (unset attribute, no scene, an event's `{content}`…), so that a message never
+//! starts with a bare "，". The fallback is plain text up to the closing brace; it may be
+//! empty (`{attr.name|}` says "empty is fine" and silences the workbench warning) but may
+//! not hold `{`, `}` or `|`: braces would make the end of the placeholder ambiguous, and
+//! `|` is kept free for a later chain of fallbacks. Placeholders that are never empty
+//! (`{openid}`, `{counter.X}`, `{messages_in}`) refuse one, since it could never show.
 
 use std::fmt;
 
@@ -29,7 +37,15 @@ pub(crate) struct Template {
 #[derive(Debug, Clone, PartialEq)]
 enum Segment {
     Text(String),
-    Field(Field),
+    Placeholder(Placeholder),
+}
+
+/// A placeholder as written: what it shows, and what instead when that is empty.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Placeholder {
+    pub field: Field,
+    /// `{attr.name|朋友}`: "朋友". `None`: an empty value renders as nothing.
+    pub fallback: Option<String>,
 }
 
 /// A placeholder.
@@ -117,15 +133,11 @@ impl Template {
                         ),
                     });
                 };
-                let placeholder = &tail[..=end];
-                let field = Field::parse(&placeholder[1..end]).ok_or_else(|| TemplateError {
-                    fragment: placeholder.into(),
-                    message: format!("unknown placeholder `{placeholder}` (known: {KNOWN})"),
-                })?;
+                let placeholder = Placeholder::parse(&tail[..=end])?;
                 if !text.is_empty() {
                     segments.push(Segment::Text(std::mem::take(&mut text)));
                 }
-                segments.push(Segment::Field(field));
+                segments.push(Segment::Placeholder(placeholder));
                 rest = &tail[end + 1..];
             }
         }
@@ -185,21 +197,27 @@ impl Template {
         for segment in &self.segments {
             match segment {
                 Segment::Text(text) => out.push_str(text),
-                Segment::Field(field) => field.render(ctx, follower, &mut out),
+                Segment::Placeholder(p) => {
+                    let before = out.len();
+                    p.field.render(ctx, follower, &mut out);
+                    if let (Some(fallback), true) = (&p.fallback, out.len() == before) {
+                        out.push_str(fallback);
+                    }
+                }
             }
         }
         out
     }
 
     /// Every placeholder with where it is written (`None` for a template from `parse`).
-    pub fn placeholders(&self) -> impl Iterator<Item = (&Field, Option<Pos>)> + '_ {
-        let fields = self.segments.iter().filter_map(|s| match s {
-            Segment::Field(field) => Some(field),
+    pub fn placeholders(&self) -> impl Iterator<Item = (&Placeholder, Option<Pos>)> + '_ {
+        let placeholders = self.segments.iter().filter_map(|s| match s {
+            Segment::Placeholder(p) => Some(p),
             Segment::Text(_) => None,
         });
-        fields
+        placeholders
             .enumerate()
-            .map(|(i, field)| (field, self.at.get(i).copied()))
+            .map(|(i, p)| (p, self.at.get(i).copied()))
     }
 
     /// The position of each placeholder of this template, read from `source`: each is
@@ -210,8 +228,8 @@ impl Template {
         let raw = errors.text.get(span.clone()).unwrap_or("");
         let mut from = 0;
         let mut at = Vec::new();
-        for (field, _) in self.placeholders() {
-            let written = field.to_string();
+        for (placeholder, _) in self.placeholders() {
+            let written = placeholder.to_string();
             let offset = match raw.get(from..).and_then(|rest| rest.find(&written)) {
                 Some(i) => {
                     from += i + written.len();
@@ -227,13 +245,66 @@ impl Template {
     /// The capture groups `{match.N}` refers to, for checking them against the rule's regexes.
     pub fn match_groups(&self) -> impl Iterator<Item = usize> + '_ {
         self.segments.iter().filter_map(|s| match s {
-            Segment::Field(Field::Match(n)) => Some(*n),
+            Segment::Placeholder(Placeholder {
+                field: Field::Match(n),
+                ..
+            }) => Some(*n),
             _ => None,
         })
     }
 }
 
-/// The placeholder as written: `{attr.city}`.
+impl Placeholder {
+    /// `written` is the whole placeholder, braces included: `{attr.name|朋友}`.
+    fn parse(written: &str) -> Result<Placeholder, TemplateError> {
+        let inner = &written[1..written.len() - 1];
+        let refuse = |message: String| TemplateError {
+            fragment: written.into(),
+            message,
+        };
+        let (name, fallback) = match inner.split_once('|') {
+            None => (inner, None),
+            Some((name, fallback)) => (name, Some(fallback)),
+        };
+        let field = Field::parse(name).ok_or_else(|| {
+            refuse(format!(
+                "unknown placeholder `{{{name}}}` (known: {KNOWN}; a fallback is written \
+                 `{{attr.name|朋友}}`)"
+            ))
+        })?;
+        if let Some(fallback) = fallback {
+            if fallback.contains(['{', '|']) {
+                return Err(refuse(format!(
+                    "the fallback of `{written}` may not contain `{{`, `}}` or `|`"
+                )));
+            }
+            if field.never_empty() {
+                return Err(refuse(format!(
+                    "`{field}` is never empty, so its fallback would never show"
+                )));
+            }
+        }
+        Ok(Placeholder {
+            field,
+            fallback: fallback.map(str::to_string),
+        })
+    }
+}
+
+/// The placeholder as written: `{attr.name|朋友}`.
+impl fmt::Display for Placeholder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.fallback {
+            None => self.field.fmt(f),
+            Some(fallback) => {
+                let field = self.field.to_string();
+                write!(f, "{}|{fallback}}}", &field[..field.len() - 1])
+            }
+        }
+    }
+}
+
+/// The placeholder without its fallback: `{attr.city}`.
 impl fmt::Display for Field {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -293,6 +364,12 @@ impl Field {
                 }
             }
         })
+    }
+
+    /// Placeholders that always render something: `0` for an unset counter, the openid
+    /// of every follower.
+    fn never_empty(&self) -> bool {
+        matches!(self, Field::OpenId | Field::Counter(_) | Field::MessagesIn)
     }
 
     fn render(&self, ctx: &Context<'_>, f: &Follower, out: &mut String) {
@@ -401,6 +478,107 @@ mod tests {
         }
     }
 
+    /// `{NAME|fallback}`: the fallback shows exactly when the value is empty, for every
+    /// kind that can be empty. `full` has every value set, `bare` none.
+    #[test]
+    fn fallbacks() {
+        let captures = ["订单 42".to_string(), "42".to_string()];
+        let coupon = CouponView {
+            code: "7KQ2M9XHPA".into(),
+            title: "新客礼".into(),
+            value: "满 30 减 10".into(),
+            expires: "2026-11-30".into(),
+            refused: String::new(),
+        };
+        let full = Context {
+            content: "订单 42",
+            scene: Some("store-7"),
+            event_key: "MENU_COUPON",
+            captures: &captures,
+            coupon: Some(&coupon),
+        };
+        let mut empty_attr = Follower::new("o1");
+        empty_attr.attributes.insert("name".into(), String::new());
+        // (name, template, rendered with `full` and `follower()`, rendered with nothing set)
+        let cases = [
+            ("attribute set", "{attr.city|别处}", "上海", "别处"),
+            (
+                "attribute unset",
+                "{attr.name|朋友}，你好",
+                "朋友，你好",
+                "朋友，你好",
+            ),
+            ("scene", "{scene|公众号}", "store-7", "公众号"),
+            (
+                "first scene",
+                "{first_scene|直接关注}",
+                "spring-poster",
+                "直接关注",
+            ),
+            ("content", "{content|（无文字）}", "订单 42", "（无文字）"),
+            ("capture group", "#{match.1|?}", "#42", "#?"),
+            ("missing capture group", "[{match.7|无}]", "[无]", "[无]"),
+            ("event key", "{event_key|-}", "MENU_COUPON", "-"),
+            ("tags", "{tags|无标签}", "coupon-seeker, vip", "无标签"),
+            (
+                "coupon code",
+                "{coupon.code|已领完}",
+                "7KQ2M9XHPA",
+                "已领完",
+            ),
+            (
+                "coupon refused",
+                "{coupon.refused|领取成功}",
+                "领取成功",
+                "领取成功",
+            ),
+            ("empty fallback", "[{attr.name|}]", "[]", "[]"),
+            ("spaces kept", "{attr.name| 朋友 }", " 朋友 ", " 朋友 "),
+            (
+                "punctuation allowed",
+                "{attr.name|亲爱的朋友，}",
+                "亲爱的朋友，",
+                "亲爱的朋友，",
+            ),
+            (
+                "next to escapes",
+                "{{{attr.name|朋友}}}",
+                "{朋友}",
+                "{朋友}",
+            ),
+        ];
+        let (f, bare) = (follower(), Follower::new("o1"));
+        for (name, source, with_values, without) in cases {
+            let t = Template::parse(source).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            assert_eq!(t.render(&full, &f), with_values, "{name}: {source:?}");
+            assert_eq!(
+                t.render(&Context::default(), &bare),
+                without,
+                "{name}: {source:?}"
+            );
+        }
+        let t = Template::parse("{attr.name|朋友}").unwrap();
+        assert_eq!(
+            t.render(&Context::default(), &empty_attr),
+            "朋友",
+            "an attribute set to \"\" is empty too"
+        );
+    }
+
+    #[test]
+    fn placeholders_print_as_written() {
+        for source in [
+            "{attr.name|朋友}",
+            "{match.2|}",
+            "{coupon.code|无}",
+            "{scene}",
+        ] {
+            let t = Template::parse(source).unwrap();
+            let (p, _) = t.placeholders().next().unwrap();
+            assert_eq!(p.to_string(), source);
+        }
+    }
+
     #[test]
     fn event_scene_wins_over_follower_scene() {
         let t = Template::parse("{scene}").unwrap();
@@ -446,6 +624,48 @@ mod tests {
                 "unknown placeholder",
             ),
             ("unclosed", "hello {openid", "{openid", "unclosed `{`"),
+            (
+                "unknown placeholder with a fallback",
+                "{nmae|朋友}",
+                "{nmae|朋友}",
+                "unknown placeholder `{nmae}`",
+            ),
+            (
+                "brace in a fallback",
+                "{attr.name|{{x}",
+                "{attr.name|{{x}",
+                "may not contain",
+            ),
+            (
+                "bar in a fallback",
+                "{attr.name|a|b}",
+                "{attr.name|a|b}",
+                "may not contain",
+            ),
+            (
+                "closing brace ends the fallback",
+                "{attr.name|a}b}",
+                "}",
+                "unmatched `}`",
+            ),
+            (
+                "fallback of a counter",
+                "{counter.visits|0}",
+                "{counter.visits|0}",
+                "`{counter.visits}` is never empty",
+            ),
+            (
+                "fallback of the openid",
+                "{openid|x}",
+                "{openid|x}",
+                "never empty",
+            ),
+            (
+                "fallback of messages_in",
+                "{messages_in|x}",
+                "{messages_in|x}",
+                "never empty",
+            ),
             ("lone closing brace", "a } b", "}", "unmatched `}`"),
         ];
         for (name, source, fragment, message) in cases {

@@ -36,7 +36,8 @@
 //!   regexes is optional or missing, or when the rule can also fire by a keyword or
 //!   intent (which capture nothing); `{scene}`/`{first_scene}` outside a `subscribe`,
 //!   `scan` or `add_external_contact` rule with a `scene` filter; `{content}` in an event
-//!   rule.
+//!   rule. A placeholder with a fallback (`{attr.name|朋友}`) is never reported: its
+//!   author said what an empty value shows.
 //! - **Regexes that match the empty string** (`a*`, `^$`, `(x)?`): they match more
 //!   messages than they seem to, often all of them.
 //! - **Follow-ups WeChat would refuse**: customer-service messages go out only inside a
@@ -393,7 +394,12 @@ impl Found<'_> {
             .collect();
         for rule in &table.rules {
             for template in rule.templates() {
-                for (field, at) in template.placeholders() {
+                for (placeholder, at) in template.placeholders() {
+                    // A fallback is the author saying what an empty value shows.
+                    if placeholder.fallback.is_some() {
+                        continue;
+                    }
+                    let field = &placeholder.field;
                     let at = at.unwrap_or(rule.at);
                     let why = match field {
                         Field::Attr(name) if !set.contains(name.as_str()) => {
@@ -416,7 +422,12 @@ impl Found<'_> {
                         }
                         _ => continue,
                     };
-                    let message = format!("`{field}` in rule `{}` may be empty: {why}", rule.name);
+                    let message = format!(
+                        "`{field}` in rule `{}` may be empty: {why}; give it a fallback to show instead: \
+                         `{}|…}}`",
+                        rule.name,
+                        field.to_string().trim_end_matches('}')
+                    );
                     self.push(rule.file, at, message);
                 }
             }
@@ -851,6 +862,11 @@ mod tests {
                     ("r/a.toml:4:50", "`{attr.c}`"),
                     ("r/a.toml:11:3", "`{attr.d}`"),
                 ],
+            ),
+            (
+                "placeholders with a fallback are not reported; the others still point at their column",
+                vec![(A, "[[rule]]\nname = \"a\"\nevent = \"subscribe\"\nreply = \"{attr.name|朋友} {scene|公众号} {content|-} {attr.cty}\"\n")],
+                vec![("r/a.toml:4:49", "`{attr.cty}` in rule `a` may be empty: no rule sets attribute `cty` (with `set`); give it a fallback to show instead: `{attr.cty|…}`")],
             ),
             // Regexes.
             (

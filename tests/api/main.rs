@@ -10,6 +10,7 @@ mod coupons;
 mod crash;
 mod dedupe;
 mod durability;
+mod examples;
 mod helpers;
 mod official;
 mod outbound;

@@ -26,9 +26,14 @@ fn check_runs_the_example_suite_on_the_shipped_rules() {
     let (code, out, err) = siyu(&["check", "--config", &shipped_config(), "--tests", &suite]);
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     assert!(out.contains("0 failed"), "{out}");
+    // The one warning: the demo account has no [account.api], so the `price` rule's
+    // follow-up is never sent (examples/wecom.toml has the API and draws none).
+    let warnings: Vec<&str> = out.lines().filter(|l| l.contains("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "{out}");
     assert!(
-        !out.contains("warning:"),
-        "the shipped rules draw no warning:\n{out}"
+        warnings[0]
+            .contains("rule `price` has follow-ups, but account `demo` has no [account.api]"),
+        "{out}"
     );
     assert!(err.is_empty(), "{err}");
 
@@ -179,4 +184,25 @@ fn check_tests_one_account_and_refuses_an_unknown_one() {
     ]);
     assert_eq!(code, 1);
     assert!(err.contains("no account `nope`"), "{err}");
+}
+
+/// The fixtures' folder is read by three official accounts and the WeCom app `corp`, none
+/// with [account.api]: `corp` can never send the `wecom-welcome` rule's welcome.
+#[test]
+fn check_warns_about_effects_an_account_cannot_deliver() {
+    let dir = tempfile::tempdir().unwrap();
+    let replies = fixtures().join("replies");
+    let config = config_in(dir.path(), &replies);
+    let (code, out, err) = siyu(&["check", "--config", &config]);
+    assert_eq!(code, 0, "warnings do not fail a check: {out}\n{err}");
+    let main = replies.join("main.toml").display().to_string();
+    let want = format!(
+        "{main}:68:8: warning: rule `wecom-welcome` welcomes new contacts, but account `corp` \
+         has no [account.api]: WeCom takes a welcome only through send_welcome_msg, so it will \
+         never be sent / 账号 corp 没有配置 [account.api]，欢迎语不会发送"
+    );
+    assert!(
+        out.lines().any(|l| l == want),
+        "missing {want:?} in:\n{out}"
+    );
 }
