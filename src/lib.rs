@@ -21,6 +21,7 @@
 //! - [`outbox`]: the durable queue of calls to WeChat and its background worker.
 //! - [`coupon`], [`segment`], [`campaign`]: coupon batches, audiences, pushes to them.
 //! - [`fake_wechat`]: a fake WeChat/WeCom API server for tests and local development.
+//! - [`log_lines`]: the server's log lines, written off the request path in batches.
 //! - [`trial`]: synthetic messages for trying rules (simulate).
 //! - [`cli`]: one module per subcommand, thin over the library.
 
@@ -35,6 +36,7 @@ pub mod fake_wechat;
 pub mod follower;
 pub mod local_time;
 pub mod located;
+pub mod log_lines;
 pub mod outbox;
 pub mod protocol;
 pub mod rulebook;

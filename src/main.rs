@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::EnvFilter;
 
 // The callback path allocates many small strings (XML fields, the follower record);
@@ -16,20 +17,22 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(code) => return code,
     };
-    // One line per event on stderr, written by a thread of its own: a callback hands its
-    // line over and answers, instead of waiting for a write(2) to a terminal or a pipe
-    // (that wait cost a third of the webhook's throughput under load). Not lossy: when the
-    // 128k-line queue is full a writer waits rather than dropping the line, and the guard
-    // drains the queue when `main` returns, so a clean shutdown loses no line.
-    let (writer, _drain) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("siyu-log")
-        // Buffered on that thread: the writer flushes whenever its queue runs dry, so under
-        // load a burst of lines is one write(2), and when idle a line goes out at once.
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
+    // The server's lines (one per callback) leave through a batching writer thread, off the
+    // request path (`siyu::log_lines`); the drain writes what is left when `main` returns.
+    // Every other command writes straight to stderr, so its log lines and its own messages
+    // keep their order.
+    let mut _drain = None;
+    let batched = match cli.command {
+        siyu::cli::Command::Serve(_) => siyu::log_lines::start(std::io::stderr()).ok(),
+        _ => None,
+    };
+    let writer = match batched {
+        Some((lines, drain)) => {
+            _drain = Some(drain);
+            BoxMakeWriter::new(lines)
+        }
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
