@@ -461,8 +461,7 @@ async fn the_fake_delivers_a_repeated_template_send_once() {
     let fake = FakeWechat::start("127.0.0.1:0").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let settings = with_api(dir.path(), fake.base_url(), 0);
-    let store: std::sync::Arc<dyn Store> =
-        std::sync::Arc::new(SledStore::open(&settings.storage_path).unwrap());
+    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(open_store(&settings.storage_path));
     let api = settings.account("plain").unwrap().api.clone().unwrap();
     let client = siyu::api::ApiClient::new(api, store).unwrap();
     let mut m = siyu::api::TemplateMessage::new("o1", "T").field("first", "hi");

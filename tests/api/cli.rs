@@ -147,7 +147,7 @@ async fn serve_shuts_down_gracefully_on_sigterm() {
         out.contains("ops-li") && out.contains("rules.write") && out.contains("extra.toml"),
         "{out}"
     );
-    let store = siyu::store::SledStore::open(&dir.path().join("data/siyu.sled")).unwrap();
+    let store = open_store(&dir.path().join("data/siyu.sled"));
     use siyu::store::Store;
     let f = store
         .follower("plain", "o_term")
@@ -220,7 +220,7 @@ async fn qrcode_creates_channel_codes_with_one_shared_token() {
 #[test]
 fn outbox_lists_the_queue_and_requeues_dead_letters() {
     use siyu::outbox::{Effect, NewItem};
-    use siyu::store::{SledStore, Store};
+    use siyu::store::Store;
 
     let dir = tempfile::tempdir().unwrap();
     let config = config_in(dir.path(), &fixtures().join("replies"));
@@ -230,7 +230,7 @@ fn outbox_lists_the_queue_and_requeues_dead_letters() {
 
     let now = siyu::outbox::now_ms();
     let ids = {
-        let store = SledStore::open(&dir.path().join("data/siyu.sled")).unwrap();
+        let store = open_store(&dir.path().join("data/siyu.sled"));
         let item = |openid: &str| NewItem {
             effect: Effect::Tag {
                 openid: openid.into(),
@@ -287,12 +287,12 @@ fn outbox_lists_the_queue_and_requeues_dead_letters() {
 #[test]
 fn followers_where_counts_lists_and_exports_a_segment() {
     use siyu::follower::Follower;
-    use siyu::store::{Answer, CallbackKey, Commit, SledStore, Store};
+    use siyu::store::{Answer, CallbackKey, Commit, Store};
 
     let dir = tempfile::tempdir().unwrap();
     let config = config_in(dir.path(), &fixtures().join("replies"));
     {
-        let store = SledStore::open(&dir.path().join("data/siyu.sled")).unwrap();
+        let store = open_store(&dir.path().join("data/siyu.sled"));
         for (openid, tags, orders) in [
             ("o_a", vec!["vip"], 5),
             ("o_b", vec!["vip", "blocked"], 9),
@@ -357,8 +357,8 @@ fn followers_where_counts_lists_and_exports_a_segment() {
 /// last message at).
 fn store_followers(dir: &Path, followers: &[(String, Vec<&str>, Option<i64>)]) {
     use siyu::follower::Follower;
-    use siyu::store::{Answer, CallbackKey, Commit, SledStore, Store};
-    let store = SledStore::open(&dir.join("data/siyu.sled")).unwrap();
+    use siyu::store::{Answer, CallbackKey, Commit, Store};
+    let store = open_store(&dir.join("data/siyu.sled"));
     for (openid, tags, last) in followers {
         let key = CallbackKey {
             account: "safe",
@@ -571,7 +571,7 @@ fn exit_codes_mean_the_same_in_every_subcommand() {
         );
     }
     // The store held by another process (as by a running `siyu serve`): a runtime failure.
-    let held = siyu::store::SledStore::open(&dir.path().join("data/siyu.sled")).unwrap();
+    let held = open_store(&dir.path().join("data/siyu.sled"));
     for args in [
         vec!["audit", "--config", c],
         vec!["followers", "--config", c, "--account", "safe"],
@@ -588,7 +588,7 @@ fn exit_codes_mean_the_same_in_every_subcommand() {
 #[test]
 fn listings_show_local_times_and_the_csv_is_for_excel() {
     use siyu::audit::AuditEntry;
-    use siyu::store::{SledStore, Store};
+    use siyu::store::Store;
     let dir = tempfile::tempdir().unwrap();
     let config = config_in(dir.path(), &fixtures().join("replies"));
     // Five hours west of UTC, so neither China time nor UTC passes by chance.
@@ -604,7 +604,7 @@ fn listings_show_local_times_and_the_csv_is_for_excel() {
         ],
     );
     {
-        let store = SledStore::open(&dir.path().join("data/siyu.sled")).unwrap();
+        let store = open_store(&dir.path().join("data/siyu.sled"));
         store
             .append_audit(&AuditEntry {
                 at,

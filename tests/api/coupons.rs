@@ -90,7 +90,6 @@ async fn a_shop_redeems_a_code_once_over_http() {
 
 #[test]
 fn coupon_cli_lists_redeems_and_counts() {
-    use siyu::store::SledStore;
     let dir = tempfile::tempdir().unwrap();
     let config = config_in(dir.path(), &fixtures().join("replies"));
     write_coupons(dir.path());
@@ -115,7 +114,7 @@ fn coupon_cli_lists_redeems_and_counts() {
     let mut s = siyu::config::Settings::load(std::path::Path::new(&config)).unwrap();
     s.load_coupons().unwrap();
     let (fresh, old) = {
-        let store = SledStore::open(&s.storage_path).unwrap();
+        let store = open_store(&s.storage_path);
         let fresh = store
             .claim_coupon(
                 s.coupon_batch("new-guest").unwrap(),

@@ -416,3 +416,19 @@ pub fn config_in(dir: &Path, replies: &Path) -> String {
     std::fs::write(&path, text).unwrap();
     path.display().to_string()
 }
+
+/// Opens a sled store the test (or a process it ran) closed a moment ago: sled releases its
+/// file lock only once its background threads let go, so a reopen in the same process can
+/// briefly see `Locked`.
+pub fn open_store(path: &Path) -> siyu::store::SledStore {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match siyu::store::SledStore::open(path) {
+            Ok(store) => return store,
+            Err(siyu::store::StoreError::Locked { .. }) if std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Err(e) => panic!("store {}: {e}", path.display()),
+        }
+    }
+}

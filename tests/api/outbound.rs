@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use siyu::api::{ApiClient, ApiError, ApiSettings, CustomMessage, TemplateMessage};
 use siyu::config::{AccountKind, Secret};
 use siyu::fake_wechat::{FakeWechat, FakeWechatHandle, Fault};
-use siyu::store::{MemoryStore, SledStore, Store};
+use siyu::store::{MemoryStore, Store};
 
 const APP_ID: &str = "wx0123456789abcdef";
 const APP_SECRET: &str = "app-secret-never-shown";
@@ -64,14 +64,14 @@ async fn a_token_survives_a_restart_through_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     {
-        let store = Arc::new(SledStore::open(&path).unwrap());
+        let store = Arc::new(crate::helpers::open_store(&path));
         let client = official(&fake, store.clone());
         client.list_tags().await.unwrap();
         drop(client);
         store.flush().unwrap();
     }
     // A new process: the store reopened, a new client.
-    let store = Arc::new(SledStore::open(&path).unwrap());
+    let store = Arc::new(crate::helpers::open_store(&path));
     let client = official(&fake, store);
     client.list_tags().await.unwrap();
     assert_eq!(fake.calls_to(TOKEN), 1, "the stored token is reused");

@@ -1,6 +1,6 @@
 //! State and dedupe keys survive a restart on the same sled folder.
 
-use siyu::store::{SledStore, Store};
+use siyu::store::Store;
 
 use crate::helpers::*;
 
@@ -33,7 +33,7 @@ async fn state_and_dedupe_keys_survive_a_restart() {
     let path = app.store_path.clone();
     app.stop().await;
 
-    let store = SledStore::open(&path).unwrap();
+    let store = open_store(&path);
     let f = store.follower("safe", "o_keep").unwrap().unwrap();
     assert_eq!(f.first_scene.as_deref(), Some("spring-poster"));
     assert!(f.tags.contains("channel-spring") && f.tags.contains("coupon-seeker"));
