@@ -274,7 +274,19 @@ pub async fn spawn_app(dir: &TempDir) -> TestApp {
 
 pub async fn spawn_with(settings: Settings) -> TestApp {
     let store_path = settings.storage_path.clone();
-    let app = Application::build(settings).expect("app builds");
+    // A store the test closed a moment ago may still be locked by sled's background
+    // threads (see `open_store`): wait that out rather than fail.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let app = loop {
+        match Application::build(settings.clone()) {
+            Err(siyu::server::StartupError::Store(siyu::store::StoreError::Locked { .. }))
+                if std::time::Instant::now() < until =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await
+            }
+            other => break other.expect("app builds"),
+        }
+    };
     let port = app.port();
     let handle = app.handle();
     let store = app.store();
