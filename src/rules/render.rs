@@ -425,16 +425,21 @@ mod tests {
         f
     }
 
-    #[test]
-    fn renders() {
-        let captures = ["订单 42".to_string(), "42".to_string()];
-        let coupon = CouponView {
+    /// The coupon both tables show.
+    fn coupon() -> CouponView {
+        CouponView {
             code: "7KQ2M9XHPA".into(),
             title: "新客礼".into(),
             value: "满 30 减 10".into(),
             expires: "2026-11-30".into(),
             refused: String::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn renders() {
+        let captures = ["订单 42".to_string(), "42".to_string()];
+        let coupon = coupon();
         let ctx = Context {
             content: "订单 42",
             scene: None,
@@ -483,13 +488,7 @@ mod tests {
     #[test]
     fn fallbacks() {
         let captures = ["订单 42".to_string(), "42".to_string()];
-        let coupon = CouponView {
-            code: "7KQ2M9XHPA".into(),
-            title: "新客礼".into(),
-            value: "满 30 减 10".into(),
-            expires: "2026-11-30".into(),
-            refused: String::new(),
-        };
+        let coupon = coupon();
         let full = Context {
             content: "订单 42",
             scene: Some("store-7"),
