@@ -214,7 +214,54 @@ struct RawServer {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStorage {
-    path: PathBuf,
+    #[serde(default)]
+    backend: BackendKind,
+    /// The sled folder (backend "sled").
+    path: Option<PathBuf>,
+    /// The environment variable holding the PostgreSQL URL (backend "postgres").
+    url_env: Option<String>,
+    /// The PostgreSQL URL written in the file (warned like other secrets).
+    url: Option<String>,
+    #[serde(default = "default_pool_size")]
+    pool_size: usize,
+    #[serde(default = "default_connect_timeout")]
+    connect_timeout_secs: u64,
+    /// false behind a pooler in transaction mode (PgBouncer), which cannot keep named
+    /// prepared statements.
+    #[serde(default = "yes")]
+    prepared_statements: bool,
+}
+
+fn default_pool_size() -> usize {
+    16
+}
+
+fn default_connect_timeout() -> u64 {
+    5
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Where siyu keeps its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Embedded, one process per store (the default).
+    #[default]
+    Sled,
+    /// Shared by several instances.
+    Postgres,
+}
+
+/// `[storage]` for `backend = "postgres"`.
+#[derive(Debug, Clone)]
+pub struct PostgresSettings {
+    pub url: Secret,
+    pub pool_size: usize,
+    pub connect_timeout_secs: u64,
+    pub prepared_statements: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -296,7 +343,10 @@ pub struct Settings {
     pub max_clock_skew_secs: u64,
     pub max_body_bytes: usize,
     pub dedupe_ttl_secs: u64,
+    /// The sled folder (used when `postgres` is `None`, and by `siyu store copy`).
     pub storage_path: PathBuf,
+    /// `Some` with `[storage] backend = "postgres"`.
+    pub postgres: Option<PostgresSettings>,
     pub replies_dir: PathBuf,
     pub accounts: Vec<Account>,
     pub admin_tokens: Vec<AdminToken>,
@@ -407,6 +457,7 @@ impl Settings {
             )?);
         }
         let mut warnings = file_secrets;
+        let postgres = postgres_settings(&raw.storage, &env, &mut warnings).map_err(invalid)?;
         let mut admin_tokens = Vec::new();
         for t in raw.admin.token {
             let secret = match (&t.secret_env, t.secret) {
@@ -458,7 +509,13 @@ impl Settings {
             max_body_bytes: raw.server.max_body_bytes,
             dedupe_ttl_secs: raw.server.dedupe_ttl_secs,
             utc_offset: raw.display.utc_offset.unwrap_or_default(),
-            storage_path: base.join(raw.storage.path),
+            storage_path: base.join(
+                raw.storage
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("data/siyu.sled")),
+            ),
+            postgres,
             replies_dir,
             accounts,
             outbox: outbox_settings(raw.outbox).map_err(invalid)?,
@@ -557,6 +614,49 @@ impl Settings {
         }
         dirs
     }
+}
+
+/// `[storage]`'s PostgreSQL part, checked: a URL from exactly one place, a pool of at
+/// least one connection.
+fn postgres_settings(
+    raw: &RawStorage,
+    env: &impl Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<PostgresSettings>, String> {
+    if raw.backend == BackendKind::Sled {
+        if raw.url.is_some() || raw.url_env.is_some() {
+            return Err(
+                "[storage] url / url_env are for backend = \"postgres\"; this store is sled".into(),
+            );
+        }
+        return Ok(None);
+    }
+    let url = match (&raw.url_env, &raw.url) {
+        (Some(var), None) => env(var).ok_or_else(|| {
+            format!("[storage] url_env: the environment variable {var} is not set (it holds the PostgreSQL URL, e.g. postgres://siyu@127.0.0.1/siyu)")
+        })?,
+        (None, Some(url)) => {
+            warnings.push(
+                "[storage] url is written in the config file (it may hold a password); prefer url_env"
+                    .into(),
+            );
+            url.clone()
+        }
+        _ => {
+            return Err(
+                "[storage] backend = \"postgres\" needs exactly one of url_env and url".into(),
+            )
+        }
+    };
+    if raw.pool_size == 0 {
+        return Err("[storage] pool_size must be at least 1".into());
+    }
+    Ok(Some(PostgresSettings {
+        url: Secret::new(url),
+        pool_size: raw.pool_size,
+        connect_timeout_secs: raw.connect_timeout_secs.max(1),
+        prepared_statements: raw.prepared_statements,
+    }))
 }
 
 fn validate_account(

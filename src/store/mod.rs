@@ -14,10 +14,12 @@ mod format;
 mod group_flush;
 mod legacy;
 mod memory;
+pub mod postgres;
 mod sled_store;
 
 pub use group_flush::GroupFlush;
 pub use memory::MemoryStore;
+pub use postgres::PgStore;
 pub use sled_store::SledStore;
 
 use serde::{Deserialize, Serialize};
@@ -312,6 +314,52 @@ pub trait Store: Send + Sync {
     fn size_on_disk(&self) -> Option<u64> {
         None
     }
+
+    // --- Several instances over one store ---
+
+    /// Takes or renews the lease `name` (driving a campaign, refreshing an account's
+    /// token) for `owner` until `now_ms + ttl_ms`; false while another owner holds it.
+    /// A store one process owns (sled, memory) has no other owner: always granted.
+    fn lease(
+        &self,
+        _name: &str,
+        _owner: &str,
+        _now_ms: i64,
+        _ttl_ms: i64,
+    ) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    /// Gives a lease back before it runs out.
+    fn release(&self, _name: &str, _owner: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Leases queued items to `owner` until `until_ms` for delivery; returns the ids
+    /// leased (an item another instance is delivering is left out). A store one process
+    /// owns leases everything asked.
+    fn outbox_lease(
+        &self,
+        ids: &[u64],
+        _owner: &str,
+        _now_ms: i64,
+        _until_ms: i64,
+    ) -> Result<Vec<u64>, StoreError> {
+        Ok(ids.to_vec())
+    }
+
+    /// The PostgreSQL store behind this one, for its pool metrics.
+    fn as_postgres(&self) -> Option<&PgStore> {
+        None
+    }
+}
+
+/// Opens the store `[storage]` names: sled (one process) or PostgreSQL (shared).
+pub fn open(settings: &crate::config::Settings) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    Ok(match &settings.postgres {
+        Some(pg) => std::sync::Arc::new(PgStore::open(pg)?),
+        None => std::sync::Arc::new(SledStore::open(&settings.storage_path)?),
+    })
 }
 
 /// What is stored per (account, openid).
@@ -1025,10 +1073,71 @@ mod tests {
     }
 
     #[test]
+    fn postgres_store_keeps_the_contract() {
+        let Some(db) = postgres::testing::TestDatabase::new() else {
+            return;
+        };
+        contract(&PgStore::open(&db.settings(4)).unwrap());
+    }
+
+    #[test]
+    fn postgres_store_behind_a_pooler_keeps_the_contract() {
+        // Unnamed statements only, as PgBouncer in transaction mode needs.
+        let Some(db) = postgres::testing::TestDatabase::new() else {
+            return;
+        };
+        let settings = crate::config::PostgresSettings {
+            prepared_statements: false,
+            ..db.settings(2)
+        };
+        contract(&PgStore::open(&settings).unwrap());
+    }
+
+    #[test]
+    fn postgres_migrations_run_once_and_refuse_a_newer_schema() {
+        let Some(db) = postgres::testing::TestDatabase::new() else {
+            return;
+        };
+        let store = PgStore::open(&db.settings(2)).unwrap();
+        let again = postgres::migrate(&store).unwrap();
+        let latest = postgres::MIGRATIONS.last().unwrap().0;
+        assert_eq!((again.from, again.applied.len()), (latest, 0));
+        drop(store);
+        let store = PgStore::connect(&db.settings(1)).unwrap();
+        let future = latest + 1;
+        store.block(async {
+            let c = store.conn().await.unwrap();
+            c.batch_execute(&format!(
+                "INSERT INTO siyu_migrations (version, name) VALUES ({future}, 'future')"
+            ))
+            .await
+            .unwrap();
+        });
+        let refused = PgStore::open(&db.settings(1)).unwrap_err().to_string();
+        assert!(
+            refused.contains(&format!("version {future}, newer")),
+            "{refused}"
+        );
+    }
+
+    #[test]
     fn fifty_concurrent_claims_keep_stock_and_limits() {
-        use crate::coupon::{CodeSource, Validity};
         let dir = tempfile::tempdir().unwrap();
-        let store = std::sync::Arc::new(SledStore::open(&dir.path().join("db")).unwrap());
+        claims_race(std::sync::Arc::new(
+            SledStore::open(&dir.path().join("db")).unwrap(),
+        ));
+    }
+
+    #[test]
+    fn fifty_concurrent_claims_keep_stock_and_limits_on_postgres() {
+        let Some(db) = postgres::testing::TestDatabase::new() else {
+            return;
+        };
+        claims_race(std::sync::Arc::new(PgStore::open(&db.settings(8)).unwrap()));
+    }
+
+    fn claims_race(store: std::sync::Arc<dyn Store>) {
+        use crate::coupon::{CodeSource, Validity};
         let batch = Batch {
             name: "flash".into(),
             title: "t".into(),

@@ -1,0 +1,316 @@
+//! Coupons: a claim locks its batch's row, so stock and per-follower limits hold however
+//! many claims race, from however many instances.
+
+use deadpool_postgres::Object;
+use tokio_postgres::types::Type;
+
+use super::{db, from_json, rollback, to_json, PgStore, Sql};
+use crate::coupon::{
+    claim, redeem, Batch, BatchState, ClaimRefused, Coupon, CouponStats, RedeemRefused,
+};
+use crate::store::StoreError;
+
+const T: Type = Type::TEXT;
+
+const ENSURE_BATCH: Sql = Sql {
+    text: "INSERT INTO coupon_batches (batch) VALUES ($1) ON CONFLICT DO NOTHING",
+    types: &[T],
+};
+const LOCK_BATCH: Sql = Sql {
+    text: "SELECT issued, redeemed FROM coupon_batches WHERE batch = $1 FOR UPDATE",
+    types: &[T],
+};
+const BY_REQUEST: Sql = Sql {
+    text: "SELECT c.coupon FROM coupon_requests r JOIN coupons c ON c.code = r.code \
+           WHERE r.account = $1 AND r.openid = $2 AND r.batch = $3 AND r.request = $4",
+    types: &[T, T, T, T],
+};
+const HELD: Sql = Sql {
+    text: "SELECT held FROM coupon_holders WHERE batch = $1 AND account = $2 AND openid = $3",
+    types: &[T, T, T],
+};
+const TAKEN: Sql = Sql {
+    text: "SELECT 1 FROM coupons WHERE code = $1",
+    types: &[T],
+};
+const ISSUE: Sql = Sql {
+    text: "UPDATE coupon_batches SET issued = issued + 1 WHERE batch = $1",
+    types: &[T],
+};
+const HOLD: Sql = Sql {
+    text: "INSERT INTO coupon_holders (batch, account, openid, held) VALUES ($1, $2, $3, 1) \
+           ON CONFLICT (batch, account, openid) DO UPDATE SET held = coupon_holders.held + 1",
+    types: &[T, T, T],
+};
+const INSERT_CODE: Sql = Sql {
+    text: "INSERT INTO coupons (code, batch, coupon, expires_at) VALUES ($1, $2, $3, $4)",
+    types: &[T, T, Type::JSONB, Type::INT8],
+};
+const REMEMBER_REQUEST: Sql = Sql {
+    text: "INSERT INTO coupon_requests (account, openid, batch, request, code) \
+           VALUES ($1, $2, $3, $4, $5)",
+    types: &[T, T, T, T, T],
+};
+
+/// What a claim found with its batch locked.
+enum Found {
+    Before(Coupon),
+    State(BatchState, u32),
+}
+
+impl PgStore {
+    pub(super) fn pg_claim_coupon(
+        &self,
+        batch: &Batch,
+        account: &str,
+        openid: &str,
+        now: i64,
+        request: Option<&str>,
+    ) -> Result<Result<Coupon, ClaimRefused>, StoreError> {
+        // Inside a callback's decision: its transaction, committed with the callback.
+        if let Some(c) = self.take_callback_conn() {
+            let result = self.claim_on(&c, batch, account, openid, now, request);
+            self.lend_callback_conn(c);
+            return result;
+        }
+        let c = self.block(self.conn())?;
+        self.block(c.batch_execute("BEGIN")).map_err(db)?;
+        let result = self.claim_on(&c, batch, account, openid, now, request);
+        match &result {
+            Ok(Ok(_)) => {
+                if let Err(e) = self.block(c.batch_execute("COMMIT")) {
+                    self.block(rollback(&c));
+                    return Err(db(e));
+                }
+            }
+            _ => self.block(rollback(&c)),
+        }
+        result
+    }
+
+    /// The claim inside an open transaction on `c`.
+    fn claim_on(
+        &self,
+        c: &Object,
+        batch: &Batch,
+        account: &str,
+        openid: &str,
+        now: i64,
+        request: Option<&str>,
+    ) -> Result<Result<Coupon, ClaimRefused>, StoreError> {
+        let name = batch.name.as_str();
+        let found = self.timed("coupon_claim", async {
+            let ensure = self.ready(c, &ENSURE_BATCH).await?;
+            let lock = self.ready(c, &LOCK_BATCH).await?;
+            let by_request = self.ready(c, &BY_REQUEST).await?;
+            let held = self.ready(c, &HELD).await?;
+            let req = request.unwrap_or("");
+            let (_, locked, before, held) = futures_util::future::try_join4(
+                PgStore::run(c, &ensure, &[&name]),
+                PgStore::run(c, &lock, &[&name]),
+                async {
+                    if request.is_some() {
+                        PgStore::run(c, &by_request, &[&account, &openid, &name, &req]).await
+                    } else {
+                        Ok(Vec::new())
+                    }
+                },
+                PgStore::run(c, &held, &[&name, &account, &openid]),
+            )
+            .await?;
+            if let Some(row) = before.first() {
+                return Ok(Found::Before(from_json("coupons", name, row.get(0))?));
+            }
+            let state = locked
+                .first()
+                .map(|r| BatchState {
+                    issued: r.get::<_, i64>(0).max(0) as u64,
+                    redeemed: r.get::<_, i64>(1).max(0) as u64,
+                })
+                .unwrap_or_default();
+            let held = held.first().map_or(0, |r| r.get::<_, i32>(0).max(0) as u32);
+            Ok::<_, StoreError>(Found::State(state, held))
+        })?;
+        let (state, held) = match found {
+            Found::Before(coupon) => return Ok(Ok(coupon)),
+            Found::State(state, held) => (state, held),
+        };
+        let mut lookup_failed = None;
+        let mut taken = |code: &str| match self.block(async {
+            let taken = self.ready(c, &TAKEN).await?;
+            PgStore::run(c, &taken, &[&code]).await
+        }) {
+            Ok(rows) => !rows.is_empty(),
+            Err(e) => {
+                lookup_failed = Some(e);
+                true
+            }
+        };
+        let decided = claim(batch, state, held, account, openid, now, &mut taken);
+        if let Some(e) = lookup_failed {
+            return Err(e);
+        }
+        let coupon = match decided {
+            Ok(coupon) => coupon,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let json = to_json(&coupon);
+        self.timed("coupon_claim", async {
+            let issue = self.ready(c, &ISSUE).await?;
+            let hold = self.ready(c, &HOLD).await?;
+            let insert = self.ready(c, &INSERT_CODE).await?;
+            let remember = self.ready(c, &REMEMBER_REQUEST).await?;
+            let req = request.unwrap_or("");
+            futures_util::future::try_join4(
+                PgStore::run(c, &issue, &[&name]),
+                PgStore::run(c, &hold, &[&name, &account, &openid]),
+                PgStore::run(
+                    c,
+                    &insert,
+                    &[&coupon.code, &name, &json, &coupon.expires_at],
+                ),
+                async {
+                    if request.is_some() {
+                        PgStore::run(
+                            c,
+                            &remember,
+                            &[&account, &openid, &name, &req, &coupon.code],
+                        )
+                        .await
+                    } else {
+                        Ok(Vec::new())
+                    }
+                },
+            )
+            .await
+            .map(drop)
+        })?;
+        Ok(Ok(coupon))
+    }
+
+    pub(super) fn pg_redeem_coupon(
+        &self,
+        code: &str,
+        now: i64,
+    ) -> Result<Result<Coupon, RedeemRefused>, StoreError> {
+        const LOCK: Sql = Sql {
+            text: "SELECT coupon FROM coupons WHERE code = $1 FOR UPDATE",
+            types: &[T],
+        };
+        const USE: Sql = Sql {
+            text: "UPDATE coupons SET coupon = $2, redeemed_at = $3 WHERE code = $1",
+            types: &[T, Type::JSONB, Type::INT8],
+        };
+        const COUNT: Sql = Sql {
+            text:
+                "INSERT INTO coupon_batches (batch, redeemed) VALUES ($1, 1) ON CONFLICT (batch) \
+                   DO UPDATE SET redeemed = coupon_batches.redeemed + 1",
+            types: &[T],
+        };
+        let c = self.block(self.conn())?;
+        let found = self.timed("coupon_redeem", async {
+            let lock = self.ready(&c, &LOCK).await?;
+            c.batch_execute("BEGIN").await.map_err(db)?;
+            PgStore::run(&c, &lock, &[&code]).await
+        });
+        let coupon: Coupon = match found {
+            Ok(rows) => match rows.first() {
+                Some(row) => match from_json("coupons", code, row.get(0)) {
+                    Ok(coupon) => coupon,
+                    Err(e) => {
+                        self.block(rollback(&c));
+                        return Err(e);
+                    }
+                },
+                None => {
+                    self.block(rollback(&c));
+                    return Ok(Err(RedeemRefused::Unknown(code.to_string())));
+                }
+            },
+            Err(e) => {
+                self.block(rollback(&c));
+                return Err(e);
+            }
+        };
+        let used = match redeem(coupon, now) {
+            Ok(used) => used,
+            Err(refused) => {
+                self.block(rollback(&c));
+                return Ok(Err(refused));
+            }
+        };
+        let json = to_json(&used);
+        let written = self.timed("coupon_redeem", async {
+            let mark = self.ready(&c, &USE).await?;
+            let count = self.ready(&c, &COUNT).await?;
+            let (m, n, commit) = futures_util::future::join3(
+                PgStore::run(&c, &mark, &[&code, &json, &now]),
+                PgStore::run(&c, &count, &[&used.batch]),
+                c.batch_execute("COMMIT"),
+            )
+            .await;
+            m.and(n).map(drop).and(commit.map_err(db))
+        });
+        if let Err(e) = written {
+            self.block(rollback(&c));
+            return Err(e);
+        }
+        Ok(Ok(used))
+    }
+
+    pub(super) fn pg_coupon(&self, code: &str) -> Result<Option<Coupon>, StoreError> {
+        const SQL: Sql = Sql {
+            text: "SELECT coupon FROM coupons WHERE code = $1",
+            types: &[T],
+        };
+        let rows = self.timed("coupon", self.query(&SQL, &[&code]))?;
+        rows.into_iter()
+            .next()
+            .map(|r| from_json("coupons", code, r.get(0)))
+            .transpose()
+    }
+
+    pub(super) fn pg_coupon_stats(
+        &self,
+        batch: &Batch,
+        now: i64,
+    ) -> Result<CouponStats, StoreError> {
+        const STATE: Sql = Sql {
+            text: "SELECT issued, redeemed FROM coupon_batches WHERE batch = $1",
+            types: &[T],
+        };
+        const EXPIRED: Sql = Sql {
+            text: "SELECT count(*) FROM coupons WHERE batch = $1 AND redeemed_at IS NULL \
+                   AND expires_at <= $2",
+            types: &[T, Type::INT8],
+        };
+        let name = batch.name.as_str();
+        let (state, expired) = self.timed("coupon_stats", async {
+            let c = self.conn().await?;
+            let (s, e) = (
+                self.ready(&c, &STATE).await?,
+                self.ready(&c, &EXPIRED).await?,
+            );
+            futures_util::future::try_join(
+                PgStore::run(&c, &s, &[&name]),
+                PgStore::run(&c, &e, &[&name, &now]),
+            )
+            .await
+        })?;
+        let (issued, redeemed) = state.first().map_or((0, 0), |r| {
+            (
+                r.get::<_, i64>(0).max(0) as u64,
+                r.get::<_, i64>(1).max(0) as u64,
+            )
+        });
+        let expired = expired
+            .first()
+            .map_or(0, |r| r.get::<_, i64>(0).max(0) as u64);
+        Ok(CouponStats {
+            issued,
+            redeemed,
+            expired,
+            left: batch.stock.saturating_sub(issued),
+        })
+    }
+}

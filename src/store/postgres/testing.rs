@@ -1,0 +1,84 @@
+//! A fresh schema per test on the test database, so that tests run in parallel and leave
+//! nothing behind (tests of this crate and of `tests/`).
+//!
+//! The database comes from `SIYU_TEST_DATABASE_URL`. Without it a test that needs
+//! PostgreSQL is skipped with a note, except under CI (`CI=true`), where it fails: CI
+//! starts PostgreSQL and sets the variable, so a missing database is a broken CI.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// A schema of its own, dropped (with everything in it) when this is dropped.
+pub struct TestDatabase {
+    /// A URL whose connections use the schema (`options=-csearch_path=…`).
+    pub url: String,
+    base: String,
+    schema: String,
+}
+
+fn admin<T>(base: &str, sql: &str, then: impl FnOnce() -> T) -> Result<T, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(base, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| format!("cannot connect to {base}: {e}"))?;
+        let driver = tokio::spawn(conn);
+        client.batch_execute(sql).await.map_err(|e| e.to_string())?;
+        drop(client);
+        let _ = driver.await;
+        Ok(then())
+    })
+}
+
+impl TestDatabase {
+    /// A new schema, or `None` (skip) when no test database is configured outside CI.
+    /// Panics when one is configured (or CI runs) and it cannot be reached.
+    pub fn new() -> Option<TestDatabase> {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        let base = match std::env::var("SIYU_TEST_DATABASE_URL") {
+            Ok(url) if !url.is_empty() => url,
+            _ if ci => panic!("CI=true but SIYU_TEST_DATABASE_URL is not set: .ci/run sets it"),
+            _ => {
+                eprintln!(
+                    "skipped: set SIYU_TEST_DATABASE_URL (e.g. postgres://root@127.0.0.1:5432/test) to run the PostgreSQL tests"
+                );
+                return None;
+            }
+        };
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let schema = format!(
+            "siyu_test_{}_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed),
+            rand::random::<u32>()
+        );
+        if let Err(e) = admin(&base, &format!("CREATE SCHEMA {schema}"), || ()) {
+            panic!("the test database at SIYU_TEST_DATABASE_URL cannot be used: {e}");
+        }
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}options=-csearch_path%3D{schema}");
+        Some(TestDatabase { url, base, schema })
+    }
+
+    /// `[storage]` settings for this schema.
+    pub fn settings(&self, pool_size: usize) -> crate::config::PostgresSettings {
+        crate::config::PostgresSettings {
+            url: crate::config::Secret::new(self.url.clone()),
+            pool_size,
+            connect_timeout_secs: 5,
+            prepared_statements: true,
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let _ = admin(
+            &self.base,
+            &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema),
+            || (),
+        );
+    }
+}
