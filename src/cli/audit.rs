@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use super::{EXIT_INVALID, EXIT_RUNTIME};
 use crate::config::Settings;
-use crate::store::{SledStore, Store};
 
 #[derive(Debug, clap::Args)]
 pub struct AuditArgs {
@@ -25,7 +24,7 @@ pub fn run(args: &AuditArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    let entries = SledStore::open(&settings.storage_path).and_then(|s| s.audit(args.limit));
+    let entries = crate::store::open(&settings).and_then(|s| s.audit(args.limit));
     match entries {
         Ok(entries) => {
             if entries.is_empty() {

@@ -16,7 +16,7 @@ use crate::campaign::{parse_campaigns, Known, Report, RunState};
 use crate::config::Settings;
 use crate::local_time::{add_local_times, UtcOffset};
 use crate::outbox::now_ms;
-use crate::store::{SledStore, Store};
+use crate::store::Store;
 
 #[derive(Debug, clap::Args)]
 pub struct CampaignArgs {
@@ -93,8 +93,8 @@ pub fn run(args: &CampaignArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    let store: Arc<dyn Store> = match SledStore::open(&settings.storage_path) {
-        Ok(s) => Arc::new(s),
+    let store: Arc<dyn Store> = match crate::store::open(&settings) {
+        Ok(s) => s,
         Err(e) => {
             errln!("error: {e}");
             errln!(

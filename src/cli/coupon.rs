@@ -7,7 +7,6 @@ use std::process::ExitCode;
 
 use super::{ConfigArg, EXIT_INVALID, EXIT_RUNTIME};
 use crate::config::Settings;
-use crate::store::{SledStore, Store};
 
 #[derive(Debug, clap::Args)]
 pub struct CouponArgs {
@@ -54,7 +53,7 @@ pub fn run(args: &CouponArgs) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let store = match SledStore::open(&settings.storage_path) {
+    let store = match crate::store::open(&settings) {
         Ok(s) => s,
         Err(e) => {
             errln!("error: {e}");

@@ -13,7 +13,6 @@ use super::output::{self, Buffered};
 use super::{ConfigArg, EXIT_INVALID, EXIT_RUNTIME};
 use crate::config::Settings;
 use crate::segment::Segment;
-use crate::store::{SledStore, Store};
 
 #[derive(Debug, clap::Args)]
 pub struct FollowersArgs {
@@ -71,7 +70,7 @@ pub fn run(args: &FollowersArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    let store = match SledStore::open(&settings.storage_path) {
+    let store = match crate::store::open(&settings) {
         Ok(s) => s,
         Err(e) => {
             errln!("error: {e}");

@@ -12,6 +12,7 @@ pub mod check;
 pub mod coupon;
 pub mod fake_wechat;
 pub mod followers;
+pub mod migrate;
 pub mod outbox;
 pub mod qrcode;
 pub mod serve;
@@ -57,6 +58,8 @@ pub enum Command {
     Followers(followers::FollowersArgs),
     /// Campaigns: list, define, plan (dry run), start, status (report), pause, resume.
     Campaign(campaign::CampaignArgs),
+    /// Bring the PostgreSQL schema up to date (`serve` does it at start too).
+    Migrate(ConfigArg),
 }
 
 #[derive(Debug, clap::Args)]
@@ -121,6 +124,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Coupon(a) => coupon::run(&a),
         Command::Campaign(a) => campaign::run(&a),
         Command::Followers(a) => followers::run(&a),
+        Command::Migrate(a) => migrate::run(&a),
     };
     output::finish(code)
 }

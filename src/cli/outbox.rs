@@ -11,7 +11,7 @@ use crate::config::Settings;
 use crate::local_time::UtcOffset;
 use crate::outbox::now_ms;
 use crate::outbox::report::report;
-use crate::store::{SledStore, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, clap::Args)]
 pub struct OutboxArgs {
@@ -50,9 +50,9 @@ pub fn run(args: &OutboxArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     }
-    let result = SledStore::open(&settings.storage_path).and_then(|store| match &args.action {
-        None => show(&store, args, settings.utc_offset),
-        Some(OutboxAction::Retry { ids }) => retry(&store, ids),
+    let result = crate::store::open(&settings).and_then(|store| match &args.action {
+        None => show(store.as_ref(), args, settings.utc_offset),
+        Some(OutboxAction::Retry { ids }) => retry(store.as_ref(), ids),
     });
     match result {
         Ok(code) => code,
@@ -63,7 +63,7 @@ pub fn run(args: &OutboxArgs) -> ExitCode {
     }
 }
 
-fn show(store: &SledStore, args: &OutboxArgs, zone: UtcOffset) -> Result<ExitCode, StoreError> {
+fn show(store: &dyn Store, args: &OutboxArgs, zone: UtcOffset) -> Result<ExitCode, StoreError> {
     let now = now_ms();
     let r = report(store, args.account.as_deref(), now, args.limit)?;
     if r.accounts.is_empty() {
@@ -120,7 +120,7 @@ fn show(store: &SledStore, args: &OutboxArgs, zone: UtcOffset) -> Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-fn retry(store: &SledStore, ids: &[u64]) -> Result<ExitCode, StoreError> {
+fn retry(store: &dyn Store, ids: &[u64]) -> Result<ExitCode, StoreError> {
     let mut missing = false;
     for &id in ids {
         match store.requeue_dead(id, now_ms())? {

@@ -4,12 +4,10 @@
 //! this needs the store free: stop `siyu serve` first.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use super::{ConfigArg, EXIT_INVALID, EXIT_RUNTIME};
 use crate::api::{ApiClient, ApiError, MAX_QR_EXPIRE_SECONDS};
 use crate::config::Settings;
-use crate::store::SledStore;
 
 #[derive(Debug, clap::Args)]
 pub struct QrcodeArgs {
@@ -49,8 +47,8 @@ pub fn run(args: &QrcodeArgs) -> ExitCode {
         );
         return ExitCode::from(EXIT_INVALID);
     };
-    let store = match SledStore::open(&settings.storage_path) {
-        Ok(s) => Arc::new(s),
+    let store = match crate::store::open(&settings) {
+        Ok(s) => s,
         Err(e) => {
             errln!("error: {e}");
             return ExitCode::from(EXIT_RUNTIME);

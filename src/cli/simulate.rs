@@ -18,7 +18,6 @@ use crate::follower::Follower;
 use crate::protocol::{Inbound, Reply};
 use crate::rulebook;
 use crate::server::webhook::Entropy;
-use crate::store::{SledStore, Store};
 use crate::trial::Trial;
 
 #[derive(Debug, clap::Args)]
@@ -120,7 +119,7 @@ fn simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     };
-    let store = SledStore::open(&settings.storage_path)?;
+    let store = crate::store::open(&settings)?;
     let entropy = Entropy::fresh();
     let ctx = Context {
         account: &account.id,
@@ -133,12 +132,12 @@ fn simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
         outbound: account.outbound(),
     };
     let (outcome, after) = if args.commit {
-        let o = engine::handle(&store, ctx, &msg)?;
+        let o = engine::handle(store.as_ref(), ctx, &msg)?;
         store.flush()?;
         let after = store.follower(&account.id, &o.follower_id)?;
         (o, after)
     } else {
-        engine::dry_run(&store, ctx, &msg)?
+        engine::dry_run(store.as_ref(), ctx, &msg)?
     };
     print_outcome(&account.id, &outcome, after.as_ref(), args.commit);
     Ok(ExitCode::SUCCESS)

@@ -12,7 +12,7 @@ use super::{configure, AccountState, AppState};
 use crate::config::Settings;
 use crate::outbox::worker::{Channel, Worker};
 use crate::rulebook::{LoadError, RuleBook};
-use crate::store::{SledStore, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -121,7 +121,7 @@ pub fn standalone_worker(
 pub struct Application {
     port: u16,
     server: actix_web::dev::Server,
-    store: Arc<SledStore>,
+    store: Arc<dyn Store>,
     state: web::Data<AppState>,
     /// Watches the rule folders from the moment the app is built (not from its first
     /// poll), so no change made after `build` returns can be missed.
@@ -152,9 +152,10 @@ pub fn outbox_worker(state: &AppState) -> Worker {
 }
 
 impl Application {
-    /// Opens the sled store, compiles the rules and binds `settings.bind`.
+    /// Opens the store (`[storage]`: sled, or PostgreSQL with its migrations applied),
+    /// compiles the rules and binds `settings.bind`.
     pub fn build(settings: Settings) -> Result<Application, StartupError> {
-        let store = Arc::new(SledStore::open(&settings.storage_path)?);
+        let store = crate::store::open(&settings)?;
         let addr = settings.bind.clone();
         let state = web::Data::new(build_state(settings, store.clone())?);
         let listener = TcpListener::bind(&addr).map_err(|source| StartupError::Bind {
@@ -201,7 +202,7 @@ impl Application {
         self.server.handle()
     }
 
-    pub fn store(&self) -> Arc<SledStore> {
+    pub fn store(&self) -> Arc<dyn Store> {
         self.store.clone()
     }
 

@@ -21,7 +21,7 @@ use crate::protocol::{
 
 /// The query WeChat (official: `signature`, `openid`, `encrypt_type`…) and WeCom
 /// (`msg_signature` only) put on callback URLs.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct CallbackQuery {
     pub signature: Option<String>,
     pub msg_signature: Option<String>,
@@ -267,9 +267,30 @@ pub async fn post(
     payload: web::Payload,
 ) -> Result<HttpResponse, WebhookError> {
     let started = Instant::now();
-    let result = match read_body(&req, payload, state.settings.max_body_bytes).await {
-        Ok(body) => handle_callback(&state, &path, &query, &body, Entropy::fresh()),
-        Err(e) => Err(e),
+    let (path, query) = (path.into_inner(), query.into_inner());
+    let (result, path, query) = match read_body(&req, payload, state.settings.max_body_bytes).await
+    {
+        // On the blocking pool: a store call may wait on the network (PostgreSQL), and no
+        // worker thread may (it serves every other connection meanwhile). One design for
+        // every backend; what the hop costs sled is in README "Speed".
+        Ok(body) => {
+            let state = state.clone();
+            let call = web::block(move || {
+                let result = handle_callback(&state, &path, &query, &body, Entropy::fresh());
+                (result, path, query)
+            });
+            match call.await {
+                Ok(done) => done,
+                Err(_) => {
+                    // The pool is shutting down: answer 500 so that WeChat retries.
+                    let e = WebhookError::Store(crate::store::StoreError::Backend(
+                        "the server is stopping".into(),
+                    ));
+                    return Err(e);
+                }
+            }
+        }
+        Err(e) => (Err(e), path, query),
     };
     let result = match result {
         Ok(reply) if reply.outcome.as_ref().is_some_and(|o| o.changed) => {

@@ -57,8 +57,14 @@ impl Drop for Serve {
 }
 
 pub(crate) fn serve(config: &str) -> Serve {
+    serve_env(config, &[])
+}
+
+/// [`serve`] with extra environment (a PostgreSQL store's `SIYU_DATABASE_URL`).
+pub(crate) fn serve_env(config: &str, env: &[(&str, &str)]) -> Serve {
     let mut child = Command::new(env!("CARGO_BIN_EXE_siyu"))
         .args(["serve", "--config", config])
+        .envs(env.iter().copied())
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stderr(Stdio::piped())

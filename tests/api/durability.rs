@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::crash::serve;
+use crate::crash::serve_env;
 use crate::helpers::*;
 
 const FOLLOWERS: usize = 50;
@@ -23,7 +23,7 @@ struct Answered {
     reply: String,
 }
 
-fn config(dir: &std::path::Path) -> String {
+pub(crate) fn config(dir: &std::path::Path) -> String {
     let replies = dir.join("replies");
     std::fs::create_dir_all(&replies).unwrap();
     // The reply shows the follower's new count: a lost callback, handled afresh on its
@@ -37,7 +37,7 @@ fn config(dir: &std::path::Path) -> String {
     config_in(dir, &replies)
 }
 
-async fn post(client: &reqwest::Client, base: &str, xml: &str, nonce: &str) -> Option<String> {
+pub(crate) async fn post(client: &reqwest::Client, base: &str, xml: &str, nonce: &str) -> Option<String> {
     let (query, body) = SAFE.request(xml, now(), nonce);
     let r = client
         .post(format!("{base}/wx/safe?{query}"))
@@ -53,7 +53,7 @@ async fn post(client: &reqwest::Client, base: &str, xml: &str, nonce: &str) -> O
     SAFE.open_reply(&body).and_then(|x| tag(&x, "Content"))
 }
 
-async fn follower(client: &reqwest::Client, base: &str, openid: &str) -> serde_json::Value {
+pub(crate) async fn follower(client: &reqwest::Client, base: &str, openid: &str) -> serde_json::Value {
     let r = client
         .get(format!("{base}/admin/v1/followers/safe/{openid}"))
         .header("authorization", format!("Bearer {VIEWER}"))
@@ -66,9 +66,18 @@ async fn follower(client: &reqwest::Client, base: &str, openid: &str) -> serde_j
 
 /// Sends every follower's messages from `SENDERS` tasks at once and SIGKILLs the server as
 /// soon as `kill_after` of them were answered; then checks the restarted server.
-async fn kill_after(kill_after: usize) {
+/// `db`: on PostgreSQL (a schema of its own), else on sled.
+pub(crate) async fn kill_after(kill_after: usize, db: Option<&siyu::store::postgres::testing::TestDatabase>) {
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path());
+    let mut config = config(dir.path());
+    let env: Vec<(&str, &str)> = match db {
+        Some(db) => {
+            config = crate::postgres::on_postgres(&config);
+            vec![("SIYU_DATABASE_URL", db.url.as_str())]
+        }
+        None => Vec::new(),
+    };
+    let serve = |config: &str| serve_env(config, &env);
     let mut first = serve(&config);
     // Messages interleave across followers, so several of one follower are in flight.
     let queue: Vec<(String, String)> = (0..PER_FOLLOWER)
@@ -181,6 +190,6 @@ async fn kill_after(kill_after: usize) {
 async fn every_callback_answered_before_a_kill_survives_it() {
     // A burst right after start, the middle of the run, and near its end.
     for point in [8, 120, 230] {
-        kill_after(point).await;
+        kill_after(point, None).await;
     }
 }

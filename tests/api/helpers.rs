@@ -227,7 +227,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub store_path: PathBuf,
     /// The app's own store, for reading follower state while it runs.
-    pub store: std::sync::Arc<siyu::store::SledStore>,
+    pub store: std::sync::Arc<dyn siyu::store::Store>,
     handle: actix_web::dev::ServerHandle,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }

@@ -16,6 +16,7 @@ mod official;
 mod outbound;
 mod outbox;
 mod persistence;
+mod postgres;
 mod reload;
 mod wecom;
 mod workbench;

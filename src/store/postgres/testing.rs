@@ -15,21 +15,28 @@ pub struct TestDatabase {
     schema: String,
 }
 
-fn admin<T>(base: &str, sql: &str, then: impl FnOnce() -> T) -> Result<T, String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(base, tokio_postgres::NoTls)
-            .await
-            .map_err(|e| format!("cannot connect to {base}: {e}"))?;
-        let driver = tokio::spawn(conn);
-        client.batch_execute(sql).await.map_err(|e| e.to_string())?;
-        drop(client);
-        let _ = driver.await;
-        Ok(then())
+/// Runs `sql` on the base database, on a thread of its own (tests call this from inside
+/// their async runtime, where another runtime may not block).
+fn admin(base: &str, sql: &str) -> Result<(), String> {
+    let (base, sql) = (base.to_string(), sql.to_string());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| format!("cannot connect to {base}: {e}"))?;
+            let driver = tokio::spawn(conn);
+            client.batch_execute(&sql).await.map_err(|e| e.to_string())?;
+            drop(client);
+            let _ = driver.await;
+            Ok(())
+        })
     })
+    .join()
+    .map_err(|_| "the database helper thread panicked".to_string())?
 }
 
 impl TestDatabase {
@@ -54,7 +61,7 @@ impl TestDatabase {
             NEXT.fetch_add(1, Ordering::Relaxed),
             rand::random::<u32>()
         );
-        if let Err(e) = admin(&base, &format!("CREATE SCHEMA {schema}"), || ()) {
+        if let Err(e) = admin(&base, &format!("CREATE SCHEMA {schema}")) {
             panic!("the test database at SIYU_TEST_DATABASE_URL cannot be used: {e}");
         }
         let sep = if base.contains('?') { '&' } else { '?' };
@@ -78,7 +85,6 @@ impl Drop for TestDatabase {
         let _ = admin(
             &self.base,
             &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema),
-            || (),
         );
     }
 }

@@ -1,0 +1,182 @@
+//! Several real `siyu serve` processes on one PostgreSQL database (a schema of the test's
+//! own, `SIYU_TEST_DATABASE_URL`): what one instance acknowledged, the other honours; no
+//! update of a follower is lost between them; a SIGKILL loses nothing acknowledged.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use siyu::store::postgres::testing::TestDatabase;
+
+use crate::crash::{serve_env, Serve};
+use crate::durability::{config, follower, kill_after, post};
+use crate::helpers::*;
+
+/// The same config on PostgreSQL: `SIYU_DATABASE_URL` names the database.
+pub(crate) fn on_postgres(config: &str) -> String {
+    let text = std::fs::read_to_string(config).unwrap();
+    let storage = text.find("[storage]").expect("a [storage] table");
+    let rest = &text[storage + "[storage]".len()..];
+    let end = rest.find("\n[").map_or(text.len(), |i| storage + "[storage]".len() + i);
+    let text = format!(
+        "{}[storage]\nbackend = \"postgres\"\nurl_env = \"SIYU_DATABASE_URL\"\npool_size = 4\n{}",
+        &text[..storage],
+        &text[end..]
+    );
+    let path = std::path::Path::new(config).with_file_name("config.postgres.toml");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+struct Pair {
+    a: Serve,
+    b: Serve,
+    _db: TestDatabase,
+    _dir: tempfile::TempDir,
+}
+
+fn two_instances() -> Option<Pair> {
+    let db = TestDatabase::new()?;
+    let dir = tempfile::tempdir().unwrap();
+    let config = on_postgres(&config(dir.path()));
+    let env = [("SIYU_DATABASE_URL", db.url.as_str())];
+    let a = serve_env(&config, &env);
+    let b = serve_env(&config, &env);
+    Some(Pair {
+        a,
+        b,
+        _db: db,
+        _dir: dir,
+    })
+}
+
+fn count_of(reply: &str) -> i64 {
+    reply
+        .trim_start_matches('第')
+        .split('次')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_at_the_other_instance_gets_the_first_reply_and_changes_nothing() {
+    let Some(p) = two_instances() else { return };
+    let client = reqwest::Client::new();
+    let xml = SAFE.text("o_pg_retry", "打卡", 1);
+    let first = post(&client, &p.a.base, &xml, "n1").await.expect("A answers");
+    assert_eq!(first, "第1次打卡 o_pg_retry");
+    let retry = post(&client, &p.b.base, &xml, "n2").await.expect("B answers");
+    assert_eq!(retry, first, "B answers A's reply");
+    let f = follower(&client, &p.b.base, "o_pg_retry").await;
+    assert_eq!(f["counters"]["checkin"], 1, "{f}");
+    assert_eq!(f["messages_in"], 1, "{f}");
+
+    // The first delivery and its retry at both instances at the same moment: one applies.
+    for round in 2..12u64 {
+        let xml = SAFE.text("o_pg_retry", "打卡", round);
+        let (ra, rb) = tokio::join!(
+            post(&client, &p.a.base, &xml, "x"),
+            post(&client, &p.b.base, &xml, "y")
+        );
+        let (ra, rb) = (ra.expect("A answers"), rb.expect("B answers"));
+        assert_eq!(ra, rb, "round {round}: both deliveries get the one answer");
+        assert_eq!(count_of(&ra), round as i64, "round {round}: counted once");
+    }
+    let f = follower(&client, &p.a.base, "o_pg_retry").await;
+    assert_eq!(f["counters"]["checkin"], 11, "{f}");
+    assert_eq!(f["messages_in"], 11, "{f}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_callbacks_for_one_follower_through_both_instances_add_up() {
+    let Some(p) = two_instances() else { return };
+    const MESSAGES: u64 = 80;
+    const SENDERS: u64 = 8;
+    let client = reqwest::Client::new();
+    let bases = Arc::new([p.a.base.clone(), p.b.base.clone()]);
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|s| {
+            let (client, bases) = (client.clone(), bases.clone());
+            tokio::spawn(async move {
+                let mut counts = Vec::new();
+                for i in (s..MESSAGES).step_by(SENDERS as usize) {
+                    let xml = SAFE.text("o_pg_busy", "打卡", i + 1);
+                    let base = &bases[(i % 2) as usize];
+                    let reply = post(&client, base, &xml, &format!("n{i}"))
+                        .await
+                        .expect("answered");
+                    counts.push(count_of(&reply));
+                }
+                counts
+            })
+        })
+        .collect();
+    let mut seen = BTreeSet::new();
+    for s in senders {
+        for n in s.await.unwrap() {
+            assert!(seen.insert(n), "two callbacks were both answered count {n}: a lost update");
+        }
+    }
+    assert_eq!(seen, (1..=MESSAGES as i64).collect::<BTreeSet<_>>());
+    for base in [&p.a.base, &p.b.base] {
+        let f = follower(&client, base, "o_pg_busy").await;
+        assert_eq!(f["counters"]["checkin"], MESSAGES, "{f}");
+        assert_eq!(f["messages_in"], MESSAGES, "{f}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_callback_answered_before_a_kill_survives_it_on_postgres() {
+    for point in [8, 150] {
+        let Some(db) = TestDatabase::new() else { return };
+        kill_after(point, Some(&db)).await;
+    }
+}
+
+#[test]
+fn every_store_command_works_beside_running_servers() {
+    let Some(p) = two_instances() else { return };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = reqwest::Client::new();
+    for (i, openid) in ["o_pg_cli_1", "o_pg_cli_2", "o_pg_cli_3"].iter().enumerate() {
+        let xml = SAFE.text(openid, "打卡", i as u64 + 1);
+        rt.block_on(post(&client, &p.a.base, &xml, "c")).expect("answered");
+    }
+    let config = p._dir.path().join("config.postgres.toml");
+    let config = config.to_str().unwrap();
+    let env = [("SIYU_DATABASE_URL", p._db.url.as_str())];
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_siyu"))
+            .args(args)
+            .args(["--config", config])
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&["followers", "--account", "safe", "--where", "tag:active"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains('3'), "{out}");
+    let (code, out, err) = run(&["followers", "--account", "safe", "--list"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["o_pg_cli_1", "o_pg_cli_2", "o_pg_cli_3"]
+    );
+    let (code, _, err) = run(&["audit"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(&["outbox"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(&["migrate"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("up to date"), "{out}");
+    let (code, out, err) = run(&["simulate", "--account", "safe", "--from", "o_pg_cli_1", "--commit", "打卡"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("第2次打卡"), "{out}");
+    drop(p);
+}
