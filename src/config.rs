@@ -140,6 +140,7 @@ struct RawOutbox {
     retry_max_ms: Option<u64>,
     max_attempts: Option<u32>,
     tag_batch_delay_ms: Option<u64>,
+    lease_secs: Option<u64>,
 }
 
 /// The outbox worker's settings (`[outbox]`).
@@ -150,6 +151,10 @@ pub struct OutboxSettings {
     pub retry: crate::outbox::RetryPolicy,
     /// How long a tag change waits for others to share its batch call (up to 50 openids).
     pub tag_batch_delay_ms: u64,
+    /// How long an instance holds the items it is delivering (several instances on
+    /// PostgreSQL): longer than any API call takes; an instance killed mid-call leaves its
+    /// items to the others after this.
+    pub lease_secs: u64,
 }
 
 impl Default for OutboxSettings {
@@ -158,6 +163,7 @@ impl Default for OutboxSettings {
             concurrency: 8,
             retry: crate::outbox::RetryPolicy::default(),
             tag_batch_delay_ms: 1_000,
+            lease_secs: 60,
         }
     }
 }
@@ -311,6 +317,7 @@ fn outbox_settings(raw: RawOutbox) -> Result<OutboxSettings, String> {
             max_attempts: raw.max_attempts.unwrap_or(d.retry.max_attempts),
         },
         tag_batch_delay_ms: raw.tag_batch_delay_ms.unwrap_or(d.tag_batch_delay_ms),
+        lease_secs: raw.lease_secs.unwrap_or(d.lease_secs).max(1),
     };
     if s.concurrency == 0 || s.retry.max_attempts == 0 || s.retry.base_ms == 0 {
         return Err(

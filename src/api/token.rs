@@ -9,7 +9,10 @@
 //!   network, which a std mutex must not span); whoever gets it second re-checks the cache and
 //!   finds the fresh token instead of fetching again;
 //! - the token is written to the store and read back from it before any fetch, so a new
-//!   process (or client) over the same store reuses it.
+//!   process (or client) over the same store reuses it;
+//! - across instances sharing a store (PostgreSQL), a refresh takes the store's lease
+//!   `token:<account>` first: the other instances wait for the token it stores instead of
+//!   fetching their own, and the store never lets an older token replace a newer one.
 //!
 //! Tokens and secrets are held as [`Secret`] and never logged.
 
@@ -49,7 +52,14 @@ pub(crate) struct Tokens {
     cached: Mutex<Option<StoredToken>>,
     /// Held during a refresh so that only one runs at a time (see the module doc).
     flight: tokio::sync::Mutex<()>,
+    /// This process, as the holder of the store's refresh lease.
+    owner: String,
 }
+
+/// How long a refresh may hold the store's lease (a fetch times out well before).
+const REFRESH_LEASE_MS: i64 = 15_000;
+/// How often an instance waiting for another's refresh looks at the store again.
+const REFRESH_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -73,6 +83,7 @@ impl Tokens {
             store,
             cached: Mutex::new(None),
             flight: tokio::sync::Mutex::new(()),
+            owner: crate::outbox::worker::instance_id(),
         }
     }
 
@@ -91,7 +102,7 @@ impl Tokens {
             tracing::debug!(account = %self.source.account, "access token taken from the store");
             return Ok(self.keep_in_memory(t));
         }
-        self.fetch_and_keep().await
+        self.refresh(|t| fresh(t, unix_now())).await
     }
 
     /// WeChat refused `rejected`: fetch a new token, unless another task already replaced
@@ -106,7 +117,37 @@ impl Tokens {
         if let Some(t) = self.stored().filter(newer) {
             return Ok(self.keep_in_memory(t));
         }
-        self.fetch_and_keep().await
+        self.refresh(newer).await
+    }
+
+    /// Fetches a token while holding the store's refresh lease; while another instance
+    /// holds it, waits for the token that instance stores (`good` says it will do). If the
+    /// holder never stores one (it died mid-fetch), its lease runs out and this one fetches.
+    async fn refresh(&self, good: impl Fn(&StoredToken) -> bool) -> Result<Secret, ApiError> {
+        let lease = format!("token:{}", self.source.account);
+        let deadline = std::time::Instant::now()
+            + std::time::Duration::from_millis(REFRESH_LEASE_MS as u64 + 1000);
+        loop {
+            let granted = self
+                .store
+                .lease(&lease, &self.owner, unix_now() * 1000, REFRESH_LEASE_MS)
+                .unwrap_or_else(|e| {
+                    tracing::warn!(account = %self.source.account, error = %e, "cannot take the token refresh lease; refreshing anyway");
+                    true
+                });
+            if granted || std::time::Instant::now() >= deadline {
+                let fetched = self.fetch_and_keep().await;
+                if granted {
+                    let _ = self.store.release(&lease, &self.owner);
+                }
+                return fetched;
+            }
+            tokio::time::sleep(REFRESH_POLL).await;
+            if let Some(t) = self.stored().filter(&good) {
+                tracing::debug!(account = %self.source.account, "access token refreshed by another instance");
+                return Ok(self.keep_in_memory(t));
+            }
+        }
     }
 
     fn cached_copy(&self) -> Option<StoredToken> {

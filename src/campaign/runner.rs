@@ -21,6 +21,10 @@ pub const CHUNK: usize = 500;
 /// How often `siyu serve` looks for campaigns to start, queue or finish.
 pub const TICK: Duration = Duration::from_millis(500);
 
+/// How long an instance drives a campaign without renewing (every [`TICK`]) before another
+/// may take over.
+pub const CAMPAIGN_LEASE_MS: i64 = 10_000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CampaignError {
     #[error(transparent)]
@@ -330,10 +334,28 @@ pub fn tick(
     settings: &Settings,
     now: i64,
     budget: usize,
+    owner: &str,
 ) -> Result<bool, CampaignError> {
+    // Several instances share a PostgreSQL store: each campaign is driven by the one
+    // instance holding its lease (renewed every tick); if that instance dies, another
+    // takes over once the lease has run out. A store one process owns grants every lease.
+    let mut held = std::collections::HashMap::new();
+    let mut mine = |name: &str| -> Result<bool, CampaignError> {
+        if let Some(&yes) = held.get(name) {
+            return Ok(yes);
+        }
+        let yes = store.lease(
+            &format!("campaign:{name}"),
+            owner,
+            now.saturating_mul(1000),
+            CAMPAIGN_LEASE_MS,
+        )?;
+        held.insert(name.to_string(), yes);
+        Ok(yes)
+    };
     for c in &settings.campaigns {
         let due = c.start_at.is_some_and(|at| at <= now);
-        if due && store.campaign_run(&c.name)?.is_none() {
+        if due && store.campaign_run(&c.name)?.is_none() && mine(&c.name)? {
             if let Err(e) = start(store, settings, &c.name, now) {
                 tracing::error!(campaign = %c.name, error = %e, "scheduled campaign cannot start");
             }
@@ -343,6 +365,9 @@ pub fn tick(
     let mut budget = budget;
     for run in store.campaign_runs()? {
         let name = run.campaign.name.clone();
+        if run.state == RunState::Done || !mine(&name)? {
+            continue;
+        }
         if run.state == RunState::Waiting && run.campaign.start_at.is_some_and(|at| at <= now) {
             // Defined from the CLI with a start time.
             if let Err(e) = start(store, settings, &name, now) {
@@ -435,10 +460,12 @@ pub async fn run(
     wake: std::sync::Arc<tokio::sync::Notify>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let owner = std::sync::Arc::new(crate::outbox::worker::instance_id());
     while !*stop.borrow() {
-        let (s, st) = (store.clone(), settings.clone());
+        let (s, st, me) = (store.clone(), settings.clone(), owner.clone());
         let ticked =
-            tokio::task::spawn_blocking(move || tick(s.as_ref(), &st, now_ms() / 1000, 20)).await;
+            tokio::task::spawn_blocking(move || tick(s.as_ref(), &st, now_ms() / 1000, 20, &me))
+                .await;
         match ticked {
             Ok(Ok(true)) => wake.notify_one(),
             Ok(Ok(false)) => {}

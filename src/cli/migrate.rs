@@ -25,7 +25,10 @@ pub fn run(args: &ConfigArg) -> ExitCode {
     let report = PgStore::connect(pg).and_then(|store| migrate(&store));
     match report {
         Ok(r) if r.applied.is_empty() => {
-            outln!("schema up to date at version {} (数据库结构已是最新)", r.from);
+            outln!(
+                "schema up to date at version {} (数据库结构已是最新)",
+                r.from
+            );
             ExitCode::SUCCESS
         }
         Ok(r) => {

@@ -169,6 +169,22 @@ pub struct Worker {
     wake: Arc<Notify>,
     tally: Mutex<Tally>,
     metrics: Option<crate::server::metrics::Metrics>,
+    /// This instance, as the owner of the outbox items it leases.
+    pub(crate) owner: String,
+}
+
+/// A name for this process among the instances sharing a store: host, pid and a random
+/// part (a restarted process is a new owner; its predecessor's leases run out).
+pub fn instance_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    format!(
+        "{}-{}-{:08x}",
+        if host.is_empty() { "siyu" } else { &host },
+        std::process::id(),
+        rand::random::<u32>()
+    )
 }
 
 impl Worker {
@@ -190,6 +206,7 @@ impl Worker {
             wake,
             tally: Mutex::new(Tally::default()),
             metrics: None,
+            owner: instance_id(),
         }
     }
 
@@ -274,6 +291,9 @@ impl Worker {
                         forget(&mut busy, done);
                     }
                 }
+                let Some(job) = self.lease(job) else {
+                    continue;
+                };
                 busy.extend(job.ids());
                 in_flight.push(self.run_job(job));
             }
@@ -290,6 +310,32 @@ impl Worker {
             calls: t.calls,
             next_due_ms: next_due,
         })
+    }
+
+    /// Leases the job's items to this instance for `lease_secs`; the job keeps the items
+    /// leased (another instance sharing the store may be delivering the rest), `None` if
+    /// none are left.
+    fn lease(&self, job: Job) -> Option<Job> {
+        let now = now_ms();
+        let until = now.saturating_add(self.settings.lease_secs.saturating_mul(1000) as i64);
+        let leased = match self.store.outbox_lease(&job.ids(), &self.owner, now, until) {
+            Ok(mut ids) => {
+                ids.sort_unstable();
+                ids
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot lease outbox items; trying again later");
+                return None;
+            }
+        };
+        let keep = |i: &OutboxItem| leased.binary_search(&i.id).is_ok();
+        match job {
+            Job::Single(item) => keep(&item).then_some(Job::Single(item)),
+            Job::Tags(items) => {
+                let items: Vec<OutboxItem> = items.into_iter().filter(keep).collect();
+                (!items.is_empty()).then_some(Job::Tags(items))
+            }
+        }
     }
 
     /// Runs one job; returns the ids of the items it settled.

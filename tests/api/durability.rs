@@ -37,7 +37,12 @@ pub(crate) fn config(dir: &std::path::Path) -> String {
     config_in(dir, &replies)
 }
 
-pub(crate) async fn post(client: &reqwest::Client, base: &str, xml: &str, nonce: &str) -> Option<String> {
+pub(crate) async fn post(
+    client: &reqwest::Client,
+    base: &str,
+    xml: &str,
+    nonce: &str,
+) -> Option<String> {
     let (query, body) = SAFE.request(xml, now(), nonce);
     let r = client
         .post(format!("{base}/wx/safe?{query}"))
@@ -53,7 +58,11 @@ pub(crate) async fn post(client: &reqwest::Client, base: &str, xml: &str, nonce:
     SAFE.open_reply(&body).and_then(|x| tag(&x, "Content"))
 }
 
-pub(crate) async fn follower(client: &reqwest::Client, base: &str, openid: &str) -> serde_json::Value {
+pub(crate) async fn follower(
+    client: &reqwest::Client,
+    base: &str,
+    openid: &str,
+) -> serde_json::Value {
     let r = client
         .get(format!("{base}/admin/v1/followers/safe/{openid}"))
         .header("authorization", format!("Bearer {VIEWER}"))
@@ -67,7 +76,10 @@ pub(crate) async fn follower(client: &reqwest::Client, base: &str, openid: &str)
 /// Sends every follower's messages from `SENDERS` tasks at once and SIGKILLs the server as
 /// soon as `kill_after` of them were answered; then checks the restarted server.
 /// `db`: on PostgreSQL (a schema of its own), else on sled.
-pub(crate) async fn kill_after(kill_after: usize, db: Option<&siyu::store::postgres::testing::TestDatabase>) {
+pub(crate) async fn kill_after(
+    kill_after: usize,
+    db: Option<&siyu::store::postgres::testing::TestDatabase>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
     let env: Vec<(&str, &str)> = match db {

@@ -16,7 +16,9 @@ pub(crate) fn on_postgres(config: &str) -> String {
     let text = std::fs::read_to_string(config).unwrap();
     let storage = text.find("[storage]").expect("a [storage] table");
     let rest = &text[storage + "[storage]".len()..];
-    let end = rest.find("\n[").map_or(text.len(), |i| storage + "[storage]".len() + i);
+    let end = rest
+        .find("\n[")
+        .map_or(text.len(), |i| storage + "[storage]".len() + i);
     let text = format!(
         "{}[storage]\nbackend = \"postgres\"\nurl_env = \"SIYU_DATABASE_URL\"\npool_size = 4\n{}",
         &text[..storage],
@@ -64,9 +66,13 @@ async fn a_retry_at_the_other_instance_gets_the_first_reply_and_changes_nothing(
     let Some(p) = two_instances() else { return };
     let client = reqwest::Client::new();
     let xml = SAFE.text("o_pg_retry", "打卡", 1);
-    let first = post(&client, &p.a.base, &xml, "n1").await.expect("A answers");
+    let first = post(&client, &p.a.base, &xml, "n1")
+        .await
+        .expect("A answers");
     assert_eq!(first, "第1次打卡 o_pg_retry");
-    let retry = post(&client, &p.b.base, &xml, "n2").await.expect("B answers");
+    let retry = post(&client, &p.b.base, &xml, "n2")
+        .await
+        .expect("B answers");
     assert_eq!(retry, first, "B answers A's reply");
     let f = follower(&client, &p.b.base, "o_pg_retry").await;
     assert_eq!(f["counters"]["checkin"], 1, "{f}");
@@ -115,7 +121,10 @@ async fn concurrent_callbacks_for_one_follower_through_both_instances_add_up() {
     let mut seen = BTreeSet::new();
     for s in senders {
         for n in s.await.unwrap() {
-            assert!(seen.insert(n), "two callbacks were both answered count {n}: a lost update");
+            assert!(
+                seen.insert(n),
+                "two callbacks were both answered count {n}: a lost update"
+            );
         }
     }
     assert_eq!(seen, (1..=MESSAGES as i64).collect::<BTreeSet<_>>());
@@ -129,7 +138,9 @@ async fn concurrent_callbacks_for_one_follower_through_both_instances_add_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_callback_answered_before_a_kill_survives_it_on_postgres() {
     for point in [8, 150] {
-        let Some(db) = TestDatabase::new() else { return };
+        let Some(db) = TestDatabase::new() else {
+            return;
+        };
         kill_after(point, Some(&db)).await;
     }
 }
@@ -139,9 +150,13 @@ fn every_store_command_works_beside_running_servers() {
     let Some(p) = two_instances() else { return };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client = reqwest::Client::new();
-    for (i, openid) in ["o_pg_cli_1", "o_pg_cli_2", "o_pg_cli_3"].iter().enumerate() {
+    for (i, openid) in ["o_pg_cli_1", "o_pg_cli_2", "o_pg_cli_3"]
+        .iter()
+        .enumerate()
+    {
         let xml = SAFE.text(openid, "打卡", i as u64 + 1);
-        rt.block_on(post(&client, &p.a.base, &xml, "c")).expect("answered");
+        rt.block_on(post(&client, &p.a.base, &xml, "c"))
+            .expect("answered");
     }
     let config = p._dir.path().join("config.postgres.toml");
     let config = config.to_str().unwrap();
@@ -175,8 +190,94 @@ fn every_store_command_works_beside_running_servers() {
     let (code, out, err) = run(&["migrate"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("up to date"), "{out}");
-    let (code, out, err) = run(&["simulate", "--account", "safe", "--from", "o_pg_cli_1", "--commit", "打卡"]);
+    let (code, out, err) = run(&[
+        "simulate",
+        "--account",
+        "safe",
+        "--from",
+        "o_pg_cli_1",
+        "--commit",
+        "打卡",
+    ]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("第2次打卡"), "{out}");
     drop(p);
+}
+
+const CUSTOM: &str = "/cgi-bin/message/custom/send";
+
+async fn ask_for_news(client: &reqwest::Client, base: &str, openid: &str, msg_id: u64) {
+    let (query, body) = PLAIN.request(&PLAIN.text(openid, "新品", msg_id), now(), "7");
+    let r = client
+        .post(format!("{base}/wx/plain?{query}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// Both instances deliver the one queue: every follow-up reaches WeChat once. Then both
+/// hang on WeChat, one is SIGKILLed mid-call: once its leases run out, the other delivers
+/// what it held, and still nobody gets a message twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_the_outbox_and_take_over_a_killed_ones_items() {
+    use siyu::fake_wechat::FakeWechat;
+    let Some(db) = TestDatabase::new() else {
+        return;
+    };
+    let fake = FakeWechat::start("127.0.0.1:0").unwrap();
+    fake.open_window("*", 5);
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::crash::crash_config(dir.path(), fake.base_url());
+    let text = std::fs::read_to_string(&config).unwrap() + "lease_secs = 2\n";
+    std::fs::write(&config, text).unwrap();
+    let config = on_postgres(&config);
+    let env = [("SIYU_DATABASE_URL", db.url.as_str())];
+    let mut a = serve_env(&config, &env);
+    let b = serve_env(&config, &env);
+    let client = reqwest::Client::new();
+    const FIRST: usize = 40;
+    for i in 0..FIRST {
+        let base = if i % 2 == 0 { &a.base } else { &b.base };
+        ask_for_news(&client, base, &format!("o_pg_out_{i:02}"), i as u64 + 1).await;
+    }
+    crate::outbox::eventually(30, "the first follow-ups delivered", || {
+        fake.accepted(CUSTOM).len() >= FIRST
+    })
+    .await;
+
+    // WeChat stops answering after 5 more: both instances' slots hang.
+    const SECOND: usize = 30;
+    fake.hold(CUSTOM, FIRST + 5);
+    for i in FIRST..FIRST + SECOND {
+        let base = if i % 2 == 0 { &a.base } else { &b.base };
+        ask_for_news(&client, base, &format!("o_pg_out_{i:02}"), i as u64 + 1).await;
+    }
+    crate::outbox::eventually(30, "every slot of both instances is held", || {
+        fake.held() == 8
+    })
+    .await;
+    a.child.kill().unwrap(); // SIGKILL mid-call: its items stay leased to it
+    a.child.wait().unwrap();
+    fake.release();
+    crate::outbox::eventually(30, "B delivers everything, A's items included", || {
+        fake.accepted(CUSTOM).len() >= FIRST + SECOND
+    })
+    .await;
+    // Give a wrongly repeated send the time to show up (a lease is 2 s).
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let mut per_follower = std::collections::BTreeMap::<String, usize>::new();
+    for call in fake.accepted(CUSTOM) {
+        *per_follower
+            .entry(call.body["touser"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(per_follower.len(), FIRST + SECOND, "nobody lost");
+    assert!(
+        per_follower.values().all(|&n| n == 1),
+        "nobody twice: {per_follower:?}"
+    );
+    drop(b);
+    fake.stop().await;
 }

@@ -29,7 +29,10 @@ fn admin(base: &str, sql: &str) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("cannot connect to {base}: {e}"))?;
             let driver = tokio::spawn(conn);
-            client.batch_execute(&sql).await.map_err(|e| e.to_string())?;
+            client
+                .batch_execute(&sql)
+                .await
+                .map_err(|e| e.to_string())?;
             drop(client);
             let _ = driver.await;
             Ok(())
