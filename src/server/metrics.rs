@@ -20,6 +20,8 @@ pub struct Metrics {
     duplicates: IntCounterVec,
     reloads: IntCounterVec,
     store_bytes: IntGauge,
+    /// PostgreSQL's pool: size, available, waiting (unset on sled).
+    pool: [IntGauge; 3],
 }
 
 impl Default for Metrics {
@@ -87,7 +89,23 @@ impl Metrics {
         registry
             .register(Box::new(store_bytes.clone()))
             .expect("unique metric");
+        let pool = [
+            (
+                "store_pool_size",
+                "PostgreSQL connections open in this instance's pool",
+            ),
+            (
+                "store_pool_available",
+                "PostgreSQL connections idle in the pool",
+            ),
+            (
+                "store_pool_waiting",
+                "Store calls waiting for a free PostgreSQL connection",
+            ),
+        ]
+        .map(|(name, help)| IntGauge::new(name, help).expect("valid metric"));
         Metrics {
+            pool,
             registry,
             outbox,
             callbacks,
@@ -144,10 +162,30 @@ impl Metrics {
             .inc();
     }
 
-    /// The text exposition, with the store size read now.
-    pub fn render(&self, store_bytes: Option<u64>) -> String {
+    /// Adds a PostgreSQL store's pool gauges and its per-operation latency histogram
+    /// (`siyu_store_operation_seconds`).
+    pub fn watch_postgres(&self, store: &crate::store::PgStore) {
+        for g in &self.pool {
+            let _ = self.registry.register(Box::new(g.clone()));
+        }
+        let _ = self
+            .registry
+            .register(Box::new(store.timings().histogram.clone()));
+    }
+
+    /// The text exposition, with the store size (and pool) read now.
+    pub fn render(
+        &self,
+        store_bytes: Option<u64>,
+        pool: Option<crate::store::postgres::PoolStatus>,
+    ) -> String {
         if let Some(b) = store_bytes {
             self.store_bytes.set(b as i64);
+        }
+        if let Some(p) = pool {
+            for (g, v) in self.pool.iter().zip([p.size, p.available, p.waiting]) {
+                g.set(v as i64);
+            }
         }
         let mut out = Vec::new();
         // Encoding our own well-formed families into a Vec cannot fail.

@@ -138,5 +138,13 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
 async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render(state.store.size_on_disk()))
+        .body(
+            state.metrics.render(
+                state.store.size_on_disk(),
+                state
+                    .store
+                    .as_postgres()
+                    .map(crate::store::PgStore::pool_status),
+            ),
+        )
 }

@@ -66,6 +66,10 @@ pub fn build_state(settings: Settings, store: Arc<dyn Store>) -> Result<AppState
         tracing::info!(dir = %book.dir().display(), version = %book.current().version, "rules loaded");
     }
     let clients = api_clients(&settings, &store)?;
+    let metrics = super::metrics::Metrics::new();
+    if let Some(pg) = store.as_postgres() {
+        metrics.watch_postgres(pg);
+    }
     Ok(AppState {
         clients,
         outbox_wake: Arc::new(tokio::sync::Notify::new()),
@@ -74,7 +78,7 @@ pub fn build_state(settings: Settings, store: Arc<dyn Store>) -> Result<AppState
         accounts,
         books: books.into_values().collect(),
         store,
-        metrics: super::metrics::Metrics::new(),
+        metrics,
     })
 }
 

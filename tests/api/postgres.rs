@@ -158,6 +158,23 @@ fn every_store_command_works_beside_running_servers() {
         rt.block_on(post(&client, &p.a.base, &xml, "c"))
             .expect("answered");
     }
+    let metrics = rt.block_on(async {
+        client
+            .get(format!("{}/metrics", p.a.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    for series in [
+        "siyu_store_pool_size ",
+        "siyu_store_pool_waiting ",
+        "siyu_store_operation_seconds_count{operation=\"apply_callback\"} 3",
+    ] {
+        assert!(metrics.contains(series), "{series} in:\n{metrics}");
+    }
     let config = p._dir.path().join("config.postgres.toml");
     let config = config.to_str().unwrap();
     let env = [("SIYU_DATABASE_URL", p._db.url.as_str())];

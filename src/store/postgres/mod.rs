@@ -85,7 +85,7 @@ impl Timings {
     fn new() -> Timings {
         let histogram = prometheus::HistogramVec::new(
             prometheus::HistogramOpts::new(
-                "siyu_store_operation_seconds",
+                "store_operation_seconds",
                 "Time of each PostgreSQL store operation (round trips and commit included)",
             )
             .buckets(vec![
