@@ -1,7 +1,6 @@
 //! Every kind of bad callback: the right status, and no follower state written.
 
 use siyu::protocol::{sign, AesKey, MsgCrypt};
-use siyu::store::Store;
 
 use crate::helpers::*;
 

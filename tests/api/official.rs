@@ -1,7 +1,6 @@
 //! Official accounts over real HTTP in each security mode, and the official vector.
 
 use siyu::protocol::sign;
-use siyu::store::Store;
 
 use crate::helpers::*;
 

@@ -1,6 +1,5 @@
 //! A WeCom self-built app over real HTTP, with the official WeCom vectors.
 
-use siyu::store::Store;
 
 use crate::helpers::*;
 
