@@ -33,7 +33,10 @@ use crate::store::{SledStore, Store, StoreError};
 #[command(
     name = "siyu",
     version,
-    about = "WeChat official-account and WeCom callbacks, answered from your own rules"
+    about = "WeChat official-account and WeCom callbacks, answered from your own rules",
+    after_help = "While `siyu serve` holds the store, commands that need it go through its admin API \
+                  at the config's `server.bind` (or SIYU_BIND), with the admin token in \
+                  SIYU_ADMIN_TOKEN (README \"Command line\")."
 )]
 pub struct Cli {
     #[command(subcommand)]
