@@ -20,6 +20,7 @@
 //! - [`api`]: the outbound half: typed WeChat/WeCom API calls, shared access tokens.
 //! - [`outbox`]: the durable queue of calls to WeChat and its background worker.
 //! - [`coupon`], [`segment`], [`campaign`]: coupon batches, audiences, pushes to them.
+//! - [`export`]: a segment's followers as a count, a list or a CSV (CLI and admin API).
 //! - [`fake_wechat`]: a fake WeChat/WeCom API server for tests and local development.
 //! - [`log_lines`]: the server's log lines, written off the request path in batches.
 //! - [`trial`]: synthetic messages for trying rules (simulate).
@@ -32,6 +33,7 @@ pub mod cli;
 pub mod config;
 pub mod coupon;
 pub mod engine;
+pub mod export;
 pub mod fake_wechat;
 pub mod follower;
 pub mod local_time;

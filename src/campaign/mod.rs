@@ -419,7 +419,7 @@ fn stable_id(input: &str) -> String {
 // --- Reports ---
 
 /// A campaign's numbers, added up from its followers' progress.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub name: String,
     pub state: String,
@@ -560,7 +560,7 @@ impl fmt::Display for Report {
 }
 
 /// A dry run: how the audience would be reached now.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub audience: u64,
     pub by_channel: BTreeMap<String, u64>,

@@ -1,19 +1,22 @@
 //! `siyu campaign`: list, define, plan (dry run), start (with a progress bar), status
 //! (the report), pause and resume.
 //!
-//! Works on the store, so it needs `siyu serve` stopped; while the server runs, use the
-//! admin API (`/admin/v1/campaigns/…`): the server's own runner and outbox then do the
-//! sending. `start` without a server sends from this process until the campaign is done
-//! (Ctrl-C stops it cleanly; `start` again, or `siyu serve`, carries on where it stopped).
+//! Works on the store; while `siyu serve` holds it, through the admin API
+//! (`/admin/v1/campaigns/…`, see [`remote`]): the server's own runner and outbox then do
+//! the sending, and `start` shows the server's progress. `start` without a server sends
+//! from this process until the campaign is done (Ctrl-C stops it cleanly; `start` again,
+//! or `siyu serve`, carries on where it stopped).
+
+mod remote;
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{ConfigArg, EXIT_INVALID, EXIT_RUNTIME};
+use super::{ConfigArg, StoreOrServer, EXIT_INVALID, EXIT_RUNTIME};
 use crate::campaign::runner::{self, CampaignError};
-use crate::campaign::{parse_campaigns, Known, Report, RunState};
-use crate::config::Settings;
+use crate::campaign::{parse_campaigns, Campaign, CampaignRun, Known, Report, RunState};
+use crate::config::{Role, Settings};
 use crate::local_time::{add_local_times, UtcOffset};
 use crate::outbox::now_ms;
 use crate::store::Store;
@@ -93,20 +96,36 @@ pub fn run(args: &CampaignArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    let store: Arc<dyn Store> = match crate::store::open(&settings) {
-        Ok(s) => s,
-        Err(e) => {
-            errln!("error: {e}");
-            errln!(
-                "(while `siyu serve` runs, use the admin API: POST /admin/v1/campaigns/NAME/start, …)"
-            );
-            return ExitCode::from(EXIT_RUNTIME);
+    // A definition is checked before any store: the same refusals either way.
+    let defined = match &args.action {
+        CampaignAction::Define(d) => match definition(&settings, d) {
+            Ok(defined) => Some(defined),
+            Err(code) => return code,
+        },
+        _ => None,
+    };
+    let need = match args.action {
+        CampaignAction::List | CampaignAction::Plan { .. } | CampaignAction::Status { .. } => {
+            Role::Viewer
         }
+        _ => Role::Operator,
+    };
+    let store = match super::store_or_server(&settings, need) {
+        Ok(StoreOrServer::Local(store)) => store,
+        Ok(StoreOrServer::Remote(server)) => {
+            return remote::run(&server, &settings, &args.action, defined)
+        }
+        Err(code) => return code,
     };
     let now = now_ms() / 1000;
     let result = match &args.action {
         CampaignAction::List => list(store.as_ref(), &settings),
-        CampaignAction::Define(d) => define(store.as_ref(), &settings, d),
+        CampaignAction::Define(_) => match defined {
+            Some((_, campaign)) => runner::define(store.as_ref(), &settings, campaign)
+                .and_then(|run| Ok(store.flush().map(|()| run)?))
+                .map(|run| defined_message(&run)),
+            None => unreachable!("a definition was made above"),
+        },
         CampaignAction::Plan { name } => runner::find(store.as_ref(), &settings, name)
             .and_then(|(c, _)| runner::plan(store.as_ref(), &settings, &c, now))
             .map(|plan| {
@@ -117,33 +136,17 @@ pub fn run(args: &CampaignArgs) -> ExitCode {
         CampaignAction::Status { name, json } => runner::find(store.as_ref(), &settings, name)
             .and_then(|_| runner::report(store.as_ref(), name))
             .map(|r| {
-                if *json {
-                    // Unix seconds for scripts, beside local date-times for people.
-                    let mut v = serde_json::to_value(&r).unwrap_or_default();
-                    add_local_times(&mut v, settings.utc_offset);
-                    outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-                } else {
-                    print_report(&r, settings.utc_offset);
-                }
+                print_status(&r, *json, settings.utc_offset);
                 ExitCode::SUCCESS
             }),
         CampaignAction::Pause { name } => runner::pause(store.as_ref(), name)
             // On disk before the new state is printed.
             .and_then(|r| Ok(store.flush().map(|()| r)?))
-            .map(|r| {
-                outln!("campaign {name} is {}", r.state);
-                ExitCode::SUCCESS
-            }),
+            .map(|r| paused(name, r.state)),
         CampaignAction::Resume { name } => runner::resume(store.as_ref(), name)
             // On disk before the new state is printed.
             .and_then(|r| Ok(store.flush().map(|()| r)?))
-            .map(|r| {
-                outln!(
-                    "campaign {name} is {} (`siyu campaign start {name}` or `siyu serve` sends it)",
-                    r.state
-                );
-                ExitCode::SUCCESS
-            }),
+            .map(|r| resumed(name, r.state)),
     };
     match result {
         Ok(code) => code,
@@ -160,6 +163,11 @@ pub fn run(args: &CampaignArgs) -> ExitCode {
 
 fn list(store: &dyn Store, settings: &Settings) -> Result<ExitCode, CampaignError> {
     let all = runner::all(store, settings)?;
+    print_list(&all, settings.utc_offset);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_list(all: &[(Campaign, Option<CampaignRun>)], zone: UtcOffset) {
     if all.is_empty() {
         outln!("(no campaigns: add [campaigns] file = \"campaigns.toml\" to the config, or `siyu campaign define`)");
     }
@@ -171,7 +179,7 @@ fn list(store: &dyn Store, settings: &Settings) -> Result<ExitCode, CampaignErro
         };
         let when = c
             .start_at
-            .map(|t| format!(" starts {}", settings.utc_offset.date_time(t)))
+            .map(|t| format!(" starts {}", zone.date_time(t)))
             .unwrap_or_default();
         outln!(
             "{:<20} {:<12} account {:<10} audience: {}{when}",
@@ -181,16 +189,12 @@ fn list(store: &dyn Store, settings: &Settings) -> Result<ExitCode, CampaignErro
             c.audience
         );
     }
-    Ok(ExitCode::SUCCESS)
 }
 
-/// Defines a campaign from flags, checked by the campaigns file's own rules: the flags
-/// become one `[[campaign]]` table.
-fn define(
-    store: &dyn Store,
-    settings: &Settings,
-    d: &DefineArgs,
-) -> Result<ExitCode, CampaignError> {
+/// A campaign from flags, checked by the campaigns file's own rules: the flags become one
+/// `[[campaign]]` table. Its text (what the admin API takes) and the campaign; or the
+/// mistakes printed and the exit code.
+fn definition(settings: &Settings, d: &DefineArgs) -> Result<(String, Campaign), ExitCode> {
     let mut t = toml::Table::new();
     t.insert("name".into(), d.name.clone().into());
     t.insert("account".into(), d.account.clone().into());
@@ -209,7 +213,7 @@ fn define(
                 }
                 Err(e) => {
                     errln!("error: --{key} {v:?}: {e} (e.g. 2026-12-01T10:00:00+08:00)");
-                    return Ok(ExitCode::from(EXIT_INVALID));
+                    return Err(ExitCode::from(EXIT_INVALID));
                 }
             }
         }
@@ -229,7 +233,7 @@ fn define(
         for kv in &d.data {
             let Some((k, v)) = kv.split_once('=') else {
                 errln!("error: --data {kv:?}: write KEY=VALUE");
-                return Ok(ExitCode::from(EXIT_INVALID));
+                return Err(ExitCode::from(EXIT_INVALID));
             };
             data.insert(k.trim().into(), v.into());
         }
@@ -237,7 +241,7 @@ fn define(
         t.insert("template".into(), tpl.into());
     } else if !d.data.is_empty() || d.template_url.is_some() {
         errln!("error: --data and --template-url need --template-id");
-        return Ok(ExitCode::from(EXIT_INVALID));
+        return Err(ExitCode::from(EXIT_INVALID));
     }
     let mut file = toml::Table::new();
     file.insert("campaign".into(), toml::Value::Array(vec![t.into()]));
@@ -249,16 +253,18 @@ fn define(
     };
     let campaign = match parse_campaigns("(command line)", &text, &known) {
         Ok(mut c) if c.len() == 1 => c.remove(0),
-        Ok(_) => return Ok(ExitCode::from(EXIT_INVALID)),
+        Ok(_) => return Err(ExitCode::from(EXIT_INVALID)),
         Err(errors) => {
             for e in errors {
                 errln!("error: {}", e.message);
             }
-            return Ok(ExitCode::from(EXIT_INVALID));
+            return Err(ExitCode::from(EXIT_INVALID));
         }
     };
-    let run = runner::define(store, settings, campaign)?;
-    store.flush()?;
+    Ok((text, campaign))
+}
+
+fn defined_message(run: &CampaignRun) -> ExitCode {
     outln!(
         "campaign {} defined ({}); `siyu campaign plan {}` to see its reach",
         run.campaign.name,
@@ -269,7 +275,7 @@ fn define(
         },
         run.campaign.name
     );
-    Ok(ExitCode::SUCCESS)
+    ExitCode::SUCCESS
 }
 
 /// Starts the campaign and sends it from this process: the campaign runner queues the
@@ -291,11 +297,7 @@ fn start(store: Arc<dyn Store>, settings: Settings, name: &str) -> Result<ExitCo
                 return Ok(ExitCode::from(EXIT_RUNTIME));
             }
         };
-    outln!(
-        "campaign {name} running (account {}, audience: {})",
-        run.campaign.account,
-        run.campaign.audience
-    );
+    running(name, &run.campaign);
     let settings = Arc::new(settings);
     let outcome = runtime.block_on(async {
         let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -306,13 +308,7 @@ fn start(store: Arc<dyn Store>, settings: Settings, name: &str) -> Result<ExitCo
             wake.clone(),
             stopped,
         ));
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} settled, {per_sec} {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
+        let bar = progress_bar();
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
         let finished = loop {
@@ -350,6 +346,48 @@ fn start(store: Arc<dyn Store>, settings: Settings, name: &str) -> Result<ExitCo
     let report = runner::report(store.as_ref(), name)?;
     print_report(&report, settings.utc_offset);
     Ok(ExitCode::SUCCESS)
+}
+
+fn running(name: &str, c: &Campaign) {
+    outln!(
+        "campaign {name} running (account {}, audience: {})",
+        c.account,
+        c.audience
+    );
+}
+
+/// How far a started campaign is: its followers settled of those targeted (on stderr, and
+/// only at a terminal: indicatif draws nothing into a pipe).
+fn progress_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} settled, {per_sec} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+fn paused(name: &str, state: RunState) -> ExitCode {
+    outln!("campaign {name} is {state}");
+    ExitCode::SUCCESS
+}
+
+fn resumed(name: &str, state: RunState) -> ExitCode {
+    outln!("campaign {name} is {state} (`siyu campaign start {name}` or `siyu serve` sends it)");
+    ExitCode::SUCCESS
+}
+
+fn print_status(r: &Report, json: bool, zone: UtcOffset) {
+    if json {
+        // Unix seconds for scripts, beside local date-times for people.
+        let mut v = serde_json::to_value(r).unwrap_or_default();
+        add_local_times(&mut v, zone);
+        outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        print_report(r, zone);
+    }
 }
 
 /// The report, then its times as local date-times.

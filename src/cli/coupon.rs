@@ -1,12 +1,19 @@
 //! `siyu coupon`: the batches of `coupons.toml`, and a shop counter's two questions:
 //! `redeem CODE` (marks it used, once) and `stats NAME` (issued / redeemed / expired /
-//! left). Works on the store, so stop `siyu serve` first, or use
-//! `POST /coupons/v1/redeem` while it runs.
+//! left). Works on the store, or while `siyu serve` holds it through the admin API
+//! (`POST /admin/v1/coupons/redeem`, operator; `GET /admin/v1/coupons/{batch}/stats`,
+//! viewer).
 
 use std::process::ExitCode;
 
-use super::{ConfigArg, EXIT_INVALID, EXIT_RUNTIME};
-use crate::config::Settings;
+use serde::Deserialize;
+
+use super::remote::{Failure, Server};
+use super::{ConfigArg, StoreOrServer, EXIT_INVALID, EXIT_RUNTIME};
+use crate::config::{Role, Settings};
+use crate::coupon::{Batch, Coupon, CouponStats, RedeemRefused};
+use crate::local_time::UtcOffset;
+use crate::server::admin_coupons::BatchStats;
 
 #[derive(Debug, clap::Args)]
 pub struct CouponArgs {
@@ -53,53 +60,38 @@ pub fn run(args: &CouponArgs) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let store = match crate::store::open(&settings) {
-        Ok(s) => s,
-        Err(e) => {
-            errln!("error: {e}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
+    // Known batches are checked here, before any store: the same refusal either way.
+    let batch = match &args.action {
+        CouponAction::Stats { batch } => match settings.coupon_batch(batch) {
+            Some(b) => Some(b),
+            None => {
+                errln!("error: no coupon batch `{batch}` (see `siyu coupon list`)");
+                return ExitCode::from(EXIT_INVALID);
+            }
+        },
+        _ => None,
     };
-    let result = match &args.action {
-        CouponAction::Redeem { code } => store
+    let need = match args.action {
+        CouponAction::Redeem { .. } => Role::Operator,
+        _ => Role::Viewer,
+    };
+    let store = match super::store_or_server(&settings, need) {
+        Ok(StoreOrServer::Local(store)) => store,
+        Ok(StoreOrServer::Remote(server)) => {
+            return remote(&server, &args.action, batch, zone).unwrap_or_else(Failure::exit)
+        }
+        Err(code) => return code,
+    };
+    let result = match (&args.action, batch) {
+        (CouponAction::Redeem { code }, _) => store
             .redeem_coupon(code.trim(), now)
             // On disk before "redeemed" is printed: the shop will not ask again.
             .and_then(|r| store.flush().map(|()| r))
-            .map(|r| match r {
-                Ok(c) => {
-                    outln!(
-                        "redeemed {} ({}) of {}/{}, issued at {}",
-                        c.code,
-                        c.batch,
-                        c.account,
-                        c.openid,
-                        zone.date_time(c.issued_at)
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(refused) => {
-                    errln!("error: {}", refused.describe(zone));
-                    ExitCode::from(EXIT_INVALID)
-                }
-            }),
-        CouponAction::Stats { batch } => {
-            let Some(b) = settings.coupon_batch(batch) else {
-                errln!("error: no coupon batch `{batch}` (see `siyu coupon list`)");
-                return ExitCode::from(EXIT_INVALID);
-            };
-            store.coupon_stats(b, now).map(|s| {
-                outln!(
-                    "{}: issued {}, redeemed {}, expired {}, left {}",
-                    b.name,
-                    s.issued,
-                    s.redeemed,
-                    s.expired,
-                    s.left
-                );
-                ExitCode::SUCCESS
-            })
+            .map(|r| redeemed(r, zone)),
+        (CouponAction::Stats { .. }, Some(b)) => {
+            store.coupon_stats(b, now).map(|s| print_stats(b, &s))
         }
-        CouponAction::List => unreachable!("handled above"),
+        _ => unreachable!("List is handled above, Stats always has its batch"),
     };
     let result = result.and_then(|code| store.flush().map(|()| code));
     match result {
@@ -109,4 +101,76 @@ pub fn run(args: &CouponArgs) -> ExitCode {
             ExitCode::from(EXIT_RUNTIME)
         }
     }
+}
+
+/// The same through the admin API.
+fn remote(
+    server: &Server,
+    action: &CouponAction,
+    batch: Option<&Batch>,
+    zone: UtcOffset,
+) -> Result<ExitCode, Failure> {
+    match (action, batch) {
+        (CouponAction::Redeem { code }, _) => {
+            #[derive(Deserialize)]
+            struct Redeemed {
+                redeemed: Coupon,
+            }
+            let body = serde_json::json!({ "code": code.trim() });
+            match server.post::<Redeemed>(&["admin", "v1", "coupons", "redeem"], Some(&body)) {
+                Ok(r) => Ok(redeemed(Ok(r.redeemed), zone)),
+                // The refusal itself, so that its time is shown as here.
+                Err(Failure::Refused {
+                    body,
+                    message,
+                    status,
+                }) => match serde_json::from_value::<RedeemRefused>(body["refused"].clone()) {
+                    Ok(refused) => Ok(redeemed(Err(refused), zone)),
+                    Err(_) => Err(Failure::Refused {
+                        status,
+                        message,
+                        body,
+                    }),
+                },
+                Err(e) => Err(e),
+            }
+        }
+        (CouponAction::Stats { .. }, Some(b)) => {
+            let s: BatchStats = server.get(&["admin", "v1", "coupons", &b.name, "stats"], &[])?;
+            Ok(print_stats(b, &s.stats))
+        }
+        _ => unreachable!("List needs no store, Stats always has its batch"),
+    }
+}
+
+fn redeemed(r: Result<Coupon, RedeemRefused>, zone: UtcOffset) -> ExitCode {
+    match r {
+        Ok(c) => {
+            outln!(
+                "redeemed {} ({}) of {}/{}, issued at {}",
+                c.code,
+                c.batch,
+                c.account,
+                c.openid,
+                zone.date_time(c.issued_at)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(refused) => {
+            errln!("error: {}", refused.describe(zone));
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
+
+fn print_stats(b: &Batch, s: &CouponStats) -> ExitCode {
+    outln!(
+        "{}: issued {}, redeemed {}, expired {}, left {}",
+        b.name,
+        s.issued,
+        s.redeemed,
+        s.expired,
+        s.left
+    );
+    ExitCode::SUCCESS
 }

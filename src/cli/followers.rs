@@ -1,18 +1,19 @@
 //! `siyu followers --where "…"`: count, list or export (CSV) the followers of a segment.
 //! Walks the store page by page (a million followers never sit in memory, and a closed pipe
-//! stops the walk). Reads the store, so stop `siyu serve` first.
-//!
-//! The CSV is for Excel as much as for scripts: it opens with a UTF-8 byte-order mark, without
-//! which Excel reads the file as the local ANSI code page and garbles Chinese tags and
-//! scenes (`--no-bom` leaves it out), and times are local date-times in `[display]
-//! utc_offset`, a form Excel reads as a date.
+//! stops the walk); while `siyu serve` holds the store, the server walks it
+//! (`GET /admin/v1/segments/{account}`) and this prints what it streams. Both give the
+//! same bytes: one format, in [`crate::export`] (a CSV for Excel: a UTF-8 byte-order mark,
+//! which `--no-bom` leaves out, and local date-times).
 
 use std::process::ExitCode;
 
 use super::output::{self, Buffered};
-use super::{ConfigArg, EXIT_INVALID, EXIT_RUNTIME};
-use crate::config::Settings;
+use super::remote::{Failure, Server};
+use super::{ConfigArg, StoreOrServer, EXIT_INVALID, EXIT_RUNTIME};
+use crate::config::{Role, Settings};
+use crate::export::{self, Format, CSV_HEADER, UTF8_BOM};
 use crate::segment::Segment;
+use crate::store::Store;
 
 #[derive(Debug, clap::Args)]
 pub struct FollowersArgs {
@@ -36,12 +37,6 @@ pub struct FollowersArgs {
     #[arg(long, requires = "csv")]
     pub no_bom: bool,
 }
-
-/// The UTF-8 byte-order mark: how Excel knows a CSV is UTF-8.
-pub const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
-
-/// Followers read from the store at a time.
-const PAGE: usize = 1024;
 
 pub fn run(args: &FollowersArgs) -> ExitCode {
     let settings = match Settings::load(&args.config.config) {
@@ -70,70 +65,101 @@ pub fn run(args: &FollowersArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    let store = match crate::store::open(&settings) {
-        Ok(s) => s,
-        Err(e) => {
-            errln!("error: {e}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
+    let format = if args.list {
+        Format::List
+    } else if args.csv {
+        Format::Csv
+    } else {
+        Format::Count
     };
+    match super::store_or_server(&settings, Role::Viewer) {
+        Ok(StoreOrServer::Local(store)) => {
+            local(store.as_ref(), args, segment.as_ref(), format, &settings)
+        }
+        Ok(StoreOrServer::Remote(server)) => remote(&server, args, format),
+        Err(code) => code,
+    }
+}
+
+fn local(
+    store: &dyn Store,
+    args: &FollowersArgs,
+    segment: Option<&Segment>,
+    format: Format,
+    settings: &Settings,
+) -> ExitCode {
     let now = crate::outbox::now_ms() / 1000;
     let zone = settings.utc_offset;
     let mut out = Buffered::new();
-    if args.csv {
+    if format == Format::Csv {
         if !args.no_bom {
             out.bytes(UTF8_BOM);
         }
-        out.write(format_args!(
-            "openid,subscribed,first_scene,tags,messages_in,last_message_at\n"
-        ));
+        out.write(format_args!("{CSV_HEADER}"));
     }
-    let mut count = 0u64;
-    let mut after: Option<String> = None;
-    // Until the last page, or until the reader of a listing has gone (a count needs them all).
-    while !(output::closed() && (args.list || args.csv)) {
-        let page = match store.followers_after(&args.account, after.as_deref(), PAGE) {
-            Ok(page) => page,
-            Err(e) => {
-                errln!("error: {e}");
-                return ExitCode::from(EXIT_RUNTIME);
+    let mut line = String::new();
+    let walked = export::walk(store, &args.account, segment, now, &mut |f| {
+        line.clear();
+        export::write_row(&mut line, format, f, zone);
+        out.write(format_args!("{line}"));
+        // Until the reader of a listing has gone (a count needs them all).
+        format == Format::Count || !output::closed()
+    });
+    match walked {
+        Ok(count) => {
+            if format == Format::Count {
+                out.write(format_args!("{count}\n"));
             }
-        };
-        let Some(last) = page.last() else { break };
-        after = Some(last.openid.clone());
-        for f in page {
-            if segment.as_ref().is_some_and(|s| !s.matches(&f, now)) {
-                continue;
-            }
-            count += 1;
-            if args.list {
-                out.write(format_args!("{}\n", f.openid));
-            } else if args.csv {
-                let tags: Vec<&str> = f.tags.iter().map(String::as_str).collect();
-                out.write(format_args!(
-                    "{},{},{},{},{},{}\n",
-                    csv(&f.openid),
-                    f.subscribed,
-                    csv(f.first_scene.as_deref().unwrap_or("")),
-                    csv(&tags.join(" ")),
-                    f.messages_in,
-                    f.last_inbound_at
-                        .map_or(String::new(), |t| zone.date_time(t))
-                ));
-            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            errln!("error: {e}");
+            ExitCode::from(EXIT_RUNTIME)
         }
     }
-    if !args.list && !args.csv {
-        out.write(format_args!("{count}\n"));
-    }
-    ExitCode::SUCCESS
 }
 
-/// A CSV field, quoted when it needs to be.
-fn csv(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
+/// The same through `GET /admin/v1/segments/{account}`: the count as JSON, a listing
+/// streamed to stdout as the server writes it.
+fn remote(server: &Server, args: &FollowersArgs, format: Format) -> ExitCode {
+    let path = ["admin", "v1", "segments", args.account.as_str()];
+    let mut query = vec![];
+    if let Some(w) = &args.segment {
+        query.push(("where", w.as_str()));
+    }
+    let result = match format {
+        Format::Count => {
+            query.push(("format", "count"));
+            server
+                .get::<serde_json::Value>(&path, &query)
+                .and_then(|v| {
+                    v.get("count").and_then(|c| c.as_u64()).ok_or_else(|| {
+                        Failure::Runtime(format!("the server's count is not a number: {v}"))
+                    })
+                })
+                .map(|count| outln!("{count}"))
+        }
+        Format::List | Format::Csv => {
+            query.push((
+                "format",
+                if format == Format::List {
+                    "list"
+                } else {
+                    "csv"
+                },
+            ));
+            if args.no_bom {
+                query.push(("bom", "false"));
+            }
+            let mut out = Buffered::new();
+            server.stream(&path, &query, &mut |bytes| {
+                out.bytes(bytes);
+                !output::closed()
+            })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => e.exit(),
     }
 }

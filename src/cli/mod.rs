@@ -1,6 +1,8 @@
 //! The command line: one module per subcommand, each thin over the library, and the exit
 //! codes they share. Everything they print goes through [`output`] (so a closed pipe ends a
-//! command quietly).
+//! command quietly). A command that needs the store opens it through [`store_or_server`]:
+//! the store itself, or the running server's admin API when `siyu serve` holds it
+//! ([`remote`]).
 
 // First, so that its `outln!`/`errln!` macros are in scope in every module after it.
 #[macro_use]
@@ -15,19 +17,27 @@ pub mod followers;
 pub mod migrate;
 pub mod outbox;
 pub mod qrcode;
+pub mod remote;
 pub mod serve;
 pub mod simulate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+
+use crate::config::{Role, Settings};
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "siyu",
     version,
-    about = "WeChat official-account and WeCom callbacks, answered from your own rules"
+    about = "WeChat official-account and WeCom callbacks, answered from your own rules",
+    after_help = "While `siyu serve` holds the store, commands that need it go through its admin API \
+                  at the config's `server.bind` (or SIYU_BIND), with the admin token in \
+                  SIYU_ADMIN_TOKEN (README \"Command line\")."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -109,6 +119,35 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
             errln!("error: cannot start the async runtime: {e}");
             ExitCode::from(EXIT_RUNTIME)
         })
+}
+
+/// Where a command finds the store.
+pub enum StoreOrServer {
+    /// Nobody else holds it: the command works on it itself.
+    Local(Arc<dyn Store>),
+    /// `siyu serve` holds it: the command asks the server (see [`remote`]).
+    Remote(remote::Server),
+}
+
+/// Opens the store for a command that needs `need` to do the same through the admin API;
+/// when the server holds the store (sled: one process per store), the server instead.
+/// Without a way to the server (no `SIYU_ADMIN_TOKEN`, no address), prints what to do and
+/// gives [`EXIT_RUNTIME`]: never just "locked".
+///
+/// The one place the command line opens the store, so that choosing a backend from the
+/// settings is one change here.
+pub fn store_or_server(settings: &Settings, need: Role) -> Result<StoreOrServer, ExitCode> {
+    // PostgreSQL is never locked: commands use it beside running servers.
+    match crate::store::open(settings) {
+        Ok(store) => Ok(StoreOrServer::Local(store)),
+        Err(StoreError::Locked { .. }) => {
+            remote::Server::connect(settings, need).map(StoreOrServer::Remote)
+        }
+        Err(e) => {
+            errln!("error: {e}");
+            Err(ExitCode::from(EXIT_RUNTIME))
+        }
+    }
 }
 
 /// Runs the subcommand; flushes its output and settles the exit code ([`output::finish`]).

@@ -1,16 +1,19 @@
 //! `siyu outbox`: what waits to be sent to WeChat, per account (pending, retrying, dead,
 //! and how far behind), the retrying items with their last error and the dead letters
 //! with their reason. `siyu outbox retry ID…` puts dead letters back in the queue. Reads
-//! the store, so stop `siyu serve` first, or use `GET /admin/v1/outbox` and
-//! `POST /admin/v1/outbox/{id}/retry` while it runs.
+//! the store, or while `siyu serve` holds it `GET /admin/v1/outbox` (viewer) and
+//! `POST /admin/v1/outbox/{id}/retry` (operator).
 
 use std::process::ExitCode;
 
-use super::{ConfigArg, EXIT_INVALID, EXIT_RUNTIME};
-use crate::config::Settings;
+use serde::Deserialize;
+
+use super::remote::{Failure, Server};
+use super::{ConfigArg, StoreOrServer, EXIT_INVALID, EXIT_RUNTIME};
+use crate::config::{Role, Settings};
 use crate::local_time::UtcOffset;
-use crate::outbox::now_ms;
-use crate::outbox::report::report;
+use crate::outbox::report::{report, OutboxReport};
+use crate::outbox::{now_ms, OutboxItem};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, clap::Args)]
@@ -50,25 +53,56 @@ pub fn run(args: &OutboxArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     }
-    let result = crate::store::open(&settings).and_then(|store| match &args.action {
-        None => show(store.as_ref(), args, settings.utc_offset),
-        Some(OutboxAction::Retry { ids }) => retry(store.as_ref(), ids),
-    });
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            errln!("error: {e}");
-            ExitCode::from(EXIT_RUNTIME)
+    let need = match args.action {
+        None => Role::Viewer,
+        Some(OutboxAction::Retry { .. }) => Role::Operator,
+    };
+    let zone = settings.utc_offset;
+    match super::store_or_server(&settings, need) {
+        Ok(StoreOrServer::Local(store)) => {
+            let result = match &args.action {
+                None => report(
+                    store.as_ref(),
+                    args.account.as_deref(),
+                    now_ms(),
+                    args.limit,
+                )
+                .map(|r| print(&r, zone)),
+                Some(OutboxAction::Retry { ids }) => retry(store.as_ref(), ids),
+            };
+            match result {
+                Ok(code) => code,
+                Err(e) => {
+                    errln!("error: {e}");
+                    ExitCode::from(EXIT_RUNTIME)
+                }
+            }
         }
+        Ok(StoreOrServer::Remote(server)) => {
+            let result = match &args.action {
+                None => {
+                    let limit = args.limit.to_string();
+                    let mut query = vec![("limit", limit.as_str())];
+                    if let Some(a) = &args.account {
+                        query.push(("account", a));
+                    }
+                    server
+                        .get::<OutboxReport>(&["admin", "v1", "outbox"], &query)
+                        .map(|r| print(&r, zone))
+                }
+                Some(OutboxAction::Retry { ids }) => retry_remote(&server, ids),
+            };
+            result.unwrap_or_else(Failure::exit)
+        }
+        Err(code) => code,
     }
 }
 
-fn show(store: &dyn Store, args: &OutboxArgs, zone: UtcOffset) -> Result<ExitCode, StoreError> {
+fn print(r: &OutboxReport, zone: UtcOffset) -> ExitCode {
     let now = now_ms();
-    let r = report(store, args.account.as_deref(), now, args.limit)?;
     if r.accounts.is_empty() {
         outln!("(the outbox is empty)");
-        return Ok(ExitCode::SUCCESS);
+        return ExitCode::SUCCESS;
     }
     outln!(
         "{:<16} {:>9} {:>9} {:>9}  oldest",
@@ -117,7 +151,7 @@ fn show(store: &dyn Store, args: &OutboxArgs, zone: UtcOffset) -> Result<ExitCod
             );
         }
     }
-    Ok(ExitCode::SUCCESS)
+    ExitCode::SUCCESS
 }
 
 fn retry(store: &dyn Store, ids: &[u64]) -> Result<ExitCode, StoreError> {
@@ -127,10 +161,10 @@ fn retry(store: &dyn Store, ids: &[u64]) -> Result<ExitCode, StoreError> {
             Some(item) => {
                 // On disk before it is reported done.
                 store.flush()?;
-                outln!("requeued #{id}: {}", item.effect.describe())
+                requeued(id, &item)
             }
             None => {
-                errln!("error: no dead letter #{id} (see `siyu outbox`)");
+                no_dead_letter(id);
                 missing = true;
             }
         }
@@ -141,4 +175,37 @@ fn retry(store: &dyn Store, ids: &[u64]) -> Result<ExitCode, StoreError> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The same through `POST /admin/v1/outbox/{id}/retry`, one id after the other.
+fn retry_remote(server: &Server, ids: &[u64]) -> Result<ExitCode, Failure> {
+    #[derive(Deserialize)]
+    struct Requeued {
+        requeued: OutboxItem,
+    }
+    let mut missing = false;
+    for &id in ids {
+        let path = id.to_string();
+        match server.post::<Requeued>(&["admin", "v1", "outbox", &path, "retry"], None) {
+            Ok(r) => requeued(id, &r.requeued),
+            Err(Failure::Refused { status: 404, .. }) => {
+                no_dead_letter(id);
+                missing = true;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(if missing {
+        ExitCode::from(EXIT_INVALID)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn requeued(id: u64, item: &OutboxItem) {
+    outln!("requeued #{id}: {}", item.effect.describe())
+}
+
+fn no_dead_letter(id: u64) {
+    errln!("error: no dead letter #{id} (see `siyu outbox`)");
 }

@@ -2,17 +2,21 @@
 //!
 //! Runs the engine's own path (`engine::dry_run`, or `engine::handle` with `--commit`)
 //! against the real store, so the follower's real tags and counters decide conditions.
-//! A dry run writes nothing. With `--tests FILE` it runs an operator regression suite
+//! A dry run writes nothing. While `siyu serve` holds the store, the server runs it
+//! (`POST /admin/v1/simulate`, viewer; `…/simulate/commit`, operator) with the rules it has
+//! in force, and this prints its answer the same way. With `--tests FILE` it runs an operator regression suite
 //! against the account's rules instead: the rules alone, no store (see `rules::Suite`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::ValueEnum;
+use serde::Deserialize;
 
 use super::check::{read_suite, run_suite};
-use super::{EXIT_INVALID, EXIT_RUNTIME};
-use crate::config::{AccountKind, Settings};
+use super::remote::{Failure, Server};
+use super::{StoreOrServer, EXIT_INVALID, EXIT_RUNTIME};
+use crate::config::{AccountKind, Role, Settings};
 use crate::engine::{self, Context, Outcome};
 use crate::follower::Follower;
 use crate::protocol::{Inbound, Reply};
@@ -119,7 +123,16 @@ fn simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     };
-    let store = crate::store::open(&settings)?;
+    let need = if args.commit {
+        Role::Operator
+    } else {
+        Role::Viewer
+    };
+    let store = match super::store_or_server(&settings, need) {
+        Ok(StoreOrServer::Local(store)) => store,
+        Ok(StoreOrServer::Remote(server)) => return Ok(remote(&server, args)),
+        Err(code) => return Ok(code),
+    };
     let entropy = Entropy::fresh();
     let ctx = Context {
         account: &account.id,
@@ -139,8 +152,82 @@ fn simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
     } else {
         engine::dry_run(store.as_ref(), ctx, &msg)?
     };
-    print_outcome(&account.id, &outcome, after.as_ref(), args.commit);
+    let shown = Shown::from_outcome(outcome, after, entropy.now_ms);
+    print_outcome(&account.id, &shown, args.commit);
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a simulation shows: from the engine here, or from the admin API's answer (whose
+/// fields these are).
+#[derive(Debug, Deserialize)]
+struct Shown {
+    follower: String,
+    rules: Vec<String>,
+    reply: Option<Reply>,
+    actions: Vec<String>,
+    effects: Vec<ShownEffect>,
+    follower_after: Option<Follower>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ShownEffect {
+    describe: String,
+    /// How long after the reply it goes out.
+    after_ms: i64,
+}
+
+impl Shown {
+    fn from_outcome(o: Outcome, after: Option<Follower>, now_ms: i64) -> Shown {
+        Shown {
+            follower: o.follower_id,
+            rules: o.answer.rules,
+            reply: o.answer.reply,
+            actions: o.actions.iter().map(ToString::to_string).collect(),
+            effects: o
+                .effects
+                .iter()
+                .map(|e| ShownEffect {
+                    describe: e.effect.describe(),
+                    after_ms: (e.not_before_ms - now_ms).max(0),
+                })
+                .collect(),
+            follower_after: after,
+        }
+    }
+}
+
+/// The same through the server, with the rules it has in force.
+fn remote(server: &Server, args: &SimulateArgs) -> ExitCode {
+    let body = serde_json::json!({
+        "account": args.account,
+        "from": args.from,
+        "text": args.text,
+        "event": event_name(args),
+        "scene": args.scene,
+        "key": args.key,
+        "seed": args.seed,
+    });
+    let path: &[&str] = if args.commit {
+        &["admin", "v1", "simulate", "commit"]
+    } else {
+        &["admin", "v1", "simulate"]
+    };
+    match server.post::<Shown>(path, Some(&body)) {
+        Ok(shown) => {
+            print_outcome(&args.account, &shown, args.commit);
+            ExitCode::SUCCESS
+        }
+        Err(e) => Failure::exit(e),
+    }
+}
+
+/// The event as the engine names it (`add_external_contact`).
+fn event_name(args: &SimulateArgs) -> Option<String> {
+    args.event.map(|e| {
+        e.to_possible_value()
+            .map(|v| v.get_name().replace('-', "_"))
+            .unwrap_or_default()
+    })
 }
 
 fn build_message(
@@ -152,26 +239,22 @@ fn build_message(
     let trial = Trial {
         from: Some(args.from.clone()),
         text: args.text.clone(),
-        event: args.event.map(|e| {
-            e.to_possible_value()
-                .map(|v| v.get_name().replace('-', "_"))
-                .unwrap_or_default()
-        }),
+        event: event_name(args),
         scene: args.scene.clone(),
         key: args.key.clone(),
     };
     trial.message(kind, receive_id, entropy.now, entropy.seed)
 }
 
-fn print_outcome(account: &str, o: &Outcome, after: Option<&Follower>, committed: bool) {
+fn print_outcome(account: &str, o: &Shown, committed: bool) {
     outln!("account   {account}");
-    outln!("follower  {}", o.follower_id);
-    if o.answer.rules.is_empty() {
+    outln!("follower  {}", o.follower);
+    if o.rules.is_empty() {
         outln!("rules     (none matched)");
     } else {
-        outln!("rules     {}", o.answer.rules.join(" → "));
+        outln!("rules     {}", o.rules.join(" → "));
     }
-    match &o.answer.reply {
+    match &o.reply {
         None => outln!("reply     (none: answered `success`)"),
         Some(r) => outln!("reply     {}", describe(r)),
     }
@@ -182,14 +265,8 @@ fn print_outcome(account: &str, o: &Outcome, after: Option<&Follower>, committed
             outln!("{}{a}", if i == 0 { "actions   " } else { "          " });
         }
     }
-    let now_ms = o
-        .effects
-        .iter()
-        .map(|e| e.not_before_ms)
-        .min()
-        .unwrap_or_default();
     for (i, e) in o.effects.iter().enumerate() {
-        let wait = (e.not_before_ms - now_ms) / 1000;
+        let wait = e.after_ms / 1000;
         let when = if wait > 0 {
             format!(" (after {wait} s)")
         } else {
@@ -198,10 +275,10 @@ fn print_outcome(account: &str, o: &Outcome, after: Option<&Follower>, committed
         outln!(
             "{}{}{when}",
             if i == 0 { "to WeChat " } else { "          " },
-            e.effect.describe()
+            e.describe
         );
     }
-    if let Some(f) = after {
+    if let Some(f) = &o.follower_after {
         let tags: Vec<&str> = f.tags.iter().map(String::as_str).collect();
         outln!(
             "state     subscribed={} tags=[{}] messages_in={} first_scene={}",

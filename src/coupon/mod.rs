@@ -96,7 +96,8 @@ pub enum ClaimRefused {
 
 /// Why a code cannot be redeemed. `Display` (logs, the redeem API's JSON) gives the time
 /// in unix seconds; [`RedeemRefused::describe`] gives it to a person, as a local date-time.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case")]
 pub enum RedeemRefused {
     Unknown(String),
     AlreadyRedeemed { code: String, at: i64 },

@@ -3,13 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{DeadItem, OutboxItem};
 use crate::store::{Store, StoreError};
 
 /// Per account.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AccountQueue {
     /// Never tried yet (waiting for their time, their batch, or the worker).
     pub pending: u64,
@@ -20,7 +20,7 @@ pub struct AccountQueue {
     pub oldest_secs: Option<i64>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct OutboxReport {
     pub accounts: BTreeMap<String, AccountQueue>,
     /// The first `limit` retrying items, in queue order.

@@ -17,6 +17,7 @@ use super::webhook::Entropy;
 use super::AppState;
 use crate::audit::diff_summary;
 use crate::config::{AdminToken, Role};
+use crate::coupon::RedeemRefused;
 use crate::engine::{self, Context};
 use crate::outbox::{now_ms, NewItem};
 use crate::rulebook::{LoadError, Reloaded, RuleBook};
@@ -33,6 +34,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/reload", web::post().to(reload))
             .route("/tests", web::post().to(run_tests))
             .route("/simulate", web::post().to(simulate))
+            .route("/simulate/commit", web::post().to(simulate_commit))
             .route("/followers/{account}/{openid}", web::get().to(follower))
             .route(
                 "/followers/{account}/{openid}/tags/{tag}",
@@ -47,7 +49,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/audit", web::get().to(audit_list))
             .route("/outbox", web::get().to(outbox))
             .route("/outbox/{id}/retry", web::post().to(outbox_retry))
-            .configure(super::admin_campaigns::configure),
+            .configure(super::admin_campaigns::configure)
+            .configure(super::admin_coupons::configure)
+            .configure(super::admin_segments::configure),
     );
 }
 
@@ -145,6 +149,9 @@ pub enum AdminError {
     Store(#[from] StoreError),
     #[error("WeChat refused: {0}")]
     Upstream(String),
+    /// A coupon code that cannot be redeemed; the body carries it as `refused` too.
+    #[error(transparent)]
+    Redeem(#[from] RedeemRefused),
 }
 
 impl ResponseError for AdminError {
@@ -158,6 +165,13 @@ impl ResponseError for AdminError {
             AdminError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AdminError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             AdminError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            // As the shop's redeem endpoint answers them.
+            AdminError::Redeem(r) => match r {
+                RedeemRefused::Unknown(_) => StatusCode::NOT_FOUND,
+                RedeemRefused::AlreadyRedeemed { .. } => StatusCode::CONFLICT,
+                RedeemRefused::Expired { .. } => StatusCode::GONE,
+                RedeemRefused::NotYetValid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            },
         }
     }
 
@@ -170,7 +184,12 @@ impl ResponseError for AdminError {
             AdminError::Refused(errors) => errors.clone(),
             _ => Vec::new(),
         };
-        r.json(json!({ "error": self.to_string(), "errors": errors }))
+        match self {
+            AdminError::Redeem(refused) => {
+                r.json(json!({ "error": self.to_string(), "errors": errors, "refused": refused }))
+            }
+            _ => r.json(json!({ "error": self.to_string(), "errors": errors })),
+        }
     }
 }
 
@@ -388,10 +407,30 @@ async fn simulate(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, AdminError> {
+    run_simulation(&state, &req, &body, false)
+}
+
+/// The same, applied for real as if WeChat had called (`siyu simulate --commit`): the
+/// follower's state changes and what the rules queue for WeChat is queued. Audited.
+async fn simulate_commit(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    run_simulation(&state, &req, &body, true)
+}
+
+fn run_simulation(
+    state: &AppState,
+    req: &HttpRequest,
+    body: &[u8],
+    commit: bool,
+) -> Result<HttpResponse, AdminError> {
     // Parsed after the token check, so a caller without one learns nothing from the body's
     // errors (and gets 401, not 400).
-    authorize(&state, &req, Role::Viewer)?;
-    let body: SimulateBody = serde_json::from_slice(&body)
+    let need = if commit { Role::Operator } else { Role::Viewer };
+    let who = authorize(state, req, need)?.name.clone();
+    let body: SimulateBody = serde_json::from_slice(body)
         .map_err(|e| AdminError::BadRequest(format!("simulate body: {e}")))?;
     let account = state
         .accounts
@@ -408,20 +447,39 @@ async fn simulate(
         )
         .map_err(AdminError::BadRequest)?;
     let loaded = account.rules.current();
-    let (outcome, after) = engine::dry_run(
-        state.store.as_ref(),
-        Context {
-            account: &body.account,
-            rules: &loaded.table,
-            now: entropy.now,
-            now_ms: entropy.now_ms,
-            seed: body.seed.unwrap_or(entropy.seed),
-            dedupe_ttl_secs: state.settings.dedupe_ttl_secs,
-            coupons: &state.settings.coupons,
-            outbound: account.settings.outbound(),
-        },
-        &msg,
-    )?;
+    let ctx = Context {
+        account: &body.account,
+        rules: &loaded.table,
+        now: entropy.now,
+        now_ms: entropy.now_ms,
+        seed: body.seed.unwrap_or(entropy.seed),
+        dedupe_ttl_secs: state.settings.dedupe_ttl_secs,
+        coupons: &state.settings.coupons,
+        outbound: account.settings.outbound(),
+    };
+    // A commit is one follower's write, as a callback's is (the flush is the scope's).
+    let (outcome, after) = if commit {
+        let o = engine::handle(state.store.as_ref(), ctx, &msg)?;
+        if !o.effects.is_empty() {
+            state.outbox_wake.notify_one();
+        }
+        let after = state.store.follower(&body.account, &o.follower_id)?;
+        let rules = if o.answer.rules.is_empty() {
+            "(no rule)".to_string()
+        } else {
+            o.answer.rules.join(" → ")
+        };
+        audit(
+            state,
+            &who,
+            "simulate.commit",
+            &format!("{}/{}", body.account, o.follower_id),
+            rules,
+        );
+        (o, after)
+    } else {
+        engine::dry_run(state.store.as_ref(), ctx, &msg)?
+    };
     let actions: Vec<String> = outcome.actions.iter().map(|a| a.to_string()).collect();
     // What would be queued for WeChat: each effect, and its delay after the reply.
     let start = entropy.now_ms;
@@ -444,6 +502,7 @@ async fn simulate(
         "actions": actions,
         "effects": effects,
         "follower_after": after,
+        "committed": commit,
     })))
 }
 
@@ -576,7 +635,8 @@ async fn qrcode(
         )
         .await
         .map_err(|e| match e {
-            crate::api::ApiError::Invalid(m) => AdminError::BadRequest(m),
+            // Worded as `siyu qrcode` words it.
+            e @ crate::api::ApiError::Invalid(_) => AdminError::BadRequest(e.to_string()),
             other => AdminError::Upstream(other.to_string()),
         })?;
     let kind = if body.permanent {
@@ -615,7 +675,7 @@ async fn audit_list(
     Ok(HttpResponse::Ok().json(json!({ "entries": entries })))
 }
 
-fn known_account(state: &AppState, account: &str) -> Result<(), AdminError> {
+pub(super) fn known_account(state: &AppState, account: &str) -> Result<(), AdminError> {
     if state.accounts.contains_key(account) {
         Ok(())
     } else {

@@ -8,11 +8,13 @@ use super::admin::{authorize, AdminError};
 use super::reload::audit;
 use super::AppState;
 use crate::campaign::runner::{self, CampaignError};
+use crate::campaign::{parse_campaigns, Known};
 use crate::config::Role;
 use crate::outbox::now_ms;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/campaigns", web::get().to(list))
+        .route("/campaigns", web::post().to(define))
         .route("/campaigns/{name}", web::get().to(report))
         .route("/campaigns/{name}/plan", web::get().to(plan))
         .route("/campaigns/{name}/start", web::post().to(start))
@@ -50,6 +52,47 @@ async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRespon
         })
         .collect();
     Ok(HttpResponse::Ok().json(json!({ "campaigns": campaigns })))
+}
+
+/// Defines a campaign (what `siyu campaign define` does): the body is one `[[campaign]]`
+/// table, written as in the campaigns file and checked by the same rules (every mistake
+/// listed, 422). Kept in the store, not started; 409 when the name is taken.
+async fn define(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    let who = authorize(&state, &req, Role::Operator)?.name.clone();
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| AdminError::BadRequest("the campaign must be UTF-8 TOML".into()))?;
+    let kinds = |id: &str| state.settings.account(id).map(|a| a.kind);
+    let known = Known {
+        accounts: &kinds,
+        coupons: &state.settings.coupons,
+    };
+    let mut campaigns = parse_campaigns("campaign.toml", text, &known).map_err(|errors| {
+        AdminError::Refused(
+            errors
+                .iter()
+                .map(|e| format!("{}:{}:{}: {}", e.file, e.line, e.column, e.message))
+                .collect(),
+        )
+    })?;
+    if campaigns.len() != 1 {
+        return Err(AdminError::BadRequest(format!(
+            "the body must define exactly one [[campaign]], not {}",
+            campaigns.len()
+        )));
+    }
+    let run = runner::define(state.store.as_ref(), &state.settings, campaigns.remove(0))?;
+    audit(
+        &state,
+        &who,
+        "campaign.define",
+        &run.campaign.name,
+        run.campaign.audience.clone(),
+    );
+    Ok(HttpResponse::Ok().json(json!({ "state": run.state, "run": run })))
 }
 
 async fn report(

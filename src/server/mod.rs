@@ -3,6 +3,8 @@
 
 pub mod admin;
 pub mod admin_campaigns;
+pub mod admin_coupons;
+pub mod admin_segments;
 pub mod coupons;
 pub mod error;
 pub mod metrics;

@@ -375,11 +375,13 @@ impl TestApp {
 
 /// Runs the `siyu` binary: (exit code, stdout, stderr).
 pub fn siyu(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_siyu"))
-        .args(args)
-        .env_remove("SIYU_CONFIG")
-        .output()
-        .expect("siyu runs");
+    siyu_env(args, &[])
+}
+
+/// Runs the `siyu` binary with these environment variables set (and none of siyu's own
+/// from the test's environment): (exit code, stdout, stderr).
+pub fn siyu_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = siyu_command(args, env).output().expect("siyu runs");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -391,11 +393,18 @@ pub fn siyu(args: &[&str]) -> (i32, String, String) {
 /// the pipe, as `| head -c KEEP` does (0: closed before the first write): (exit code, the
 /// bytes read, stderr).
 pub fn siyu_closing_stdout(args: &[&str], keep: usize) -> (i32, Vec<u8>, String) {
+    siyu_closing_stdout_env(args, keep, &[])
+}
+
+/// [`siyu_closing_stdout`] with these environment variables set.
+pub fn siyu_closing_stdout_env(
+    args: &[&str],
+    keep: usize,
+    env: &[(&str, &str)],
+) -> (i32, Vec<u8>, String) {
     use std::io::Read;
     use std::process::Stdio;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_siyu"))
-        .args(args)
-        .env_remove("SIYU_CONFIG")
+    let mut child = siyu_command(args, env)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -411,6 +420,19 @@ pub fn siyu_closing_stdout(args: &[&str], keep: usize) -> (i32, Vec<u8>, String)
         read,
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The `siyu` binary with `args`, its environment cleared of what would change where it
+/// looks (the config, the server's address, an admin token), then `env` set.
+fn siyu_command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_siyu"));
+    command
+        .args(args)
+        .env_remove("SIYU_CONFIG")
+        .env_remove("SIYU_BIND")
+        .env_remove("SIYU_ADMIN_TOKEN")
+        .envs(env.iter().copied());
+    command
 }
 
 /// A config in `dir` whose rules come from `replies` and whose store is in `dir`.

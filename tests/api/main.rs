@@ -4,6 +4,7 @@
 
 mod admin;
 mod bad_input;
+mod beside_server;
 mod campaigns;
 mod cli;
 mod coupons;
