@@ -1,6 +1,5 @@
 //! WeChat retries: a retry gets the first delivery's reply and applies nothing again.
 
-
 use crate::helpers::*;
 
 #[tokio::test]

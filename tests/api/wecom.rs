@@ -1,6 +1,5 @@
 //! A WeCom self-built app over real HTTP, with the official WeCom vectors.
 
-
 use crate::helpers::*;
 
 fn vectors() -> serde_json::Value {
