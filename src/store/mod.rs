@@ -354,6 +354,34 @@ pub trait Store: Send + Sync {
     }
 }
 
+/// Writes a follower as they are, replacing any stored state of theirs: what earlier
+/// callbacks would have left (test fixtures, benches, an import). Goes through
+/// `apply_callback` with a delivery key that has already expired, so a second write of
+/// the same follower is not taken for a retry.
+pub fn put_follower(
+    store: &dyn Store,
+    account: &str,
+    follower: &Follower,
+) -> Result<(), StoreError> {
+    let key = CallbackKey {
+        account,
+        openid: &follower.openid,
+        dedupe_key: "put_follower",
+        now: 1,
+        expires_at: 2,
+    };
+    store
+        .apply_callback(key, &mut |_| Commit {
+            follower: Some(follower.clone()),
+            answer: Answer {
+                reply: None,
+                rules: Vec::new(),
+            },
+            effects: Vec::new(),
+        })
+        .map(drop)
+}
+
 /// Opens the store `[storage]` names: sled (one process) or PostgreSQL (shared).
 pub fn open(settings: &crate::config::Settings) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     Ok(match &settings.postgres {

@@ -12,7 +12,7 @@ use siyu::audit::AuditEntry;
 use siyu::follower::Follower;
 use siyu::local_time::UtcOffset;
 use siyu::outbox::{Effect, NewItem};
-use siyu::store::{Answer, CallbackKey, Commit, Store};
+use siyu::store::Store;
 
 use crate::helpers::*;
 
@@ -172,31 +172,13 @@ fn seed(dir: &Path, config: &str) -> (u64, String, i64) {
         )
     }));
     for (openid, tags, scene, last) in &followers {
-        let key = CallbackKey {
-            account: "safe",
-            openid,
-            dedupe_key: "k",
-            now: 1,
-            expires_at: 2,
-        };
-        store
-            .apply_callback(key, &mut |_| {
-                let mut f = Follower::new(openid);
-                f.subscribed = true;
-                f.tags = tags.iter().map(|t| t.to_string()).collect();
-                f.first_scene = scene.map(str::to_string);
-                f.last_inbound_at = *last;
-                f.messages_in = 3;
-                Commit {
-                    follower: Some(f),
-                    answer: Answer {
-                        reply: None,
-                        rules: vec![],
-                    },
-                    effects: vec![],
-                }
-            })
-            .unwrap();
+        let mut f = Follower::new(openid);
+        f.subscribed = true;
+        f.tags = tags.iter().map(|t| t.to_string()).collect();
+        f.first_scene = scene.map(str::to_string);
+        f.last_inbound_at = *last;
+        f.messages_in = 3;
+        siyu::store::put_follower(&store, "safe", &f).unwrap();
     }
     for (i, who) in ["ops-li", "boss-zhao"].iter().enumerate() {
         store

@@ -12,7 +12,7 @@ use siyu::campaign::{Channel, Progress};
 use siyu::config::Settings;
 use siyu::fake_wechat::{FakeWechat, FakeWechatHandle};
 use siyu::follower::{Follower, CS_AFTER_MESSAGE};
-use siyu::store::{Answer, CallbackKey, Commit, SledStore, Store};
+use siyu::store::{SledStore, Store};
 
 use crate::helpers::*;
 use crate::outbox::{eventually, with_api};
@@ -26,25 +26,7 @@ const ROBOT: &str = "/cgi-bin/webhook/send";
 pub fn seed(store_path: &Path, account: &str, followers: &[Follower]) {
     let store = open(store_path);
     for f in followers {
-        store
-            .apply_callback(
-                CallbackKey {
-                    account,
-                    openid: &f.openid,
-                    dedupe_key: "seed",
-                    now: 1,
-                    expires_at: 2,
-                },
-                &mut |_| Commit {
-                    follower: Some(f.clone()),
-                    answer: Answer {
-                        reply: None,
-                        rules: vec![],
-                    },
-                    effects: vec![],
-                },
-            )
-            .unwrap();
+        siyu::store::put_follower(&store, account, f).unwrap();
     }
     store.flush().unwrap();
 }

@@ -287,7 +287,7 @@ fn outbox_lists_the_queue_and_requeues_dead_letters() {
 #[test]
 fn followers_where_counts_lists_and_exports_a_segment() {
     use siyu::follower::Follower;
-    use siyu::store::{Answer, CallbackKey, Commit, Store};
+    use siyu::store::Store;
 
     let dir = tempfile::tempdir().unwrap();
     let config = config_in(dir.path(), &fixtures().join("replies"));
@@ -299,29 +299,11 @@ fn followers_where_counts_lists_and_exports_a_segment() {
             ("o_c", vec![], 1),
             ("o_d", vec!["vip"], 0),
         ] {
-            let key = CallbackKey {
-                account: "safe",
-                openid,
-                dedupe_key: "k",
-                now: 1,
-                expires_at: 2,
-            };
-            store
-                .apply_callback(key, &mut |_| {
-                    let mut f = Follower::new(openid);
-                    f.subscribed = true;
-                    f.tags = tags.iter().map(|t| t.to_string()).collect();
-                    f.counters.insert("orders".into(), orders);
-                    Commit {
-                        follower: Some(f),
-                        answer: Answer {
-                            reply: None,
-                            rules: vec![],
-                        },
-                        effects: vec![],
-                    }
-                })
-                .unwrap();
+            let mut f = Follower::new(openid);
+            f.subscribed = true;
+            f.tags = tags.iter().map(|t| t.to_string()).collect();
+            f.counters.insert("orders".into(), orders);
+            siyu::store::put_follower(&store, "safe", &f).unwrap();
         }
         store.flush().unwrap();
     }
@@ -357,32 +339,14 @@ fn followers_where_counts_lists_and_exports_a_segment() {
 /// last message at).
 fn store_followers(dir: &Path, followers: &[(String, Vec<&str>, Option<i64>)]) {
     use siyu::follower::Follower;
-    use siyu::store::{Answer, CallbackKey, Commit, Store};
+    use siyu::store::Store;
     let store = open_store(&dir.join("data/siyu.sled"));
     for (openid, tags, last) in followers {
-        let key = CallbackKey {
-            account: "safe",
-            openid,
-            dedupe_key: "k",
-            now: 1,
-            expires_at: 2,
-        };
-        store
-            .apply_callback(key, &mut |_| {
-                let mut f = Follower::new(openid);
-                f.subscribed = true;
-                f.tags = tags.iter().map(|t| t.to_string()).collect();
-                f.last_inbound_at = *last;
-                Commit {
-                    follower: Some(f),
-                    answer: Answer {
-                        reply: None,
-                        rules: vec![],
-                    },
-                    effects: vec![],
-                }
-            })
-            .unwrap();
+        let mut f = Follower::new(openid);
+        f.subscribed = true;
+        f.tags = tags.iter().map(|t| t.to_string()).collect();
+        f.last_inbound_at = *last;
+        siyu::store::put_follower(&store, "safe", &f).unwrap();
     }
     store.flush().unwrap();
 }
