@@ -204,6 +204,19 @@ pub struct DeadItem {
     pub died_ms: i64,
 }
 
+impl DeadItem {
+    /// The item back in the queue (`siyu outbox retry`): due now, attempts reset, and why it
+    /// had died kept as its last error. Every backend requeues through this.
+    pub fn requeued(self, now_ms: i64) -> OutboxItem {
+        OutboxItem {
+            attempts: 0,
+            due_ms: now_ms,
+            last_error: Some(format!("requeued after: {}", self.reason)),
+            ..self.item
+        }
+    }
+}
+
 /// How the worker retries.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {

@@ -241,12 +241,7 @@ impl Store for MemoryStore {
         let Some(dead) = q.dead.remove(&id) else {
             return Ok(None);
         };
-        let item = OutboxItem {
-            attempts: 0,
-            due_ms: now_ms,
-            last_error: Some(format!("requeued after: {}", dead.reason)),
-            ..dead.item
-        };
+        let item = dead.requeued(now_ms);
         q.outbox.insert(id, item.clone());
         Ok(Some(item))
     }

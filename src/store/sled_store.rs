@@ -418,12 +418,7 @@ impl Store for SledStore {
             return Ok(None);
         };
         let dead: DeadItem = from_json("dead", &k, &v)?;
-        let item = OutboxItem {
-            attempts: 0,
-            due_ms: now_ms,
-            last_error: Some(format!("requeued after: {}", dead.reason)),
-            ..dead.item
-        };
+        let item = dead.requeued(now_ms);
         let value = json(&item);
         (&self.outbox, &self.dead)
             .transaction(|(outbox, dead_tree)| {

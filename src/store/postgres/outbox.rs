@@ -175,12 +175,7 @@ impl PgStore {
         else {
             return Ok(None);
         };
-        let item = OutboxItem {
-            attempts: 0,
-            due_ms: now_ms,
-            last_error: Some(format!("requeued after: {}", dead.reason)),
-            ..dead.item
-        };
+        let item = dead.requeued(now_ms);
         let (pid, json) = (int8(id), to_json(&item));
         let rows = self.timed(
             "outbox_requeue",
