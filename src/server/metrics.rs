@@ -168,9 +168,7 @@ impl Metrics {
         for g in &self.pool {
             let _ = self.registry.register(Box::new(g.clone()));
         }
-        let _ = self
-            .registry
-            .register(Box::new(store.timings().histogram.clone()));
+        let _ = self.registry.register(Box::new(store.timings()));
     }
 
     /// The text exposition, with the store size (and pool) read now.

@@ -155,7 +155,6 @@ impl PgStore {
             }
         });
         self.timings
-            .histogram
             .with_label_values(&["apply_callback"])
             .observe(started.elapsed().as_secs_f64());
         result.map(|()| applied)
@@ -232,9 +231,30 @@ impl PgStore {
         limit: usize,
     ) -> Result<Vec<Follower>, StoreError> {
         let mut out = Vec::with_capacity(limit.min(4096));
-        let mut cursor = after.unwrap_or("").to_string();
-        while out.len() < limit {
-            let want = (limit - out.len()).min(WALK_PAGE);
+        self.walk(account, after.unwrap_or(""), limit, &mut |f| out.push(f))?;
+        Ok(out)
+    }
+
+    pub(super) fn pg_for_each_follower(
+        &self,
+        account: &str,
+        visit: &mut dyn FnMut(Follower),
+    ) -> Result<(), StoreError> {
+        self.walk(account, "", usize::MAX, visit)
+    }
+
+    /// Visits up to `limit` followers of an account with an openid above `after`, in
+    /// openid order, [`WALK_PAGE`] rows a round trip.
+    fn walk(
+        &self,
+        account: &str,
+        after: &str,
+        limit: usize,
+        visit: &mut dyn FnMut(Follower),
+    ) -> Result<(), StoreError> {
+        let (mut cursor, mut left) = (after.to_string(), limit);
+        while left > 0 {
+            let want = left.min(WALK_PAGE);
             let rows = self.timed(
                 "followers_page",
                 self.query(&PAGE, &[&account, &cursor, &int8(want as u64)]),
@@ -244,7 +264,8 @@ impl PgStore {
                 let openid: String = row.get(0);
                 let value: Vec<u8> = row.get(1);
                 if let Some(f) = decode_record(&key(account, &openid), &value)?.follower {
-                    out.push(f);
+                    visit(f);
+                    left -= 1;
                 }
                 cursor = openid;
             }
@@ -252,33 +273,7 @@ impl PgStore {
                 break;
             }
         }
-        Ok(out)
-    }
-
-    pub(super) fn pg_for_each_follower(
-        &self,
-        account: &str,
-        visit: &mut dyn FnMut(Follower),
-    ) -> Result<(), StoreError> {
-        let mut cursor = String::new();
-        loop {
-            let rows = self.timed(
-                "followers_page",
-                self.query(&PAGE, &[&account, &cursor, &int8(WALK_PAGE as u64)]),
-            )?;
-            let n = rows.len();
-            for row in rows {
-                let openid: String = row.get(0);
-                let value: Vec<u8> = row.get(1);
-                if let Some(f) = decode_record(&key(account, &openid), &value)?.follower {
-                    visit(f);
-                }
-                cursor = openid;
-            }
-            if n < WALK_PAGE {
-                return Ok(());
-            }
-        }
+        Ok(())
     }
 
     pub(super) fn pg_append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {

@@ -29,7 +29,6 @@ pub mod testing;
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Object, Pool};
@@ -66,7 +65,8 @@ pub struct PgStore {
     runtime: Option<tokio::runtime::Runtime>,
     pool: Pool,
     prepared: bool,
-    timings: Arc<Timings>,
+    /// Each operation's time (cheap to clone: shared inside).
+    timings: prometheus::HistogramVec,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -76,26 +76,18 @@ impl std::fmt::Debug for PgStore {
 }
 
 /// Query latency per store operation, for `/metrics`.
-#[derive(Debug)]
-pub struct Timings {
-    pub histogram: prometheus::HistogramVec,
-}
-
-impl Timings {
-    fn new() -> Timings {
-        let histogram = prometheus::HistogramVec::new(
-            prometheus::HistogramOpts::new(
-                "store_operation_seconds",
-                "Time of each PostgreSQL store operation (round trips and commit included)",
-            )
-            .buckets(vec![
-                0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0, 5.0,
-            ]),
-            &["operation"],
+fn operation_histogram() -> prometheus::HistogramVec {
+    prometheus::HistogramVec::new(
+        prometheus::HistogramOpts::new(
+            "store_operation_seconds",
+            "Time of each PostgreSQL store operation (round trips and commit included)",
         )
-        .expect("valid histogram");
-        Timings { histogram }
-    }
+        .buckets(vec![
+            0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0, 5.0,
+        ]),
+        &["operation"],
+    )
+    .expect("valid histogram")
 }
 
 thread_local! {
@@ -189,7 +181,7 @@ impl PgStore {
             runtime: Some(runtime),
             pool,
             prepared: settings.prepared_statements,
-            timings: Arc::new(Timings::new()),
+            timings: operation_histogram(),
         };
         // Fail at start, with the reason, rather than at the first callback.
         store.block(async { store.conn().await.map(drop) })?;
@@ -206,7 +198,7 @@ impl PgStore {
         }
     }
 
-    pub fn timings(&self) -> Arc<Timings> {
+    pub fn timings(&self) -> prometheus::HistogramVec {
         self.timings.clone()
     }
 
@@ -227,7 +219,6 @@ impl PgStore {
         let started = Instant::now();
         let out = self.block(f);
         self.timings
-            .histogram
             .with_label_values(&[operation])
             .observe(started.elapsed().as_secs_f64());
         out
