@@ -53,7 +53,7 @@ pub(crate) struct Tokens {
     /// Held during a refresh so that only one runs at a time (see the module doc).
     flight: tokio::sync::Mutex<()>,
     /// This process, as the holder of the store's refresh lease.
-    owner: String,
+    owner: &'static str,
 }
 
 /// How long a refresh may hold the store's lease (a fetch times out well before).
@@ -130,7 +130,7 @@ impl Tokens {
         loop {
             let granted = self
                 .store
-                .lease(&lease, &self.owner, unix_now() * 1000, REFRESH_LEASE_MS)
+                .lease(&lease, self.owner, unix_now() * 1000, REFRESH_LEASE_MS)
                 .unwrap_or_else(|e| {
                     tracing::warn!(account = %self.source.account, error = %e, "cannot take the token refresh lease; refreshing anyway");
                     true
@@ -138,7 +138,7 @@ impl Tokens {
             if granted || std::time::Instant::now() >= deadline {
                 let fetched = self.fetch_and_keep().await;
                 if granted {
-                    let _ = self.store.release(&lease, &self.owner);
+                    let _ = self.store.release(&lease, self.owner);
                 }
                 return fetched;
             }

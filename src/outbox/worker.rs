@@ -170,21 +170,25 @@ pub struct Worker {
     tally: Mutex<Tally>,
     metrics: Option<crate::server::metrics::Metrics>,
     /// This instance, as the owner of the outbox items it leases.
-    pub(crate) owner: String,
+    pub(crate) owner: &'static str,
 }
 
-/// A name for this process among the instances sharing a store: host, pid and a random
-/// part (a restarted process is a new owner; its predecessor's leases run out).
-pub fn instance_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default();
-    format!(
-        "{}-{}-{:08x}",
-        if host.is_empty() { "siyu" } else { &host },
-        std::process::id(),
-        rand::random::<u32>()
-    )
+/// A name for this process among the instances sharing a store (host, pid and a random
+/// part: a restarted process is a new owner, and its predecessor's leases run out). One per
+/// process, shared by the outbox worker, the campaign runner and the token caches.
+pub fn instance_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        format!(
+            "{}-{}-{:08x}",
+            if host.is_empty() { "siyu" } else { &host },
+            std::process::id(),
+            rand::random::<u32>()
+        )
+    })
 }
 
 impl Worker {
@@ -318,7 +322,7 @@ impl Worker {
     fn lease(&self, job: Job) -> Option<Job> {
         let now = now_ms();
         let until = now.saturating_add(self.settings.lease_secs.saturating_mul(1000) as i64);
-        let leased = match self.store.outbox_lease(&job.ids(), &self.owner, now, until) {
+        let leased = match self.store.outbox_lease(&job.ids(), self.owner, now, until) {
             Ok(mut ids) => {
                 ids.sort_unstable();
                 ids
