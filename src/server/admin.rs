@@ -154,6 +154,13 @@ pub enum AdminError {
     Redeem(#[from] RedeemRefused),
 }
 
+/// The blocking pool refused the work: the server is stopping (500, try again).
+impl From<actix_web::error::BlockingError> for AdminError {
+    fn from(_: actix_web::error::BlockingError) -> Self {
+        AdminError::Store(StoreError::Backend("the server is stopping".into()))
+    }
+}
+
 impl ResponseError for AdminError {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -326,8 +333,7 @@ async fn write_rule(
             .write_file(&name, &text_owned, Entropy::fresh().now)
             .map(|r| (r, name))
     })
-    .await
-    .map_err(|e| AdminError::BadRequest(e.to_string()))?;
+    .await?;
     let (reloaded, name) = result?;
     let version = match reloaded {
         Reloaded::Replaced(v) | Reloaded::Unchanged(v) => v,
@@ -362,8 +368,7 @@ async fn reload(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResp
             })
             .collect::<Vec<_>>()
     })
-    .await
-    .map_err(|e| AdminError::BadRequest(e.to_string()))?;
+    .await?;
     Ok(HttpResponse::Ok().json(json!({ "folders": results })))
 }
 
@@ -595,8 +600,7 @@ async fn tags(
             json!({ "followers": followers, "subscribed": subscribed, "tags": tags }),
         )
     })
-    .await
-    .map_err(|e| AdminError::BadRequest(e.to_string()))??;
+    .await??;
     Ok(HttpResponse::Ok().json(counted))
 }
 

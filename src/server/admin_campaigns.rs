@@ -106,9 +106,7 @@ async fn report(
     let store = state.store.clone();
     let name = name.into_inner();
     // Reads every follower's progress: off the async threads.
-    let r = web::block(move || runner::report(store.as_ref(), &name))
-        .await
-        .map_err(|e| AdminError::BadRequest(e.to_string()))??;
+    let r = web::block(move || runner::report(store.as_ref(), &name)).await??;
     Ok(HttpResponse::Ok().json(r))
 }
 
@@ -123,8 +121,7 @@ async fn plan(
     let p = web::block(move || {
         runner::plan(st.store.as_ref(), &st.settings, &campaign, now_ms() / 1000)
     })
-    .await
-    .map_err(|e| AdminError::BadRequest(e.to_string()))??;
+    .await??;
     Ok(HttpResponse::Ok().json(p))
 }
 

@@ -39,9 +39,8 @@ async fn stats(
     };
     let store = state.store.clone();
     // Counts the batch's codes: off the async threads.
-    let stats = web::block(move || store.coupon_stats(&b, now_ms() / 1000).map(|s| (b, s)))
-        .await
-        .map_err(|e| AdminError::BadRequest(e.to_string()))??;
+    let stats =
+        web::block(move || store.coupon_stats(&b, now_ms() / 1000).map(|s| (b, s))).await??;
     Ok(HttpResponse::Ok().json(BatchStats {
         batch: stats.0.name,
         stats: stats.1,
@@ -67,9 +66,7 @@ async fn redeem(
     let code = body.code.trim().to_string();
     let store = state.store.clone();
     let now = now_ms() / 1000;
-    let c = web::block(move || store.redeem_coupon(&code, now))
-        .await
-        .map_err(|e| AdminError::BadRequest(e.to_string()))???;
+    let c = web::block(move || store.redeem_coupon(&code, now)).await???;
     audit(
         &state,
         &who,

@@ -71,8 +71,7 @@ async fn segment(
                 &mut |_| true,
             )
         })
-        .await
-        .map_err(|e| AdminError::BadRequest(e.to_string()))??;
+        .await??;
         return Ok(HttpResponse::Ok().json(json!({
             "account": account,
             "where": q.segment,
