@@ -348,6 +348,13 @@ pub trait Store: Send + Sync {
         Ok(ids.to_vec())
     }
 
+    /// Whether a call may wait on a network round trip (a database server), so that
+    /// callers on an async worker thread move it to the blocking pool. An in-process store
+    /// (sled, memory) answers from memory and its own disk: no.
+    fn waits_on_network(&self) -> bool {
+        false
+    }
+
     /// The PostgreSQL store behind this one, for its pool metrics.
     fn as_postgres(&self) -> Option<&PgStore> {
         None

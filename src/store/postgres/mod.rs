@@ -588,6 +588,10 @@ impl super::Store for PgStore {
         self.pg_release(name, owner)
     }
 
+    fn waits_on_network(&self) -> bool {
+        true
+    }
+
     fn as_postgres(&self) -> Option<&PgStore> {
         Some(self)
     }
