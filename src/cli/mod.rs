@@ -20,6 +20,7 @@ pub mod qrcode;
 pub mod remote;
 pub mod serve;
 pub mod simulate;
+pub mod store;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -70,6 +71,9 @@ pub enum Command {
     Campaign(campaign::CampaignArgs),
     /// Bring the PostgreSQL schema up to date (`serve` does it at start too).
     Migrate(ConfigArg),
+    /// The store itself: `copy --to postgres` (or `--to sled`) moves every table to the
+    /// other backend.
+    Store(store::StoreArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -164,6 +168,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Campaign(a) => campaign::run(&a),
         Command::Followers(a) => followers::run(&a),
         Command::Migrate(a) => migrate::run(&a),
+        Command::Store(a) => store::run(&a),
     };
     output::finish(code)
 }

@@ -14,6 +14,7 @@ mod format;
 mod group_flush;
 mod legacy;
 mod memory;
+pub mod portable;
 pub mod postgres;
 mod sled_store;
 

@@ -9,6 +9,8 @@
 
 use std::hash::{BuildHasher, RandomState};
 use std::path::Path;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
@@ -26,7 +28,13 @@ use crate::coupon::{
 use crate::follower::Follower;
 use crate::outbox::{DeadItem, NewItem, OutboxItem};
 
+mod portable;
+
 const STRIPES: usize = 256;
+
+/// In `meta`: the lowest id this store hands out (big-endian u64), raised past every id
+/// that `siyu store copy` writes in.
+const ID_FLOOR: &[u8] = b"id_floor";
 
 #[derive(Clone)]
 pub struct SledStore {
@@ -58,6 +66,11 @@ pub struct SledStore {
     msgids: Tree,
     /// campaign \0 msg_id (big-endian) → JSON `MassJob`.
     jobs: Tree,
+    /// Small named values: the id floor, a store copy's checkpoint.
+    meta: Tree,
+    /// Added to every id sled generates (see [`ID_FLOOR`]).
+    id_floor: Arc<AtomicU64>,
+    path: PathBuf,
     stripes: Arc<[Mutex<()>]>,
     /// Picks a record's stripe (FNV-1a from a random start, see `lock_stripe`).
     stripe_seed: u64,
@@ -86,6 +99,7 @@ impl SledStore {
             }
             other => StoreError::Backend(other.to_string()),
         })?;
+        let meta = db.open_tree("meta").map_err(backend)?;
         Ok(SledStore {
             followers: db.open_tree("followers").map_err(backend)?,
             audit: db.open_tree("audit").map_err(backend)?,
@@ -99,6 +113,19 @@ impl SledStore {
             pending: db.open_tree("campaign_pending").map_err(backend)?,
             msgids: db.open_tree("campaign_msgids").map_err(backend)?,
             jobs: db.open_tree("campaign_jobs").map_err(backend)?,
+            id_floor: Arc::new(AtomicU64::new(
+                match meta.get(ID_FLOOR).map_err(backend)? {
+                    Some(v) => <[u8; 8]>::try_from(v.as_ref())
+                        .map(u64::from_be_bytes)
+                        .map_err(|_| StoreError::Corrupt {
+                            key: "meta/id_floor".into(),
+                            reason: format!("{} bytes, want 8", v.len()),
+                        })?,
+                    None => 0,
+                },
+            )),
+            meta,
+            path: path.to_path_buf(),
             db,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             stripe_seed: RandomState::new().hash_one(0u8),
@@ -175,6 +202,12 @@ fn after_key(after: Option<u64>) -> std::ops::RangeFrom<[u8; 8]> {
 }
 
 impl SledStore {
+    /// A new id: unique and increasing, above every id copied in.
+    fn generate_id(&self) -> Result<u64, StoreError> {
+        let id = self.db.generate_id().map_err(backend)?;
+        Ok(id.saturating_add(self.id_floor.load(Ordering::SeqCst)))
+    }
+
     fn new_items(
         &self,
         account: &str,
@@ -184,7 +217,7 @@ impl SledStore {
         items
             .into_iter()
             .map(|item| {
-                let id = self.db.generate_id().map_err(backend)?;
+                let id = self.generate_id()?;
                 Ok((id, json(&OutboxItem::new(id, account, item, now_ms))))
             })
             .collect()
@@ -309,7 +342,7 @@ impl Store for SledStore {
     }
 
     fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        let id = self.db.generate_id().map_err(backend)?;
+        let id = self.generate_id()?;
         let mut k = (entry.at.max(0) as u64).to_be_bytes().to_vec();
         k.extend_from_slice(&id.to_be_bytes());
         let v = serde_json::to_vec(entry).map_err(|e| StoreError::Backend(e.to_string()))?;

@@ -424,7 +424,7 @@ pub fn siyu_closing_stdout_env(
 
 /// The `siyu` binary with `args`, its environment cleared of what would change where it
 /// looks (the config, the server's address, an admin token), then `env` set.
-fn siyu_command(args: &[&str], env: &[(&str, &str)]) -> Command {
+pub fn siyu_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_siyu"));
     command
         .args(args)

@@ -293,3 +293,107 @@ async fn two_instances_share_the_outbox_and_take_over_a_killed_ones_items() {
     drop(b);
     fake.stop().await;
 }
+
+/// `siyu store copy --to postgres`, SIGKILLed midway, run again: it resumes from its
+/// checkpoint, the counts match, a third run writes nothing, and a server on PostgreSQL
+/// then knows every follower the sled server had.
+#[test]
+fn a_store_copy_killed_midway_resumes_and_the_copy_serves() {
+    use siyu::store::portable::{Checkpoint, Portable, CHECKPOINT};
+    use siyu::store::{PgStore, Store};
+    let Some(db) = TestDatabase::new() else {
+        return;
+    };
+    const FOLLOWERS: usize = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = reqwest::Client::new();
+    {
+        // Real callbacks first (followers, deliveries, outbox items), on sled.
+        let sled = crate::crash::serve_env(&config, &[]);
+        for i in 1..=3 {
+            let xml = SAFE.text("o_copy_real", "打卡", i);
+            rt.block_on(post(&client, &sled.base, &xml, "c"))
+                .expect("answered");
+        }
+    }
+    let settings = siyu::config::Settings::load(std::path::Path::new(&config)).unwrap();
+    {
+        let store = open_store(&settings.storage_path);
+        for i in 0..FOLLOWERS {
+            let mut f = siyu::follower::Follower::new(format!("o_copy_{i:05}"));
+            f.tags.insert("imported".into());
+            siyu::store::put_follower(&store, "safe", &f).unwrap();
+        }
+        store.flush().unwrap();
+    }
+    let env = [("SIYU_DATABASE_URL", db.url.as_str())];
+    let copy_args = [
+        "store", "copy", "--to", "postgres", "--page", "50", "--config", &config,
+    ];
+    let mut child = siyu_command(&copy_args, &env)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pg = PgStore::open(&db.settings(1)).unwrap();
+    let checkpoint =
+        || -> Option<Checkpoint> { serde_json::from_str(&pg.meta(CHECKPOINT).unwrap()?).ok() };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while checkpoint().is_none_or(|c| c.rows < 2_000) {
+        assert!(std::time::Instant::now() < until, "the copy makes progress");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the copy is still running"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let stopped = checkpoint().unwrap();
+    assert!(stopped.finished_at.is_none(), "killed midway: {stopped:?}");
+    let copied_so_far = pg.count(siyu::store::portable::Table::Followers).unwrap();
+    assert!(
+        (2_000..FOLLOWERS as u64).contains(&copied_so_far),
+        "part of the followers copied: {copied_so_far}"
+    );
+
+    let (code, out, err) = siyu_env(&copy_args, &env);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("resumed from the last checkpoint"), "{out}");
+    assert!(out.contains("counts match"), "{out}");
+    let followers_line = out.lines().find(|l| l.starts_with("followers")).unwrap();
+    let n = (FOLLOWERS + 1).to_string();
+    assert_eq!(
+        followers_line.split_whitespace().collect::<Vec<_>>(),
+        ["followers", n.as_str(), n.as_str()],
+        "{out}"
+    );
+    let (code, out, err) = siyu_env(&copy_args, &env);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("nothing written"), "{out}");
+
+    // A server on the copy: the sled server's follower, as it left them.
+    let pg_config = on_postgres(&config);
+    let server = crate::crash::serve_env(&pg_config, &env);
+    let f = rt.block_on(follower(&client, &server.base, "o_copy_real"));
+    assert_eq!(f["counters"]["checkin"], 3, "{f}");
+    let xml = SAFE.text("o_copy_real", "打卡", 4);
+    let reply = rt
+        .block_on(post(&client, &server.base, &xml, "d"))
+        .expect("answered");
+    assert_eq!(reply, "第4次打卡 o_copy_real");
+    // A retry of a callback answered before the copy is still recognised after it.
+    let retry = rt
+        .block_on(post(
+            &client,
+            &server.base,
+            &SAFE.text("o_copy_real", "打卡", 3),
+            "e",
+        ))
+        .expect("answered");
+    assert_eq!(retry, "第3次打卡 o_copy_real");
+    let f = rt.block_on(follower(&client, &server.base, "o_copy_00042"));
+    assert_eq!(f["tags"], serde_json::json!(["imported"]), "{f}");
+}

@@ -7,11 +7,18 @@ use super::{db, PgStore};
 use crate::store::StoreError;
 
 /// (version, name, SQL), in order. A migration, once released, never changes: add one.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../../migrations/postgres/0001_init.sql"),
-)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "meta_and_rules",
+        include_str!("../../../migrations/postgres/0002_meta_and_rules.sql"),
+    ),
+];
 
 /// Any number: the advisory lock that serialises migrations of one database.
 const MIGRATION_LOCK: i64 = 0x5349_5955; // "SIYU"

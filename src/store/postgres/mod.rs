@@ -24,6 +24,7 @@ mod coupons;
 mod followers;
 mod migrate;
 mod outbox;
+mod portable;
 #[doc(hidden)]
 pub mod testing;
 
