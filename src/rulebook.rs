@@ -63,6 +63,13 @@ pub enum Reloaded {
     Unchanged(Version),
 }
 
+/// One rule file by name (no folder), as instances on one store share them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RuleFile {
+    pub name: String,
+    pub text: String,
+}
+
 /// Whether a path in a rule folder names a rule file: `*.toml`. Not the `.NAME.tmp`
 /// files `write_file` renames into place, nor editors' swap and backup files, so a
 /// watcher that uses this reacts only to what a reload would read.
@@ -270,6 +277,74 @@ impl RuleBook {
         Ok(result)
     }
 
+    /// The folder's rule files as they are on disk, and the version hash they load as.
+    pub fn files(&self) -> Result<(String, Vec<RuleFile>), LoadError> {
+        let sources = read_sources(&self.dir)?;
+        let files = sources
+            .iter()
+            .map(|s| RuleFile {
+                name: Path::new(&s.name)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                text: s.text.clone(),
+            })
+            .collect();
+        Ok((hash(&sources), files))
+    }
+
+    /// Makes the folder hold exactly `files` (another instance's rules): they are compiled
+    /// first, and only if they compile is each written (durably, as `write_file` does),
+    /// every other rule file of the folder removed, and the table swapped. A bad name or a
+    /// compile error leaves folder and table as they were.
+    pub fn install(&self, files: &[RuleFile], now: i64) -> Result<Reloaded, LoadError> {
+        if let Some(bad) = files.iter().find(|f| !is_rule_file_name(&f.name)) {
+            return Err(LoadError::BadName(bad.name.chars().take(80).collect()));
+        }
+        let _w = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sources: Vec<RuleSource> = files
+            .iter()
+            .map(|f| RuleSource {
+                name: self.dir.join(&f.name).display().to_string(),
+                text: f.text.clone(),
+            })
+            .collect();
+        sources.sort_by(|a, b| a.name.cmp(&b.name));
+        let wanted = hash(&sources);
+        let current = self.current();
+        let on_disk = read_sources(&self.dir)?;
+        if wanted == current.version.hash && hash(&on_disk) == wanted {
+            return Ok(Reloaded::Unchanged(current.version.clone()));
+        }
+        let table = RuleTable::compile(&sources, &self.context)?;
+        let io = |source| LoadError::Io {
+            dir: self.dir.display().to_string(),
+            source,
+        };
+        for f in files {
+            let path = self.dir.join(&f.name);
+            let unchanged = on_disk
+                .iter()
+                .any(|s| Path::new(&s.name) == path && s.text == f.text);
+            if !unchanged {
+                let tmp = self.dir.join(format!(".{}.tmp", f.name));
+                write_durably(&tmp, &path, &f.text).map_err(io)?;
+            }
+        }
+        for old in &on_disk {
+            let path = Path::new(&old.name);
+            let kept = files
+                .iter()
+                .any(|f| path.file_name() == Some(std::ffi::OsStr::new(&f.name)));
+            if !kept {
+                std::fs::remove_file(path).map_err(io)?;
+            }
+        }
+        let result = self.swap(table, wanted, now);
+        self.accept();
+        Ok(result)
+    }
+
     /// The names of the folder's rule files, in load order (no file is read).
     pub fn file_names(&self) -> Result<Vec<String>, LoadError> {
         Ok(rule_files(&self.dir)?
@@ -366,6 +441,57 @@ mod tests {
         std::fs::write(dir.path().join("a.toml"), GOOD).unwrap();
         let book = RuleBook::load(dir.path(), RuleContext::default(), 1).unwrap();
         (dir, book)
+    }
+
+    #[test]
+    fn install_makes_the_folder_hold_exactly_the_files_given_or_changes_nothing() {
+        let (dir, book) = book();
+        let (_, mine) = book.files().unwrap();
+        let theirs = vec![RuleFile {
+            name: "b.toml".into(),
+            text: GOOD.replace("one", "two").replace("\"a\"", "\"b\""),
+        }];
+        // Another instance's folder, as its `files()` reported it: the same version here.
+        let other = tempfile::tempdir().unwrap();
+        std::fs::write(other.path().join("b.toml"), &theirs[0].text).unwrap();
+        let there = RuleBook::load(other.path(), RuleContext::default(), 1).unwrap();
+        let Reloaded::Replaced(v) = book.install(&theirs, 5).unwrap() else {
+            panic!("new files replace the table")
+        };
+        assert_eq!(
+            v.hash,
+            there.current().version.hash,
+            "one hash for one set of files"
+        );
+        assert_eq!(book.file_names().unwrap(), ["b.toml"], "a.toml was removed");
+        assert!(book
+            .reload(6)
+            .is_ok_and(|r| matches!(r, Reloaded::Unchanged(_))));
+        assert!(matches!(
+            book.install(&theirs, 7).unwrap(),
+            Reloaded::Unchanged(_)
+        ));
+
+        let broken = vec![RuleFile {
+            name: "c.toml".into(),
+            text: "[[rule]]\nname = \"c\"\n".into(),
+        }];
+        assert!(matches!(book.install(&broken, 8), Err(LoadError::Rules(_))));
+        let bad_name = vec![RuleFile {
+            name: "../escape.toml".into(),
+            text: GOOD.into(),
+        }];
+        assert!(matches!(
+            book.install(&bad_name, 8),
+            Err(LoadError::BadName(_))
+        ));
+        assert_eq!(book.file_names().unwrap(), ["b.toml"], "nothing written");
+        assert_eq!(book.current().version, v);
+        assert!(book.install(&mine, 9).is_ok());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("a.toml")).unwrap(),
+            GOOD
+        );
     }
 
     #[test]

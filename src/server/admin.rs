@@ -326,12 +326,15 @@ async fn write_rule(
     let book = book(&state, &q)?;
     let old = book.read_file(&file).unwrap_or_default();
     let (name, text_owned, token_name) = (file.into_inner(), text.to_string(), token.name.clone());
-    let writer = book.clone();
-    // Compiling and writing are blocking work: off the async worker.
+    let (writer, state2, who) = (book.clone(), state.clone(), token_name.clone());
+    // Compiling, writing and publishing to the other instances are blocking work: off
+    // the async worker.
     let result = web::block(move || {
-        writer
-            .write_file(&name, &text_owned, Entropy::fresh().now)
-            .map(|r| (r, name))
+        let written = writer.write_file(&name, &text_owned, Entropy::fresh().now);
+        if matches!(written, Ok(Reloaded::Replaced(_))) {
+            super::rule_sync::publish(&state2, &writer, &who);
+        }
+        written.map(|r| (r, name))
     })
     .await?;
     let (reloaded, name) = result?;

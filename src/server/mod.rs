@@ -9,6 +9,7 @@ pub mod coupons;
 pub mod error;
 pub mod metrics;
 pub mod reload;
+pub mod rule_sync;
 pub mod startup;
 pub mod webhook;
 

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::web;
 use notify::event::ModifyKind;
@@ -25,12 +25,14 @@ pub fn reload_book(state: &AppState, book: &RuleBook, who: &str) -> Result<Reloa
     let now = Entropy::fresh().now;
     let result = book.reload(now);
     let dir = book.dir().display().to_string();
+    tracing::debug!(dir = %dir, who, ?result, "reload");
     let (action, detail) = match &result {
         // Nothing new: the folder is what is in force, or what was refused (and logged
         // and audited) last time. One edit is one log line and one audit entry.
         Ok(Reloaded::Unchanged(_)) | Err(LoadError::StillRefused(_)) => return result,
         Ok(Reloaded::Replaced(v)) => {
             tracing::info!(dir = %dir, version = %v, who, "rules reloaded");
+            super::rule_sync::publish(state, book, who);
             ("rules.reload", format!("version {}", v.hash))
         }
         Err(e) => {
@@ -96,9 +98,22 @@ pub fn watch(state: web::Data<AppState>) -> notify::Result<notify::RecommendedWa
                     // Not a change: above all, the reads of our own last reload.
                     continue;
                 }
-                while let Ok(ev) = rx.recv_timeout(DEBOUNCE) {
-                    changes.take(ev);
+                // Quiet means no *change* for DEBOUNCE: reads of the folder (an operator's
+                // console polling the rule list) come as events too, and must not hold a
+                // reload off for as long as they keep coming.
+                let mut quiet_at = Instant::now() + DEBOUNCE;
+                loop {
+                    let left = quiet_at.saturating_duration_since(Instant::now());
+                    match rx.recv_timeout(left) {
+                        Ok(ev) => {
+                            if changes.take(ev) {
+                                quiet_at = Instant::now() + DEBOUNCE;
+                            }
+                        }
+                        Err(_) => break,
+                    }
                 }
+                tracing::debug!(paths = ?changes.paths, rescan = changes.rescan, "rule files changed");
                 for (folder, book) in &books {
                     if changes.touches(folder) {
                         let _ = reload_book(&state, book, "file-watcher");
@@ -125,15 +140,18 @@ impl Changes {
     /// causes), metadata such as `touch` or `chmod`, and other files (the `.NAME.tmp`
     /// files that `RuleBook::write_file` renames into place, editors' swap files) do not,
     /// so an idle server never reads its folders.
-    fn take(&mut self, ev: notify::Result<notify::Event>) {
-        let Ok(ev) = ev else { return };
-        if ev.need_rescan() {
-            self.rescan = true;
-        }
+    ///
+    /// Returns whether `ev` was such a change.
+    fn take(&mut self, ev: notify::Result<notify::Event>) -> bool {
+        let Ok(ev) = ev else { return false };
+        let before = self.paths.len();
+        let rescan = ev.need_rescan();
+        self.rescan |= rescan;
         if is_change(&ev.kind) {
             self.paths
                 .extend(ev.paths.into_iter().filter(|p| is_rule_path(p)));
         }
+        rescan || self.paths.len() > before
     }
 
     fn is_empty(&self) -> bool {

@@ -162,6 +162,7 @@ impl Application {
         let store = crate::store::open(&settings)?;
         let addr = settings.bind.clone();
         let state = web::Data::new(build_state(settings, store.clone())?);
+        super::rule_sync::join(&state);
         let listener = TcpListener::bind(&addr).map_err(|source| StartupError::Bind {
             addr: addr.clone(),
             source,
@@ -231,6 +232,7 @@ impl Application {
             state.outbox_wake.clone(),
             stopped.clone(),
         ));
+        super::rule_sync::follow(state.clone(), stopped.clone());
         let worker = tokio::spawn(worker.run(stopped));
         let result = server.await;
         #[cfg(unix)]

@@ -16,6 +16,7 @@ mod legacy;
 mod memory;
 pub mod portable;
 pub mod postgres;
+pub mod shared_rules;
 mod sled_store;
 
 pub use group_flush::GroupFlush;
@@ -358,6 +359,11 @@ pub trait Store: Send + Sync {
 
     /// The PostgreSQL store behind this one, for its pool metrics.
     fn as_postgres(&self) -> Option<&PgStore> {
+        None
+    }
+
+    /// The rules shared with other instances on this store, where there can be others.
+    fn shared_rules(&self) -> Option<&dyn shared_rules::SharedRules> {
         None
     }
 }

@@ -62,10 +62,19 @@ pub(crate) fn serve(config: &str) -> Serve {
 
 /// [`serve`] with extra environment (a PostgreSQL store's `SIYU_DATABASE_URL`).
 pub(crate) fn serve_env(config: &str, env: &[(&str, &str)]) -> Serve {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_siyu"))
+    serve_in(None, config, env)
+}
+
+/// [`serve_env`] started in folder `cwd` (a relative `config` is read from there).
+pub(crate) fn serve_in(cwd: Option<&std::path::Path>, config: &str, env: &[(&str, &str)]) -> Serve {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_siyu"));
+    if let Some(dir) = cwd {
+        command.current_dir(dir);
+    }
+    let mut child = command
         .args(["serve", "--config", config])
-        .envs(env.iter().copied())
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .env("NO_COLOR", "1")
         .stderr(Stdio::piped())
         .spawn()
@@ -73,6 +82,9 @@ pub(crate) fn serve_env(config: &str, env: &[(&str, &str)]) -> Serve {
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let port: u16 = loop {
         let line = lines.next().expect("serve logs its port").unwrap();
+        if line.contains("WARN") && !line.contains("secret written") || line.contains("ERROR") {
+            eprintln!("serve: {line}");
+        }
         if let Some(rest) = line.split("port=").nth(1) {
             break rest.split_whitespace().next().unwrap().parse().unwrap();
         }

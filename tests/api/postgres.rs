@@ -397,3 +397,138 @@ fn a_store_copy_killed_midway_resumes_and_the_copy_serves() {
     let f = rt.block_on(follower(&client, &server.base, "o_copy_00042"));
     assert_eq!(f["tags"], serde_json::json!(["imported"]), "{f}");
 }
+
+/// An instance in a folder of its own, started as README starts it: `siyu serve --config
+/// config.postgres.toml` from that folder, the rules in `./replies`.
+fn instance_in(dir: &std::path::Path, db: &TestDatabase) -> crate::crash::Serve {
+    let absolute = config(dir);
+    let replies = dir.join("replies").display().to_string();
+    let text = std::fs::read_to_string(&absolute)
+        .unwrap()
+        .replace(&format!("{replies:?}"), "\"replies\"");
+    std::fs::write(&absolute, text).unwrap();
+    on_postgres(&absolute);
+    crate::crash::serve_in(
+        Some(dir),
+        "config.postgres.toml",
+        &[("SIYU_DATABASE_URL", db.url.as_str())],
+    )
+}
+
+async fn rules_hash(client: &reqwest::Client, base: &str) -> String {
+    let r: serde_json::Value = client
+        .get(format!("{base}/admin/v1/rules"))
+        .header("authorization", format!("Bearer {VIEWER}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["folders"][0]["version"]["hash"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Polls until both instances run the same rules, at most 2 seconds (the promise).
+async fn agree_within_2s(client: &reqwest::Client, a: &str, b: &str) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        let (ha, hb) = (rules_hash(client, a).await, rules_hash(client, b).await);
+        if ha == hb {
+            return ha;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "the instances still run different rules after 2 s: {ha} vs {hb}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_change_through_one_instance_is_in_force_on_the_other_within_2_seconds() {
+    let Some(db) = TestDatabase::new() else {
+        return;
+    };
+    let (da, db_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = instance_in(da.path(), &db);
+    let b = instance_in(db_dir.path(), &db);
+    let client = reqwest::Client::new();
+    let start = agree_within_2s(&client, &a.base, &b.base).await;
+
+    // An operator's write through A: B answers with it, and B's folder holds it.
+    let rule =
+        "[[rule]]\nname = \"hours\"\nkeywords = [\"营业时间\"]\nreply = \"每天 9:00-21:00\"\n";
+    let r = client
+        .put(format!("{}/admin/v1/rules/hours.toml", a.base))
+        .header("authorization", format!("Bearer {OPERATOR}"))
+        .body(rule)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let written = agree_within_2s(&client, &a.base, &b.base).await;
+    assert_ne!(written, start);
+    let xml = SAFE.text("o_rules_b", "营业时间", 1);
+    let reply = post(&client, &b.base, &xml, "r1").await.expect("B answers");
+    assert_eq!(reply, "每天 9:00-21:00");
+    assert_eq!(
+        std::fs::read_to_string(db_dir.path().join("replies/hours.toml")).unwrap(),
+        rule,
+        "B keeps the rules in its own folder, for its next start"
+    );
+
+    // A file deployed into B's folder (as from git): A follows, and removes what B removed.
+    std::fs::remove_file(db_dir.path().join("replies/hours.toml")).unwrap();
+    std::fs::write(
+        db_dir.path().join("replies/hours2.toml"),
+        "[[rule]]\nname = \"hours\"\nkeywords = [\"营业时间\"]\nreply = \"周末休息\"\n",
+    )
+    .unwrap();
+    let deployed = {
+        // The watcher's debounce comes first: wait for B itself to change (while this
+        // loop reads B's rule list every 50 ms, which must not hold B's reload off).
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while rules_hash(&client, &b.base).await == written {
+            if std::time::Instant::now() > until {
+                let r: serde_json::Value = client
+                    .get(format!("{}/admin/v1/rules", b.base))
+                    .header("authorization", format!("Bearer {VIEWER}"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                panic!("B does not reload its folder: {r}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        agree_within_2s(&client, &a.base, &b.base).await
+    };
+    assert_ne!(deployed, written);
+    let reply = post(
+        &client,
+        &a.base,
+        &SAFE.text("o_rules_a", "营业时间", 2),
+        "r2",
+    )
+    .await
+    .expect("A answers");
+    assert_eq!(reply, "周末休息");
+    assert!(!da.path().join("replies/hours.toml").exists());
+
+    // A restarted instance whose folder is stale takes the newest rules; a third
+    // instance with the old folder (down while the others moved on) does too.
+    drop(a);
+    let stale = tempfile::tempdir().unwrap();
+    let c = instance_in(stale.path(), &db);
+    assert_eq!(
+        rules_hash(&client, &c.base).await,
+        deployed,
+        "an old folder is not republished"
+    );
+    assert_eq!(rules_hash(&client, &b.base).await, deployed);
+}

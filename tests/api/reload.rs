@@ -82,6 +82,40 @@ async fn a_rule_file_changed_on_disk_takes_effect_without_restart() {
     app.stop().await;
 }
 
+/// Reading the folder (a console polling the rule list: inotify reports the reads too)
+/// must not hold a reload off: the debounce waits for the folder's *changes* to stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_takes_effect_while_the_rule_list_is_read_all_the_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = std::sync::Arc::new(spawn_app(&dir).await);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let (app, stop) = (app.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = app
+                    .admin(Method::GET, "/admin/v1/rules", Some(VIEWER), None)
+                    .await;
+                assert_eq!(r.status, 200);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    std::fs::write(dir.path().join("replies/zz_new.toml"), NEW_RULE).unwrap();
+    let started = Instant::now();
+    let mut id = 10;
+    while coupon_reply(&app, id).await != "新版优惠：满 50 减 20" {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the new rule is not in force 3 s after the change"
+        );
+        id += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    poller.await.unwrap();
+}
+
 #[tokio::test]
 async fn an_invalid_change_is_refused_and_the_old_rules_keep_answering() {
     let dir = tempfile::tempdir().unwrap();

@@ -25,6 +25,7 @@ mod followers;
 mod migrate;
 mod outbox;
 mod portable;
+mod rules;
 #[doc(hidden)]
 pub mod testing;
 
@@ -594,6 +595,10 @@ impl super::Store for PgStore {
     }
 
     fn as_postgres(&self) -> Option<&PgStore> {
+        Some(self)
+    }
+
+    fn shared_rules(&self) -> Option<&dyn crate::store::shared_rules::SharedRules> {
         Some(self)
     }
 }
