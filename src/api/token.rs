@@ -135,6 +135,13 @@ impl Tokens {
                     tracing::warn!(account = %self.source.account, error = %e, "cannot take the token refresh lease; refreshing anyway");
                     true
                 });
+            if granted {
+                // Another instance may have stored one between our look and the lease.
+                if let Some(t) = self.stored().filter(&good) {
+                    let _ = self.store.release(&lease, self.owner);
+                    return Ok(self.keep_in_memory(t));
+                }
+            }
             if granted || std::time::Instant::now() >= deadline {
                 let fetched = self.fetch_and_keep().await;
                 if granted {

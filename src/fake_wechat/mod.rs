@@ -175,6 +175,11 @@ impl FakeWechatHandle {
         });
     }
 
+    /// Ages every issued token past its expiry, as `POST /fake/expire_tokens` does.
+    pub fn expire_tokens(&self) {
+        self.shared.lock().expire_tokens();
+    }
+
     /// Calls hanging under the hold now.
     pub fn held(&self) -> usize {
         self.shared.lock().held

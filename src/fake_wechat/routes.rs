@@ -67,10 +67,7 @@ async fn release(shared: web::Data<Shared>) -> HttpResponse {
 
 /// Ages every issued token past its expiry: the next call with one gets 42001.
 async fn expire_tokens(shared: web::Data<Shared>) -> HttpResponse {
-    let mut state = shared.lock();
-    let now = Instant::now();
-    state.tokens.values_mut().for_each(|t| t.expires = now);
-    state.stable.clear();
+    shared.lock().expire_tokens();
     HttpResponse::NoContent().finish()
 }
 

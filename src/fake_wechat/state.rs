@@ -130,6 +130,13 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// Ages every issued token past its expiry: the next call with one gets 42001.
+    pub fn expire_tokens(&mut self) {
+        let now = Instant::now();
+        self.tokens.values_mut().for_each(|t| t.expires = now);
+        self.stable.clear();
+    }
+
     pub fn new(token_lifetime: Duration) -> State {
         State {
             token_lifetime,

@@ -1122,6 +1122,21 @@ mod tests {
         contract(&PgStore::open(&db.settings(4)).unwrap());
     }
 
+    /// The outbox worker and the token cache call the store from async tasks. A task's
+    /// cooperative budget (128 steps a poll) must not leak into the store's own waits: it
+    /// did, and the 129th call in one poll spun forever at 100% CPU.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_store_calls_from_inside_an_async_task_never_run_out_of_budget() {
+        let Some(db) = postgres::testing::TestDatabase::new() else {
+            return;
+        };
+        let store = PgStore::open(&db.settings(2)).unwrap();
+        for i in 0..300 {
+            put_follower(&store, "a", &Follower::new(format!("o_{i}"))).unwrap();
+        }
+        assert_eq!(store.followers_after("a", None, 1000).unwrap().len(), 300);
+    }
+
     #[test]
     fn postgres_store_behind_a_pooler_keeps_the_contract() {
         // Unnamed statements only, as PgBouncer in transaction mode needs.

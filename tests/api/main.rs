@@ -13,6 +13,7 @@ mod dedupe;
 mod durability;
 mod examples;
 mod helpers;
+mod instances;
 mod official;
 mod outbound;
 mod outbox;

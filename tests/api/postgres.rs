@@ -218,7 +218,7 @@ fn every_store_command_works_beside_running_servers() {
 
 const CUSTOM: &str = "/cgi-bin/message/custom/send";
 
-async fn ask_for_news(client: &reqwest::Client, base: &str, openid: &str, msg_id: u64) {
+pub(crate) async fn ask_for_news(client: &reqwest::Client, base: &str, openid: &str, msg_id: u64) {
     let (query, body) = PLAIN.request(&PLAIN.text(openid, "新品", msg_id), now(), "7");
     let r = client
         .post(format!("{base}/wx/plain?{query}"))

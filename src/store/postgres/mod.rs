@@ -207,13 +207,17 @@ impl PgStore {
     /// Waits for `f` on this thread, with the store's runtime as the context of anything
     /// it spawns (connections) or sleeps on (timeouts). Never called from inside another
     /// `block`: each step of an operation is its own wait, with plain code between.
+    ///
+    /// Unconstrained: called from an async task (the token cache, the outbox worker), the
+    /// task's cooperative budget would otherwise apply to this wait, and once it is spent
+    /// every pool or timer poll says "not yet" and wakes itself: a busy loop forever.
     pub(in crate::store) fn block<F: Future>(&self, f: F) -> F::Output {
         let _in_runtime = self
             .runtime
             .as_ref()
             .expect("runtime lives as long as the store")
             .enter();
-        futures_executor::block_on(f)
+        futures_executor::block_on(tokio::task::unconstrained(f))
     }
 
     /// [`block`] and the operation's latency.

@@ -83,6 +83,37 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// The first column of every row `sql` returns, as text (NULL as ""), read in this
+    /// schema: for tests that look at the tables the instances share.
+    pub fn column(&self, sql: &str) -> Vec<String> {
+        let (url, sql) = (self.url.clone(), sql.to_string());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .expect("the test database");
+                let driver = tokio::spawn(conn);
+                let mut out = Vec::new();
+                for m in client.simple_query(&sql).await.expect("the query") {
+                    if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
+                        out.push(r.get(0).unwrap_or_default().to_string());
+                    }
+                }
+                drop(client);
+                let _ = driver.await;
+                out
+            })
+        })
+        .join()
+        .expect("the query thread")
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let _ = admin(
