@@ -103,8 +103,16 @@ async fn outbox(
         known_account(&state, a)?;
     }
     let limit = q.limit.unwrap_or(50).min(1000);
-    let r =
-        crate::outbox::report::report(state.store.as_ref(), q.account.as_deref(), now_ms(), limit)?;
+    let account = q.into_inner().account;
+    let r = on_pool(&state, move |state| {
+        Ok(crate::outbox::report::report(
+            state.store.as_ref(),
+            account.as_deref(),
+            now_ms(),
+            limit,
+        )?)
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(r))
 }
 
@@ -116,18 +124,22 @@ async fn outbox_retry(
 ) -> Result<HttpResponse, AdminError> {
     let who = authorize(&state, &req, Role::Operator)?.name.clone();
     let id = path.into_inner();
-    let item = state
-        .store
-        .requeue_dead(id, now_ms())?
-        .ok_or_else(|| AdminError::NotFound(format!("no dead letter #{id}")))?;
-    state.outbox_wake.notify_one();
-    audit(
-        &state,
-        &who,
-        "outbox.retry",
-        &format!("{}/#{id}", item.account),
-        item.effect.describe(),
-    );
+    let item = on_pool(&state, move |state| {
+        let item = state
+            .store
+            .requeue_dead(id, now_ms())?
+            .ok_or_else(|| AdminError::NotFound(format!("no dead letter #{id}")))?;
+        state.outbox_wake.notify_one();
+        audit(
+            state,
+            &who,
+            "outbox.retry",
+            &format!("{}/#{id}", item.account),
+            item.effect.describe(),
+        );
+        Ok(item)
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(json!({ "requeued": item })))
 }
 
@@ -152,6 +164,17 @@ pub enum AdminError {
     /// A coupon code that cannot be redeemed; the body carries it as `refused` too.
     #[error(transparent)]
     Redeem(#[from] RedeemRefused),
+}
+
+/// Runs `f`, which uses the store, on actix's blocking pool: with PostgreSQL every store
+/// call is a network round trip, and no worker thread may wait on one (the webhook's
+/// workers serve WeChat meanwhile). Admin calls are rare, so sled goes the same way.
+pub(super) async fn on_pool<T: Send + 'static>(
+    state: &web::Data<AppState>,
+    f: impl FnOnce(&AppState) -> Result<T, AdminError> + Send + 'static,
+) -> Result<T, AdminError> {
+    let state = state.clone();
+    web::block(move || f(&state)).await?
 }
 
 /// The blocking pool refused the work: the server is stopping (500, try again).
@@ -415,7 +438,12 @@ async fn simulate(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, AdminError> {
-    run_simulation(&state, &req, &body, false)
+    let who = authorize(&state, &req, Role::Viewer)?.name.clone();
+    let r = on_pool(&state, move |state| {
+        run_simulation(state, who, &body, false)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(r))
 }
 
 /// The same, applied for real as if WeChat had called (`siyu simulate --commit`): the
@@ -425,19 +453,19 @@ async fn simulate_commit(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, AdminError> {
-    run_simulation(&state, &req, &body, true)
+    let who = authorize(&state, &req, Role::Operator)?.name.clone();
+    let r = on_pool(&state, move |state| run_simulation(state, who, &body, true)).await?;
+    Ok(HttpResponse::Ok().json(r))
 }
 
+/// `who` passed the token check: the body is parsed only after it, so a caller without
+/// a token learns nothing from the body's errors (and gets 401, not 400).
 fn run_simulation(
     state: &AppState,
-    req: &HttpRequest,
+    who: String,
     body: &[u8],
     commit: bool,
-) -> Result<HttpResponse, AdminError> {
-    // Parsed after the token check, so a caller without one learns nothing from the body's
-    // errors (and gets 401, not 400).
-    let need = if commit { Role::Operator } else { Role::Viewer };
-    let who = authorize(state, req, need)?.name.clone();
+) -> Result<serde_json::Value, AdminError> {
     let body: SimulateBody = serde_json::from_slice(body)
         .map_err(|e| AdminError::BadRequest(format!("simulate body: {e}")))?;
     let account = state
@@ -502,7 +530,7 @@ fn run_simulation(
             })
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({
+    Ok(json!({
         "rules_version": loaded.version,
         "follower": outcome.follower_id,
         "rules": outcome.answer.rules,
@@ -511,7 +539,7 @@ fn run_simulation(
         "effects": effects,
         "follower_after": after,
         "committed": commit,
-    })))
+    }))
 }
 
 async fn follower(
@@ -522,10 +550,13 @@ async fn follower(
     authorize(&state, &req, Role::Viewer)?;
     let (account, openid) = path.into_inner();
     known_account(&state, &account)?;
-    let f = state
-        .store
-        .follower(&account, &openid)?
-        .ok_or_else(|| AdminError::NotFound(format!("no follower `{openid}` in `{account}`")))?;
+    let f = on_pool(&state, move |state| {
+        state
+            .store
+            .follower(&account, &openid)?
+            .ok_or_else(|| AdminError::NotFound(format!("no follower `{openid}` in `{account}`")))
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(f))
 }
 
@@ -556,26 +587,32 @@ async fn change_tag(
     if tag.trim().is_empty() || tag.chars().count() > 64 {
         return Err(AdminError::BadRequest("a tag is 1 to 64 characters".into()));
     }
-    let mut changed = false;
-    let f = state
-        .store
-        .update_follower(&account, &openid, &mut |f| {
-            changed = if add {
-                f.tags.insert(tag.clone())
+    let f = on_pool(&state, move |state| {
+        let mut changed = false;
+        let f = state
+            .store
+            .update_follower(&account, &openid, &mut |f| {
+                changed = if add {
+                    f.tags.insert(tag.clone())
+                } else {
+                    f.tags.remove(&tag)
+                };
+            })?
+            .ok_or_else(|| {
+                AdminError::NotFound(format!("no follower `{openid}` in `{account}`"))
+            })?;
+        if changed {
+            queue_tag_sync(state, &account, &f, &tag, add)?;
+            let action = if add {
+                "follower.tag_add"
             } else {
-                f.tags.remove(&tag)
+                "follower.tag_remove"
             };
-        })?
-        .ok_or_else(|| AdminError::NotFound(format!("no follower `{openid}` in `{account}`")))?;
-    if changed {
-        queue_tag_sync(&state, &account, &f, &tag, add)?;
-        let action = if add {
-            "follower.tag_add"
-        } else {
-            "follower.tag_remove"
-        };
-        audit(&state, &who, action, &format!("{account}/{openid}"), tag);
-    }
+            audit(state, &who, action, &format!("{account}/{openid}"), tag);
+        }
+        Ok(f)
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(f))
 }
 
@@ -678,7 +715,8 @@ async fn audit_list(
     q: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, AdminError> {
     authorize(&state, &req, Role::Admin)?;
-    let entries = state.store.audit(q.limit.unwrap_or(100).min(1000))?;
+    let limit = q.limit.unwrap_or(100).min(1000);
+    let entries = on_pool(&state, move |state| Ok(state.store.audit(limit)?)).await?;
     Ok(HttpResponse::Ok().json(json!({ "entries": entries })))
 }
 

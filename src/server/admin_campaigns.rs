@@ -4,7 +4,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use super::admin::{authorize, AdminError};
+use super::admin::{authorize, on_pool, AdminError};
 use super::reload::audit;
 use super::AppState;
 use crate::campaign::runner::{self, CampaignError};
@@ -39,7 +39,10 @@ impl From<CampaignError> for AdminError {
 /// `scheduled`).
 async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, AdminError> {
     authorize(&state, &req, Role::Viewer)?;
-    let all = runner::all(state.store.as_ref(), &state.settings)?;
+    let all = on_pool(&state, |state| {
+        Ok(runner::all(state.store.as_ref(), &state.settings)?)
+    })
+    .await?;
     let campaigns: Vec<_> = all
         .into_iter()
         .map(|(c, run)| {
@@ -84,14 +87,19 @@ async fn define(
             campaigns.len()
         )));
     }
-    let run = runner::define(state.store.as_ref(), &state.settings, campaigns.remove(0))?;
-    audit(
-        &state,
-        &who,
-        "campaign.define",
-        &run.campaign.name,
-        run.campaign.audience.clone(),
-    );
+    let campaign = campaigns.remove(0);
+    let run = on_pool(&state, move |state| {
+        let run = runner::define(state.store.as_ref(), &state.settings, campaign)?;
+        audit(
+            state,
+            &who,
+            "campaign.define",
+            &run.campaign.name,
+            run.campaign.audience.clone(),
+        );
+        Ok(run)
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(json!({ "state": run.state, "run": run })))
 }
 
@@ -101,12 +109,13 @@ async fn report(
     name: web::Path<String>,
 ) -> Result<HttpResponse, AdminError> {
     authorize(&state, &req, Role::Viewer)?;
-    // Unknown (404) before not started (409).
-    runner::find(state.store.as_ref(), &state.settings, &name)?;
-    let store = state.store.clone();
     let name = name.into_inner();
-    // Reads every follower's progress: off the async threads.
-    let r = web::block(move || runner::report(store.as_ref(), &name)).await??;
+    let r = on_pool(&state, move |state| {
+        // Unknown (404) before not started (409).
+        runner::find(state.store.as_ref(), &state.settings, &name)?;
+        Ok(runner::report(state.store.as_ref(), &name)?)
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(r))
 }
 
@@ -116,12 +125,17 @@ async fn plan(
     name: web::Path<String>,
 ) -> Result<HttpResponse, AdminError> {
     authorize(&state, &req, Role::Viewer)?;
-    let (campaign, _) = runner::find(state.store.as_ref(), &state.settings, &name)?;
-    let st = state.clone();
-    let p = web::block(move || {
-        runner::plan(st.store.as_ref(), &st.settings, &campaign, now_ms() / 1000)
+    let name = name.into_inner();
+    let p = on_pool(&state, move |state| {
+        let (campaign, _) = runner::find(state.store.as_ref(), &state.settings, &name)?;
+        Ok(runner::plan(
+            state.store.as_ref(),
+            &state.settings,
+            &campaign,
+            now_ms() / 1000,
+        )?)
     })
-    .await??;
+    .await?;
     Ok(HttpResponse::Ok().json(p))
 }
 
@@ -131,19 +145,24 @@ async fn start(
     name: web::Path<String>,
 ) -> Result<HttpResponse, AdminError> {
     let who = authorize(&state, &req, Role::Operator)?.name.clone();
-    let run = runner::start(
-        state.store.as_ref(),
-        &state.settings,
-        &name,
-        now_ms() / 1000,
-    )?;
-    audit(
-        &state,
-        &who,
-        "campaign.start",
-        &name,
-        run.campaign.audience.clone(),
-    );
+    let name = name.into_inner();
+    let run = on_pool(&state, move |state| {
+        let run = runner::start(
+            state.store.as_ref(),
+            &state.settings,
+            &name,
+            now_ms() / 1000,
+        )?;
+        audit(
+            state,
+            &who,
+            "campaign.start",
+            &name,
+            run.campaign.audience.clone(),
+        );
+        Ok(run)
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(json!({ "state": run.state, "run": run })))
 }
 
@@ -153,8 +172,13 @@ async fn pause(
     name: web::Path<String>,
 ) -> Result<HttpResponse, AdminError> {
     let who = authorize(&state, &req, Role::Operator)?.name.clone();
-    let run = runner::pause(state.store.as_ref(), &name)?;
-    audit(&state, &who, "campaign.pause", &name, String::new());
+    let name = name.into_inner();
+    let run = on_pool(&state, move |state| {
+        let run = runner::pause(state.store.as_ref(), &name)?;
+        audit(state, &who, "campaign.pause", &name, String::new());
+        Ok(run)
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(json!({ "state": run.state })))
 }
 
@@ -164,8 +188,13 @@ async fn resume(
     name: web::Path<String>,
 ) -> Result<HttpResponse, AdminError> {
     let who = authorize(&state, &req, Role::Operator)?.name.clone();
-    let run = runner::resume(state.store.as_ref(), &name)?;
-    state.outbox_wake.notify_one();
-    audit(&state, &who, "campaign.resume", &name, String::new());
+    let name = name.into_inner();
+    let run = on_pool(&state, move |state| {
+        let run = runner::resume(state.store.as_ref(), &name)?;
+        state.outbox_wake.notify_one();
+        audit(state, &who, "campaign.resume", &name, String::new());
+        Ok(run)
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(json!({ "state": run.state })))
 }

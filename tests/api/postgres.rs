@@ -130,6 +130,61 @@ async fn concurrent_callbacks_for_one_follower_through_both_instances_add_up() {
     }
 }
 
+/// Admin calls whose queries hang (a table locked by another session) keep more requests
+/// waiting than the server has worker threads; a callback still gets its answer at once,
+/// because no worker thread waits on the database. When the lock goes, the admin calls
+/// finish too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_calls_hanging_on_the_database_leave_the_webhook_answering() {
+    let Some(db) = TestDatabase::new() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = on_postgres(&config(dir.path()));
+    // actix starts a worker thread per core; the pool keeps connections for the callback.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("pool_size = 4\n", &format!("pool_size = {}\n", workers + 4));
+    std::fs::write(&config, text).unwrap();
+    let server = serve_env(&config, &[("SIYU_DATABASE_URL", db.url.as_str())]);
+    let client = reqwest::Client::new();
+    let lock = db.lock("audit");
+    let hanging: Vec<_> = (0..workers + 1)
+        .map(|_| {
+            let (client, url) = (client.clone(), format!("{}/admin/v1/audit", server.base));
+            tokio::spawn(async move {
+                client
+                    .get(url)
+                    .bearer_auth(ADMIN)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        hanging.iter().all(|h| !h.is_finished()),
+        "the audit is locked"
+    );
+    let reply = post(
+        &client,
+        &server.base,
+        &SAFE.text("o_pg_busy", "打卡", 1),
+        "b",
+    )
+    .await
+    .expect("answered while the admin calls hang");
+    assert_eq!(reply, "第1次打卡 o_pg_busy");
+    drop(lock);
+    for h in hanging {
+        assert_eq!(h.await.unwrap(), 200);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_callback_answered_before_a_kill_survives_it_on_postgres() {
     for point in [8, 150] {

@@ -114,6 +114,57 @@ impl TestDatabase {
     }
 }
 
+/// A table locked by another session until this is dropped (see [`TestDatabase::lock`]).
+pub struct HeldLock {
+    release: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl TestDatabase {
+    /// Locks `table` (ACCESS EXCLUSIVE, in an open transaction of its own session) until
+    /// the guard is dropped: every statement on it waits, as on a database that hangs.
+    pub fn lock(&self, table: &str) -> HeldLock {
+        let (url, sql) = (
+            self.url.clone(),
+            format!("BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"),
+        );
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let (locked, is_locked) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .expect("the test database");
+                let driver = tokio::spawn(conn);
+                client.batch_execute(&sql).await.expect("the lock");
+                let _ = locked.send(());
+                let _ = tokio::task::spawn_blocking(move || wait.recv()).await;
+                let _ = client.batch_execute("ROLLBACK").await;
+                drop(client);
+                let _ = driver.await;
+            })
+        });
+        is_locked.recv().expect("the lock taken");
+        HeldLock {
+            release: Some(release),
+            thread: Some(thread),
+        }
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let _ = admin(
