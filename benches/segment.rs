@@ -5,6 +5,10 @@
 //! counts the followers of `tag:vip AND NOT tag:blocked AND counter.orders >= 2 AND
 //! last_message_before 30d`, timed, with this process's resident memory before and at its
 //! peak during the pass.
+//!
+//! `SEGMENT_BACKEND=postgres` (with `SIYU_TEST_DATABASE_URL`, a schema of its own, dropped
+//! at the end): the followers are written to sled as above, moved with `siyu store copy`'s
+//! code (timed: the copy's speed), and the pass runs on PostgreSQL.
 
 mod common;
 
@@ -71,6 +75,27 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
 
+    let postgres = std::env::var("SEGMENT_BACKEND").is_ok_and(|b| b == "postgres");
+    let db;
+    let pg;
+    let store: &dyn Store = if postgres {
+        db = siyu::store::postgres::testing::TestDatabase::new()
+            .expect("SEGMENT_BACKEND=postgres needs SIYU_TEST_DATABASE_URL");
+        pg = siyu::store::PgStore::open(&db.settings(4)).unwrap();
+        let started = Instant::now();
+        let (_, counts) =
+            siyu::store::portable::copy(&store, &pg, 1000, NOW, &mut |_, _| {}).unwrap();
+        let rows: u64 = counts.iter().map(|c| c.1).sum();
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "segment: store copy to PostgreSQL: {rows} rows in {secs:.1} s ({:.0} rows/s)",
+            rows as f64 / secs
+        );
+        &pg
+    } else {
+        &store
+    };
+
     let segment = Segment::parse(
         "tag:vip AND NOT tag:blocked AND counter.orders >= 2 AND last_message_before 30d",
     )
@@ -88,8 +113,9 @@ fn main() {
         .unwrap();
     let secs = started.elapsed().as_secs_f64();
     let peak = peak.stop();
+    let backend = if postgres { "postgres" } else { "sled" };
     println!(
-        "segment: {matched} of {n} matched `{segment}` in {secs:.2} s ({:.0} followers/s)",
+        "segment ({backend}): {matched} of {n} matched `{segment}` in {secs:.2} s ({:.0} followers/s)",
         n as f64 / secs
     );
     println!(

