@@ -9,7 +9,9 @@
 //! resident memory.
 //!
 //! `cargo bench --bench campaign` (env: CAMPAIGN_N=100000, CAMPAIGN_RATE=500,
-//! CAMPAIGN_RATE_N=5000, OUTBOX_CONCURRENCY=16)
+//! CAMPAIGN_RATE_N=5000, OUTBOX_CONCURRENCY=16). `CAMPAIGN_BACKEND=postgres` (with
+//! `SIYU_TEST_DATABASE_URL`): the followers are written to sled, moved with `siyu store
+//! copy`'s code (not measured), and the campaign runs on PostgreSQL (a schema of its own).
 
 mod common;
 
@@ -74,7 +76,7 @@ fn run(
 ) -> (f64, u64, u64, u64) {
     let dir = tempfile::tempdir().unwrap();
     let settings = Arc::new(settings(dir.path(), base, n, rate));
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&settings.storage_path).unwrap());
+    let sled = SledStore::open(&settings.storage_path).unwrap();
     let now = now_ms() / 1000;
     for i in 0..n {
         let openid = format!("o_{i:07}");
@@ -88,27 +90,37 @@ fn run(
                 until: now + 48 * 3600,
             });
         }
-        store
-            .apply_callback(
-                CallbackKey {
-                    account: "demo",
-                    openid: &openid,
-                    dedupe_key: "m",
-                    now,
-                    expires_at: now + 600,
+        sled.apply_callback(
+            CallbackKey {
+                account: "demo",
+                openid: &openid,
+                dedupe_key: "m",
+                now,
+                expires_at: now + 600,
+            },
+            &mut |_| Commit {
+                follower: Some(f.clone()),
+                answer: Answer {
+                    reply: None,
+                    rules: vec![],
                 },
-                &mut |_| Commit {
-                    follower: Some(f.clone()),
-                    answer: Answer {
-                        reply: None,
-                        rules: vec![],
-                    },
-                    effects: vec![],
-                },
-            )
-            .unwrap();
+                effects: vec![],
+            },
+        )
+        .unwrap();
     }
-    store.flush().unwrap();
+    sled.flush().unwrap();
+    let _db;
+    let store: Arc<dyn Store> = if postgres() {
+        let db = siyu::store::postgres::testing::TestDatabase::new()
+            .expect("CAMPAIGN_BACKEND=postgres needs SIYU_TEST_DATABASE_URL");
+        let pg = siyu::store::PgStore::open(&db.settings(16)).unwrap();
+        siyu::store::portable::copy(&sled, &pg, 1000, now, &mut |_, _| {}).unwrap();
+        _db = db;
+        Arc::new(pg)
+    } else {
+        Arc::new(sled)
+    };
     let rss_before = rss_kb();
     let peak = PeakRss::start();
     let started = Instant::now();
@@ -132,10 +144,37 @@ fn run(
     });
     let secs = started.elapsed().as_secs_f64();
     let peak = peak.stop();
+    if let Some(pg) = store.as_postgres() {
+        // Where the time went: each store operation's calls and mean time.
+        use prometheus::core::Collector;
+        let mut ops: Vec<(String, u64, f64)> = Vec::new();
+        for family in pg.timings().collect() {
+            for m in family.get_metric() {
+                let h = m.get_histogram();
+                let op = m.get_label().first().map(|l| l.value().to_string());
+                ops.push((
+                    op.unwrap_or_default(),
+                    h.get_sample_count(),
+                    h.get_sample_sum(),
+                ));
+            }
+        }
+        ops.sort_by(|a, b| b.2.total_cmp(&a.2));
+        for (op, count, sum) in ops.iter().take(8) {
+            println!(
+                "  {op:<24} {count:>8} calls  {:>7.2} ms mean  {sum:>7.1} s in all",
+                sum * 1000.0 / *count as f64
+            );
+        }
+    }
     let report = runner::report(store.as_ref(), "vip").unwrap();
     assert_eq!(report.sent, n, "{report}");
     assert_eq!(report.coupons_issued, n);
     (secs, report.sent, rss_before, peak)
+}
+
+fn postgres() -> bool {
+    std::env::var("CAMPAIGN_BACKEND").is_ok_and(|b| b == "postgres")
 }
 
 fn main() {
@@ -149,15 +188,16 @@ fn main() {
     let fake = Fake::start(&runtime);
     let base = fake.base.clone();
     let (secs, sent, before, peak) = run(n, None, &base, &runtime);
+    let backend = if postgres() { "postgres" } else { "sled" };
     println!(
-        "campaign: {sent} followers (half customer-service, half template, a coupon each), no rate limit: {secs:.1} s = {:.0} sends/s; RSS {} MB before, peak {} MB",
+        "campaign ({backend}): {sent} followers (half customer-service, half template, a coupon each), no rate limit: {secs:.1} s = {:.0} sends/s; RSS {} MB before, peak {} MB",
         sent as f64 / secs,
         before / 1024,
         peak / 1024
     );
     let (secs, sent, _, _) = run(rate_n, Some(rate), &base, &runtime);
     println!(
-        "campaign: {sent} followers at rate_per_sec = {rate}: {secs:.1} s = {:.0} sends/s",
+        "campaign ({backend}): {sent} followers at rate_per_sec = {rate}: {secs:.1} s = {:.0} sends/s",
         sent as f64 / secs
     );
 }

@@ -93,12 +93,12 @@ fn main() {
     let delivered = runtime.block_on(async {
         let client = Arc::new(ApiClient::new(api.clone(), store.clone()).unwrap());
         let channels = HashMap::from([("demo".to_string(), Channel::new(client, &api))]);
-        let worker = Worker::new(
+        let worker = Arc::new(Worker::new(
             store.clone(),
             channels,
             settings,
             Arc::new(tokio::sync::Notify::new()),
-        );
+        ));
         let started = Instant::now();
         let mut delivered = 0;
         while delivered < n as usize {

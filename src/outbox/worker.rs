@@ -252,7 +252,7 @@ impl Worker {
     }
 
     /// One pass over the queue: delivers every item due now.
-    pub async fn pass(&self) -> Result<PassReport, StoreError> {
+    pub async fn pass(self: &Arc<Self>) -> Result<PassReport, StoreError> {
         *self.tally.lock().unwrap_or_else(|p| p.into_inner()) = Tally::default();
         let mut next_due: Option<i64> = None;
         let mut after = None;
@@ -295,11 +295,18 @@ impl Worker {
                         forget(&mut busy, done);
                     }
                 }
+                if self.store.waits_on_network() {
+                    busy.extend(job.ids());
+                    in_flight.push(futures_util::future::Either::Right(
+                        self.clone().run_job_on_pool(job),
+                    ));
+                    continue;
+                }
                 let Some(job) = self.lease(job) else {
                     continue;
                 };
                 busy.extend(job.ids());
-                in_flight.push(self.run_job(job));
+                in_flight.push(futures_util::future::Either::Left(self.run_job(job)));
             }
         };
         while let Some(done) = in_flight.next().await {
@@ -340,6 +347,26 @@ impl Worker {
                 (!items.is_empty()).then_some(Job::Tags(items))
             }
         }
+    }
+
+    /// [`Worker::run_job`] (lease first) on a thread of the blocking pool, for a store
+    /// that waits on the network: every store call of a delivery is a round trip, and
+    /// the deliveries in flight share one task, so on this task each wait would hold up
+    /// all of them (a campaign on PostgreSQL went at 235 sends/s, one call at a time).
+    /// Returns the job's ids whether or not it could lease them.
+    async fn run_job_on_pool(self: Arc<Self>, job: Job) -> Vec<u64> {
+        let ids = job.ids();
+        let runtime = tokio::runtime::Handle::current();
+        let ran = tokio::task::spawn_blocking(move || {
+            if let Some(job) = self.lease(job) {
+                runtime.block_on(self.run_job(job));
+            }
+        })
+        .await;
+        if let Err(e) = ran {
+            tracing::error!(error = %e, "outbox: a delivery failed to run; its items stay queued");
+        }
+        ids
     }
 
     /// Runs one job; returns the ids of the items it settled.

@@ -1142,7 +1142,10 @@ mod tests {
             .for_each_follower("a", &mut |f| walked.push(f.openid))
             .unwrap();
         let expected: Vec<String> = (0..2100).map(|i| format!("o_{i:04}")).collect();
-        assert_eq!(walked, expected, "every follower of the account once, in order");
+        assert_eq!(
+            walked, expected,
+            "every follower of the account once, in order"
+        );
     }
 
     #[test]

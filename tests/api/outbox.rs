@@ -383,12 +383,12 @@ async fn the_worker_refuses_what_wechat_would_refuse_without_calling_it() {
         let client = Arc::new(ApiClient::new(api.clone(), store.clone()).unwrap());
         channels.insert(account.to_string(), Channel::new(client, &api));
     }
-    let worker = Worker::new(
+    let worker = Arc::new(Worker::new(
         store.clone(),
         channels,
         siyu::config::OutboxSettings::default(),
         Arc::new(tokio::sync::Notify::new()),
-    );
+    ));
     let now = siyu::outbox::now_ms();
     // A follower whose window has two messages left, and one whose window closed.
     for (openid, window) in [
