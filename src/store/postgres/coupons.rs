@@ -90,6 +90,21 @@ const ISSUE_IF_STOCK: Sql = Sql {
     types: &[T, Type::INT8, T, T, T, Type::JSONB, Type::INT8, T],
 };
 
+/// The batch's counts from `SELECT issued, redeemed` (no row yet: nothing issued).
+fn batch_state(rows: &[tokio_postgres::Row]) -> BatchState {
+    rows.first()
+        .map(|r| BatchState {
+            issued: r.get::<_, i64>(0).max(0) as u64,
+            redeemed: r.get::<_, i64>(1).max(0) as u64,
+        })
+        .unwrap_or_default()
+}
+
+/// The follower's count from `SELECT held` (no row: none held).
+fn held_of(rows: &[tokio_postgres::Row]) -> u32 {
+    rows.first().map_or(0, |r| r.get::<_, i32>(0).max(0) as u32)
+}
+
 /// What a claim found with its batch locked.
 enum Found {
     Before(Coupon),
@@ -196,15 +211,7 @@ impl PgStore {
             }
             // Not locked: enough for validity and a first look at the stock; the stock
             // is checked again, locked, when the code is counted.
-            let state = state
-                .first()
-                .map(|r| BatchState {
-                    issued: r.get::<_, i64>(0).max(0) as u64,
-                    redeemed: r.get::<_, i64>(1).max(0) as u64,
-                })
-                .unwrap_or_default();
-            let held = held.first().map_or(0, |r| r.get::<_, i32>(0).max(0) as u32);
-            Ok::<_, StoreError>(Found::State(state, held))
+            Ok::<_, StoreError>(Found::State(batch_state(&state), held_of(&held)))
         })?;
         let (state, held) = match found {
             Found::Before(coupon) => {
@@ -215,22 +222,7 @@ impl PgStore {
             }
             Found::State(state, held) => (state, held),
         };
-        let mut lookup_failed = None;
-        let mut taken = |code: &str| match self.block(async {
-            let taken = self.ready(c, &TAKEN).await?;
-            PgStore::run(c, &taken, &[&code]).await
-        }) {
-            Ok(rows) => !rows.is_empty(),
-            Err(e) => {
-                lookup_failed = Some(e);
-                true
-            }
-        };
-        let decided = claim(batch, state, held, account, openid, now, &mut taken);
-        if let Some(e) = lookup_failed {
-            return Err(e);
-        }
-        let coupon = match decided {
+        let coupon = match self.decide(c, batch, state, held, account, openid, now)? {
             Ok(coupon) => coupon,
             Err(refused) => return Ok(Err(refused)),
         };
@@ -267,6 +259,37 @@ impl PgStore {
         Ok(Ok(coupon))
     }
 
+    /// Decides a claim (`coupon::claim`), looking generated codes up on `c` so that none
+    /// is given twice.
+    #[allow(clippy::too_many_arguments)]
+    fn decide(
+        &self,
+        c: &Object,
+        batch: &Batch,
+        state: BatchState,
+        held: u32,
+        account: &str,
+        openid: &str,
+        now: i64,
+    ) -> Result<Result<Coupon, ClaimRefused>, StoreError> {
+        let mut lookup_failed = None;
+        let mut taken = |code: &str| match self.block(async {
+            let taken = self.ready(c, &TAKEN).await?;
+            PgStore::run(c, &taken, &[&code]).await
+        }) {
+            Ok(rows) => !rows.is_empty(),
+            Err(e) => {
+                lookup_failed = Some(e);
+                true
+            }
+        };
+        let decided = claim(batch, state, held, account, openid, now, &mut taken);
+        match lookup_failed {
+            Some(e) => Err(e),
+            None => Ok(decided),
+        }
+    }
+
     /// The claim inside an open transaction on `c`.
     fn claim_on(
         &self,
@@ -300,36 +323,13 @@ impl PgStore {
             if let Some(row) = before.first() {
                 return Ok(Found::Before(from_json("coupons", name, row.get(0))?));
             }
-            let state = locked
-                .first()
-                .map(|r| BatchState {
-                    issued: r.get::<_, i64>(0).max(0) as u64,
-                    redeemed: r.get::<_, i64>(1).max(0) as u64,
-                })
-                .unwrap_or_default();
-            let held = held.first().map_or(0, |r| r.get::<_, i32>(0).max(0) as u32);
-            Ok::<_, StoreError>(Found::State(state, held))
+            Ok::<_, StoreError>(Found::State(batch_state(&locked), held_of(&held)))
         })?;
         let (state, held) = match found {
             Found::Before(coupon) => return Ok(Ok(coupon)),
             Found::State(state, held) => (state, held),
         };
-        let mut lookup_failed = None;
-        let mut taken = |code: &str| match self.block(async {
-            let taken = self.ready(c, &TAKEN).await?;
-            PgStore::run(c, &taken, &[&code]).await
-        }) {
-            Ok(rows) => !rows.is_empty(),
-            Err(e) => {
-                lookup_failed = Some(e);
-                true
-            }
-        };
-        let decided = claim(batch, state, held, account, openid, now, &mut taken);
-        if let Some(e) = lookup_failed {
-            return Err(e);
-        }
-        let coupon = match decided {
+        let coupon = match self.decide(c, batch, state, held, account, openid, now)? {
             Ok(coupon) => coupon,
             Err(refused) => return Ok(Err(refused)),
         };
