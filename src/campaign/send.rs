@@ -103,7 +103,8 @@ impl Worker {
     ) -> Result<Outcome, StoreError> {
         let store = &self.store;
         let account = &item.account;
-        let Some(run) = store.campaign_run(campaign)? else {
+        let (run, progress, follower) = store.campaign_send_state(campaign, account, openid)?;
+        let Some(run) = run else {
             return Ok(Outcome::Failed(
                 None,
                 format!("campaign `{campaign}` is unknown"),
@@ -113,7 +114,7 @@ impl Worker {
             return Ok(Outcome::Leave);
         }
         let c = &run.campaign;
-        match store.campaign_progress(campaign, openid)? {
+        match progress {
             Some(Progress::Sending { channel }) => {
                 return Ok(Outcome::Failed(Some(channel), super::IN_DOUBT.into()));
             }
@@ -124,7 +125,6 @@ impl Worker {
             }
         }
         let now = now_ms() / 1000;
-        let follower = store.follower(account, openid)?;
         let channel = match choose_channel(c, way.kind, follower.as_ref(), now) {
             Ok(ch) => ch,
             Err(skip) => return Ok(Outcome::Skipped(skip)),

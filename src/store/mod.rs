@@ -24,6 +24,14 @@ pub use memory::MemoryStore;
 pub use postgres::PgStore;
 pub use sled_store::SledStore;
 
+/// A campaign's run, one follower's progress in it, and the follower
+/// ([`Store::campaign_send_state`]).
+pub type CampaignSendState = (
+    Option<crate::campaign::CampaignRun>,
+    Option<Progress>,
+    Option<crate::follower::Follower>,
+);
+
 use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditEntry;
@@ -256,6 +264,22 @@ pub trait Store: Send + Sync {
         campaign: &str,
         openid: &str,
     ) -> Result<Option<Progress>, StoreError>;
+
+    /// What one follower's campaign send reads first: the campaign's run, the follower's
+    /// progress in it, and the follower. A store over the network reads them in one
+    /// round trip.
+    fn campaign_send_state(
+        &self,
+        campaign: &str,
+        account: &str,
+        openid: &str,
+    ) -> Result<CampaignSendState, StoreError> {
+        Ok((
+            self.campaign_run(campaign)?,
+            self.campaign_progress(campaign, openid)?,
+            self.follower(account, openid)?,
+        ))
+    }
 
     /// Records a follower's progress in one atomic step with the outbox item it settles
     /// (`done_item` leaves the queue) and, for a sent message with a WeChat `msgid`, the
@@ -1033,6 +1057,23 @@ mod tests {
         assert_eq!(
             store.campaign_progress("spring", "a1").unwrap(),
             Some(Progress::Queued)
+        );
+        // What a send reads first, in one go, is what the three reads say.
+        let follower = Follower::new("a1");
+        put_follower(store, "acc", &follower).unwrap();
+        assert_eq!(
+            store.campaign_send_state("spring", "acc", "a1").unwrap(),
+            (Some(run.clone()), Some(Progress::Queued), Some(follower))
+        );
+        assert_eq!(
+            store
+                .campaign_send_state("spring", "acc", "nobody")
+                .unwrap(),
+            (Some(run.clone()), None, None)
+        );
+        assert_eq!(
+            store.campaign_send_state("autumn", "acc", "a1").unwrap().0,
+            None
         );
         // Sending is still pending; a settled outcome removes the item with it.
         store

@@ -135,6 +135,44 @@ impl PgStore {
             .transpose()
     }
 
+    pub(super) fn pg_campaign_send_state(
+        &self,
+        campaign: &str,
+        account: &str,
+        openid: &str,
+    ) -> Result<crate::store::CampaignSendState, StoreError> {
+        const SQL: Sql = Sql {
+            text: "SELECT (SELECT run FROM campaigns WHERE name = $1), \
+                   (SELECT progress FROM campaign_progress WHERE campaign = $1 AND openid = $3), \
+                   (SELECT record FROM followers WHERE account = $2 AND openid = $3)",
+            types: &[T, T, T],
+        };
+        let rows = self.timed(
+            "campaign_send_state",
+            self.query(&SQL, &[&campaign, &account, &openid]),
+        )?;
+        let Some(row) = rows.first() else {
+            return Ok((None, None, None));
+        };
+        let run: Option<serde_json::Value> = row.get(0);
+        let progress: Option<serde_json::Value> = row.get(1);
+        let record: Option<Vec<u8>> = row.get(2);
+        let follower = match record.filter(|r| !r.is_empty()) {
+            Some(v) => {
+                crate::store::decode_record(&crate::store::key(account, openid), &v)?.follower
+            }
+            None => None,
+        };
+        Ok((
+            run.map(|v| from_json("campaigns", campaign, v))
+                .transpose()?,
+            progress
+                .map(|v| from_json("campaign_progress", openid, v))
+                .transpose()?,
+            follower,
+        ))
+    }
+
     pub(super) fn pg_campaign_record_many(
         &self,
         account: &str,

@@ -534,6 +534,15 @@ impl super::Store for PgStore {
         self.pg_campaign_enqueue(run, openids, extra, per_follower, now_ms)
     }
 
+    fn campaign_send_state(
+        &self,
+        campaign: &str,
+        account: &str,
+        openid: &str,
+    ) -> Result<crate::store::CampaignSendState, StoreError> {
+        self.pg_campaign_send_state(campaign, account, openid)
+    }
+
     fn campaign_progress(
         &self,
         campaign: &str,
