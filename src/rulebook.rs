@@ -266,15 +266,24 @@ impl RuleBook {
             }
         }
         let table = RuleTable::compile(&sources, &self.context)?;
-        let io = |source| LoadError::Io {
-            dir: self.dir.display().to_string(),
-            source,
-        };
-        let tmp = self.dir.join(format!(".{name}.tmp"));
-        write_durably(&tmp, &path, text).map_err(io)?;
+        self.write_durably(name, text)?;
         let result = self.swap(table, hash(&sources), now);
         self.accept();
         Ok(result)
+    }
+
+    /// Writes one rule file of the folder through a `.NAME.tmp` renamed into place, synced
+    /// (the watcher ignores the temporary name).
+    fn write_durably(&self, name: &str, text: &str) -> Result<(), LoadError> {
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        write_durably(&tmp, &self.dir.join(name), text).map_err(|e| self.io_error(e))
+    }
+
+    fn io_error(&self, source: std::io::Error) -> LoadError {
+        LoadError::Io {
+            dir: self.dir.display().to_string(),
+            source,
+        }
     }
 
     /// The folder's rule files as they are on disk, and the version hash they load as.
@@ -317,18 +326,13 @@ impl RuleBook {
             return Ok(Reloaded::Unchanged(current.version.clone()));
         }
         let table = RuleTable::compile(&sources, &self.context)?;
-        let io = |source| LoadError::Io {
-            dir: self.dir.display().to_string(),
-            source,
-        };
         for f in files {
             let path = self.dir.join(&f.name);
             let unchanged = on_disk
                 .iter()
                 .any(|s| Path::new(&s.name) == path && s.text == f.text);
             if !unchanged {
-                let tmp = self.dir.join(format!(".{}.tmp", f.name));
-                write_durably(&tmp, &path, &f.text).map_err(io)?;
+                self.write_durably(&f.name, &f.text)?;
             }
         }
         for old in &on_disk {
@@ -337,7 +341,7 @@ impl RuleBook {
                 .iter()
                 .any(|f| path.file_name() == Some(std::ffi::OsStr::new(&f.name)));
             if !kept {
-                std::fs::remove_file(path).map_err(io)?;
+                std::fs::remove_file(path).map_err(|e| self.io_error(e))?;
             }
         }
         let result = self.swap(table, wanted, now);

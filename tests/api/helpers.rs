@@ -466,3 +466,23 @@ pub fn open_store(path: &Path) -> siyu::store::SledStore {
         }
     }
 }
+
+/// Posts a text message from `openid` to the `plain` account of the server at `base`, as
+/// WeChat's servers do, and returns the reply's body (asserting the 200).
+pub async fn post_plain(
+    client: &reqwest::Client,
+    base: &str,
+    openid: &str,
+    content: &str,
+    msg_id: u64,
+) -> String {
+    let (query, body) = PLAIN.request(&PLAIN.text(openid, content, msg_id), now(), "7");
+    let r = client
+        .post(format!("{base}/wx/plain?{query}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}

@@ -250,15 +250,8 @@ async fn two_instances_refresh_an_accounts_token_once_between_them() {
 }
 
 async fn claim(client: &reqwest::Client, base: &str, openid: &str, msg_id: u64) -> String {
-    let (query, body) = PLAIN.request(&PLAIN.text(openid, "领券", msg_id), now(), "9");
-    let r = client
-        .post(format!("{base}/wx/plain?{query}"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    tag(&r.text().await.unwrap(), "Content").expect("a reply")
+    let reply = post_plain(client, base, openid, "领券", msg_id).await;
+    tag(&reply, "Content").expect("a reply")
 }
 
 /// 50 followers each ask for a coupon through both instances at the same moment, 29 codes

@@ -274,14 +274,7 @@ fn every_store_command_works_beside_running_servers() {
 const CUSTOM: &str = "/cgi-bin/message/custom/send";
 
 pub(crate) async fn ask_for_news(client: &reqwest::Client, base: &str, openid: &str, msg_id: u64) {
-    let (query, body) = PLAIN.request(&PLAIN.text(openid, "新品", msg_id), now(), "7");
-    let r = client
-        .post(format!("{base}/wx/plain?{query}"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    post_plain(client, base, openid, "新品", msg_id).await;
 }
 
 /// Both instances deliver the one queue: every follow-up reaches WeChat once. Then both

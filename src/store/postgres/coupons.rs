@@ -105,7 +105,15 @@ fn held_of(rows: &[tokio_postgres::Row]) -> u32 {
     rows.first().map_or(0, |r| r.get::<_, i32>(0).max(0) as u32)
 }
 
-/// What a claim found with its batch locked.
+/// The lock a claim's first look takes: the batch's row (imported codes, handed out in
+/// file order) or the follower's own (generated codes; the batch's row comes last).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ClaimLock {
+    Batch,
+    Follower,
+}
+
+/// What a claim's first look found.
 enum Found {
     Before(Coupon),
     State(BatchState, u32),
@@ -185,34 +193,7 @@ impl PgStore {
     ) -> Result<Result<Coupon, ClaimRefused>, StoreError> {
         let name = batch.name.as_str();
         let req = request.unwrap_or("");
-        let found = self.timed("coupon_claim", async {
-            let ensure = self.ready(c, &ENSURE_BATCH).await?;
-            let lock = self.ready(c, &LOCK_FOLLOWER).await?;
-            let by_request = self.ready(c, &BY_REQUEST).await?;
-            let held = self.ready(c, &HELD).await?;
-            let read = self.ready(c, &READ_BATCH).await?;
-            // In this order on the wire: the follower's lock first, then what it guards.
-            let (_, _, before, held, state) = futures_util::future::try_join5(
-                PgStore::run(c, &ensure, &[&name]),
-                PgStore::run(c, &lock, &[&name, &account, &openid]),
-                async {
-                    if request.is_some() {
-                        PgStore::run(c, &by_request, &[&account, &openid, &name, &req]).await
-                    } else {
-                        Ok(Vec::new())
-                    }
-                },
-                PgStore::run(c, &held, &[&name, &account, &openid]),
-                PgStore::run(c, &read, &[&name]),
-            )
-            .await?;
-            if let Some(row) = before.first() {
-                return Ok(Found::Before(from_json("coupons", name, row.get(0))?));
-            }
-            // Not locked: enough for validity and a first look at the stock; the stock
-            // is checked again, locked, when the code is counted.
-            Ok::<_, StoreError>(Found::State(batch_state(&state), held_of(&held)))
-        })?;
+        let found = self.first_look(c, batch, account, openid, request, ClaimLock::Follower)?;
         let (state, held) = match found {
             Found::Before(coupon) => {
                 if commit {
@@ -259,6 +240,65 @@ impl PgStore {
         Ok(Ok(coupon))
     }
 
+    /// A claim's first round trip, in this order on the wire: the batch made sure of, the
+    /// lock, then what the lock guards (an earlier answer to this request, the follower's
+    /// count) and the batch's counts (read with the lock when it is the batch's row).
+    fn first_look(
+        &self,
+        c: &Object,
+        batch: &Batch,
+        account: &str,
+        openid: &str,
+        request: Option<&str>,
+        lock: ClaimLock,
+    ) -> Result<Found, StoreError> {
+        let name = batch.name.as_str();
+        let req = request.unwrap_or("");
+        self.timed("coupon_claim", async {
+            let ensure = self.ready(c, &ENSURE_BATCH).await?;
+            let by_request = self.ready(c, &BY_REQUEST).await?;
+            let held = self.ready(c, &HELD).await?;
+            let read = self.ready(c, &READ_BATCH).await?;
+            let (locking, lock_params): (_, Vec<&(dyn tokio_postgres::types::ToSql + Sync)>) =
+                match lock {
+                    ClaimLock::Batch => (self.ready(c, &LOCK_BATCH).await?, vec![&name]),
+                    ClaimLock::Follower => (
+                        self.ready(c, &LOCK_FOLLOWER).await?,
+                        vec![&name, &account, &openid],
+                    ),
+                };
+            let (_, locked, before, held, read) = futures_util::future::try_join5(
+                PgStore::run(c, &ensure, &[&name]),
+                PgStore::run(c, &locking, &lock_params),
+                async {
+                    if request.is_some() {
+                        PgStore::run(c, &by_request, &[&account, &openid, &name, &req]).await
+                    } else {
+                        Ok(Vec::new())
+                    }
+                },
+                PgStore::run(c, &held, &[&name, &account, &openid]),
+                async {
+                    match lock {
+                        ClaimLock::Batch => Ok(Vec::new()),
+                        ClaimLock::Follower => PgStore::run(c, &read, &[&name]).await,
+                    }
+                },
+            )
+            .await?;
+            if let Some(row) = before.first() {
+                return Ok(Found::Before(from_json("coupons", name, row.get(0))?));
+            }
+            // With the follower's lock the counts are not locked: enough for validity
+            // and a first look at the stock, checked again when the code is counted.
+            let state = match lock {
+                ClaimLock::Batch => batch_state(&locked),
+                ClaimLock::Follower => batch_state(&read),
+            };
+            Ok(Found::State(state, held_of(&held)))
+        })
+    }
+
     /// Decides a claim (`coupon::claim`), looking generated codes up on `c` so that none
     /// is given twice.
     #[allow(clippy::too_many_arguments)]
@@ -301,30 +341,7 @@ impl PgStore {
         request: Option<&str>,
     ) -> Result<Result<Coupon, ClaimRefused>, StoreError> {
         let name = batch.name.as_str();
-        let found = self.timed("coupon_claim", async {
-            let ensure = self.ready(c, &ENSURE_BATCH).await?;
-            let lock = self.ready(c, &LOCK_BATCH).await?;
-            let by_request = self.ready(c, &BY_REQUEST).await?;
-            let held = self.ready(c, &HELD).await?;
-            let req = request.unwrap_or("");
-            let (_, locked, before, held) = futures_util::future::try_join4(
-                PgStore::run(c, &ensure, &[&name]),
-                PgStore::run(c, &lock, &[&name]),
-                async {
-                    if request.is_some() {
-                        PgStore::run(c, &by_request, &[&account, &openid, &name, &req]).await
-                    } else {
-                        Ok(Vec::new())
-                    }
-                },
-                PgStore::run(c, &held, &[&name, &account, &openid]),
-            )
-            .await?;
-            if let Some(row) = before.first() {
-                return Ok(Found::Before(from_json("coupons", name, row.get(0))?));
-            }
-            Ok::<_, StoreError>(Found::State(batch_state(&locked), held_of(&held)))
-        })?;
+        let found = self.first_look(c, batch, account, openid, request, ClaimLock::Batch)?;
         let (state, held) = match found {
             Found::Before(coupon) => return Ok(Ok(coupon)),
             Found::State(state, held) => (state, held),

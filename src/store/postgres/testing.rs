@@ -15,28 +15,40 @@ pub struct TestDatabase {
     schema: String,
 }
 
-/// Runs `sql` on the base database, on a thread of its own (tests call this from inside
-/// their async runtime, where another runtime may not block).
-fn admin(base: &str, sql: &str) -> Result<(), String> {
-    let (base, sql) = (base.to_string(), sql.to_string());
+/// A session of its own on `url`, on a thread of its own with a runtime of its own (tests
+/// call these helpers from inside their async runtime, where another runtime may not
+/// block). `f` owns the client; the session ends when `f` is done.
+fn session<T, F>(
+    url: &str,
+    f: impl FnOnce(tokio_postgres::Client) -> F + Send + 'static,
+) -> std::thread::JoinHandle<Result<T, String>>
+where
+    F: std::future::Future<Output = Result<T, String>>,
+    T: Send + 'static,
+{
+    let url = url.to_string();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
         rt.block_on(async {
-            let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
                 .await
-                .map_err(|e| format!("cannot connect to {base}: {e}"))?;
+                .map_err(|e| format!("cannot connect to {url}: {e}"))?;
             let driver = tokio::spawn(conn);
-            client
-                .batch_execute(&sql)
-                .await
-                .map_err(|e| e.to_string())?;
-            drop(client);
+            let out = f(client).await;
             let _ = driver.await;
-            Ok(())
+            out
         })
+    })
+}
+
+/// Runs `sql` on the base database.
+fn admin(base: &str, sql: &str) -> Result<(), String> {
+    let sql = sql.to_string();
+    session(base, move |client| async move {
+        client.batch_execute(&sql).await.map_err(|e| e.to_string())
     })
     .join()
     .map_err(|_| "the database helper thread panicked".to_string())?
@@ -83,41 +95,10 @@ impl TestDatabase {
     }
 }
 
-impl TestDatabase {
-    /// The first column of every row `sql` returns, as text (NULL as ""), read in this
-    /// schema: for tests that look at the tables the instances share.
-    pub fn column(&self, sql: &str) -> Vec<String> {
-        let (url, sql) = (self.url.clone(), sql.to_string());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                    .await
-                    .expect("the test database");
-                let driver = tokio::spawn(conn);
-                let mut out = Vec::new();
-                for m in client.simple_query(&sql).await.expect("the query") {
-                    if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
-                        out.push(r.get(0).unwrap_or_default().to_string());
-                    }
-                }
-                drop(client);
-                let _ = driver.await;
-                out
-            })
-        })
-        .join()
-        .expect("the query thread")
-    }
-}
-
 /// A table locked by another session until this is dropped (see [`TestDatabase::lock`]).
 pub struct HeldLock {
     release: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
 }
 
 impl Drop for HeldLock {
@@ -130,34 +111,46 @@ impl Drop for HeldLock {
 }
 
 impl TestDatabase {
+    /// The first column of every row `sql` returns, as text (NULL as ""), read in this
+    /// schema: for tests that look at the tables the instances share.
+    pub fn column(&self, sql: &str) -> Vec<String> {
+        let sql = sql.to_string();
+        session(&self.url, move |client| async move {
+            let rows = client.simple_query(&sql).await.map_err(|e| e.to_string())?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => {
+                        Some(r.get(0).unwrap_or_default().to_string())
+                    }
+                    _ => None,
+                })
+                .collect())
+        })
+        .join()
+        .expect("the query thread")
+        .expect("the query")
+    }
+
     /// Locks `table` (ACCESS EXCLUSIVE, in an open transaction of its own session) until
     /// the guard is dropped: every statement on it waits, as on a database that hangs.
     pub fn lock(&self, table: &str) -> HeldLock {
-        let (url, sql) = (
-            self.url.clone(),
-            format!("BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"),
-        );
+        let sql = format!("BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE");
         let (release, wait) = std::sync::mpsc::channel::<()>();
         let (locked, is_locked) = std::sync::mpsc::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                    .await
-                    .expect("the test database");
-                let driver = tokio::spawn(conn);
-                client.batch_execute(&sql).await.expect("the lock");
-                let _ = locked.send(());
-                let _ = tokio::task::spawn_blocking(move || wait.recv()).await;
-                let _ = client.batch_execute("ROLLBACK").await;
-                drop(client);
-                let _ = driver.await;
-            })
+        let thread = session(&self.url, move |client| async move {
+            client
+                .batch_execute(&sql)
+                .await
+                .map_err(|e| e.to_string())?;
+            let _ = locked.send(());
+            let _ = tokio::task::spawn_blocking(move || wait.recv()).await;
+            let _ = client.batch_execute("ROLLBACK").await;
+            Ok(())
         });
-        is_locked.recv().expect("the lock taken");
+        if is_locked.recv().is_err() {
+            panic!("the lock was not taken: {:?}", thread.join());
+        }
         HeldLock {
             release: Some(release),
             thread: Some(thread),
