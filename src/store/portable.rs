@@ -341,6 +341,20 @@ mod tests {
     use crate::store::postgres::testing::TestDatabase;
     use crate::store::{PgStore, SledStore, Store};
 
+    /// Opens a sled store a handle of this process has just dropped: sled's background
+    /// threads let go of its file lock a moment later.
+    fn reopen(path: &std::path::Path) -> SledStore {
+        for _ in 0..200 {
+            match SledStore::open(path) {
+                Err(StoreError::Locked { .. }) => {
+                    std::thread::sleep(std::time::Duration::from_millis(25))
+                }
+                other => return other.unwrap(),
+            }
+        }
+        panic!("{} stays locked", path.display())
+    }
+
     /// Every row of every table, in one order whatever the backend's key order.
     fn rows(store: &dyn Portable) -> Vec<String> {
         let mut all = Vec::new();
@@ -493,7 +507,7 @@ mod tests {
         assert!(new[0] > max.max(dead), "{new:?} after {max}/{dead}");
         drop(dest);
         // Also after a restart: the floor is on disk.
-        let reopened = SledStore::open(&dir.path().join("b")).unwrap();
+        let reopened = reopen(&dir.path().join("b"));
         let later = reopened.enqueue("demo", vec![tag_item()], 1).unwrap();
         assert!(later[0] > new[0], "{later:?} after {new:?}");
     }
