@@ -41,6 +41,63 @@ pub struct Follower {
     /// knows: opened by the follower's acts, used by the customer-service messages siyu
     /// sends. `None`: never opened.
     pub cs_window: Option<CsWindow>,
+    /// The person behind this identity across the brand's accounts (WeChat's unionid),
+    /// when the platform tells it (a sync, a WeCom contact).
+    pub unionid: Option<String>,
+    /// The remark the account gave this follower in WeChat (`user/info`'s `remark`).
+    pub remark: Option<String>,
+    /// The follower's language as WeChat reports it (e.g. `zh_CN`).
+    pub language: Option<String>,
+    /// How the follower came to the account, in WeChat's words (`ADD_SCENE_QR_CODE`, …).
+    pub subscribe_scene: Option<String>,
+    /// WeCom contacts: the contact's name (WeCom still returns it; official accounts do not).
+    pub name: Option<String>,
+    /// WeCom contacts: each staff member who has added this contact.
+    pub staff: Vec<StaffLink>,
+    /// What the last sync from the platform saw (`siyu followers sync`); `None`: never
+    /// synced. Its tags are the base of the next sync's three-way merge.
+    pub synced: Option<SyncMark>,
+}
+
+/// One staff member's side of a WeCom external contact (`follow_info`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StaffLink {
+    pub userid: String,
+    pub remark: String,
+    /// Unix seconds.
+    pub added_at: i64,
+    /// WeCom's `add_way` (1: scanned a QR code, …).
+    pub add_way: i64,
+    /// The "contact me" code's state, the WeCom twin of a QR scene.
+    pub state: String,
+    /// Corp tags this staff member put on the contact, by name.
+    pub tags: BTreeSet<String>,
+}
+
+/// What one sync run saw of a follower.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SyncMark {
+    /// The sync run (its start, unix milliseconds) that wrote this mark.
+    pub run: i64,
+    /// Unix seconds.
+    pub at: i64,
+    /// The platform's tags for the follower as that run read them.
+    pub tags: BTreeSet<String>,
+    /// What that run did to the follower, so a resumed run counts it once.
+    pub outcome: SyncOutcome,
+}
+
+/// What a sync did to one follower.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncOutcome {
+    New,
+    Updated,
+    #[default]
+    Unchanged,
+    Unsubscribed,
 }
 
 /// How many customer-service messages WeChat still accepts for a follower, and until when.

@@ -1,4 +1,5 @@
-//! The stored record, version 3, and a reader that decodes only what a callback needs.
+//! The stored record, version 4, and a reader that decodes only what a callback needs.
+//! Version 3 had the same layout with the follower of `legacy::FollowerV3`.
 //!
 //! ```text
 //! 3
@@ -21,7 +22,9 @@ use super::{Answer, Delivery, Record};
 use crate::follower::{Follower, HistoryEntry};
 
 /// The first byte of every record in this layout.
-pub(super) const VERSION: u8 = 3;
+pub(super) const VERSION: u8 = 4;
+/// The same layout, its follower without the profile fields version 4 added.
+pub(super) const VERSION_3: u8 = 3;
 
 /// What makes a stored record unreadable, for `StoreError::Corrupt`.
 pub(super) type Invalid = String;
@@ -115,10 +118,12 @@ impl DeliveryView<'_> {
     }
 }
 
-/// A version-3 record, split into its parts without decoding them.
+/// A version-3 or -4 record, split into its parts without decoding them.
 #[derive(Debug)]
 pub(super) struct View<'a> {
     follower: &'a [u8],
+    /// The follower part is a `legacy::FollowerV3`.
+    follower_v3: bool,
     pub deliveries: Vec<DeliveryView<'a>>,
     history_count: usize,
     /// The history entries, each with its length, not yet checked.
@@ -131,6 +136,7 @@ impl Default for View<'_> {
         View {
             // postcard's `None`.
             follower: &[0],
+            follower_v3: false,
             deliveries: Vec::new(),
             history_count: 0,
             history: &[],
@@ -139,8 +145,8 @@ impl Default for View<'_> {
 }
 
 impl<'a> View<'a> {
-    /// `bytes` without the version byte.
-    pub fn parse(bytes: &'a [u8]) -> Result<View<'a>, Invalid> {
+    /// `bytes` without the version byte, which is [`VERSION`] or [`VERSION_3`].
+    pub fn parse(version: u8, bytes: &'a [u8]) -> Result<View<'a>, Invalid> {
         let mut r = Reader { rest: bytes };
         let follower = r.part()?;
         let n = r.count()?;
@@ -161,6 +167,7 @@ impl<'a> View<'a> {
         let history_count = r.count()?;
         Ok(View {
             follower,
+            follower_v3: version == VERSION_3,
             deliveries,
             history_count,
             history: r.rest,
@@ -182,7 +189,11 @@ impl<'a> View<'a> {
 
     /// The follower, its `history` left empty (the entries stay in the view).
     pub fn follower_without_history(&self) -> Result<Option<Follower>, Invalid> {
-        let follower: Option<Follower> = decode_all(self.follower)?;
+        let follower: Option<Follower> = if self.follower_v3 {
+            decode_all::<Option<super::legacy::FollowerV3>>(self.follower)?.map(Follower::from)
+        } else {
+            decode_all(self.follower)?
+        };
         if follower.is_none() && self.history_count > 0 {
             return Err("history without a follower".into());
         }
@@ -329,6 +340,21 @@ pub(super) fn encode(r: &mut Record) -> Vec<u8> {
     }
     w.history(r.follower.as_ref().map_or(&[], |f| &f.history));
     w.finish()
+}
+
+/// A version-4 record rewritten as version 3 would have stored it, its follower part
+/// replaced by `v3_follower` (postcard of `Option<legacy::FollowerV3>`).
+#[cfg(test)]
+pub(super) fn as_version_3(current: &[u8], v3_follower: &[u8]) -> Vec<u8> {
+    let mut r = Reader {
+        rest: &current[1..],
+    };
+    r.part().expect("a follower part");
+    let mut out = vec![VERSION_3];
+    push_varint(&mut out, v3_follower.len() as u64);
+    out.extend_from_slice(v3_follower);
+    out.extend_from_slice(r.rest);
+    out
 }
 
 #[cfg(test)]

@@ -6,14 +6,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Deserialize;
 
 use super::{Answer, Delivery, Record};
-use crate::follower::{Follower, HistoryEntry, SceneVisit};
+use crate::follower::{CsWindow, Follower, HistoryEntry, SceneVisit};
 
 /// Version 2: the whole record in postcard, the follower's history inside it, every
 /// cached answer decoded with it.
 #[derive(Deserialize)]
 #[cfg_attr(test, derive(serde::Serialize))]
 pub(super) struct RecordV2 {
-    pub follower: Option<Follower>,
+    pub follower: Option<FollowerV3>,
     pub deliveries: Vec<DeliveryV2>,
 }
 
@@ -39,7 +39,7 @@ impl From<DeliveryV2> for Delivery {
 impl From<RecordV2> for Record {
     fn from(r: RecordV2) -> Record {
         Record {
-            follower: r.follower,
+            follower: r.follower.map(Follower::from),
             deliveries: r.deliveries.into_iter().map(Delivery::from).collect(),
         }
     }
@@ -92,8 +92,78 @@ impl From<RecordV1> for Record {
                 history: f.history,
                 // Unknown to version 1: treated as closed until the follower acts again.
                 cs_window: None,
+                ..Follower::default()
             }),
             deliveries: r.deliveries.into_iter().map(Delivery::from).collect(),
+        }
+    }
+}
+
+/// Versions 2 and 3: `Follower` before the platform's profile fields (unionid, remark,
+/// language, subscribe scene, WeCom name and staff, the sync mark).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+pub(super) struct FollowerV3 {
+    pub openid: String,
+    pub subscribed: bool,
+    pub first_subscribed_at: Option<i64>,
+    pub last_subscribed_at: Option<i64>,
+    pub unsubscribed_at: Option<i64>,
+    pub first_scene: Option<String>,
+    pub scenes: Vec<SceneVisit>,
+    pub tags: BTreeSet<String>,
+    pub attributes: BTreeMap<String, String>,
+    pub counters: BTreeMap<String, i64>,
+    pub messages_in: u64,
+    pub last_inbound_at: Option<i64>,
+    pub last_interaction_at: Option<i64>,
+    pub history: Vec<HistoryEntry>,
+    pub cs_window: Option<CsWindow>,
+}
+
+impl From<FollowerV3> for Follower {
+    fn from(f: FollowerV3) -> Follower {
+        Follower {
+            openid: f.openid,
+            subscribed: f.subscribed,
+            first_subscribed_at: f.first_subscribed_at,
+            last_subscribed_at: f.last_subscribed_at,
+            unsubscribed_at: f.unsubscribed_at,
+            first_scene: f.first_scene,
+            scenes: f.scenes,
+            tags: f.tags,
+            attributes: f.attributes,
+            counters: f.counters,
+            messages_in: f.messages_in,
+            last_inbound_at: f.last_inbound_at,
+            last_interaction_at: f.last_interaction_at,
+            history: f.history,
+            cs_window: f.cs_window,
+            // Unknown before version 4: filled in by the first sync.
+            ..Follower::default()
+        }
+    }
+}
+
+#[cfg(test)]
+impl From<&Follower> for FollowerV3 {
+    fn from(f: &Follower) -> FollowerV3 {
+        FollowerV3 {
+            openid: f.openid.clone(),
+            subscribed: f.subscribed,
+            first_subscribed_at: f.first_subscribed_at,
+            last_subscribed_at: f.last_subscribed_at,
+            unsubscribed_at: f.unsubscribed_at,
+            first_scene: f.first_scene.clone(),
+            scenes: f.scenes.clone(),
+            tags: f.tags.clone(),
+            attributes: f.attributes.clone(),
+            counters: f.counters.clone(),
+            messages_in: f.messages_in,
+            last_inbound_at: f.last_inbound_at,
+            last_interaction_at: f.last_interaction_at,
+            history: f.history.clone(),
+            cs_window: f.cs_window,
         }
     }
 }

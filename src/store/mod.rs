@@ -509,7 +509,7 @@ fn corrupt(key: &[u8], reason: String) -> StoreError {
 fn decode_record(key: &[u8], bytes: &[u8]) -> Result<Record, StoreError> {
     let corrupt = |reason: String| corrupt(key, reason);
     match bytes.split_first() {
-        Some((&RECORD_VERSION, rest)) => format::View::parse(rest)
+        Some((&v @ (RECORD_VERSION | format::VERSION_3), rest)) => format::View::parse(v, rest)
             .and_then(format::View::into_record)
             .map_err(corrupt),
         Some((2, rest)) => postcard::from_bytes::<legacy::RecordV2>(rest)
@@ -559,7 +559,7 @@ fn apply_stored(
     let view = match stored.map(<[u8]>::split_first) {
         None => format::View::default(),
         Some(Some((&RECORD_VERSION, rest))) => {
-            format::View::parse(rest).map_err(|e| corrupt(key, e))?
+            format::View::parse(RECORD_VERSION, rest).map_err(|e| corrupt(key, e))?
         }
         Some(_) => {
             // An older layout: read in full, rewritten in the current one.
@@ -1311,9 +1311,41 @@ mod tests {
             empty
         );
 
+        // The fields version 4 added round-trip too.
+        let mut profiled = r.clone();
+        if let Some(f) = profiled.follower.as_mut() {
+            f.unionid = Some("ou1".into());
+            f.subscribe_scene = Some("ADD_SCENE_QR_CODE".into());
+            f.staff.push(crate::follower::StaffLink {
+                userid: "zhangsan".into(),
+                tags: ["老客".to_string()].into(),
+                ..Default::default()
+            });
+            f.synced = Some(crate::follower::SyncMark {
+                run: 5,
+                at: 6,
+                tags: ["vip".to_string()].into(),
+                outcome: crate::follower::SyncOutcome::New,
+            });
+        }
+        let bytes4 = encode_record(&mut profiled.clone());
+        assert_eq!(decode_record(b"k", &bytes4).unwrap(), profiled);
+
+        // A record written by version 3 (this layout, the follower without them) loads.
+        let f = r.follower.as_ref().unwrap();
+        let v3f = Some(legacy::FollowerV3::from(&Follower {
+            history: Vec::new(),
+            ..f.clone()
+        }));
+        let v3 = format::as_version_3(
+            &encode_record(&mut r.clone()),
+            &postcard::to_allocvec(&v3f).unwrap(),
+        );
+        assert_eq!(decode_record(b"k", &v3).unwrap(), r);
+
         // A record written by version 2 (postcard of the whole record) still loads.
         let v2 = legacy::RecordV2 {
-            follower: r.follower.clone(),
+            follower: r.follower.as_ref().map(legacy::FollowerV3::from),
             deliveries: v2_deliveries(&r),
         };
         let old = postcard::to_extend(&v2, vec![2u8]).unwrap();
@@ -1426,7 +1458,7 @@ mod tests {
         };
         let keys = ["m:9", "m:3", "m:long", "m:new", "m:new"];
         let v2 = legacy::RecordV2 {
-            follower: start.follower.clone(),
+            follower: start.follower.as_ref().map(legacy::FollowerV3::from),
             deliveries: v2_deliveries(&start),
         };
         let v2 = postcard::to_extend(&v2, vec![2u8]).unwrap();
