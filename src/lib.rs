@@ -20,6 +20,7 @@
 //! - [`api`]: the outbound half: typed WeChat/WeCom API calls, shared access tokens.
 //! - [`outbox`]: the durable queue of calls to WeChat and its background worker.
 //! - [`coupon`], [`segment`], [`campaign`]: coupon batches, audiences, pushes to them.
+//! - [`sync`]: importing an account's existing followers from WeChat, and the merge rules.
 //! - [`export`]: a segment's followers as a count, a list or a CSV (CLI and admin API).
 //! - [`fake_wechat`]: a fake WeChat/WeCom API server for tests and local development.
 //! - [`log_lines`]: the server's log lines, written off the request path in batches.
@@ -46,4 +47,5 @@ pub mod rules;
 pub mod segment;
 pub mod server;
 pub mod store;
+pub mod sync;
 pub mod trial;

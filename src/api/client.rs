@@ -15,7 +15,7 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::model::{CustomMessage, QrTicket, Tag, TemplateMessage, UserInfo};
+use super::model::{CustomMessage, FollowerPage, QrTicket, Tag, TemplateMessage, UserInfo};
 use super::token::{TokenSource, Tokens};
 use super::transport::{exchange, url};
 use super::ApiError;
@@ -26,6 +26,8 @@ pub const OFFICIAL_API_BASE: &str = "https://api.weixin.qq.com";
 pub const WECOM_API_BASE: &str = "https://qyapi.weixin.qq.com";
 /// `batchtagging` / `batchuntagging` take at most 50 openids a call (§10).
 pub const MAX_OPENIDS_PER_BATCH: usize = 50;
+/// `user/info/batchget` takes at most 100 openids a call (§10).
+pub const MAX_OPENIDS_PER_INFO_BATCH: usize = 100;
 /// Temporary QR codes live at most 30 days (§10).
 pub const MAX_QR_EXPIRE_SECONDS: u32 = 2_592_000;
 /// The QR code image, by ticket (§10).
@@ -194,6 +196,62 @@ impl ApiClient {
             None::<&()>,
         )
         .await
+    }
+
+    /// One page of the account's follower list (§10): up to 10,000 openids after
+    /// `next_openid` (`None`: from the start). A page with no openids is the end.
+    pub async fn follower_page(&self, next_openid: Option<&str>) -> Result<FollowerPage, ApiError> {
+        self.require(AccountKind::Official, "follower_page")?;
+        #[derive(Deserialize)]
+        struct Openids {
+            #[serde(default)]
+            openid: Vec<String>,
+        }
+        #[derive(Deserialize)]
+        struct Page {
+            #[serde(default)]
+            total: u64,
+            #[serde(default)]
+            data: Option<Openids>,
+            #[serde(default)]
+            next_openid: String,
+        }
+        let page: Page = self
+            .call(
+                Method::GET,
+                "/cgi-bin/user/get",
+                &[("next_openid", next_openid.unwrap_or(""))],
+                None::<&()>,
+            )
+            .await?;
+        Ok(FollowerPage {
+            total: page.total,
+            openids: page.data.map(|d| d.openid).unwrap_or_default(),
+            next_openid: page.next_openid,
+        })
+    }
+
+    /// What WeChat knows of up to 100 followers (§10), in the order asked.
+    pub async fn user_info_batch(&self, openids: &[String]) -> Result<Vec<UserInfo>, ApiError> {
+        self.require(AccountKind::Official, "user_info_batch")?;
+        if openids.is_empty() || openids.len() > MAX_OPENIDS_PER_INFO_BATCH {
+            return Err(ApiError::Invalid(format!(
+                "user/info/batchget takes 1 to {MAX_OPENIDS_PER_INFO_BATCH} openids, not {}",
+                openids.len()
+            )));
+        }
+        #[derive(Deserialize)]
+        struct Infos {
+            user_info_list: Vec<UserInfo>,
+        }
+        let list: Vec<_> = openids
+            .iter()
+            .map(|o| json!({ "openid": o, "lang": "zh_CN" }))
+            .collect();
+        let infos: Infos = self
+            .post("/cgi-bin/user/info/batchget", &json!({ "user_list": list }))
+            .await?;
+        Ok(infos.user_info_list)
     }
 
     /// Creates a follower tag; returns its id.

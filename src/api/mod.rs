@@ -17,11 +17,12 @@ mod token;
 mod transport;
 
 pub use client::{
-    ApiClient, ApiSettings, MAX_OPENIDS_PER_BATCH, MAX_QR_EXPIRE_SECONDS, OFFICIAL_API_BASE,
-    WECOM_API_BASE,
+    ApiClient, ApiSettings, MAX_OPENIDS_PER_BATCH, MAX_OPENIDS_PER_INFO_BATCH,
+    MAX_QR_EXPIRE_SECONDS, OFFICIAL_API_BASE, WECOM_API_BASE,
 };
 pub use error::ApiError;
 pub use model::{
-    CustomMessage, MiniProgramLink, QrTicket, Tag, TemplateMessage, TemplateValue, UserInfo,
+    CustomMessage, FollowerPage, MiniProgramLink, QrTicket, Tag, TemplateMessage, TemplateValue,
+    UserInfo,
 };
 pub use token::REFRESH_AHEAD_SECS;

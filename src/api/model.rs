@@ -216,6 +216,18 @@ pub struct UserInfo {
     pub subscribe_scene: Option<String>,
     pub qr_scene: Option<i64>,
     pub qr_scene_str: Option<String>,
+    pub language: Option<String>,
+}
+
+/// One page of `/cgi-bin/user/get`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FollowerPage {
+    /// How many followers the account has, as WeChat counts them now.
+    pub total: u64,
+    /// Empty: the list is done.
+    pub openids: Vec<String>,
+    /// Where the next page starts (the last openid of this one).
+    pub next_openid: String,
 }
 
 impl UserInfo {

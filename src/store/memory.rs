@@ -12,6 +12,7 @@ use crate::coupon::{
 };
 use crate::follower::Follower;
 use crate::outbox::{DeadItem, NewItem, OutboxItem};
+use crate::sync::SyncRun;
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
@@ -20,6 +21,7 @@ pub struct MemoryStore {
     tokens: Mutex<HashMap<String, StoredToken>>,
     queue: Mutex<Queue>,
     coupons: Mutex<Coupons>,
+    syncs: Mutex<HashMap<String, SyncRun>>,
 }
 
 #[derive(Debug, Default)]
@@ -86,6 +88,36 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
+    fn sync_run(&self, account: &str) -> Result<Option<SyncRun>, StoreError> {
+        let syncs = self.syncs.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(syncs.get(account).cloned())
+    }
+
+    fn sync_step(
+        &self,
+        account: &str,
+        openids: &[String],
+        run: &mut SyncRun,
+        merge: &mut dyn FnMut(&mut SyncRun, &str, Option<Follower>) -> Option<Follower>,
+    ) -> Result<(), StoreError> {
+        let mut records = self.lock();
+        // Decided in full before anything is written: all or nothing.
+        let changed: Vec<(Vec<u8>, Follower)> = openids
+            .iter()
+            .filter_map(|o| {
+                let k = key(account, o);
+                let stored = records.get(&k).and_then(|r| r.follower.clone());
+                merge(run, o, stored).map(|f| (k, f))
+            })
+            .collect();
+        for (k, f) in changed {
+            records.entry(k).or_default().follower = Some(f);
+        }
+        let mut syncs = self.syncs.lock().unwrap_or_else(|p| p.into_inner());
+        syncs.insert(account.to_string(), run.clone());
+        Ok(())
+    }
+
     fn follower(&self, account: &str, openid: &str) -> Result<Option<Follower>, StoreError> {
         Ok(self
             .lock()

@@ -41,6 +41,7 @@ use crate::coupon::{Batch, ClaimRefused, Coupon, CouponStats, RedeemRefused};
 use crate::follower::{Follower, HISTORY_LEN};
 use crate::outbox::{DeadItem, NewItem, OutboxItem};
 use crate::protocol::Reply;
+use crate::sync::SyncRun;
 
 /// How many recent deliveries a record remembers. WeChat retries within ~15 s; a follower
 /// would have to send more than this many callbacks inside that window to push a key out
@@ -335,6 +336,24 @@ pub trait Store: Send + Sync {
         account: &str,
         msgid: i64,
     ) -> Result<Option<(String, String)>, StoreError>;
+
+    // --- Importing followers (`siyu followers sync`) ---
+
+    /// The account's latest sync run.
+    fn sync_run(&self, account: &str) -> Result<Option<SyncRun>, StoreError>;
+
+    /// One step of a sync, in one atomic write: each follower of `openids` through
+    /// `merge` (given the run, to count in, and the stored follower, `None` if unknown;
+    /// returning `None` leaves the follower as stored), and the run as `merge` leaves it.
+    /// Serialised with callbacks of the same followers like `update_follower`. On an
+    /// error nothing is written (the caller's `run` may hold counts that were not).
+    fn sync_step(
+        &self,
+        account: &str,
+        openids: &[String],
+        run: &mut SyncRun,
+        merge: &mut dyn FnMut(&mut SyncRun, &str, Option<Follower>) -> Option<Follower>,
+    ) -> Result<(), StoreError>;
 
     /// Bytes used on disk, where the backend knows.
     fn size_on_disk(&self) -> Option<u64> {
@@ -774,6 +793,74 @@ mod tests {
         outbox_contract(store);
         campaign_contract(store);
         coupon_contract(store);
+        sync_contract(store);
+    }
+
+    fn sync_contract(store: &dyn Store) {
+        use crate::follower::SyncOutcome;
+        assert_eq!(store.sync_run("s").unwrap(), None);
+        let mut known = Follower::new("o_b");
+        known.messages_in = 3;
+        known.history.push(history_entry(1));
+        put_follower(store, "s", &known).unwrap();
+        let openids: Vec<String> = ["o_c", "o_a", "o_b"].map(String::from).to_vec();
+        let mut run = crate::sync::SyncRun::new("s", 5000, "test");
+        run.page_done = 3;
+        let mut seen = Vec::new();
+        store
+            .sync_step("s", &openids, &mut run, &mut |run, openid, stored| {
+                seen.push((openid.to_string(), stored.as_ref().map(|f| f.messages_in)));
+                if openid == "o_c" {
+                    return None; // left as it is: not created
+                }
+                run.counts.add(SyncOutcome::New);
+                let mut f = stored.unwrap_or_else(|| Follower::new(openid));
+                f.unionid = Some(format!("u_{openid}"));
+                Some(f)
+            })
+            .unwrap();
+        seen.sort();
+        assert_eq!(
+            seen,
+            vec![
+                ("o_a".to_string(), None),
+                ("o_b".to_string(), Some(3)),
+                ("o_c".to_string(), None)
+            ],
+            "every follower asked for, given as stored"
+        );
+        let stored = store
+            .sync_run("s")
+            .unwrap()
+            .expect("the run is stored with the step");
+        assert_eq!(
+            (stored.counts.new, stored.page_done),
+            (2, 3),
+            "as merge left it"
+        );
+        assert_eq!(stored, run);
+        let b = store.follower("s", "o_b").unwrap().unwrap();
+        assert_eq!((b.messages_in, b.unionid.as_deref()), (3, Some("u_o_b")));
+        assert_eq!(b.history.len(), 1, "the history stays");
+        assert!(store.follower("s", "o_a").unwrap().is_some());
+        assert_eq!(store.follower("s", "o_c").unwrap(), None);
+        let walked: Vec<String> = store
+            .followers_after("s", None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|f| f.openid)
+            .collect();
+        assert_eq!(walked, ["o_a", "o_b"], "nothing else appears");
+        // A step without followers stores the run alone; runs are per account.
+        run.state = crate::sync::SyncState::Done;
+        store
+            .sync_step("s", &[], &mut run, &mut |_, _, _| None)
+            .unwrap();
+        assert_eq!(
+            store.sync_run("s").unwrap().unwrap().state,
+            crate::sync::SyncState::Done
+        );
+        assert_eq!(store.sync_run("other").unwrap(), None);
     }
 
     fn coupon_contract(store: &dyn Store) {

@@ -27,6 +27,7 @@ use crate::coupon::{
 };
 use crate::follower::Follower;
 use crate::outbox::{DeadItem, NewItem, OutboxItem};
+use crate::sync::SyncRun;
 
 mod portable;
 
@@ -68,6 +69,8 @@ pub struct SledStore {
     jobs: Tree,
     /// Small named values: the id floor, a store copy's checkpoint.
     meta: Tree,
+    /// account → JSON `SyncRun`: the latest follower sync of each account.
+    syncs: Tree,
     /// Added to every id sled generates (see [`ID_FLOOR`]).
     id_floor: Arc<AtomicU64>,
     path: PathBuf,
@@ -113,6 +116,7 @@ impl SledStore {
             pending: db.open_tree("campaign_pending").map_err(backend)?,
             msgids: db.open_tree("campaign_msgids").map_err(backend)?,
             jobs: db.open_tree("campaign_jobs").map_err(backend)?,
+            syncs: db.open_tree("syncs").map_err(backend)?,
             id_floor: Arc::new(AtomicU64::new(
                 match meta.get(ID_FLOOR).map_err(backend)? {
                     Some(v) => <[u8; 8]>::try_from(v.as_ref())
@@ -134,13 +138,20 @@ impl SledStore {
 
     /// Serialises writers of one record.
     fn lock_stripe(&self, k: &[u8]) -> std::sync::MutexGuard<'_, ()> {
+        self.lock_stripe_at(self.stripe_of(k))
+    }
+
+    fn stripe_of(&self, k: &[u8]) -> usize {
         // FNV-1a: a few instructions per byte where SipHash cost ~600 a callback. Keys
         // (openids) are WeChat's, not chosen by senders, and the random start keeps the
         // mapping different in every process.
         let hash = k.iter().fold(self.stripe_seed, |h, &b| {
             (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
         });
-        let stripe = ((hash ^ (hash >> 32)) as usize) % STRIPES;
+        ((hash ^ (hash >> 32)) as usize) % STRIPES
+    }
+
+    fn lock_stripe_at(&self, stripe: usize) -> std::sync::MutexGuard<'_, ()> {
         // Nothing panics while this is held except a bug in a decision; the stored record
         // is untouched then, so a poisoned stripe is still safe to use.
         self.stripes[stripe]
@@ -652,6 +663,51 @@ impl Store for SledStore {
 
     fn size_on_disk(&self) -> Option<u64> {
         self.db.size_on_disk().ok()
+    }
+
+    fn sync_run(&self, account: &str) -> Result<Option<SyncRun>, StoreError> {
+        self.syncs
+            .get(account.as_bytes())
+            .map_err(backend)?
+            .map(|v| from_json("syncs", account.as_bytes(), &v))
+            .transpose()
+    }
+
+    fn sync_step(
+        &self,
+        account: &str,
+        openids: &[String],
+        run: &mut SyncRun,
+        merge: &mut dyn FnMut(&mut SyncRun, &str, Option<Follower>) -> Option<Follower>,
+    ) -> Result<(), StoreError> {
+        let keys: Vec<Vec<u8>> = openids.iter().map(|o| key(account, o)).collect();
+        // Every record's stripe, taken in one order so two steps never wait on each other.
+        let mut stripes: Vec<usize> = keys.iter().map(|k| self.stripe_of(k)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let _guards: Vec<_> = stripes.iter().map(|&i| self.lock_stripe_at(i)).collect();
+        let mut writes = Vec::with_capacity(keys.len());
+        for (openid, k) in openids.iter().zip(&keys) {
+            let mut record = match self.followers.get(k).map_err(backend)? {
+                Some(v) => decode_record(k, &v)?,
+                None => super::Record::default(),
+            };
+            if let Some(f) = merge(run, openid, record.follower.clone()) {
+                record.follower = Some(f);
+                writes.push((k, encode_record(&mut record)));
+            }
+        }
+        let run_json = json(run);
+        (&self.followers, &self.syncs)
+            .transaction(|(followers, syncs)| {
+                for (k, v) in &writes {
+                    followers.insert(k.as_slice(), v.as_slice())?;
+                }
+                syncs.insert(account.as_bytes(), run_json.as_slice())?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(tx_backend)?;
+        Ok(())
     }
 
     fn campaign_run(&self, name: &str) -> Result<Option<CampaignRun>, StoreError> {

@@ -18,6 +18,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "meta_and_rules",
         include_str!("../../../migrations/postgres/0002_meta_and_rules.sql"),
     ),
+    (
+        3,
+        "sync_runs",
+        include_str!("../../../migrations/postgres/0003_sync_runs.sql"),
+    ),
 ];
 
 /// Any number: the advisory lock that serialises migrations of one database.

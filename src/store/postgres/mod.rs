@@ -26,6 +26,7 @@ mod migrate;
 mod outbox;
 mod portable;
 mod rules;
+mod syncs;
 #[doc(hidden)]
 pub mod testing;
 
@@ -509,6 +510,24 @@ impl super::Store for PgStore {
         now: i64,
     ) -> Result<crate::coupon::CouponStats, StoreError> {
         self.pg_coupon_stats(batch, now)
+    }
+
+    fn sync_run(&self, account: &str) -> Result<Option<crate::sync::SyncRun>, StoreError> {
+        self.pg_sync_run(account)
+    }
+
+    fn sync_step(
+        &self,
+        account: &str,
+        openids: &[String],
+        run: &mut crate::sync::SyncRun,
+        merge: &mut dyn FnMut(
+            &mut crate::sync::SyncRun,
+            &str,
+            Option<crate::follower::Follower>,
+        ) -> Option<crate::follower::Follower>,
+    ) -> Result<(), StoreError> {
+        self.pg_sync_step(account, openids, run, merge)
     }
 
     fn campaign_run(&self, name: &str) -> Result<Option<crate::campaign::CampaignRun>, StoreError> {

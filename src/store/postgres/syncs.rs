@@ -1,0 +1,102 @@
+//! Follower syncs: each account's latest run, and a step's followers written with it.
+
+use tokio_postgres::types::Type;
+
+use super::{db, from_json, rollback, to_json, PgStore, Sql};
+use crate::follower::Follower;
+use crate::store::{decode_record, encode_record, key, Record, StoreError};
+use crate::sync::SyncRun;
+
+const T: Type = Type::TEXT;
+
+const GET_RUN: Sql = Sql {
+    text: "SELECT run FROM sync_runs WHERE account = $1",
+    types: &[T],
+};
+const PUT_RUN: Sql = Sql {
+    text: "INSERT INTO sync_runs (account, run) VALUES ($1, $2) \
+           ON CONFLICT (account) DO UPDATE SET run = EXCLUDED.run",
+    types: &[T, Type::JSONB],
+};
+/// Rows for followers not stored yet, so that the lock below takes every one of them
+/// (as `PLACEHOLDER` does for one callback).
+const PLACEHOLDERS: Sql = Sql {
+    text: "INSERT INTO followers (account, openid, record) \
+           SELECT $1, o, '' FROM unnest($2::text[]) AS o ON CONFLICT DO NOTHING",
+    types: &[T, Type::TEXT_ARRAY],
+};
+/// In openid order: two steps over overlapping followers lock them in the same order.
+const LOCK_MANY: Sql = Sql {
+    text: "SELECT openid, record FROM followers WHERE account = $1 AND openid = ANY($2) \
+           ORDER BY openid FOR UPDATE",
+    types: &[T, Type::TEXT_ARRAY],
+};
+const WRITE_MANY: Sql = Sql {
+    text: "UPDATE followers AS f SET record = v.record \
+           FROM unnest($2::text[], $3::bytea[]) AS v(openid, record) \
+           WHERE f.account = $1 AND f.openid = v.openid",
+    types: &[T, Type::TEXT_ARRAY, Type::BYTEA_ARRAY],
+};
+
+impl PgStore {
+    pub(super) fn pg_sync_run(&self, account: &str) -> Result<Option<SyncRun>, StoreError> {
+        let rows = self.timed("sync_run", self.query(&GET_RUN, &[&account]))?;
+        rows.into_iter()
+            .next()
+            .map(|r| from_json("sync_runs", account, r.get(0)))
+            .transpose()
+    }
+
+    pub(super) fn pg_sync_step(
+        &self,
+        account: &str,
+        openids: &[String],
+        run: &mut SyncRun,
+        merge: &mut dyn FnMut(&mut SyncRun, &str, Option<Follower>) -> Option<Follower>,
+    ) -> Result<(), StoreError> {
+        self.timed("sync_step", async {
+            let c = self.conn().await?;
+            let placeholders = self.ready(&c, &PLACEHOLDERS).await?;
+            let lock = self.ready(&c, &LOCK_MANY).await?;
+            let write = self.ready(&c, &WRITE_MANY).await?;
+            let put = self.ready(&c, &PUT_RUN).await?;
+            let body = async {
+                c.batch_execute("BEGIN").await.map_err(db)?;
+                PgStore::run(&c, &placeholders, &[&account, &openids]).await?;
+                let rows = PgStore::run(&c, &lock, &[&account, &openids]).await?;
+                let mut changed_openids = Vec::new();
+                let mut values: Vec<Vec<u8>> = Vec::new();
+                for row in rows {
+                    let openid: String = row.get(0);
+                    let stored: Vec<u8> = row.get(1);
+                    let mut record = if stored.is_empty() {
+                        Record::default()
+                    } else {
+                        decode_record(&key(account, &openid), &stored)?
+                    };
+                    if let Some(f) = merge(run, &openid, record.follower.clone()) {
+                        record.follower = Some(f);
+                        values.push(encode_record(&mut record));
+                        changed_openids.push(openid);
+                    }
+                }
+                let run_json = to_json(&*run);
+                let (wrote, put, commit) = futures_util::future::join3(
+                    PgStore::run(&c, &write, &[&account, &changed_openids, &values]),
+                    PgStore::run(&c, &put, &[&account, &run_json]),
+                    c.batch_execute("COMMIT"),
+                )
+                .await;
+                wrote?;
+                put?;
+                commit.map_err(db)?;
+                Ok::<_, StoreError>(())
+            };
+            let result = body.await;
+            if result.is_err() {
+                rollback(&c).await;
+            }
+            result
+        })
+    }
+}
