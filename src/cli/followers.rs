@@ -16,12 +16,15 @@ use crate::segment::Segment;
 use crate::store::Store;
 
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct FollowersArgs {
+    #[command(subcommand)]
+    pub action: Option<FollowersAction>,
     #[command(flatten)]
     pub config: ConfigArg,
     /// The account id (as in config.toml).
-    #[arg(long)]
-    pub account: String,
+    #[arg(long, required = true)]
+    pub account: Option<String>,
     /// The segment, e.g. "tag:vip AND last_message_before 30d"; default: everyone.
     #[arg(long = "where")]
     pub segment: Option<String>,
@@ -38,7 +41,20 @@ pub struct FollowersArgs {
     pub no_bom: bool,
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum FollowersAction {
+    /// Import the account's existing followers from WeChat (resumable; README "Importing
+    /// followers").
+    Sync(super::sync::SyncArgs),
+}
+
 pub fn run(args: &FollowersArgs) -> ExitCode {
+    let account = match (&args.action, &args.account) {
+        (Some(FollowersAction::Sync(a)), _) => return super::sync::run(&args.config.config, a),
+        (None, Some(account)) => account,
+        // clap requires --account without a subcommand.
+        (None, None) => return ExitCode::from(super::EXIT_USAGE),
+    };
     let settings = match Settings::load(&args.config.config) {
         Ok(s) => s,
         Err(e) => {
@@ -46,10 +62,10 @@ pub fn run(args: &FollowersArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    if settings.account(&args.account).is_none() {
+    if settings.account(account).is_none() {
         errln!(
             "error: no account `{}` in {}",
-            args.account,
+            account,
             settings.source.display()
         );
         return ExitCode::from(EXIT_INVALID);
@@ -73,16 +89,22 @@ pub fn run(args: &FollowersArgs) -> ExitCode {
         Format::Count
     };
     match super::store_or_server(&settings, Role::Viewer) {
-        Ok(StoreOrServer::Local(store)) => {
-            local(store.as_ref(), args, segment.as_ref(), format, &settings)
-        }
-        Ok(StoreOrServer::Remote(server)) => remote(&server, args, format),
+        Ok(StoreOrServer::Local(store)) => local(
+            store.as_ref(),
+            account,
+            args,
+            segment.as_ref(),
+            format,
+            &settings,
+        ),
+        Ok(StoreOrServer::Remote(server)) => remote(&server, account, args, format),
         Err(code) => code,
     }
 }
 
 fn local(
     store: &dyn Store,
+    account: &str,
     args: &FollowersArgs,
     segment: Option<&Segment>,
     format: Format,
@@ -98,7 +120,7 @@ fn local(
         out.write(format_args!("{CSV_HEADER}"));
     }
     let mut line = String::new();
-    let walked = export::walk(store, &args.account, segment, now, &mut |f| {
+    let walked = export::walk(store, account, segment, now, &mut |f| {
         line.clear();
         export::write_row(&mut line, format, f, zone);
         out.write(format_args!("{line}"));
@@ -121,8 +143,8 @@ fn local(
 
 /// The same through `GET /admin/v1/segments/{account}`: the count as JSON, a listing
 /// streamed to stdout as the server writes it.
-fn remote(server: &Server, args: &FollowersArgs, format: Format) -> ExitCode {
-    let path = ["admin", "v1", "segments", args.account.as_str()];
+fn remote(server: &Server, account: &str, args: &FollowersArgs, format: Format) -> ExitCode {
+    let path = ["admin", "v1", "segments", account];
     let mut query = vec![];
     if let Some(w) = &args.segment {
         query.push(("where", w.as_str()));

@@ -21,6 +21,7 @@ pub mod remote;
 pub mod serve;
 pub mod simulate;
 pub mod store;
+pub mod sync;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

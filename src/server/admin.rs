@@ -35,6 +35,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/tests", web::post().to(run_tests))
             .route("/simulate", web::post().to(simulate))
             .route("/simulate/commit", web::post().to(simulate_commit))
+            // Before `/followers/{account}/{openid}`, which would take `sync` for an openid.
+            .configure(super::admin_sync::configure)
             .route("/followers/{account}/{openid}", web::get().to(follower))
             .route(
                 "/followers/{account}/{openid}/tags/{tag}",

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod admin_campaigns;
 pub mod admin_coupons;
 pub mod admin_segments;
+pub mod admin_sync;
 pub mod coupons;
 pub mod error;
 pub mod metrics;
@@ -42,6 +43,8 @@ pub struct AppState {
     /// Group commit shared by callbacks that must be on disk before they are answered and
     /// the outbox worker.
     pub flusher: Arc<crate::store::GroupFlush>,
+    /// The follower syncs running in this server.
+    pub syncs: admin_sync::Syncs,
 }
 
 /// One served account and the rule table it answers from (shared with the other accounts

@@ -74,6 +74,7 @@ pub fn build_state(settings: Settings, store: Arc<dyn Store>) -> Result<AppState
         clients,
         outbox_wake: Arc::new(tokio::sync::Notify::new()),
         flusher: Arc::new(crate::store::GroupFlush::over(store.clone())),
+        syncs: Default::default(),
         settings,
         accounts,
         books: books.into_values().collect(),

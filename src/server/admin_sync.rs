@@ -1,0 +1,229 @@
+//! `POST /admin/v1/followers/{account}/sync`: import the account's followers from WeChat in
+//! the background (the same runner as `siyu followers sync`); `GET` the same path for its
+//! progress; `POST …/sync/stop` to stop it after the batch in hand.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::admin::{authorize, known_account, on_pool, AdminError};
+use super::AppState;
+use crate::config::Role;
+use crate::sync::runner::{self, SyncError, SyncOptions};
+use crate::sync::SyncRun;
+
+/// How long `stop` waits for the batch in hand.
+const STOP_WAIT: Duration = Duration::from_secs(30);
+/// How long `start` waits for the run's first write, to answer it.
+const START_WAIT: Duration = Duration::from_secs(10);
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/followers/{account}/sync", web::post().to(start))
+        .route("/followers/{account}/sync", web::get().to(status))
+        .route("/followers/{account}/sync/stop", web::post().to(stop));
+}
+
+/// The syncs this server runs now, by account.
+#[derive(Default)]
+pub struct Syncs(Mutex<HashMap<String, Running>>);
+
+struct Running {
+    stop: watch::Sender<bool>,
+    /// Turns `Some` when the run ends.
+    ended: watch::Receiver<Option<End>>,
+}
+
+#[derive(Debug, Clone)]
+enum End {
+    /// Done, failed or stopped: the stored run says which.
+    Stored,
+    /// Another instance holds the account's sync.
+    Busy(String),
+    /// The store failed.
+    Error(String),
+}
+
+impl Syncs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn live(&self, account: &str) -> bool {
+        self.lock()
+            .get(account)
+            .is_some_and(|r| r.ended.borrow().is_none())
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartBody {
+    #[serde(default)]
+    restart: bool,
+}
+
+fn refused(e: SyncError) -> AdminError {
+    match e {
+        SyncError::NoAccount(_) => AdminError::NotFound(e.to_string()),
+        SyncError::Busy(_) => AdminError::Conflict(e.to_string()),
+        SyncError::Store(s) => AdminError::Store(s),
+        SyncError::NoApi(_) | SyncError::Wecom(_) => AdminError::BadRequest(e.to_string()),
+    }
+}
+
+async fn start(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    account: web::Path<String>,
+    body: Option<web::Json<StartBody>>,
+) -> Result<HttpResponse, AdminError> {
+    let who = authorize(&state, &req, Role::Operator)?.name.clone();
+    let account = account.into_inner();
+    known_account(&state, &account)?;
+    let api = crate::cli::sync::runnable(&state.settings, &account).map_err(refused)?;
+    let client = state
+        .clients
+        .get(&account)
+        .cloned()
+        .ok_or_else(|| refused(SyncError::NoApi(account.clone())))?;
+    let restart = body.map(|b| b.restart).unwrap_or(false);
+    if state.syncs.live(&account) {
+        let run = read(&state, &account).await?;
+        return Ok(HttpResponse::Ok().json(with_live(run, true)));
+    }
+    let (progress, mut first) = watch::channel(SyncRun::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (ended_tx, mut ended) = watch::channel(None);
+    state.syncs.lock().insert(
+        account.clone(),
+        Running {
+            stop: stop_tx,
+            ended: ended.clone(),
+        },
+    );
+    let options = SyncOptions {
+        restart,
+        by: who.clone(),
+        rate_per_sec: api.rate_per_sec,
+        owner: format!("server-{}", std::process::id()),
+    };
+    let store = state.store.clone();
+    let acc = account.clone();
+    actix_web::rt::spawn(async move {
+        let end = match runner::run(store, client, &acc, options, progress, stop_rx).await {
+            Ok(_) => End::Stored,
+            Err(e @ SyncError::Busy(_)) => End::Busy(e.to_string()),
+            Err(e) => {
+                tracing::warn!(account = %acc, error = %e, "follower sync ended in an error");
+                End::Error(e.to_string())
+            }
+        };
+        let _ = ended_tx.send(Some(end));
+    });
+    let waited = tokio::time::timeout(START_WAIT, async {
+        tokio::select! {
+            _ = first.changed() => {}
+            _ = ended.changed() => {}
+        }
+    })
+    .await;
+    let ended_now = ended.borrow().clone();
+    match ended_now {
+        Some(End::Busy(e)) => {
+            state.syncs.lock().remove(&account);
+            return Err(AdminError::Conflict(e));
+        }
+        Some(End::Error(e)) => {
+            state.syncs.lock().remove(&account);
+            return Err(AdminError::Store(crate::store::StoreError::Backend(e)));
+        }
+        _ => {}
+    }
+    {
+        let (acc, detail) = (account.clone(), if restart { "restart" } else { "" });
+        on_pool(&state, move |state| {
+            super::reload::audit(state, &who, "followers.sync", &acc, detail.to_string());
+            Ok(())
+        })
+        .await?;
+    }
+    let run = match waited {
+        Ok(()) => read(&state, &account).await?,
+        Err(_) => None,
+    };
+    Ok(HttpResponse::Accepted().json(with_live(run, true)))
+}
+
+async fn status(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    account: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    authorize(&state, &req, Role::Viewer)?;
+    let account = account.into_inner();
+    known_account(&state, &account)?;
+    let live = state.syncs.live(&account);
+    match read(&state, &account).await? {
+        Some(run) => Ok(HttpResponse::Ok().json(with_live(Some(run), live))),
+        None => Err(AdminError::NotFound(format!(
+            "account `{account}` has never been synced (该账号尚未同步)"
+        ))),
+    }
+}
+
+async fn stop(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    account: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    let who = authorize(&state, &req, Role::Operator)?.name.clone();
+    let account = account.into_inner();
+    known_account(&state, &account)?;
+    let ended = {
+        let syncs = state.syncs.lock();
+        match syncs.get(&account) {
+            Some(r) if r.ended.borrow().is_none() => {
+                let _ = r.stop.send(true);
+                Some(r.ended.clone())
+            }
+            _ => None,
+        }
+    };
+    let Some(mut ended) = ended else {
+        return Err(AdminError::Conflict(format!(
+            "no sync of account `{account}` is running on this server (该账号没有正在进行的同步)"
+        )));
+    };
+    let _ = tokio::time::timeout(STOP_WAIT, ended.wait_for(|e| e.is_some())).await;
+    {
+        let acc = account.clone();
+        on_pool(&state, move |state| {
+            super::reload::audit(state, &who, "followers.sync.stop", &acc, String::new());
+            Ok(())
+        })
+        .await?;
+    }
+    let run = read(&state, &account).await?;
+    Ok(HttpResponse::Ok().json(with_live(run, state.syncs.live(&account))))
+}
+
+async fn read(state: &web::Data<AppState>, account: &str) -> Result<Option<SyncRun>, AdminError> {
+    let account = account.to_string();
+    on_pool(state, move |state| Ok(state.store.sync_run(&account)?)).await
+}
+
+fn with_live(run: Option<SyncRun>, live: bool) -> serde_json::Value {
+    let mut v = match run {
+        Some(r) => serde_json::to_value(r).unwrap_or_default(),
+        None => json!({ "state": "running" }),
+    };
+    if let Some(o) = v.as_object_mut() {
+        o.insert("live".into(), json!(live));
+    }
+    v
+}
