@@ -15,12 +15,18 @@
 //! a few map operations and never across an await (a delay fault sleeps after releasing it).
 
 mod official;
+mod population;
 mod routes;
 mod state;
 mod wecom;
 
+pub use population::{
+    ContactsPage, ContactsRequest, CorpTagSpec, FollowersPage, PopulationRequest,
+    SubscriptionRequest,
+};
 pub use state::{Fault, HoldRequest, RecordedCall, WindowRequest};
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -188,6 +194,40 @@ impl FakeWechatHandle {
     /// Ends the hold: held calls are dropped unanswered.
     pub fn release(&self) {
         self.shared.release();
+    }
+
+    /// Replaces a follower population, as `POST /fake/followers` does; answers the ids of
+    /// its tags by name.
+    pub fn populate(&self, req: PopulationRequest) -> Result<BTreeMap<String, i64>, String> {
+        self.shared.lock().populate(&req)
+    }
+
+    /// Unsubscribes followers of the population `appid` reads (its own, else the default
+    /// one), as `POST /fake/followers/unsubscribe` does; answers how many changed. Every
+    /// openid must be in the population.
+    pub fn unsubscribe(&self, appid: Option<&str>, openids: &[String]) -> Result<usize, String> {
+        self.shared.lock().set_subscribed(appid, openids, false)
+    }
+
+    /// Undoes [`FakeWechatHandle::unsubscribe`], as `POST /fake/followers/subscribe` does.
+    pub fn subscribe(&self, appid: Option<&str>, openids: &[String]) -> Result<usize, String> {
+        self.shared.lock().set_subscribed(appid, openids, true)
+    }
+
+    /// Subscribed followers `offset..offset + limit`, as `GET /fake/followers` answers.
+    pub fn followers(&self, appid: Option<&str>, offset: u64, limit: u64) -> FollowersPage {
+        self.shared.lock().followers_page(appid, offset, limit)
+    }
+
+    /// Replaces a corp's external contacts, as `POST /fake/contacts` does; answers its
+    /// corp tags as (id, name).
+    pub fn populate_contacts(&self, req: ContactsRequest) -> Result<Vec<(String, String)>, String> {
+        self.shared.lock().populate_contacts(&req)
+    }
+
+    /// Contacts `offset..offset + limit`, as `GET /fake/contacts` answers.
+    pub fn contacts(&self, corpid: Option<&str>, offset: u64, limit: u64) -> ContactsPage {
+        self.shared.lock().contacts_page(corpid, offset, limit)
     }
 
     /// Stops the server without waiting for in-flight requests.
