@@ -982,3 +982,535 @@ pub(super) async fn http_contacts(
         .contacts_page(q.corpid.as_deref(), q.offset, q.limit);
     HttpResponse::Ok().json(page)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn state() -> State {
+        State::new(Duration::from_secs(7200))
+    }
+
+    fn q(next: &str) -> HashMap<String, String> {
+        HashMap::from([("next_openid".to_string(), next.to_string())])
+    }
+
+    fn batchget(s: &mut State, openids: &[String]) -> Value {
+        let list: Vec<Value> = openids
+            .iter()
+            .map(|o| json!({ "openid": o, "lang": "zh_CN" }))
+            .collect();
+        user_batchget(s, "wxA", &json!({ "user_list": list }))
+    }
+
+    #[test]
+    fn mix_is_a_bijection_and_openids_map_back() {
+        for key in [0, 1, u64::MAX, 0x1234_5678] {
+            for i in [0, 1, 2, 999_999, u64::MAX] {
+                assert_eq!(unmix(key, mix(key, i)), i);
+            }
+        }
+        for i in 0..2000 {
+            let o = openid(7, i);
+            assert_eq!(o.len(), 28);
+            assert!(o.starts_with('o') && !o.starts_with("ou"), "{o}");
+            assert!(o.bytes().all(|b| ALPHABET.contains(&b)));
+            assert_eq!(openid_index(7, 2000, &o), Some(i));
+            assert_eq!(openid_index(7, i, &o), None, "beyond count");
+            assert_eq!(openid_index(8, 2000, &o), None, "another seed");
+            let u = unionid(0, i);
+            assert!(u.len() == 28 && u.starts_with("ou"), "{u}");
+            let w = external_userid(7, i);
+            assert!(w.len() == 32 && w.starts_with("wm"), "{w}");
+        }
+        assert_eq!(openid_index(7, 10, "oXXXXXXXXXXXXXXXXXXXXXXXXXXX"), None);
+        assert_eq!(openid_index(7, 10, "短"), None);
+    }
+
+    #[test]
+    fn same_seed_same_followers_and_not_sorted() {
+        let (mut a, mut b) = (state(), state());
+        a.populate(&PopulationRequest::new(500, 3)).unwrap();
+        b.populate(&PopulationRequest::new(500, 3)).unwrap();
+        let pa = a.followers_page(None, 0, 1000);
+        assert_eq!(pa, b.followers_page(None, 0, 1000));
+        assert_eq!(pa.total, 500);
+        let distinct: HashSet<&String> = pa.openids.iter().collect();
+        assert_eq!(distinct.len(), 500);
+        let mut sorted = pa.openids.clone();
+        sorted.sort();
+        assert_ne!(sorted, pa.openids);
+        b.populate(&PopulationRequest::new(500, 4)).unwrap();
+        assert_ne!(b.followers_page(None, 0, 10).openids, pa.openids[..10]);
+        // Same union seed: same persons.
+        assert_eq!(b.followers_page(None, 0, 10).unionids, pa.unionids[..10]);
+        // And the per-follower fields are the same too.
+        let mut c = state();
+        c.populate(&PopulationRequest::new(500, 3)).unwrap();
+        let o = &pa.openids[17];
+        assert_eq!(user_info(&a, "wxA", o), user_info(&c, "wxA", o));
+        assert!(user_info(&a, "wxA", o).is_some());
+    }
+
+    #[test]
+    fn user_get_pages_cover_every_follower_once() {
+        let mut s = state();
+        s.populate(&PopulationRequest::new(25_001, 1)).unwrap();
+        let mut seen = Vec::new();
+        let mut next = String::new();
+        let mut pages = 0;
+        loop {
+            let page = user_get(&mut s, "wxA", &q(&next));
+            assert_eq!(page["total"], 25_001);
+            let count = page["count"].as_u64().unwrap();
+            if count == 0 {
+                assert_eq!(page["next_openid"], "");
+                assert!(page.get("data").is_none());
+                break;
+            }
+            let ids: Vec<String> = page["data"]["openid"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(ids.len() as u64, count);
+            assert!(count <= 10_000);
+            assert_eq!(page["next_openid"], ids[ids.len() - 1].as_str());
+            next = ids.last().unwrap().clone();
+            seen.extend(ids);
+            pages += 1;
+        }
+        assert_eq!(pages, 3);
+        assert_eq!(seen.len(), 25_001);
+        assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 25_001);
+        assert_eq!(seen, s.followers_page(None, 0, 30_000).openids);
+    }
+
+    #[test]
+    fn user_get_errors_and_empty() {
+        let mut s = state();
+        assert_eq!(
+            user_get(&mut s, "wxA", &HashMap::new()),
+            json!({ "total": 0, "count": 0, "next_openid": "" })
+        );
+        assert_eq!(user_get(&mut s, "wxA", &q(&openid(1, 0)))["errcode"], 40003);
+        s.populate(&PopulationRequest::new(10, 1)).unwrap();
+        assert_eq!(user_get(&mut s, "wxA", &q("oNotAFollower"))["errcode"], 40003);
+        assert_eq!(user_get(&mut s, "wxA", &q(&openid(1, 10)))["errcode"], 40003);
+        // An AppID with its own population does not read the default one.
+        s.populate(&PopulationRequest {
+            appid: Some("wxB".into()),
+            ..PopulationRequest::new(3, 2)
+        })
+        .unwrap();
+        assert_eq!(user_get(&mut s, "wxB", &HashMap::new())["total"], 3);
+        assert_eq!(user_get(&mut s, "wxA", &HashMap::new())["total"], 10);
+        assert_eq!(user_get(&mut s, "wxB", &q(&openid(1, 0)))["errcode"], 40003);
+    }
+
+    #[test]
+    fn batchget_limits_errors_and_shape() {
+        let mut s = state();
+        s.populate(&PopulationRequest::new(300, 1)).unwrap();
+        let ids = s.followers_page(None, 0, 300).openids;
+        let ok = batchget(&mut s, &ids[..100]);
+        let list = ok["user_info_list"].as_array().unwrap();
+        assert_eq!(list.len(), 100);
+        for (info, id) in list.iter().zip(&ids) {
+            assert_eq!(info["openid"], id.as_str());
+            assert_eq!(info["subscribe"], 1);
+            assert_eq!(info["language"], "zh_CN");
+            assert_eq!(info["groupid"], 0);
+            let t = info["subscribe_time"].as_u64().unwrap();
+            assert!((1_500_000_000..1_700_000_000).contains(&t));
+            let scene = info["subscribe_scene"].as_str().unwrap();
+            assert!(SCENES.contains(&scene));
+            assert_eq!(
+                info["qr_scene_str"] != "",
+                scene == "ADD_SCENE_QR_CODE",
+                "{info}"
+            );
+            assert!(info["unionid"].as_str().unwrap().starts_with("ou"));
+        }
+        assert!(list.iter().any(|i| i["remark"] != ""));
+        // Request order, not population order.
+        let reversed: Vec<String> = ids[..5].iter().rev().cloned().collect();
+        let back = batchget(&mut s, &reversed);
+        assert_eq!(back["user_info_list"][0]["openid"], ids[4].as_str());
+
+        assert_eq!(batchget(&mut s, &ids[..101])["errcode"], 40032);
+        assert_eq!(batchget(&mut s, &[])["errcode"], 47001);
+        assert_eq!(user_batchget(&mut s, "wxA", &json!({}))["errcode"], 47001);
+        let mut with_stranger = ids[..3].to_vec();
+        with_stranger.push("oStrangerXXXXXXXXXXXXXXXXXXX".into());
+        assert_eq!(batchget(&mut s, &with_stranger)["errcode"], 40003);
+
+        // Without unionids.
+        s.populate(&PopulationRequest {
+            unionid: false,
+            ..PopulationRequest::new(300, 1)
+        })
+        .unwrap();
+        assert!(batchget(&mut s, &ids[..1])["user_info_list"][0]
+            .get("unionid")
+            .is_none());
+        assert!(s.followers_page(None, 0, 10).unionids.is_empty());
+    }
+
+    #[test]
+    fn unsubscribe_hides_from_user_get_and_changes_batchget() {
+        let mut s = state();
+        s.populate(&PopulationRequest::new(20, 1)).unwrap();
+        let ids = s.followers_page(None, 0, 20).openids;
+        let gone = vec![ids[0].clone(), ids[19].clone()];
+        assert_eq!(s.set_subscribed(Some("wxA"), &gone, false), Ok(2));
+        assert_eq!(s.set_subscribed(None, &gone, false), Ok(0));
+        assert!(s
+            .set_subscribed(None, &["oNope".to_string()], false)
+            .is_err());
+        let page = user_get(&mut s, "wxA", &HashMap::new());
+        assert_eq!(page["total"], 18);
+        assert_eq!(page["count"], 18);
+        let listed: Vec<&str> = page["data"]["openid"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(listed, ids[1..19].iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(s.followers_page(None, 0, 100).total, 18);
+        // A cursor on a follower who left still works.
+        assert_eq!(user_get(&mut s, "wxA", &q(&ids[0]))["count"], 18);
+        let info = &batchget(&mut s, &gone[..1])["user_info_list"][0];
+        assert_eq!(
+            *info,
+            json!({ "subscribe": 0, "openid": ids[0], "unionid": unionid(0, 0), "tagid_list": [] })
+        );
+        assert_eq!(s.set_subscribed(None, &gone, true), Ok(2));
+        assert_eq!(user_get(&mut s, "wxA", &HashMap::new())["total"], 20);
+    }
+
+    #[test]
+    fn population_tags_in_tag_table_and_tagid_list() {
+        let mut s = state();
+        // An existing tag is reused.
+        s.tags.insert(100, FakeTag::new("vip"));
+        s.next_tag_id = 101;
+        let ids = s
+            .populate(&PopulationRequest {
+                tags: BTreeMap::from([("老客".to_string(), 10), ("vip".to_string(), 3)]),
+                ..PopulationRequest::new(100, 1)
+            })
+            .unwrap();
+        assert_eq!(ids["vip"], 100);
+        let old = ids["老客"];
+        assert_eq!(old, 101);
+        let listed = super::super::official::list_tags(&mut s);
+        assert_eq!(
+            listed,
+            json!({ "tags": [
+                { "id": 100, "name": "vip", "count": 34 },
+                { "id": 101, "name": "老客", "count": 10 },
+            ] })
+        );
+        let o0 = openid(1, 0);
+        let o3 = openid(1, 3);
+        let o1 = openid(1, 1);
+        let infos = batchget(&mut s, &[o0.clone(), o3.clone(), o1.clone()]);
+        assert_eq!(infos["user_info_list"][0]["tagid_list"], json!([100, 101]));
+        assert_eq!(infos["user_info_list"][1]["tagid_list"], json!([100]));
+        assert_eq!(infos["user_info_list"][2]["tagid_list"], json!([]));
+        // batchtagging / batchuntagging work on the same membership.
+        let untag = json!({ "openid_list": [o0], "tagid": 100 });
+        assert_eq!(super::super::official::batch(&mut s, &untag, false)["errcode"], 0);
+        let tag = json!({ "openid_list": [o1], "tagid": 100 });
+        assert_eq!(super::super::official::batch(&mut s, &tag, true)["errcode"], 0);
+        let infos = batchget(&mut s, &[o0.clone(), o1.clone()]);
+        assert_eq!(infos["user_info_list"][0]["tagid_list"], json!([101]));
+        assert_eq!(infos["user_info_list"][1]["tagid_list"], json!([100]));
+        assert_eq!(s.tags[&100].count(), 34);
+        let q = HashMap::from([("openid".to_string(), o1.clone())]);
+        let info = super::super::official::user_info(&mut s, "wxA", &q);
+        assert_eq!(info["tagid_list"], json!([100]));
+        assert_eq!(info["openid"], o1.as_str());
+        // A stranger still gets the plain answer.
+        let q = HashMap::from([("openid".to_string(), "o-stranger".to_string())]);
+        let info = super::super::official::user_info(&mut s, "wxA", &q);
+        assert_eq!(info["subscribe_time"], 1_700_000_000);
+        // Repopulating replaces the rules.
+        s.populate(&PopulationRequest::new(100, 1)).unwrap();
+        assert_eq!(s.tags[&100].count(), 1);
+        assert_eq!(s.tags[&101].count(), 0);
+        assert!(s
+            .populate(&PopulationRequest {
+                tags: BTreeMap::from([("x".to_string(), 0)]),
+                ..PopulationRequest::new(1, 1)
+            })
+            .is_err());
+    }
+
+    #[test]
+    fn a_million_followers_are_cheap() {
+        let mut s = state();
+        s.populate(&PopulationRequest {
+            tags: BTreeMap::from([("all".to_string(), 1)]),
+            ..PopulationRequest::new(1_000_000, 9)
+        })
+        .unwrap();
+        let last = openid(9, 999_999);
+        assert_eq!(user_get(&mut s, "wx", &q(&openid(9, 999_990)))["count"], 9);
+        assert_eq!(user_get(&mut s, "wx", &q(&last))["count"], 0);
+        assert_eq!(s.tags.values().next().unwrap().count(), 1_000_000);
+    }
+
+    fn get_by_user_all(s: &mut State, staff: &[&str], limit: u64) -> Vec<(String, String)> {
+        let mut cursor = String::new();
+        let mut pairs = Vec::new();
+        loop {
+            let page = get_by_user(
+                s,
+                "wwCorp",
+                &json!({ "userid_list": staff, "cursor": cursor, "limit": limit }),
+            );
+            assert_eq!(page["errcode"], 0, "{page}");
+            let list = page["external_contact_list"].as_array().unwrap();
+            assert!(list.len() as u64 <= limit);
+            for e in list {
+                pairs.push((
+                    e["external_contact"]["external_userid"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                    e["follow_info"]["userid"].as_str().unwrap().to_string(),
+                ));
+            }
+            cursor = page["next_cursor"].as_str().unwrap().to_string();
+            if cursor.is_empty() {
+                return pairs;
+            }
+            assert_eq!(list.len() as u64, limit, "only the last page is short");
+        }
+    }
+
+    #[test]
+    fn wecom_cursor_paging_covers_every_pair_once() {
+        let mut s = state();
+        s.populate_contacts(&ContactsRequest {
+            shared_every: 5,
+            tags: vec![CorpTagSpec {
+                name: "VIP".into(),
+                group: "客户等级".into(),
+                every: 4,
+                id: None,
+            }],
+            ..ContactsRequest::new(&["zhangsan", "lisi", "wangwu"], 1000, 1)
+        })
+        .unwrap();
+        let pairs = get_by_user_all(&mut s, &["zhangsan", "lisi", "wangwu"], 100);
+        // 1000 contacts, every 5th (200) shared with a second staff member.
+        assert_eq!(pairs.len(), 1200);
+        assert_eq!(pairs.iter().collect::<HashSet<_>>().len(), 1200);
+        let contacts: HashSet<&String> = pairs.iter().map(|(c, _)| c).collect();
+        assert_eq!(contacts.len(), 1000);
+        let one = get_by_user_all(&mut s, &["lisi"], 7);
+        assert_eq!(
+            one,
+            pairs
+                .iter()
+                .filter(|(_, u)| u == "lisi")
+                .cloned()
+                .collect::<Vec<_>>()
+        );
+        // Default limit 50; entry shape.
+        let page = get_by_user(&mut s, "wwCorp", &json!({ "userid_list": ["zhangsan"] }));
+        let list = page["external_contact_list"].as_array().unwrap();
+        assert_eq!(list.len(), 50);
+        let e = &list[0];
+        assert_eq!(e["external_contact"]["type"], 1);
+        assert_eq!(e["external_contact"]["unionid"], unionid(0, 0).as_str());
+        assert!(e["external_contact"]["name"].as_str().unwrap().ends_with('0'));
+        assert_eq!(e["follow_info"]["tag_id"].as_array().unwrap().len(), 1);
+        assert!(e["follow_info"]["createtime"].as_u64().is_some());
+        assert!(e["follow_info"]["add_way"].as_i64().is_some());
+        assert!(list.iter().any(|e| e["follow_info"]["state"] != ""));
+        assert!(list.iter().any(|e| e["follow_info"]["state"] == ""));
+
+        // Errors.
+        let call = |s: &mut State, b: Value| get_by_user(s, "wwCorp", &b)["errcode"].clone();
+        assert_eq!(call(&mut s, json!({ "userid_list": ["nobody"] })), 60111);
+        assert_eq!(call(&mut s, json!({ "userid_list": [] })), 40058);
+        assert_eq!(call(&mut s, json!({})), 40058);
+        let many: Vec<String> = (0..101).map(|i| format!("u{i}")).collect();
+        assert_eq!(call(&mut s, json!({ "userid_list": many })), 40058);
+        assert_eq!(call(&mut s, json!({ "userid_list": ["lisi"], "limit": 101 })), 40058);
+        assert_eq!(call(&mut s, json!({ "userid_list": ["lisi"], "limit": 0 })), 40058);
+        assert_eq!(
+            call(&mut s, json!({ "userid_list": ["lisi"], "cursor": "garbage" })),
+            40058
+        );
+        // A cursor from another userid_list is refused.
+        let other = get_by_user(&mut s, "wwCorp", &json!({ "userid_list": ["lisi"] }));
+        let cursor = other["next_cursor"].as_str().unwrap();
+        assert_eq!(
+            call(&mut s, json!({ "userid_list": ["zhangsan"], "cursor": cursor })),
+            40058
+        );
+
+        assert_eq!(
+            follow_user_list(&mut s, "wwCorp")["follow_user"],
+            json!(["zhangsan", "lisi", "wangwu"])
+        );
+        let tags = corp_tag_list(&mut s, "wwCorp", &Value::Null);
+        let group = &tags["tag_group"][0];
+        assert_eq!(group["group_name"], "客户等级");
+        assert_eq!(group["tag"][0]["name"], "VIP");
+        assert_eq!(group["tag"][0]["id"], e["follow_info"]["tag_id"][0]);
+        assert!(group["tag"][0]["id"].as_str().unwrap().starts_with("et"));
+        let none = corp_tag_list(&mut s, "wwCorp", &json!({ "tag_id": ["etNope"] }));
+        assert_eq!(none["tag_group"], json!([]));
+    }
+
+    #[test]
+    fn union_seed_shared_between_official_and_wecom() {
+        let mut s = state();
+        s.populate(&PopulationRequest {
+            union_seed: 42,
+            ..PopulationRequest::new(50, 1)
+        })
+        .unwrap();
+        s.populate_contacts(&ContactsRequest {
+            union_seed: 42,
+            ..ContactsRequest::new(&["zhangsan"], 30, 2)
+        })
+        .unwrap();
+        let official = s.followers_page(None, 0, 100).unionids;
+        let wecom = s.contacts_page(None, 0, 100).unionids;
+        assert_eq!(wecom.len(), 30);
+        assert_eq!(official[..30], wecom[..]);
+        let openids: HashSet<String> = s.followers_page(None, 0, 100).openids.into_iter().collect();
+        assert!(official.iter().all(|u| !openids.contains(u)));
+    }
+
+    #[tokio::test]
+    async fn http_round_trip() {
+        let fake = super::super::FakeWechat::start("127.0.0.1:0").unwrap();
+        let base = fake.base_url().to_string();
+        let http = reqwest::Client::new();
+        let answer = http
+            .post(format!("{base}/fake/followers"))
+            .json(&json!({ "appid": "wxA", "count": 150, "seed": 5, "tags": { "vip": 2 } }))
+            .send()
+            .await
+            .unwrap();
+        assert!(answer.status().is_success());
+        let tags: Value = answer.json().await.unwrap();
+        let vip = tags["tags"]["vip"].as_i64().unwrap();
+        let token: Value = http
+            .get(format!(
+                "{base}/cgi-bin/token?grant_type=client_credential&appid=wxA&secret=s"
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = token["access_token"].as_str().unwrap();
+        let page: Value = http
+            .get(format!("{base}/cgi-bin/user/get?access_token={token}&next_openid="))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(page["total"], 150);
+        let first = page["data"]["openid"][0].as_str().unwrap().to_string();
+        let unsub: Value = http
+            .post(format!("{base}/fake/followers/unsubscribe"))
+            .json(&json!({ "appid": "wxA", "openids": [first] }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(unsub["changed"], 1);
+        let listed: FollowersPage = http
+            .get(format!("{base}/fake/followers?appid=wxA&offset=0&limit=5"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(listed.total, 149);
+        assert_eq!(listed.openids.len(), 5);
+        let second = listed.openids[0].clone();
+        let infos: Value = http
+            .post(format!("{base}/cgi-bin/user/info/batchget?access_token={token}"))
+            .json(&json!({ "user_list": [{ "openid": first }, { "openid": second }] }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(infos["user_info_list"][0]["subscribe"], 0);
+        assert_eq!(infos["user_info_list"][1]["subscribe"], 1);
+        // Follower 1 (second) is odd: not a vip; the tag is listed.
+        assert_eq!(infos["user_info_list"][1]["tagid_list"], json!([]));
+        let tags: Value = http
+            .get(format!("{base}/cgi-bin/tags/get?access_token={token}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(tags["tags"][0]["id"], vip);
+        assert_eq!(tags["tags"][0]["count"], 75);
+
+        let answer = http
+            .post(format!("{base}/fake/contacts"))
+            .json(&json!({ "staff": ["zhangsan", "lisi"], "count": 10, "seed": 1 }))
+            .send()
+            .await
+            .unwrap();
+        assert!(answer.status().is_success());
+        let token: Value = http
+            .get(format!("{base}/cgi-bin/gettoken?corpid=wwC&corpsecret=s"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = token["access_token"].as_str().unwrap();
+        let page: Value = http
+            .post(format!(
+                "{base}/cgi-bin/externalcontact/batch/get_by_user?access_token={token}"
+            ))
+            .json(&json!({ "userid_list": ["zhangsan", "lisi"], "cursor": "", "limit": 100 }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(page["external_contact_list"].as_array().unwrap().len(), 10);
+        assert_eq!(page["next_cursor"], "");
+        let bad = http
+            .post(format!("{base}/fake/contacts"))
+            .json(&json!({ "staff": [], "count": 10 }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), 400);
+        assert_eq!(fake.followers(Some("wxA"), 0, 1).total, 149);
+        fake.stop().await;
+    }
+}
