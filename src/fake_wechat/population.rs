@@ -403,7 +403,7 @@ pub(crate) struct TagRule {
 
 impl TagRule {
     pub fn matches(&self, openid: &str) -> bool {
-        openid_index(self.seed, self.count, openid).is_some_and(|i| i % self.every == 0)
+        openid_index(self.seed, self.count, openid).is_some_and(|i| i.is_multiple_of(self.every))
     }
 
     pub fn members(&self) -> u64 {
@@ -620,7 +620,7 @@ impl Contacts {
         i % len == s
             || (len > 1
                 && self.shared_every > 0
-                && i % self.shared_every == 0
+                && i.is_multiple_of(self.shared_every)
                 && (i + 1) % len == s)
     }
 
@@ -653,16 +653,20 @@ impl Contacts {
         }
         let h = hash(self.seed, i, 10 + s as u64);
         let add_way = ADD_WAYS[(h % ADD_WAYS.len() as u64) as usize];
-        let state = if add_way == 1 && (h >> 8) % 3 != 0 {
+        let state = if add_way == 1 && !(h >> 8).is_multiple_of(3) {
             WELCOME_STATES[((h >> 12) % 2) as usize]
         } else {
             ""
         };
-        let remark = if (h >> 16) % 5 == 0 { "老客户" } else { "" };
+        let remark = if (h >> 16).is_multiple_of(5) {
+            "老客户"
+        } else {
+            ""
+        };
         let tag_ids: Vec<&str> = self
             .tags
             .iter()
-            .filter(|t| i % t.every == 0)
+            .filter(|t| i.is_multiple_of(t.every))
             .map(|t| t.id.as_str())
             .collect();
         json!({
@@ -1098,8 +1102,14 @@ mod tests {
         );
         assert_eq!(user_get(&mut s, "wxA", &q(&openid(1, 0)))["errcode"], 40003);
         s.populate(&PopulationRequest::new(10, 1)).unwrap();
-        assert_eq!(user_get(&mut s, "wxA", &q("oNotAFollower"))["errcode"], 40003);
-        assert_eq!(user_get(&mut s, "wxA", &q(&openid(1, 10)))["errcode"], 40003);
+        assert_eq!(
+            user_get(&mut s, "wxA", &q("oNotAFollower"))["errcode"],
+            40003
+        );
+        assert_eq!(
+            user_get(&mut s, "wxA", &q(&openid(1, 10)))["errcode"],
+            40003
+        );
         // An AppID with its own population does not read the default one.
         s.populate(&PopulationRequest {
             appid: Some("wxB".into()),
@@ -1180,7 +1190,10 @@ mod tests {
             .iter()
             .map(|v| v.as_str().unwrap())
             .collect();
-        assert_eq!(listed, ids[1..19].iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(
+            listed,
+            ids[1..19].iter().map(String::as_str).collect::<Vec<_>>()
+        );
         assert_eq!(s.followers_page(None, 0, 100).total, 18);
         // A cursor on a follower who left still works.
         assert_eq!(user_get(&mut s, "wxA", &q(&ids[0]))["count"], 18);
@@ -1225,9 +1238,15 @@ mod tests {
         assert_eq!(infos["user_info_list"][2]["tagid_list"], json!([]));
         // batchtagging / batchuntagging work on the same membership.
         let untag = json!({ "openid_list": [o0], "tagid": 100 });
-        assert_eq!(super::super::official::batch(&mut s, &untag, false)["errcode"], 0);
+        assert_eq!(
+            super::super::official::batch(&mut s, &untag, false)["errcode"],
+            0
+        );
         let tag = json!({ "openid_list": [o1], "tagid": 100 });
-        assert_eq!(super::super::official::batch(&mut s, &tag, true)["errcode"], 0);
+        assert_eq!(
+            super::super::official::batch(&mut s, &tag, true)["errcode"],
+            0
+        );
         let infos = batchget(&mut s, &[o0.clone(), o1.clone()]);
         assert_eq!(infos["user_info_list"][0]["tagid_list"], json!([101]));
         assert_eq!(infos["user_info_list"][1]["tagid_list"], json!([100]));
@@ -1331,7 +1350,10 @@ mod tests {
         let e = &list[0];
         assert_eq!(e["external_contact"]["type"], 1);
         assert_eq!(e["external_contact"]["unionid"], unionid(0, 0).as_str());
-        assert!(e["external_contact"]["name"].as_str().unwrap().ends_with('0'));
+        assert!(e["external_contact"]["name"]
+            .as_str()
+            .unwrap()
+            .ends_with('0'));
         assert_eq!(e["follow_info"]["tag_id"].as_array().unwrap().len(), 1);
         assert!(e["follow_info"]["createtime"].as_u64().is_some());
         assert!(e["follow_info"]["add_way"].as_i64().is_some());
@@ -1345,17 +1367,29 @@ mod tests {
         assert_eq!(call(&mut s, json!({})), 40058);
         let many: Vec<String> = (0..101).map(|i| format!("u{i}")).collect();
         assert_eq!(call(&mut s, json!({ "userid_list": many })), 40058);
-        assert_eq!(call(&mut s, json!({ "userid_list": ["lisi"], "limit": 101 })), 40058);
-        assert_eq!(call(&mut s, json!({ "userid_list": ["lisi"], "limit": 0 })), 40058);
         assert_eq!(
-            call(&mut s, json!({ "userid_list": ["lisi"], "cursor": "garbage" })),
+            call(&mut s, json!({ "userid_list": ["lisi"], "limit": 101 })),
+            40058
+        );
+        assert_eq!(
+            call(&mut s, json!({ "userid_list": ["lisi"], "limit": 0 })),
+            40058
+        );
+        assert_eq!(
+            call(
+                &mut s,
+                json!({ "userid_list": ["lisi"], "cursor": "garbage" })
+            ),
             40058
         );
         // A cursor from another userid_list is refused.
         let other = get_by_user(&mut s, "wwCorp", &json!({ "userid_list": ["lisi"] }));
         let cursor = other["next_cursor"].as_str().unwrap();
         assert_eq!(
-            call(&mut s, json!({ "userid_list": ["zhangsan"], "cursor": cursor })),
+            call(
+                &mut s,
+                json!({ "userid_list": ["zhangsan"], "cursor": cursor })
+            ),
             40058
         );
 
@@ -1420,7 +1454,9 @@ mod tests {
             .unwrap();
         let token = token["access_token"].as_str().unwrap();
         let page: Value = http
-            .get(format!("{base}/cgi-bin/user/get?access_token={token}&next_openid="))
+            .get(format!(
+                "{base}/cgi-bin/user/get?access_token={token}&next_openid="
+            ))
             .send()
             .await
             .unwrap()
@@ -1451,7 +1487,9 @@ mod tests {
         assert_eq!(listed.openids.len(), 5);
         let second = listed.openids[0].clone();
         let infos: Value = http
-            .post(format!("{base}/cgi-bin/user/info/batchget?access_token={token}"))
+            .post(format!(
+                "{base}/cgi-bin/user/info/batchget?access_token={token}"
+            ))
             .json(&json!({ "user_list": [{ "openid": first }, { "openid": second }] }))
             .send()
             .await
