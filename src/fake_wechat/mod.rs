@@ -10,17 +10,60 @@
 //! are applied one per call, in order: a fault without `path` hits the very next call, a
 //! token fetch included. `POST /fake/expire_tokens` ages every token.
 //!
+//! Follower populations let a client import an account's existing followers. `POST
+//! /fake/followers` `{"appid": "wx…", "count": 100000, "seed": 1, "union_seed": 0,
+//! "unionid": true, "tags": {"老客": 10}}` replaces the population of `appid` (omitted: of
+//! every AppID without its own; `seed`, `union_seed` default 0, `unionid` true, `tags` a
+//! name → N map: every follower whose index is a multiple of N carries the tag, created in
+//! the tag table if missing); it answers `{"appid", "count", "tags": {name: id}}`. Follower
+//! `i` derives from `(seed, i)`: a 28-character openid starting with `o` (no order to rely
+//! on), unionid `ou…` from `(union_seed, i)` only, subscribe_time, subscribe_scene,
+//! qr_scene_str (for ADD_SCENE_QR_CODE only), remark. Nothing is stored per follower, so a
+//! million are cheap. The token's owner picks the population:
+//! - `GET /cgi-bin/user/get?next_openid=`: `{"total", "count", "data": {"openid": […]},
+//!   "next_openid": <last of the page>}`, 10,000 a page, subscribed followers only; past
+//!   the last one `{"total", "count": 0, "next_openid": ""}`; an openid not in the
+//!   population: 40003.
+//! - `POST /cgi-bin/user/info/batchget` `{"user_list": [{"openid", "lang"}]}`: 1–100
+//!   (none: 47001, more: 40032), an openid not in the population fails the call with
+//!   40003; `{"user_info_list": […]}` in request order; one who left answers only
+//!   `{"subscribe": 0, "openid", "unionid", "tagid_list": []}`. `GET /cgi-bin/user/info`
+//!   answers the same for the population's openids (any other openid: a plain follower).
+//! - `POST /fake/followers/unsubscribe` (and `/subscribe`) `{"appid"?, "openids": […]}`:
+//!   followers leave (come back); `{"changed": n}`, 400 for an openid not in the population.
+//! - `GET /fake/followers?appid=&offset=0&limit=100`: `{"total", "openids", "unionids"}`,
+//!   subscribed ones in population order (`unionids` empty without unionids).
+//!
+//! WeCom external contacts likewise: `POST /fake/contacts` `{"corpid"?, "staff":
+//! ["zhangsan", "lisi"], "count": 1000, "seed": 1, "union_seed": 0, "unionid": true,
+//! "shared_every": 5, "tags": [{"name": "VIP", "group": "客户等级", "every": 3, "id"?:
+//! "et…"}]}`: contact `i` (external_userid `wm…`, the same unionid as follower `i` of an
+//! official population with the same `union_seed`) is added by `staff[i % len]`, and
+//! every `shared_every`th also by the next staff member; `GET /fake/contacts?corpid=&
+//! offset=&limit=` lists them. The token's owner picks the contacts for
+//! `GET /cgi-bin/externalcontact/get_follow_user_list`, `POST
+//! /cgi-bin/externalcontact/batch/get_by_user` (`userid_list` 1–100, `limit` 1–100,
+//! default 50, else 40058; an unknown userid 60111, an unknown cursor 40058; one entry per
+//! (contact, staff member), `next_cursor` "" at the end) and `POST
+//! /cgi-bin/externalcontact/get_corp_tag_list` (optional `tag_id` / `group_id` filters).
+//!
 //! Credentials are not checked: any AppID and secret get a token (inject 40125 to test a
 //! wrong secret). State lives in memory, behind one std `Mutex`: every handler holds it for
 //! a few map operations and never across an await (a delay fault sleeps after releasing it).
 
 mod official;
+mod population;
 mod routes;
 mod state;
 mod wecom;
 
+pub use population::{
+    ContactsPage, ContactsRequest, CorpTagSpec, FollowersPage, PopulationRequest,
+    SubscriptionRequest,
+};
 pub use state::{Fault, HoldRequest, RecordedCall, WindowRequest};
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -188,6 +231,40 @@ impl FakeWechatHandle {
     /// Ends the hold: held calls are dropped unanswered.
     pub fn release(&self) {
         self.shared.release();
+    }
+
+    /// Replaces a follower population, as `POST /fake/followers` does; answers the ids of
+    /// its tags by name.
+    pub fn populate(&self, req: PopulationRequest) -> Result<BTreeMap<String, i64>, String> {
+        self.shared.lock().populate(&req)
+    }
+
+    /// Unsubscribes followers of the population `appid` reads (its own, else the default
+    /// one), as `POST /fake/followers/unsubscribe` does; answers how many changed. Every
+    /// openid must be in the population.
+    pub fn unsubscribe(&self, appid: Option<&str>, openids: &[String]) -> Result<usize, String> {
+        self.shared.lock().set_subscribed(appid, openids, false)
+    }
+
+    /// Undoes [`FakeWechatHandle::unsubscribe`], as `POST /fake/followers/subscribe` does.
+    pub fn subscribe(&self, appid: Option<&str>, openids: &[String]) -> Result<usize, String> {
+        self.shared.lock().set_subscribed(appid, openids, true)
+    }
+
+    /// Subscribed followers `offset..offset + limit`, as `GET /fake/followers` answers.
+    pub fn followers(&self, appid: Option<&str>, offset: u64, limit: u64) -> FollowersPage {
+        self.shared.lock().followers_page(appid, offset, limit)
+    }
+
+    /// Replaces a corp's external contacts, as `POST /fake/contacts` does; answers its
+    /// corp tags as (id, name).
+    pub fn populate_contacts(&self, req: ContactsRequest) -> Result<Vec<(String, String)>, String> {
+        self.shared.lock().populate_contacts(&req)
+    }
+
+    /// Contacts `offset..offset + limit`, as `GET /fake/contacts` answers.
+    pub fn contacts(&self, corpid: Option<&str>, offset: u64, limit: u64) -> ContactsPage {
+        self.shared.lock().contacts_page(corpid, offset, limit)
     }
 
     /// Stops the server without waiting for in-flight requests.

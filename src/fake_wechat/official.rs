@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
+use super::population;
 use super::routes::{err, nonempty, ok, str_field};
 use super::state::{FakeTag, State, Window};
 
@@ -15,7 +16,7 @@ const MAX_BATCH: usize = 50;
 const ERR_OPENID_LIST_SIZE: i64 = 40032;
 /// A follower carries at most 20 tags; an account has at most 100 (§10).
 const MAX_TAGS_PER_FOLLOWER: usize = 20;
-const MAX_TAGS: usize = 100;
+pub(super) const MAX_TAGS: usize = 100;
 
 pub(super) fn custom_send(state: &mut State, b: &Value) -> Value {
     let Some(touser) = str_field(b, "touser") else {
@@ -118,14 +119,19 @@ pub(super) fn mass_send(state: &mut State, b: &Value) -> Value {
     json!({ "errcode": 0, "errmsg": "send job submission success", "msg_id": state.next_msgid, "msg_data_id": state.next_msgid })
 }
 
-pub(super) fn user_info(state: &mut State, q: &HashMap<String, String>) -> Value {
+/// A follower of the token owner's population answers as the population says; any other
+/// openid as a plain subscribed follower.
+pub(super) fn user_info(state: &mut State, owner: &str, q: &HashMap<String, String>) -> Value {
     let Some(openid) = nonempty(q, "openid") else {
         return err(40003, "invalid openid");
     };
+    if let Some(info) = population::user_info(state, owner, openid) {
+        return info;
+    }
     let tagids: Vec<i64> = state
         .tags
         .iter()
-        .filter(|(_, t)| t.members.contains(openid))
+        .filter(|(_, t)| t.contains(openid))
         .map(|(id, _)| *id)
         .collect();
     json!({
@@ -148,13 +154,7 @@ pub(super) fn create_tag(state: &mut State, b: &Value) -> Value {
     }
     let id = state.next_tag_id;
     state.next_tag_id += 1;
-    state.tags.insert(
-        id,
-        FakeTag {
-            name: name.to_string(),
-            members: Default::default(),
-        },
-    );
+    state.tags.insert(id, FakeTag::new(name));
     json!({ "tag": { "id": id, "name": name } })
 }
 
@@ -162,7 +162,7 @@ pub(super) fn list_tags(state: &mut State) -> Value {
     let tags: Vec<Value> = state
         .tags
         .iter()
-        .map(|(id, t)| json!({ "id": id, "name": t.name, "count": t.members.len() }))
+        .map(|(id, t)| json!({ "id": id, "name": t.name, "count": t.count() }))
         .collect();
     json!({ "tags": tags })
 }
@@ -186,7 +186,7 @@ pub(super) fn batch(state: &mut State, b: &Value, tagging: bool) -> Value {
             let carried = state
                 .tags
                 .iter()
-                .filter(|(id, t)| **id != tagid && t.members.contains(*o))
+                .filter(|(id, t)| **id != tagid && t.contains(o))
                 .count();
             carried >= MAX_TAGS_PER_FOLLOWER
         });
@@ -197,9 +197,9 @@ pub(super) fn batch(state: &mut State, b: &Value, tagging: bool) -> Value {
     if let Some(tag) = state.tags.get_mut(&tagid) {
         for o in openids {
             if tagging {
-                tag.members.insert(o.to_string());
+                tag.insert(o);
             } else {
-                tag.members.remove(o);
+                tag.remove(o);
             }
         }
     }

@@ -14,7 +14,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
 use super::state::{Fault, HoldRequest, Issued, RecordedCall, State, WindowRequest};
-use super::{official, wecom, Shared};
+use super::{official, population, wecom, Shared};
 
 /// After a new `/cgi-bin/token`, the previous one keeps working this long (§8).
 const SUPERSEDED_GRACE: Duration = Duration::from_secs(300);
@@ -28,6 +28,21 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         .route("/fake/hold", web::post().to(hold))
         .route("/fake/hold", web::get().to(held))
         .route("/fake/hold", web::delete().to(release))
+        .route("/fake/followers", web::post().to(population::http_populate))
+        .route("/fake/followers", web::get().to(population::http_followers))
+        .route(
+            "/fake/followers/unsubscribe",
+            web::post().to(population::http_unsubscribe),
+        )
+        .route(
+            "/fake/followers/subscribe",
+            web::post().to(population::http_subscribe),
+        )
+        .route(
+            "/fake/contacts",
+            web::post().to(population::http_populate_contacts),
+        )
+        .route("/fake/contacts", web::get().to(population::http_contacts))
         .default_service(web::to(api));
 }
 
@@ -154,7 +169,7 @@ async fn api(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> H
             };
             match check_token(&state, &query) {
                 Err(e) => e,
-                Ok(()) => handler(&mut state, &query, json_body.as_ref()),
+                Ok(owner) => handler(&mut state, &owner, &query, json_body.as_ref()),
             }
         }
     };
@@ -163,42 +178,58 @@ async fn api(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> H
     HttpResponse::Ok().json(answer)
 }
 
-type Handler = fn(&mut State, &HashMap<String, String>, Option<&Value>) -> Value;
+/// An API that needs a token: the state, the token's owner (AppID or CorpID, which picks
+/// the population), the query and the JSON body.
+type Handler = fn(&mut State, &str, &HashMap<String, String>, Option<&Value>) -> Value;
 
 /// The API paths that need an access token.
 fn authorised_handler(method: &str, path: &str) -> Option<Handler> {
     let handler: Handler = match (method, path) {
         ("POST", "/cgi-bin/message/custom/send") => {
-            |s, _, b| with_body(b.cloned(), |b| official::custom_send(s, b))
+            |s, _, _, b| with_body(b.cloned(), |b| official::custom_send(s, b))
         }
         ("POST", "/cgi-bin/message/template/send") => {
-            |s, _, b| with_body(b.cloned(), |b| official::template_send(s, b))
+            |s, _, _, b| with_body(b.cloned(), |b| official::template_send(s, b))
         }
         ("POST", "/cgi-bin/message/mass/send") => {
-            |s, _, b| with_body(b.cloned(), |b| official::mass_send(s, b))
+            |s, _, _, b| with_body(b.cloned(), |b| official::mass_send(s, b))
         }
-        ("GET", "/cgi-bin/user/info") => |s, q, _| official::user_info(s, q),
+        ("GET", "/cgi-bin/user/info") => |s, o, q, _| official::user_info(s, o, q),
         ("POST", "/cgi-bin/tags/create") => {
-            |s, _, b| with_body(b.cloned(), |b| official::create_tag(s, b))
+            |s, _, _, b| with_body(b.cloned(), |b| official::create_tag(s, b))
         }
-        ("GET", "/cgi-bin/tags/get") => |s, _, _| official::list_tags(s),
+        ("GET", "/cgi-bin/tags/get") => |s, _, _, _| official::list_tags(s),
         ("POST", "/cgi-bin/tags/members/batchtagging") => {
-            |s, _, b| with_body(b.cloned(), |b| official::batch(s, b, true))
+            |s, _, _, b| with_body(b.cloned(), |b| official::batch(s, b, true))
         }
         ("POST", "/cgi-bin/tags/members/batchuntagging") => {
-            |s, _, b| with_body(b.cloned(), |b| official::batch(s, b, false))
+            |s, _, _, b| with_body(b.cloned(), |b| official::batch(s, b, false))
+        }
+        ("GET", "/cgi-bin/user/get") => |s, o, q, _| population::user_get(s, o, q),
+        ("POST", "/cgi-bin/user/info/batchget") => {
+            |s, o, _, b| with_body(b.cloned(), |b| population::user_batchget(s, o, b))
         }
         ("POST", "/cgi-bin/qrcode/create") => {
-            |s, _, b| with_body(b.cloned(), |b| official::create_qrcode(s, b))
+            |s, _, _, b| with_body(b.cloned(), |b| official::create_qrcode(s, b))
         }
         ("POST", "/cgi-bin/message/send") => {
-            |s, _, b| with_body(b.cloned(), |b| wecom::app_message(s, b))
+            |s, _, _, b| with_body(b.cloned(), |b| wecom::app_message(s, b))
         }
         ("POST", "/cgi-bin/externalcontact/mark_tag") => {
-            |s, _, b| with_body(b.cloned(), |b| wecom::mark_tag(s, b))
+            |s, _, _, b| with_body(b.cloned(), |b| wecom::mark_tag(s, b))
+        }
+        ("GET", "/cgi-bin/externalcontact/get_follow_user_list") => {
+            |s, o, _, _| population::follow_user_list(s, o)
+        }
+        ("POST", "/cgi-bin/externalcontact/batch/get_by_user") => {
+            |s, o, _, b| with_body(b.cloned(), |b| population::get_by_user(s, o, b))
+        }
+        // The filters are optional: no body lists every tag.
+        ("POST", "/cgi-bin/externalcontact/get_corp_tag_list") => {
+            |s, o, _, b| population::corp_tag_list(s, o, b.unwrap_or(&Value::Null))
         }
         ("POST", "/cgi-bin/externalcontact/send_welcome_msg") => {
-            |s, _, b| with_body(b.cloned(), |b| wecom::welcome(s, b))
+            |s, _, _, b| with_body(b.cloned(), |b| wecom::welcome(s, b))
         }
         _ => return None,
     };
@@ -270,14 +301,15 @@ fn issue(state: &mut State, owner: &str) -> (String, u64) {
     (token, state.token_lifetime.as_secs().max(1))
 }
 
-fn check_token(state: &State, q: &HashMap<String, String>) -> Result<(), Value> {
+/// The token's owner (AppID or CorpID), or the error WeChat answers.
+fn check_token(state: &State, q: &HashMap<String, String>) -> Result<String, Value> {
     let Some(token) = nonempty(q, "access_token") else {
         return Err(err(41001, "access_token missing"));
     };
     match state.tokens.get(token) {
         None => Err(err(40014, "invalid access_token")),
         Some(t) if t.expires <= Instant::now() => Err(err(42001, "access_token expired")),
-        Some(_) => Ok(()),
+        Some(t) => Ok(t.owner.clone()),
     }
 }
 

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::population::{Contacts, Followers, TagRule};
+
 /// One API call as the fake received it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordedCall {
@@ -97,9 +99,67 @@ pub(crate) struct Window {
     pub until: Instant,
 }
 
+/// A follower tag. Members are the followers tagged one by one (`batchtagging`) plus whole
+/// slices of populations (`POST /fake/followers` `tags`: every Nth follower), kept as rules
+/// so that a million-follower population costs no per-follower memory; `untagged` holds
+/// the rule-matched followers untagged since.
 pub(crate) struct FakeTag {
     pub name: String,
     pub members: BTreeSet<String>,
+    pub rules: Vec<TagRule>,
+    pub untagged: BTreeSet<String>,
+}
+
+impl FakeTag {
+    pub fn new(name: &str) -> FakeTag {
+        FakeTag {
+            name: name.to_string(),
+            members: BTreeSet::new(),
+            rules: Vec::new(),
+            untagged: BTreeSet::new(),
+        }
+    }
+
+    fn ruled(&self, openid: &str) -> bool {
+        self.rules.iter().any(|r| r.matches(openid))
+    }
+
+    pub fn contains(&self, openid: &str) -> bool {
+        self.members.contains(openid) || (self.ruled(openid) && !self.untagged.contains(openid))
+    }
+
+    pub fn insert(&mut self, openid: &str) {
+        if self.ruled(openid) {
+            self.untagged.remove(openid);
+        } else {
+            self.members.insert(openid.to_string());
+        }
+    }
+
+    pub fn remove(&mut self, openid: &str) {
+        if !self.members.remove(openid) && self.ruled(openid) {
+            self.untagged.insert(openid.to_string());
+        }
+    }
+
+    /// How many followers carry the tag (`tags/get`'s `count`).
+    pub fn count(&self) -> u64 {
+        let ruled: u64 = self.rules.iter().map(TagRule::members).sum();
+        self.members.len() as u64 + ruled - self.untagged.len() as u64
+    }
+
+    /// After the rules changed: members a rule now covers are no longer listed one by
+    /// one, and `untagged` only keeps followers some rule still covers.
+    pub fn normalise(&mut self) {
+        let FakeTag {
+            members,
+            rules,
+            untagged,
+            ..
+        } = self;
+        members.retain(|o| !rules.iter().any(|r| r.matches(o)));
+        untagged.retain(|o| rules.iter().any(|r| r.matches(o)));
+    }
 }
 
 pub(crate) struct State {
@@ -127,6 +187,10 @@ pub(crate) struct State {
     pub hold: Option<HoldRequest>,
     /// Calls hanging under `hold` right now.
     pub held: usize,
+    /// AppID → its follower population; `""`: the one for every AppID without its own.
+    pub followers: HashMap<String, Followers>,
+    /// CorpID → its external contacts; `""`: the one for every CorpID without its own.
+    pub contacts: HashMap<String, Contacts>,
 }
 
 impl State {
@@ -157,6 +221,8 @@ impl State {
             faults: VecDeque::new(),
             hold: None,
             held: 0,
+            followers: HashMap::new(),
+            contacts: HashMap::new(),
         }
     }
 
