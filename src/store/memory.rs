@@ -98,7 +98,7 @@ impl Store for MemoryStore {
         account: &str,
         openids: &[String],
         run: &mut SyncRun,
-        merge: &mut dyn FnMut(&mut SyncRun, &str, Option<Follower>) -> Option<Follower>,
+        merge: &mut crate::store::SyncMerge<'_>,
     ) -> Result<(), StoreError> {
         let mut records = self.lock();
         // Decided in full before anything is written: all or nothing.

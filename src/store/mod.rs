@@ -24,6 +24,15 @@ pub use memory::MemoryStore;
 pub use postgres::PgStore;
 pub use sled_store::SledStore;
 
+/// A sync step's change to one follower ([`Store::sync_step`]): the run to count in, the
+/// openid, the follower as stored; `None` leaves them as stored.
+pub type SyncMerge<'a> = dyn FnMut(
+        &mut SyncRun,
+        &str,
+        Option<crate::follower::Follower>,
+    ) -> Option<crate::follower::Follower>
+    + 'a;
+
 /// A campaign's run, one follower's progress in it, and the follower
 /// ([`Store::campaign_send_state`]).
 pub type CampaignSendState = (
@@ -352,7 +361,7 @@ pub trait Store: Send + Sync {
         account: &str,
         openids: &[String],
         run: &mut SyncRun,
-        merge: &mut dyn FnMut(&mut SyncRun, &str, Option<Follower>) -> Option<Follower>,
+        merge: &mut crate::store::SyncMerge<'_>,
     ) -> Result<(), StoreError>;
 
     /// Bytes used on disk, where the backend knows.

@@ -678,7 +678,7 @@ impl Store for SledStore {
         account: &str,
         openids: &[String],
         run: &mut SyncRun,
-        merge: &mut dyn FnMut(&mut SyncRun, &str, Option<Follower>) -> Option<Follower>,
+        merge: &mut crate::store::SyncMerge<'_>,
     ) -> Result<(), StoreError> {
         let keys: Vec<Vec<u8>> = openids.iter().map(|o| key(account, o)).collect();
         // Every record's stripe, taken in one order so two steps never wait on each other.

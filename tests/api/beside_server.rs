@@ -22,16 +22,16 @@ const ZONE: &str = "-05:00";
 const MANY: usize = 2500;
 
 /// `siyu serve` on `config` (port 0: whatever is free), stopped with SIGTERM on drop.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     /// `SIYU_BIND` for the commands beside it: the port it logged.
-    bind: String,
+    pub(crate) bind: String,
 }
 
 impl Server {
     /// Starts it; a store this test closed a moment ago may still be locked by sled's
     /// background threads, so a start refused for that is tried again (see `open_store`).
-    fn start(config: &str) -> Server {
+    pub(crate) fn start(config: &str) -> Server {
         let until = Instant::now() + Duration::from_secs(10);
         loop {
             let mut child = Command::new(env!("CARGO_BIN_EXE_siyu"))
@@ -72,7 +72,7 @@ impl Server {
     }
 
     /// SIGTERM, and waits for the clean exit that releases the store.
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         let killed = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()

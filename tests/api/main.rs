@@ -20,5 +20,6 @@ mod outbox;
 mod persistence;
 mod postgres;
 mod reload;
+mod sync;
 mod wecom;
 mod workbench;

@@ -521,11 +521,7 @@ impl super::Store for PgStore {
         account: &str,
         openids: &[String],
         run: &mut crate::sync::SyncRun,
-        merge: &mut dyn FnMut(
-            &mut crate::sync::SyncRun,
-            &str,
-            Option<crate::follower::Follower>,
-        ) -> Option<crate::follower::Follower>,
+        merge: &mut crate::store::SyncMerge<'_>,
     ) -> Result<(), StoreError> {
         self.pg_sync_step(account, openids, run, merge)
     }

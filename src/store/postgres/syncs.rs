@@ -3,7 +3,6 @@
 use tokio_postgres::types::Type;
 
 use super::{db, from_json, rollback, to_json, PgStore, Sql};
-use crate::follower::Follower;
 use crate::store::{decode_record, encode_record, key, Record, StoreError};
 use crate::sync::SyncRun;
 
@@ -52,7 +51,7 @@ impl PgStore {
         account: &str,
         openids: &[String],
         run: &mut SyncRun,
-        merge: &mut dyn FnMut(&mut SyncRun, &str, Option<Follower>) -> Option<Follower>,
+        merge: &mut crate::store::SyncMerge<'_>,
     ) -> Result<(), StoreError> {
         self.timed("sync_step", async {
             let c = self.conn().await?;

@@ -1,0 +1,420 @@
+//! `siyu followers sync` against the fake WeChat API over real HTTP: every follower
+//! imported once, the merge rules, a second run that changes nothing, the sweep of
+//! followers WeChat no longer lists, a run killed with SIGKILL or stopped with Ctrl-C that
+//! goes on where it stopped, the server running it while it holds the store, and the
+//! refusals. The real binary, started from the config's folder with relative paths.
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use siyu::fake_wechat::{FakeWechat, FakeWechatHandle, PopulationRequest};
+use siyu::follower::Follower;
+use siyu::store::Store;
+
+use crate::helpers::*;
+
+const BATCHGET: &str = "/cgi-bin/user/info/batchget";
+
+/// `config.toml` in `dir` whose `safe` account talks to the fake, unpaced; its store is
+/// `data/siyu.sled` beside it (a relative path).
+fn config(dir: &Path, fake: &FakeWechatHandle, rate: f64) -> String {
+    let config = config_in(dir, &fixtures().join("replies"));
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "mode = \"safe\"\n",
+        &format!(
+            "mode = \"safe\"\n[account.api]\nsecret = \"app-secret-for-tests\"\napi_base = \"{}\"\nrate_per_sec = {rate:.1}\ntimeout_ms = 2000\n",
+            fake.base_url()
+        ),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+fn sync_command(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> std::process::Command {
+    let mut args = vec!["followers", "sync", "--account", "safe"];
+    if !extra.contains(&"--config") {
+        args.extend(["--config", "config.toml"]);
+    }
+    args.extend_from_slice(extra);
+    let mut c = siyu_command(&args, env);
+    c.current_dir(dir);
+    c
+}
+
+/// Runs a sync to its end: (exit code, the run as JSON, stderr).
+async fn sync(dir: &Path, extra: &[&str]) -> (i32, Value, String) {
+    sync_env(dir, extra, &[]).await
+}
+
+async fn sync_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> (i32, Value, String) {
+    let dir = dir.to_path_buf();
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let mut args: Vec<&str> = vec!["--json"];
+        args.extend(extra.iter().map(String::as_str));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let out = sync_command(&dir, &args, &env).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let json = serde_json::from_str(&stdout).unwrap_or(Value::String(stdout));
+        (out.status.code().unwrap_or(-1), json, stderr)
+    })
+    .await
+    .unwrap()
+}
+
+fn counts(run: &Value) -> [u64; 5] {
+    ["new", "updated", "unchanged", "unsubscribed", "failed"].map(|k| {
+        run["counts"][k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{k} in {run}"))
+    })
+}
+
+fn followers(dir: &Path) -> Vec<Follower> {
+    let store = open_store(&dir.join("data/siyu.sled"));
+    let mut all = Vec::new();
+    store
+        .for_each_follower("safe", &mut |f| all.push(f))
+        .unwrap();
+    all
+}
+
+fn population(count: u64, tags: &[(&str, u64)]) -> PopulationRequest {
+    let mut p = PopulationRequest::new(count, 7);
+    p.tags = tags.iter().map(|(t, n)| (t.to_string(), *n)).collect();
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_imports_every_follower_merges_and_sweeps() {
+    let fake = FakeWechat::start("127.0.0.1:0").unwrap();
+    fake.populate(population(2500, &[("老客", 10)])).unwrap();
+    let listed = fake.followers(None, 0, 2500);
+    let dir = tempfile::tempdir().unwrap();
+    config(dir.path(), &fake, 0.0);
+    // A follower only siyu knows (written by a callback long ago): not on WeChat's list.
+    {
+        let store = open_store(&dir.path().join("data/siyu.sled"));
+        let mut f = Follower::new("o_siyu_only");
+        f.subscribed = true;
+        f.last_subscribed_at = Some(1_600_000_000);
+        siyu::store::put_follower(&store, "safe", &f).unwrap();
+    }
+
+    let (code, run, err) = sync(dir.path(), &[]).await;
+    assert_eq!(code, 0, "{run}\n{err}");
+    assert_eq!(run["state"], "done", "{run}");
+    assert_eq!(run["total"], 2500);
+    // The follower siyu alone knew is marked unsubscribed by the sweep.
+    assert_eq!(counts(&run), [2500, 0, 0, 1, 0], "{run}");
+    assert_eq!(
+        fake.calls_to(BATCHGET),
+        25,
+        "2,500 followers in calls of 100"
+    );
+    let all = followers(dir.path());
+    assert_eq!(all.len(), 2501);
+    let by_openid = |o: &str| all.iter().find(|f| f.openid == o).cloned().unwrap();
+    let first = by_openid(&listed.openids[0]);
+    assert!(first.subscribed);
+    assert_eq!(first.unionid.as_deref(), Some(listed.unionids[0].as_str()));
+    assert!(first.has_tag("老客"), "index 0 carries the tag: {first:?}");
+    assert!(first.subscribe_scene.is_some() && first.first_subscribed_at.is_some());
+    assert!(!by_openid(&listed.openids[1]).has_tag("老客"));
+    assert_eq!(all.iter().filter(|f| f.has_tag("老客")).count(), 250);
+    let gone = by_openid("o_siyu_only");
+    assert!(!gone.subscribed && gone.unsubscribed_at.is_some());
+
+    // Again: nothing changes.
+    let (code, run, err) = sync(dir.path(), &[]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(counts(&run), [0, 0, 2500, 0, 0], "{run}");
+
+    // Since: siyu tagged follower 10 and untagged follower 20 (both 老客 in WeChat);
+    // WeChat added a tag to every 7th follower and lost five followers.
+    {
+        let store = open_store(&dir.path().join("data/siyu.sled"));
+        store
+            .update_follower("safe", &listed.openids[10], &mut |f| {
+                f.tags.insert("coupon-hunter".into());
+            })
+            .unwrap()
+            .unwrap();
+        store
+            .update_follower("safe", &listed.openids[20], &mut |f| {
+                f.tags.remove("老客");
+            })
+            .unwrap()
+            .unwrap();
+    }
+    fake.populate(population(2500, &[("老客", 10), ("新客", 7)]))
+        .unwrap();
+    let left: Vec<String> = listed.openids[2491..2496].to_vec();
+    fake.unsubscribe(None, &left).unwrap();
+    let (code, run, err) = sync(dir.path(), &[]).await;
+    assert_eq!(code, 0, "{err}");
+    let still_listed = |i: &usize| !(2491..2496).contains(i);
+    let sevens = (0..2500).filter(|i| i % 7 == 0 && still_listed(i)).count() as u64;
+    assert_eq!(counts(&run), [0, sevens, 2495 - sevens, 5, 0], "{run}");
+    let all = followers(dir.path());
+    let by_openid = |o: &str| all.iter().find(|f| f.openid == o).cloned().unwrap();
+    let ten = by_openid(&listed.openids[10]);
+    assert!(
+        ten.has_tag("coupon-hunter") && ten.has_tag("老客"),
+        "{ten:?}"
+    );
+    let twenty = by_openid(&listed.openids[20]);
+    assert!(
+        !twenty.has_tag("老客"),
+        "removed in siyu since the last sync: stays removed"
+    );
+    assert!(by_openid(&listed.openids[14]).has_tag("新客"), "imported");
+    for o in &left {
+        let f = by_openid(o);
+        assert!(!f.subscribed && f.unsubscribed_at.is_some(), "{f:?}");
+        assert!(
+            f.has_tag("老客") == (listed.openids.iter().position(|x| x == o).unwrap() % 10 == 0)
+        );
+    }
+    fake.stop().await;
+}
+
+/// Spawns a sync that the test stops; stdout and stderr piped.
+fn spawn_sync(dir: &Path) -> Child {
+    sync_command(dir, &[], &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_held(fake: &FakeWechatHandle) {
+    let until = Instant::now() + Duration::from_secs(60);
+    while fake.held() == 0 {
+        assert!(Instant::now() < until, "the sync never reached the hold");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_or_interrupted_sync_goes_on_where_it_stopped() {
+    let fake = FakeWechat::start("127.0.0.1:0").unwrap();
+    // Three pages of WeChat's list (10,000 a page).
+    fake.populate(population(25_000, &[])).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    config(dir.path(), &fake, 0.0);
+
+    // SIGKILL in the middle of the second page.
+    fake.hold(BATCHGET, 150);
+    let mut child = spawn_sync(dir.path());
+    wait_held(&fake).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    fake.release();
+
+    // Ctrl-C (SIGINT) in the third page: the batch in hand is given up, the run kept.
+    fake.hold(BATCHGET, 220);
+    let child = spawn_sync(dir.path());
+    wait_held(&fake).await;
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    fake.release();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("goes on from here"), "{stdout}");
+
+    let (code, run, err) = sync(dir.path(), &[]).await;
+    assert_eq!(code, 0, "{run}\n{err}");
+    // One run across the three processes, each follower counted once.
+    assert_eq!(counts(&run), [25_000, 0, 0, 0, 0], "{run}");
+    assert_eq!(followers(dir.path()).len(), 25_000);
+    let asked = fake.accepted(BATCHGET).len();
+    // 250 calls if nothing is asked twice; what the killed process had written but not yet
+    // flushed to the file (sled writes out twice a second) is asked again.
+    assert!((250..=350).contains(&asked), "{asked} batchget calls");
+
+    // `--restart` starts a new run: everyone is there already.
+    let (code, run, _) = sync(dir.path(), &["--restart"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(counts(&run), [0, 0, 25_000, 0, 0], "{run}");
+    fake.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_refuses_what_it_cannot_do_and_stops_on_what_will_not_pass() {
+    let fake = FakeWechat::start("127.0.0.1:0").unwrap();
+    fake.populate(population(300, &[])).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    config(dir.path(), &fake, 0.0);
+    let run = |account: &str| {
+        let (dir, account) = (dir.path().to_path_buf(), account.to_string());
+        tokio::task::spawn_blocking(move || {
+            let out = siyu_command(
+                &[
+                    "followers",
+                    "sync",
+                    "--account",
+                    &account,
+                    "--config",
+                    "config.toml",
+                ],
+                &[],
+            )
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+    };
+    let (code, _, err) = run("nope").await.unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("`nope` is not in the config"), "{err}");
+    let (code, _, err) = run("plain").await.unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("no [account.api]"), "{err}");
+    let (code, _, err) = run("corp").await.unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("WeCom"), "{err}");
+
+    // A wrong secret: the run stops, says why, and nothing was imported.
+    fake.inject([siyu::fake_wechat::Fault::errcode(40125)]);
+    let (code, out, _) = run("safe").await.unwrap();
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("40125"), "{out}");
+    assert!(followers(dir.path()).is_empty());
+
+    // WeChat busy twice on one batch: retried, nothing lost.
+    fake.inject([
+        siyu::fake_wechat::Fault {
+            path: Some(BATCHGET.into()),
+            errcode: Some(-1),
+            ..Default::default()
+        },
+        siyu::fake_wechat::Fault {
+            path: Some(BATCHGET.into()),
+            status: Some(502),
+            ..Default::default()
+        },
+    ]);
+    let (code, run, err) = sync(dir.path(), &[]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["state"], "done");
+    assert_eq!(counts(&run), [300, 0, 0, 0, 0], "{run}");
+    fake.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_sync_imports_once_and_sweeps() {
+    let Some(db) = siyu::store::postgres::testing::TestDatabase::new() else {
+        return;
+    };
+    let fake = FakeWechat::start("127.0.0.1:0").unwrap();
+    fake.populate(population(1200, &[("老客", 4)])).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::postgres::on_postgres(&config(dir.path(), &fake, 0.0));
+    let env = [("SIYU_DATABASE_URL", db.url.as_str())];
+    let (code, run, err) = sync_env(dir.path(), &["--config", &config], &env).await;
+    assert_eq!(code, 0, "{run}\n{err}");
+    assert_eq!(counts(&run), [1200, 0, 0, 0, 0], "{run}");
+    let listed = fake.followers(None, 0, 1200);
+    fake.unsubscribe(None, &listed.openids[..3]).unwrap();
+    let (code, run, err) = sync_env(dir.path(), &["--config", &config], &env).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(counts(&run), [0, 0, 1197, 3, 0], "{run}");
+    let store = siyu::store::PgStore::open(&db.settings(2)).unwrap();
+    let f = store.follower("safe", &listed.openids[0]).unwrap().unwrap();
+    assert!(!f.subscribed && f.has_tag("老客"), "{f:?}");
+    let f = store.follower("safe", &listed.openids[4]).unwrap().unwrap();
+    assert!(
+        f.subscribed && f.has_tag("老客") && f.unionid.is_some(),
+        "{f:?}"
+    );
+    fake.stop().await;
+}
+
+/// While `siyu serve` holds the (sled) store, the command asks the server to run the sync
+/// and shows its progress; the server's run is readable from the admin API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beside_a_running_server_the_server_runs_the_sync() {
+    let fake = FakeWechat::start("127.0.0.1:0").unwrap();
+    fake.populate(population(1500, &[])).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &fake, 0.0);
+    let server = crate::beside_server::Server::start(&config);
+    let env = [
+        ("SIYU_BIND", server.bind.as_str()),
+        ("SIYU_ADMIN_TOKEN", "operator-secret-0123456789"),
+    ];
+    let (code, run, err) = sync_env(dir.path(), &[], &env).await;
+    assert_eq!(code, 0, "{run}\n{err}");
+    assert_eq!(run["state"], "done", "{run}");
+    assert_eq!(counts(&run), [1500, 0, 0, 0, 0], "{run}");
+
+    let client = reqwest::Client::new();
+    let base = format!("http://{}/admin/v1/followers/safe/sync", server.bind);
+    let status = client
+        .get(&base)
+        .bearer_auth("viewer-secret-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), 200);
+    let body: Value = status.json().await.unwrap();
+    assert_eq!(
+        (body["state"].clone(), body["live"].clone()),
+        ("done".into(), false.into())
+    );
+    assert_eq!(body["by"], "ops-li", "{body}");
+    // A viewer may look but not start one; stopping nothing is a conflict.
+    let refused = client
+        .post(&base)
+        .bearer_auth("viewer-secret-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let stop = client
+        .post(format!("{base}/stop"))
+        .bearer_auth("operator-secret-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stop.status(), 409);
+    let wecom = client
+        .post(format!(
+            "http://{}/admin/v1/followers/corp/sync",
+            server.bind
+        ))
+        .bearer_auth("operator-secret-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wecom.status(), 400);
+    server.stop();
+    let f = followers(dir.path());
+    assert_eq!(f.len(), 1500, "on disk after the server stopped");
+    fake.stop().await;
+}
