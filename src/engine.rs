@@ -462,10 +462,22 @@ fn record_inbound(f: &mut Follower, msg: &Inbound, now: i64) -> bool {
                 }
                 f.attributes
                     .insert("wecom_staff".to_string(), user_id.clone());
+                if !f.staff.iter().any(|l| &l.userid == user_id) {
+                    f.staff.push(crate::follower::StaffLink {
+                        userid: user_id.clone(),
+                        added_at: now,
+                        state: state.clone().unwrap_or_default(),
+                        ..Default::default()
+                    });
+                }
             }
             ExternalContactChange::Del | ExternalContactChange::DelFollowUser => {
-                f.subscribed = false;
-                f.unsubscribed_at = Some(now);
+                f.staff.retain(|l| &l.userid != user_id);
+                // Still another staff member's contact: still in the private domain.
+                if f.staff.is_empty() {
+                    f.subscribed = false;
+                    f.unsubscribed_at = Some(now);
+                }
             }
             _ => {}
         },

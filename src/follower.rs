@@ -73,6 +73,8 @@ pub struct StaffLink {
     pub state: String,
     /// Corp tags this staff member put on the contact, by name.
     pub tags: BTreeSet<String>,
+    /// The sync run that last saw this link (0: known from a callback only).
+    pub seen_run: i64,
 }
 
 /// What one sync run saw of a follower.

@@ -15,7 +15,9 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::model::{CustomMessage, FollowerPage, QrTicket, Tag, TemplateMessage, UserInfo};
+use super::model::{
+    ContactsPage, CustomMessage, FollowerPage, QrTicket, Tag, TemplateMessage, UserInfo,
+};
 use super::token::{TokenSource, Tokens};
 use super::transport::{exchange, url};
 use super::ApiError;
@@ -28,6 +30,8 @@ pub const WECOM_API_BASE: &str = "https://qyapi.weixin.qq.com";
 pub const MAX_OPENIDS_PER_BATCH: usize = 50;
 /// `user/info/batchget` takes at most 100 openids a call (§10).
 pub const MAX_OPENIDS_PER_INFO_BATCH: usize = 100;
+/// `batch/get_by_user` takes at most 100 staff members a call (§11).
+pub const MAX_USERIDS_PER_CONTACT_BATCH: usize = 100;
 /// Temporary QR codes live at most 30 days (§10).
 pub const MAX_QR_EXPIRE_SECONDS: u32 = 2_592_000;
 /// The QR code image, by ticket (§10).
@@ -123,6 +127,11 @@ impl ApiClient {
             tokens: Tokens::new(source, http.clone(), store),
             http,
         })
+    }
+
+    /// Official account or WeCom.
+    pub fn kind(&self) -> AccountKind {
+        self.kind
     }
 
     /// The current access token (cached, stored, or fetched by one task for all).
@@ -347,6 +356,76 @@ impl ApiClient {
     }
 
     // --- WeCom (§11) ---
+
+    /// The staff members with customer contact (`get_follow_user_list`).
+    pub async fn follow_users(&self) -> Result<Vec<String>, ApiError> {
+        self.require(AccountKind::Wecom, "follow_users")?;
+        #[derive(Deserialize)]
+        struct Users {
+            #[serde(default)]
+            follow_user: Vec<String>,
+        }
+        let users: Users = self
+            .call(
+                Method::GET,
+                "/cgi-bin/externalcontact/get_follow_user_list",
+                &[],
+                None::<&()>,
+            )
+            .await?;
+        Ok(users.follow_user)
+    }
+
+    /// One page of the external contacts of up to 100 staff members
+    /// (`batch/get_by_user`): one entry per (contact, staff member); `cursor` empty for
+    /// the first page, the answer's `next_cursor` empty after the last.
+    pub async fn contacts_by_user(
+        &self,
+        userids: &[String],
+        cursor: &str,
+    ) -> Result<ContactsPage, ApiError> {
+        self.require(AccountKind::Wecom, "contacts_by_user")?;
+        if userids.is_empty() || userids.len() > MAX_USERIDS_PER_CONTACT_BATCH {
+            return Err(ApiError::Invalid(format!(
+                "batch/get_by_user takes 1 to {MAX_USERIDS_PER_CONTACT_BATCH} staff members, not {}",
+                userids.len()
+            )));
+        }
+        self.post(
+            "/cgi-bin/externalcontact/batch/get_by_user",
+            &json!({ "userid_list": userids, "cursor": cursor, "limit": 100 }),
+        )
+        .await
+    }
+
+    /// The corp's customer tags, id → name, every group (`get_corp_tag_list`).
+    pub async fn corp_tags(&self) -> Result<Vec<(String, String)>, ApiError> {
+        self.require(AccountKind::Wecom, "corp_tags")?;
+        #[derive(Deserialize)]
+        struct CorpTag {
+            id: String,
+            name: String,
+        }
+        #[derive(Deserialize)]
+        struct Group {
+            #[serde(default)]
+            tag: Vec<CorpTag>,
+        }
+        #[derive(Deserialize)]
+        struct Groups {
+            #[serde(default)]
+            tag_group: Vec<Group>,
+        }
+        let groups: Groups = self
+            .post("/cgi-bin/externalcontact/get_corp_tag_list", &json!({}))
+            .await?;
+        Ok(groups
+            .tag_group
+            .into_iter()
+            .flat_map(|g| g.tag)
+            .map(|t| (t.id, t.name))
+            .collect())
+    }
 
     /// A text app message to `touser` (`"UserID1|UserID2"`) from the configured agent;
     /// returns the user ids WeCom reported invalid.

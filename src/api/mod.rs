@@ -18,11 +18,11 @@ mod transport;
 
 pub use client::{
     ApiClient, ApiSettings, MAX_OPENIDS_PER_BATCH, MAX_OPENIDS_PER_INFO_BATCH,
-    MAX_QR_EXPIRE_SECONDS, OFFICIAL_API_BASE, WECOM_API_BASE,
+    MAX_QR_EXPIRE_SECONDS, MAX_USERIDS_PER_CONTACT_BATCH, OFFICIAL_API_BASE, WECOM_API_BASE,
 };
 pub use error::ApiError;
 pub use model::{
-    CustomMessage, FollowerPage, MiniProgramLink, QrTicket, Tag, TemplateMessage, TemplateValue,
-    UserInfo,
+    ContactEntry, ContactsPage, CustomMessage, ExternalContact, FollowInfo, FollowerPage,
+    MiniProgramLink, QrTicket, Tag, TemplateMessage, TemplateValue, UserInfo,
 };
 pub use token::REFRESH_AHEAD_SECS;

@@ -219,6 +219,47 @@ pub struct UserInfo {
     pub language: Option<String>,
 }
 
+/// One page of WeCom's `externalcontact/batch/get_by_user`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct ContactsPage {
+    pub external_contact_list: Vec<ContactEntry>,
+    /// Empty after the last page.
+    pub next_cursor: String,
+}
+
+/// One (external contact, staff member) pair.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct ContactEntry {
+    pub external_contact: ExternalContact,
+    pub follow_info: FollowInfo,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct ExternalContact {
+    pub external_userid: String,
+    pub name: String,
+    /// 1: a WeChat user, 2: a WeCom user of another corp.
+    #[serde(rename = "type")]
+    pub kind: i64,
+    pub unionid: Option<String>,
+}
+
+/// The staff member's side of the contact.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct FollowInfo {
+    pub userid: String,
+    pub remark: String,
+    pub createtime: i64,
+    /// Corp tag ids (`et…`).
+    pub tag_id: Vec<String>,
+    pub add_way: i64,
+    pub state: String,
+}
+
 /// One page of `/cgi-bin/user/get`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FollowerPage {

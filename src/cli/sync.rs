@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::remote::{Failure, Server};
 use super::{StoreOrServer, EXIT_INVALID, EXIT_RUNTIME};
-use crate::config::{AccountKind, Role, Settings};
+use crate::config::{Role, Settings};
 use crate::store::Store;
 use crate::sync::runner::{self, SyncError, SyncOptions};
 use crate::sync::{SyncRun, SyncState};
@@ -49,14 +49,11 @@ pub fn run(config: &Path, args: &SyncArgs) -> ExitCode {
     }
 }
 
-/// The account can be synced with these settings: known, official, with API settings.
+/// The account can be synced with these settings: known, with API settings.
 pub fn runnable(settings: &Settings, account: &str) -> Result<crate::api::ApiSettings, SyncError> {
     let a = settings
         .account(account)
         .ok_or_else(|| SyncError::NoAccount(account.to_string()))?;
-    if a.kind == AccountKind::Wecom {
-        return Err(SyncError::Wecom(account.to_string()));
-    }
     a.api
         .clone()
         .ok_or_else(|| SyncError::NoApi(account.to_string()))

@@ -72,7 +72,7 @@ fn refused(e: SyncError) -> AdminError {
         SyncError::NoAccount(_) => AdminError::NotFound(e.to_string()),
         SyncError::Busy(_) => AdminError::Conflict(e.to_string()),
         SyncError::Store(s) => AdminError::Store(s),
-        SyncError::NoApi(_) | SyncError::Wecom(_) => AdminError::BadRequest(e.to_string()),
+        SyncError::NoApi(_) => AdminError::BadRequest(e.to_string()),
     }
 }
 

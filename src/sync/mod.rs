@@ -13,7 +13,10 @@
 //!   removed since then stays as siyu has it; any other tag is as WeChat has it now (so
 //!   WeChat tags siyu never knew are imported, and a tag removed in WeChat's console goes).
 
+mod contacts;
 pub mod runner;
+
+pub use contacts::{merge_contact, sweep_contact, CorpTagNames};
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -42,6 +45,9 @@ pub struct SyncRun {
     pub page_from: Option<String>,
     /// Openids of that page already done.
     pub page_done: usize,
+    /// WeCom: the chunk of (up to 100) staff members being walked; `page_from` is then the
+    /// cursor into their contacts.
+    pub staff_chunk: usize,
     /// The sweep's position: the last openid of siyu's followers looked at.
     pub sweep_after: Option<String>,
     /// WeChat's count of the account's followers.
@@ -66,6 +72,7 @@ impl Default for SyncRun {
             phase: Phase::List,
             page_from: None,
             page_done: 0,
+            staff_chunk: 0,
             sweep_after: None,
             total: 0,
             counts: SyncCounts::default(),

@@ -14,8 +14,14 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{merge, sweep, Phase, SyncRun, SyncState, TagNames};
-use crate::api::{ApiClient, ApiError, UserInfo, MAX_OPENIDS_PER_INFO_BATCH};
+use super::{
+    merge, merge_contact, sweep, sweep_contact, CorpTagNames, Phase, SyncRun, SyncState, TagNames,
+};
+use crate::api::{
+    ApiClient, ApiError, ContactEntry, UserInfo, MAX_OPENIDS_PER_INFO_BATCH,
+    MAX_USERIDS_PER_CONTACT_BATCH,
+};
+use crate::config::AccountKind;
 use crate::follower::Follower;
 use crate::store::{Store, StoreError};
 
@@ -35,8 +41,6 @@ pub enum SyncError {
     NoAccount(String),
     #[error("account `{0}` has no [account.api] settings, so WeChat cannot be asked for its followers (账号未配置 [account.api])")]
     NoApi(String),
-    #[error("account `{0}` is a WeCom account: its contacts sync is not built yet (企业微信客户同步尚未支持)")]
-    Wecom(String),
     #[error(
         "a sync of account `{0}` is already running, here or on another instance (该账号正在同步)"
     )]
@@ -135,15 +139,12 @@ impl Sync {
     ) -> Result<(), SyncError> {
         self.step(run, Vec::new(), HashMap::new(), &TagNames::new(), 0)
             .await?;
-        let tags = match self.tag_names(stop).await {
-            Ok(t) => t,
-            Err(halt) => return self.halt(run, halt).await,
+        let listed = match self.client.kind() {
+            AccountKind::Official => self.list_followers(run, stop).await?,
+            AccountKind::Wecom => self.list_contacts(run, stop).await?,
         };
-        while run.phase == Phase::List {
-            match self.page(run, &tags, stop).await? {
-                Ok(()) => {}
-                Err(halt) => return self.halt(run, halt).await,
-            }
+        if let Err(halt) = listed {
+            return self.halt(run, halt).await;
         }
         if run.counts.failed == 0 {
             while run.phase == Phase::Sweep {
@@ -160,7 +161,8 @@ impl Sync {
         }
         run.state = SyncState::Done;
         run.finished_at = Some(crate::outbox::now_ms().div_euclid(1000));
-        self.step(run, Vec::new(), HashMap::new(), &tags, 0).await?;
+        self.step(run, Vec::new(), HashMap::new(), &TagNames::new(), 0)
+            .await?;
         tracing::info!(account = %self.account, summary = %run.summary(), "follower sync done");
         Ok(())
     }
@@ -173,6 +175,145 @@ impl Sync {
             self.step(run, Vec::new(), HashMap::new(), &TagNames::new(), 0)
                 .await?;
         }
+        Ok(())
+    }
+
+    /// Official accounts: WeChat's follower list, page by page.
+    async fn list_followers(
+        &mut self,
+        run: &mut SyncRun,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Result<(), Halt>, SyncError> {
+        let tags = match self.tag_names(stop).await {
+            Ok(t) => t,
+            Err(halt) => return Ok(Err(halt)),
+        };
+        while run.phase == Phase::List {
+            if let Err(halt) = self.page(run, &tags, stop).await? {
+                return Ok(Err(halt));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// WeCom: every staff member's external contacts, 100 staff members and 100 entries
+    /// a call, from the run's staff chunk and cursor.
+    async fn list_contacts(
+        &mut self,
+        run: &mut SyncRun,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Result<(), Halt>, SyncError> {
+        let client = self.client.clone();
+        let tags: CorpTagNames = match self
+            .call(stop, || {
+                let client = client.clone();
+                async move { client.corp_tags().await }
+            })
+            .await
+        {
+            Ok(t) => t.into_iter().collect(),
+            Err(e) => {
+                return Ok(Err(e.unwrap_or_else(|e| {
+                    Halt::Failed(format!("get_corp_tag_list: {e}"))
+                })))
+            }
+        };
+        let staff = match self
+            .call(stop, || {
+                let client = client.clone();
+                async move { client.follow_users().await }
+            })
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                return Ok(Err(e.unwrap_or_else(|e| {
+                    Halt::Failed(format!("get_follow_user_list: {e}"))
+                })))
+            }
+        };
+        let chunks: Vec<Vec<String>> = staff
+            .chunks(MAX_USERIDS_PER_CONTACT_BATCH)
+            .map(<[String]>::to_vec)
+            .collect();
+        while run.phase == Phase::List {
+            if *stop.borrow() {
+                return Ok(Err(Halt::Stopped));
+            }
+            let Some(chunk) = chunks.get(run.staff_chunk).cloned() else {
+                let mut next = run.clone();
+                next.phase = Phase::Sweep;
+                self.contacts_step(&mut next, Vec::new(), &tags, 0).await?;
+                *run = next;
+                break;
+            };
+            let cursor = run.page_from.clone().unwrap_or_default();
+            let asked_at = crate::outbox::now_ms().div_euclid(1000);
+            let page = match self
+                .call(stop, || {
+                    let (client, chunk, cursor) = (client.clone(), chunk.clone(), cursor.clone());
+                    async move { client.contacts_by_user(&chunk, &cursor).await }
+                })
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    return Ok(Err(e.unwrap_or_else(|e| {
+                        Halt::Failed(format!("batch/get_by_user: {e}"))
+                    })))
+                }
+            };
+            let mut next = run.clone();
+            if page.next_cursor.is_empty() {
+                next.staff_chunk += 1;
+                next.page_from = None;
+            } else {
+                next.page_from = Some(page.next_cursor.clone());
+            }
+            next.page_done += page.external_contact_list.len();
+            self.contacts_step(&mut next, page.external_contact_list, &tags, asked_at)
+                .await?;
+            *run = next;
+        }
+        Ok(Ok(()))
+    }
+
+    /// Writes one page of contact entries with the run.
+    async fn contacts_step(
+        &mut self,
+        run: &mut SyncRun,
+        entries: Vec<ContactEntry>,
+        tags: &CorpTagNames,
+        asked_at: i64,
+    ) -> Result<(), SyncError> {
+        let mut next = run.clone();
+        let account = self.account.clone();
+        let tags = tags.clone();
+        let (lease, owner) = (self.lease.clone(), self.owner.clone());
+        let mut ids: Vec<String> = entries
+            .iter()
+            .map(|e| e.external_contact.external_userid.clone())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let stored = blocking(&self.store, move |s| {
+            renew(s, &lease, &owner)?;
+            s.sync_step(&account, &ids, &mut next, &mut |run, id, stored| {
+                let mut contact = stored;
+                for e in entries
+                    .iter()
+                    .filter(|e| e.external_contact.external_userid == id)
+                {
+                    contact = Some(merge_contact(contact, e, &tags, run, asked_at));
+                }
+                contact
+            })?;
+            Ok::<_, StoreError>(next)
+        })
+        .await?;
+        *run = stored;
+        run.total = run.counts.listed();
+        let _ = self.progress.send(run.clone());
         Ok(())
     }
 
@@ -323,9 +464,19 @@ impl Sync {
             None => next.phase = Phase::Done,
             Some(last) => next.sweep_after = Some(last.openid.clone()),
         }
+        let wecom = self.client.kind() == AccountKind::Wecom;
+        let swept = move |f: &Follower, run: &mut SyncRun| {
+            if wecom {
+                sweep_contact(f, run, now)
+            } else {
+                let swept = sweep(f, run, now)?;
+                run.counts.add(crate::follower::SyncOutcome::Unsubscribed);
+                Some(swept)
+            }
+        };
         let stale: Vec<String> = page
             .iter()
-            .filter(|f| sweep(f, run, now).is_some())
+            .filter(|f| swept(f, &mut run.clone()).is_some())
             .map(|f| f.openid.clone())
             .collect();
         let account = self.account.clone();
@@ -334,9 +485,7 @@ impl Sync {
             renew(s, &lease, &owner)?;
             s.sync_step(&account, &stale, &mut next, &mut |run, _, stored| {
                 // Decided again on the follower as stored now: a callback may have come.
-                let swept = sweep(stored.as_ref()?, run, now)?;
-                run.counts.add(crate::follower::SyncOutcome::Unsubscribed);
-                Some(swept)
+                swept(stored.as_ref()?, run)
             })?;
             Ok::<_, StoreError>(next)
         })

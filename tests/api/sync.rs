@@ -9,7 +9,9 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use siyu::fake_wechat::{FakeWechat, FakeWechatHandle, PopulationRequest};
+use siyu::fake_wechat::{
+    ContactsRequest, CorpTagSpec, FakeWechat, FakeWechatHandle, PopulationRequest,
+};
 use siyu::follower::Follower;
 use siyu::store::Store;
 
@@ -219,6 +221,13 @@ async fn a_killed_or_interrupted_sync_goes_on_where_it_stopped() {
     child.kill().unwrap();
     child.wait().unwrap();
     fake.release();
+    // The released call lets go of the fake's count a moment later: wait for it, or the
+    // next wait would see it and interrupt the next process before it is under way.
+    let until = Instant::now() + Duration::from_secs(10);
+    while fake.held() > 0 {
+        assert!(Instant::now() < until, "the held call was never let go");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     // Ctrl-C (SIGINT) in the third page: the batch in hand is given up, the run kept.
     fake.hold(BATCHGET, 220);
@@ -297,7 +306,7 @@ async fn a_sync_refuses_what_it_cannot_do_and_stops_on_what_will_not_pass() {
     assert!(err.contains("no [account.api]"), "{err}");
     let (code, _, err) = run("corp").await.unwrap();
     assert_eq!(code, 1);
-    assert!(err.contains("WeCom"), "{err}");
+    assert!(err.contains("`corp` has no [account.api]"), "{err}");
 
     // A wrong secret: the run stops, says why, and nothing was imported.
     fake.inject([siyu::fake_wechat::Fault::errcode(40125)]);
@@ -416,5 +425,95 @@ async fn beside_a_running_server_the_server_runs_the_sync() {
     server.stop();
     let f = followers(dir.path());
     assert_eq!(f.len(), 1500, "on disk after the server stopped");
+    fake.stop().await;
+}
+
+/// WeCom: every staff member's external contacts, a contact several staff members added
+/// imported once with each staff member's side, and contacts no longer anyone's marked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wecom_contacts_sync_once_per_person_with_every_staff_members_side() {
+    let fake = FakeWechat::start("127.0.0.1:0").unwrap();
+    let contacts = |count| {
+        let mut c = ContactsRequest::new(&["zhangsan", "lisi", "wangwu"], count, 3);
+        c.shared_every = 5;
+        c.tags = vec![CorpTagSpec {
+            name: "老客".into(),
+            group: "客户等级".into(),
+            every: 3,
+            id: None,
+        }];
+        c
+    };
+    fake.populate_contacts(contacts(600)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &fake, 0.0);
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "encoding_aes_key = \"jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C\"\n",
+        &format!(
+            "encoding_aes_key = \"jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C\"\n[account.api]\nsecret = \"corp-secret\"\napi_base = \"{}\"\n",
+            fake.base_url()
+        ),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let wecom = |extra: &'static [&'static str]| {
+        let dir = dir.path().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let mut args = vec![
+                "followers",
+                "sync",
+                "--account",
+                "corp",
+                "--config",
+                "config.toml",
+                "--json",
+            ];
+            args.extend_from_slice(extra);
+            let out = siyu_command(&args, &[]).current_dir(&dir).output().unwrap();
+            let run: Value = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&out.stderr).into()));
+            (out.status.code(), run)
+        })
+    };
+    let (code, run) = wecom(&[]).await.unwrap();
+    assert_eq!(code, Some(0), "{run}");
+    assert_eq!(counts(&run), [600, 0, 0, 0, 0], "{run}");
+    let listed = fake.contacts(None, 0, 600);
+    let store = open_store(&dir.path().join("data/siyu.sled"));
+    let first = store
+        .follower("corp", &listed.external_userids[0])
+        .unwrap()
+        .unwrap();
+    let staff: Vec<&str> = first.staff.iter().map(|l| l.userid.as_str()).collect();
+    assert_eq!(
+        staff.len(),
+        2,
+        "contact 0 was added by two staff members: {staff:?}"
+    );
+    assert!(first.has_tag("老客") && first.subscribed && first.name.is_some());
+    assert_eq!(first.unionid.as_deref(), Some(listed.unionids[0].as_str()));
+    let one = store
+        .follower("corp", &listed.external_userids[1])
+        .unwrap()
+        .unwrap();
+    assert_eq!(one.staff.len(), 1);
+    assert!(!one.has_tag("老客"));
+    drop(store);
+
+    let (code, run) = wecom(&[]).await.unwrap();
+    assert_eq!(code, Some(0), "{run}");
+    assert_eq!(counts(&run), [0, 0, 600, 0, 0], "{run}");
+
+    // Ten contacts are no longer anyone's.
+    fake.populate_contacts(contacts(590)).unwrap();
+    let (code, run) = wecom(&[]).await.unwrap();
+    assert_eq!(code, Some(0), "{run}");
+    assert_eq!(counts(&run), [0, 0, 590, 10, 0], "{run}");
+    let store = open_store(&dir.path().join("data/siyu.sled"));
+    let gone = store
+        .follower("corp", &listed.external_userids[595])
+        .unwrap()
+        .unwrap();
+    assert!(!gone.subscribed && gone.staff.is_empty(), "{gone:?}");
     fake.stop().await;
 }
