@@ -22,6 +22,8 @@ pub struct MemoryStore {
     queue: Mutex<Queue>,
     coupons: Mutex<Coupons>,
     syncs: Mutex<HashMap<String, SyncRun>>,
+    /// (unionid, account, openid).
+    people: Mutex<std::collections::BTreeSet<(String, String, String)>>,
 }
 
 #[derive(Debug, Default)]
@@ -88,6 +90,15 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
+    fn people(&self, unionid: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let people = self.people.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(people
+            .iter()
+            .filter(|(u, _, _)| u == unionid)
+            .map(|(_, a, o)| (a.clone(), o.clone()))
+            .collect())
+    }
+
     fn sync_run(&self, account: &str) -> Result<Option<SyncRun>, StoreError> {
         let syncs = self.syncs.lock().unwrap_or_else(|p| p.into_inner());
         Ok(syncs.get(account).cloned())
@@ -110,8 +121,17 @@ impl Store for MemoryStore {
                 merge(run, o, stored).map(|f| (k, f))
             })
             .collect();
+        let mut people = self.people.lock().unwrap_or_else(|p| p.into_inner());
         for (k, f) in changed {
-            records.entry(k).or_default().follower = Some(f);
+            let record = records.entry(k).or_default();
+            let before = record.follower.as_ref().and_then(|b| b.unionid.clone());
+            if let Some(u) = f.unionid.clone().filter(|u| Some(u) != before.as_ref()) {
+                if let Some(old) = before {
+                    people.remove(&(old, account.to_string(), f.openid.clone()));
+                }
+                people.insert((u, account.to_string(), f.openid.clone()));
+            }
+            record.follower = Some(f);
         }
         let mut syncs = self.syncs.lock().unwrap_or_else(|p| p.into_inner());
         syncs.insert(account.to_string(), run.clone());

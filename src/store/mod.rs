@@ -348,6 +348,11 @@ pub trait Store: Send + Sync {
 
     // --- Importing followers (`siyu followers sync`) ---
 
+    /// Every identity (account, openid or external_userid) known to carry `unionid`: the
+    /// person across the brand's accounts. Written by [`Store::sync_step`], in the same
+    /// atomic write as the follower, whenever a follower's unionid becomes known.
+    fn people(&self, unionid: &str) -> Result<Vec<(String, String)>, StoreError>;
+
     /// The account's latest sync run.
     fn sync_run(&self, account: &str) -> Result<Option<SyncRun>, StoreError>;
 
@@ -355,7 +360,8 @@ pub trait Store: Send + Sync {
     /// `merge` (given the run, to count in, and the stored follower, `None` if unknown;
     /// returning `None` leaves the follower as stored), and the run as `merge` leaves it.
     /// Serialised with callbacks of the same followers like `update_follower`. On an
-    /// error nothing is written (the caller's `run` may hold counts that were not).
+    /// error nothing is written (the caller's `run` may hold counts that were not). A
+    /// follower whose `unionid` is new or changed is written to the people index too.
     fn sync_step(
         &self,
         account: &str,
@@ -870,6 +876,38 @@ mod tests {
             crate::sync::SyncState::Done
         );
         assert_eq!(store.sync_run("other").unwrap(), None);
+
+        // The people index: every identity a step gave a unionid, across accounts.
+        assert_eq!(
+            store.people("u_o_b").unwrap(),
+            vec![("s".to_string(), "o_b".to_string())]
+        );
+        let mut other = crate::sync::SyncRun::new("t", 6000, "test");
+        store
+            .sync_step("t", &["w_1".to_string()], &mut other, &mut |_, o, _| {
+                let mut f = Follower::new(o);
+                f.unionid = Some("u_o_b".into());
+                Some(f)
+            })
+            .unwrap();
+        assert_eq!(
+            store.people("u_o_b").unwrap(),
+            vec![
+                ("s".to_string(), "o_b".to_string()),
+                ("t".to_string(), "w_1".to_string())
+            ]
+        );
+        // A unionid that changes moves the identity.
+        store
+            .sync_step("t", &["w_1".to_string()], &mut other, &mut |_, o, _| {
+                let mut f = Follower::new(o);
+                f.unionid = Some("u_new".into());
+                Some(f)
+            })
+            .unwrap();
+        assert_eq!(store.people("u_o_b").unwrap().len(), 1);
+        assert_eq!(store.people("u_new").unwrap().len(), 1);
+        assert!(store.people("u_nobody").unwrap().is_empty());
     }
 
     fn coupon_contract(store: &dyn Store) {

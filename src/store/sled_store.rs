@@ -71,6 +71,8 @@ pub struct SledStore {
     meta: Tree,
     /// account → JSON `SyncRun`: the latest follower sync of each account.
     syncs: Tree,
+    /// unionid \0 account \0 openid → empty: the people index.
+    people: Tree,
     /// Added to every id sled generates (see [`ID_FLOOR`]).
     id_floor: Arc<AtomicU64>,
     path: PathBuf,
@@ -117,6 +119,7 @@ impl SledStore {
             msgids: db.open_tree("campaign_msgids").map_err(backend)?,
             jobs: db.open_tree("campaign_jobs").map_err(backend)?,
             syncs: db.open_tree("syncs").map_err(backend)?,
+            people: db.open_tree("people").map_err(backend)?,
             id_floor: Arc::new(AtomicU64::new(
                 match meta.get(ID_FLOOR).map_err(backend)? {
                     Some(v) => <[u8; 8]>::try_from(v.as_ref())
@@ -169,6 +172,14 @@ fn tx_backend(e: TransactionError<()>) -> StoreError {
         TransactionError::Storage(e) => backend(e),
         TransactionError::Abort(()) => StoreError::Backend("transaction aborted".into()),
     }
+}
+
+/// `unionid \0 account \0 openid`.
+fn person_key(unionid: &str, account: &str, openid: &str) -> Vec<u8> {
+    let mut k = key(unionid, account);
+    k.push(0);
+    k.extend_from_slice(openid.as_bytes());
+    k
 }
 
 fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
@@ -665,6 +676,21 @@ impl Store for SledStore {
         self.db.size_on_disk().ok()
     }
 
+    fn people(&self, unionid: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let mut prefix = unionid.as_bytes().to_vec();
+        prefix.push(0);
+        self.people
+            .scan_prefix(&prefix)
+            .keys()
+            .map(|k| {
+                let k = k.map_err(backend)?;
+                let rest = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                let (account, openid) = rest.split_once('\0').unwrap_or((&rest, ""));
+                Ok((account.to_string(), openid.to_string()))
+            })
+            .collect()
+    }
+
     fn sync_run(&self, account: &str) -> Result<Option<SyncRun>, StoreError> {
         self.syncs
             .get(account.as_bytes())
@@ -687,21 +713,35 @@ impl Store for SledStore {
         stripes.dedup();
         let _guards: Vec<_> = stripes.iter().map(|&i| self.lock_stripe_at(i)).collect();
         let mut writes = Vec::with_capacity(keys.len());
+        let (mut links, mut unlinks) = (Vec::new(), Vec::new());
         for (openid, k) in openids.iter().zip(&keys) {
             let mut record = match self.followers.get(k).map_err(backend)? {
                 Some(v) => decode_record(k, &v)?,
                 None => super::Record::default(),
             };
             if let Some(f) = merge(run, openid, record.follower.clone()) {
+                let before = record.follower.as_ref().and_then(|b| b.unionid.clone());
+                if let Some(u) = f.unionid.as_ref().filter(|u| Some(*u) != before.as_ref()) {
+                    if let Some(old) = before {
+                        unlinks.push(person_key(&old, account, openid));
+                    }
+                    links.push(person_key(u, account, openid));
+                }
                 record.follower = Some(f);
                 writes.push((k, encode_record(&mut record)));
             }
         }
         let run_json = json(run);
-        (&self.followers, &self.syncs)
-            .transaction(|(followers, syncs)| {
+        (&self.followers, &self.syncs, &self.people)
+            .transaction(|(followers, syncs, people)| {
                 for (k, v) in &writes {
                     followers.insert(k.as_slice(), v.as_slice())?;
+                }
+                for k in &unlinks {
+                    people.remove(k.as_slice())?;
+                }
+                for k in &links {
+                    people.insert(k.as_slice(), &[][..])?;
                 }
                 syncs.insert(account.as_bytes(), run_json.as_slice())?;
                 Ok::<_, ConflictableTransactionError<()>>(())

@@ -23,6 +23,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "sync_runs",
         include_str!("../../../migrations/postgres/0003_sync_runs.sql"),
     ),
+    (
+        4,
+        "people",
+        include_str!("../../../migrations/postgres/0004_people.sql"),
+    ),
 ];
 
 /// Any number: the advisory lock that serialises migrations of one database.

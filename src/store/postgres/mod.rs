@@ -512,6 +512,10 @@ impl super::Store for PgStore {
         self.pg_coupon_stats(batch, now)
     }
 
+    fn people(&self, unionid: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.pg_people(unionid)
+    }
+
     fn sync_run(&self, account: &str) -> Result<Option<crate::sync::SyncRun>, StoreError> {
         self.pg_sync_run(account)
     }

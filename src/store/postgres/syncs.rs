@@ -37,7 +37,28 @@ const WRITE_MANY: Sql = Sql {
     types: &[T, Type::TEXT_ARRAY, Type::BYTEA_ARRAY],
 };
 
+/// The people index: links added (and a changed unionid's old link dropped).
+const LINK: Sql = Sql {
+    text: "INSERT INTO people (unionid, account, openid) \
+           SELECT u, $1, o FROM unnest($2::text[], $3::text[]) AS v(u, o) ON CONFLICT DO NOTHING",
+    types: &[T, Type::TEXT_ARRAY, Type::TEXT_ARRAY],
+};
+const UNLINK: Sql = Sql {
+    text: "DELETE FROM people AS p USING unnest($2::text[], $3::text[]) AS v(u, o) \
+           WHERE p.account = $1 AND p.unionid = v.u AND p.openid = v.o",
+    types: &[T, Type::TEXT_ARRAY, Type::TEXT_ARRAY],
+};
+const PEOPLE: Sql = Sql {
+    text: "SELECT account, openid FROM people WHERE unionid = $1 ORDER BY account, openid",
+    types: &[T],
+};
+
 impl PgStore {
+    pub(super) fn pg_people(&self, unionid: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = self.timed("people", self.query(&PEOPLE, &[&unionid]))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
     pub(super) fn pg_sync_run(&self, account: &str) -> Result<Option<SyncRun>, StoreError> {
         let rows = self.timed("sync_run", self.query(&GET_RUN, &[&account]))?;
         rows.into_iter()
@@ -59,12 +80,16 @@ impl PgStore {
             let lock = self.ready(&c, &LOCK_MANY).await?;
             let write = self.ready(&c, &WRITE_MANY).await?;
             let put = self.ready(&c, &PUT_RUN).await?;
+            let link = self.ready(&c, &LINK).await?;
+            let unlink = self.ready(&c, &UNLINK).await?;
             let body = async {
                 c.batch_execute("BEGIN").await.map_err(db)?;
                 PgStore::run(&c, &placeholders, &[&account, &openids]).await?;
                 let rows = PgStore::run(&c, &lock, &[&account, &openids]).await?;
                 let mut changed_openids = Vec::new();
                 let mut values: Vec<Vec<u8>> = Vec::new();
+                let (mut linked, mut linked_ids) = (Vec::<String>::new(), Vec::<String>::new());
+                let (mut unlinked, mut unlinked_ids) = (Vec::<String>::new(), Vec::<String>::new());
                 for row in rows {
                     let openid: String = row.get(0);
                     let stored: Vec<u8> = row.get(1);
@@ -74,10 +99,25 @@ impl PgStore {
                         decode_record(&key(account, &openid), &stored)?
                     };
                     if let Some(f) = merge(run, &openid, record.follower.clone()) {
+                        let before = record.follower.as_ref().and_then(|b| b.unionid.clone());
+                        if let Some(u) = f.unionid.clone().filter(|u| Some(u) != before.as_ref()) {
+                            if let Some(old) = before {
+                                unlinked.push(old);
+                                unlinked_ids.push(openid.clone());
+                            }
+                            linked.push(u);
+                            linked_ids.push(openid.clone());
+                        }
                         record.follower = Some(f);
                         values.push(encode_record(&mut record));
                         changed_openids.push(openid);
                     }
+                }
+                if !unlinked.is_empty() {
+                    PgStore::run(&c, &unlink, &[&account, &unlinked, &unlinked_ids]).await?;
+                }
+                if !linked.is_empty() {
+                    PgStore::run(&c, &link, &[&account, &linked, &linked_ids]).await?;
                 }
                 let run_json = to_json(&*run);
                 let (wrote, put, commit) = futures_util::future::join3(
