@@ -16,8 +16,10 @@ use crate::audit::AuditEntry;
 use crate::campaign::{CampaignRun, MassJob, Progress};
 use crate::coupon::{BatchState, Coupon};
 use crate::outbox::{DeadItem, OutboxItem};
+use crate::sync::SyncRun;
 
-/// The store's tables, in the order they are copied.
+/// The store's tables, in the order they are copied. A table added later goes last: a
+/// copy interrupted by an older siyu resumes at its table's name and still copies it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Table {
@@ -35,10 +37,11 @@ pub enum Table {
     CampaignProgress,
     CampaignMsgids,
     CampaignJobs,
+    SyncRuns,
 }
 
 impl Table {
-    pub const ALL: [Table; 14] = [
+    pub const ALL: [Table; 15] = [
         Table::Followers,
         Table::Audit,
         Table::Tokens,
@@ -53,6 +56,7 @@ impl Table {
         Table::CampaignProgress,
         Table::CampaignMsgids,
         Table::CampaignJobs,
+        Table::SyncRuns,
     ];
 
     /// The name operators see (the PostgreSQL table's).
@@ -72,6 +76,7 @@ impl Table {
             Table::CampaignProgress => "campaign_progress",
             Table::CampaignMsgids => "campaign_msgids",
             Table::CampaignJobs => "campaign_jobs",
+            Table::SyncRuns => "sync_runs",
         }
     }
 }
@@ -139,6 +144,8 @@ pub enum Row {
         campaign: String,
         job: MassJob,
     },
+    /// An account's latest follower sync (`siyu followers sync`), keyed by its account.
+    SyncRun(SyncRun),
 }
 
 /// One page of a table: its rows and the cursor to ask for the next page with (`None`:
@@ -417,6 +424,21 @@ mod tests {
             .unwrap();
         let item = store.outbox_page(None, 1).unwrap().remove(0);
         store.outbox_bury(&item, "test", 5).unwrap();
+        // A second account's sync run beside the contract's ("s"), stopped midway.
+        let mut run = SyncRun::new("demo", 1_700_000_000_000, "test");
+        run.page_from = Some("o_next".into());
+        run.total = 12;
+        store
+            .sync_step("demo", &[], &mut run, &mut |_, _, _| None)
+            .unwrap();
+    }
+
+    /// Each account's sync run, as the store's own reads give it.
+    fn sync_runs(store: &dyn Store) -> Vec<Option<SyncRun>> {
+        ["demo", "s", "other"]
+            .iter()
+            .map(|a| store.sync_run(a).unwrap())
+            .collect()
     }
 
     fn tag_item() -> crate::outbox::NewItem {
@@ -491,9 +513,16 @@ mod tests {
         assert!(calls > Table::ALL.len(), "progress after every page");
         assert!(counts.iter().all(|(_, a, b)| a == b && *a > 0));
         assert_eq!(rows(&source), rows(&dest));
+        assert_eq!(dest.count(Table::SyncRuns).unwrap(), 2);
+        assert_eq!(sync_runs(&source), sync_runs(&dest));
+        assert_eq!(
+            dest.sync_run("demo").unwrap().unwrap().page_from.as_deref(),
+            Some("o_next")
+        );
         let (again, _) = copy(&source, &dest, 2, 60, &mut |_, _| {}).unwrap();
         assert_eq!(again, Copied::AlreadyDone { finished_at: 50 });
         assert_eq!(rows(&source), rows(&dest));
+        assert_eq!(sync_runs(&source), sync_runs(&dest));
         // Ids handed out later are above every id copied in.
         let max = dest.outbox_page(None, 100).unwrap().last().unwrap().id;
         let dead = dest
@@ -598,6 +627,13 @@ mod tests {
             sled.campaign_pending("spring").unwrap(),
             pg.campaign_pending("spring").unwrap()
         );
+        assert_eq!(pg.count(Table::SyncRuns).unwrap(), 2);
+        assert_eq!(sync_runs(&sled), sync_runs(&pg));
+        // A second run writes nothing.
+        let before = rows(&pg);
+        let (again, _) = copy(&sled, &pg, 2, 70, &mut |_, _| {}).unwrap();
+        assert_eq!(again, Copied::AlreadyDone { finished_at: 50 });
+        assert_eq!(rows(&pg), before);
         let max = sled.outbox_page(None, 100).unwrap().last().unwrap().id;
         let new = pg.enqueue("demo", vec![tag_item()], 1).unwrap();
         assert!(
@@ -609,6 +645,10 @@ mod tests {
         let back = SledStore::open(&dir.path().join("b")).unwrap();
         copy(&pg, &back, 3, 60, &mut |_, _| {}).unwrap();
         assert_eq!(rows(&pg), rows(&back));
+        assert_eq!(rows(&sled), rows(&back));
+        assert_eq!(sync_runs(&sled), sync_runs(&back));
+        let (again, _) = copy(&pg, &back, 3, 80, &mut |_, _| {}).unwrap();
+        assert_eq!(again, Copied::AlreadyDone { finished_at: 60 });
         assert_eq!(rows(&sled), rows(&back));
     }
 }

@@ -109,6 +109,11 @@ fn spec(table: Table) -> Spec {
             "SELECT count(*) FROM campaign_jobs",
             &[T, I],
         ),
+        Table::SyncRuns => (
+            "SELECT account, run FROM sync_runs WHERE account > $1 ORDER BY account LIMIT $2",
+            "SELECT count(*) FROM sync_runs",
+            &[T],
+        ),
     };
     Spec {
         select,
@@ -227,6 +232,10 @@ fn decode(table: Table, r: &tokio_postgres::Row) -> Result<(Row, Vec<Key>), Stor
                 job: from_json(name, &text(0), r.get(2))?,
             },
             vec![Key::Text(text(0)), Key::Int(r.get(1))],
+        ),
+        Table::SyncRuns => (
+            Row::SyncRun(from_json(name, &text(0), r.get(1))?),
+            vec![Key::Text(text(0))],
         ),
     })
 }
@@ -416,6 +425,14 @@ fn upsert(row: &Row) -> (&'static Sql, Vec<Param>) {
                 [T, I, Type::JSONB]
             ),
             vec![s(campaign), Box::new(job.msg_id), Box::new(to_json(job))],
+        ),
+        Row::SyncRun(run) => (
+            sql!(
+                "INSERT INTO sync_runs (account, run) VALUES ($1, $2) \
+                 ON CONFLICT (account) DO UPDATE SET run = excluded.run",
+                [T, Type::JSONB]
+            ),
+            vec![s(&run.account), Box::new(to_json(run))],
         ),
     }
 }

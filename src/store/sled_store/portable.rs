@@ -56,6 +56,7 @@ impl SledStore {
             Table::CampaignProgress => (&self.progress, b""),
             Table::CampaignMsgids => (&self.msgids, b""),
             Table::CampaignJobs => (&self.jobs, b""),
+            Table::SyncRuns => (&self.syncs, b""),
         }
     }
 
@@ -149,6 +150,7 @@ impl SledStore {
                     job: from_json(name, k, v)?,
                 }
             }
+            Table::SyncRuns => Row::SyncRun(from_json(name, k, v)?),
         })
     }
 
@@ -319,6 +321,11 @@ impl Portable for SledStore {
                     let mut k = campaign_key(campaign, "");
                     k.extend_from_slice(&job.msg_id.to_be_bytes());
                     self.jobs.insert(k, json(job)).map_err(backend)?;
+                }
+                Row::SyncRun(run) => {
+                    self.syncs
+                        .insert(run.account.as_bytes(), json(run))
+                        .map_err(backend)?;
                 }
             }
         }
