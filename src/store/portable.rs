@@ -38,10 +38,11 @@ pub enum Table {
     CampaignMsgids,
     CampaignJobs,
     SyncRuns,
+    People,
 }
 
 impl Table {
-    pub const ALL: [Table; 15] = [
+    pub const ALL: [Table; 16] = [
         Table::Followers,
         Table::Audit,
         Table::Tokens,
@@ -57,6 +58,7 @@ impl Table {
         Table::CampaignMsgids,
         Table::CampaignJobs,
         Table::SyncRuns,
+        Table::People,
     ];
 
     /// The name operators see (the PostgreSQL table's).
@@ -77,6 +79,7 @@ impl Table {
             Table::CampaignMsgids => "campaign_msgids",
             Table::CampaignJobs => "campaign_jobs",
             Table::SyncRuns => "sync_runs",
+            Table::People => "people",
         }
     }
 }
@@ -146,6 +149,12 @@ pub enum Row {
     },
     /// An account's latest follower sync (`siyu followers sync`), keyed by its account.
     SyncRun(SyncRun),
+    /// One identity of the people index.
+    Person {
+        unionid: String,
+        account: String,
+        openid: String,
+    },
 }
 
 /// One page of a table: its rows and the cursor to ask for the next page with (`None`:
@@ -435,7 +444,7 @@ mod tests {
 
     /// Each account's sync run, as the store's own reads give it.
     fn sync_runs(store: &dyn Store) -> Vec<Option<SyncRun>> {
-        ["demo", "s", "other"]
+        ["demo", "s", "t", "other"]
             .iter()
             .map(|a| store.sync_run(a).unwrap())
             .collect()
@@ -513,7 +522,7 @@ mod tests {
         assert!(calls > Table::ALL.len(), "progress after every page");
         assert!(counts.iter().all(|(_, a, b)| a == b && *a > 0));
         assert_eq!(rows(&source), rows(&dest));
-        assert_eq!(dest.count(Table::SyncRuns).unwrap(), 2);
+        assert_eq!(dest.count(Table::SyncRuns).unwrap(), 3);
         assert_eq!(sync_runs(&source), sync_runs(&dest));
         assert_eq!(
             dest.sync_run("demo").unwrap().unwrap().page_from.as_deref(),
@@ -627,8 +636,10 @@ mod tests {
             sled.campaign_pending("spring").unwrap(),
             pg.campaign_pending("spring").unwrap()
         );
-        assert_eq!(pg.count(Table::SyncRuns).unwrap(), 2);
+        assert_eq!(pg.count(Table::SyncRuns).unwrap(), 3);
         assert_eq!(sync_runs(&sled), sync_runs(&pg));
+        assert_eq!(pg.people("u_new").unwrap().len(), 1, "the people index");
+        assert_eq!(sled.people("u_o_b").unwrap(), pg.people("u_o_b").unwrap());
         // A second run writes nothing.
         let before = rows(&pg);
         let (again, _) = copy(&sled, &pg, 2, 70, &mut |_, _| {}).unwrap();
@@ -647,6 +658,7 @@ mod tests {
         assert_eq!(rows(&pg), rows(&back));
         assert_eq!(rows(&sled), rows(&back));
         assert_eq!(sync_runs(&sled), sync_runs(&back));
+        assert_eq!(sled.people("u_new").unwrap(), back.people("u_new").unwrap());
         let (again, _) = copy(&pg, &back, 3, 80, &mut |_, _| {}).unwrap();
         assert_eq!(again, Copied::AlreadyDone { finished_at: 60 });
         assert_eq!(rows(&sled), rows(&back));

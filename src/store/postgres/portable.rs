@@ -114,6 +114,13 @@ fn spec(table: Table) -> Spec {
             "SELECT count(*) FROM sync_runs",
             &[T],
         ),
+        Table::People => (
+            "SELECT unionid, account, openid FROM people \
+             WHERE (unionid, account, openid) > ($1, $2, $3) \
+             ORDER BY unionid, account, openid LIMIT $4",
+            "SELECT count(*) FROM people",
+            &[T, T, T],
+        ),
     };
     Spec {
         select,
@@ -236,6 +243,14 @@ fn decode(table: Table, r: &tokio_postgres::Row) -> Result<(Row, Vec<Key>), Stor
         Table::SyncRuns => (
             Row::SyncRun(from_json(name, &text(0), r.get(1))?),
             vec![Key::Text(text(0))],
+        ),
+        Table::People => (
+            Row::Person {
+                unionid: text(0),
+                account: text(1),
+                openid: text(2),
+            },
+            vec![Key::Text(text(0)), Key::Text(text(1)), Key::Text(text(2))],
         ),
     })
 }
@@ -433,6 +448,18 @@ fn upsert(row: &Row) -> (&'static Sql, Vec<Param>) {
                 [T, Type::JSONB]
             ),
             vec![s(&run.account), Box::new(to_json(run))],
+        ),
+        Row::Person {
+            unionid,
+            account,
+            openid,
+        } => (
+            sql!(
+                "INSERT INTO people (unionid, account, openid) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+                [T, T, T]
+            ),
+            vec![s(unionid), s(account), s(openid)],
         ),
     }
 }

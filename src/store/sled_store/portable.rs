@@ -57,6 +57,7 @@ impl SledStore {
             Table::CampaignMsgids => (&self.msgids, b""),
             Table::CampaignJobs => (&self.jobs, b""),
             Table::SyncRuns => (&self.syncs, b""),
+            Table::People => (&self.people, b""),
         }
     }
 
@@ -151,6 +152,16 @@ impl SledStore {
                 }
             }
             Table::SyncRuns => Row::SyncRun(from_json(name, k, v)?),
+            Table::People => {
+                let (unionid, rest) = split2(k).ok_or_else(|| corrupt(name, k, "no NUL"))?;
+                let (account, openid) =
+                    split2(rest.as_bytes()).ok_or_else(|| corrupt(name, k, "no second NUL"))?;
+                Row::Person {
+                    unionid,
+                    account,
+                    openid,
+                }
+            }
         })
     }
 
@@ -325,6 +336,15 @@ impl Portable for SledStore {
                 Row::SyncRun(run) => {
                     self.syncs
                         .insert(run.account.as_bytes(), json(run))
+                        .map_err(backend)?;
+                }
+                Row::Person {
+                    unionid,
+                    account,
+                    openid,
+                } => {
+                    self.people
+                        .insert(super::person_key(unionid, account, openid), &[][..])
                         .map_err(backend)?;
                 }
             }
