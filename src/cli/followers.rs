@@ -46,11 +46,14 @@ pub enum FollowersAction {
     /// Import the account's existing followers from WeChat (resumable; README "Importing
     /// followers").
     Sync(super::sync::SyncArgs),
+    /// One follower, and the same person's identities on the brand's other accounts.
+    Show(super::show::ShowArgs),
 }
 
 pub fn run(args: &FollowersArgs) -> ExitCode {
     let account = match (&args.action, &args.account) {
         (Some(FollowersAction::Sync(a)), _) => return super::sync::run(&args.config.config, a),
+        (Some(FollowersAction::Show(a)), _) => return super::show::run(&args.config.config, a),
         (None, Some(account)) => account,
         // clap requires --account without a subcommand.
         (None, None) => return ExitCode::from(super::EXIT_USAGE),

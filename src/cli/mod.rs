@@ -19,6 +19,7 @@ pub mod outbox;
 pub mod qrcode;
 pub mod remote;
 pub mod serve;
+pub mod show;
 pub mod simulate;
 pub mod store;
 pub mod sync;

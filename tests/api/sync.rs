@@ -397,6 +397,34 @@ async fn beside_a_running_server_the_server_runs_the_sync() {
         ("done".into(), false.into())
     );
     assert_eq!(body["by"], "ops-li", "{body}");
+    // One person's identities, from the people index the sync wrote.
+    let person = fake.followers(None, 0, 1);
+    let found: Value = client
+        .get(format!(
+            "http://{}/admin/v1/people/{}",
+            server.bind, person.unionids[0]
+        ))
+        .bearer_auth("viewer-secret-0123456789")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["identities"][0]["account"], "safe", "{found}");
+    assert_eq!(
+        found["identities"][0]["id"],
+        person.openids[0].as_str(),
+        "{found}"
+    );
+    assert_eq!(found["identities"][0]["subscribed"], true, "{found}");
+    let missing = client
+        .get(format!("http://{}/admin/v1/people/ou_nobody", server.bind))
+        .bearer_auth("viewer-secret-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
     // A viewer may look but not start one; stopping nothing is a conflict.
     let refused = client
         .post(&base)
@@ -515,5 +543,61 @@ async fn wecom_contacts_sync_once_per_person_with_every_staff_members_side() {
         .unwrap()
         .unwrap();
     assert!(!gone.subscribed && gone.staff.is_empty(), "{gone:?}");
+    drop(store);
+
+    // The same people follow the official account: one person, two identities.
+    fake.populate(population(300, &[])).unwrap();
+    let (code, run, err) = sync(dir.path(), &[]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(counts(&run)[0], 300, "{run}");
+    let official = fake.followers(None, 0, 1);
+    assert_eq!(
+        official.unionids[0], listed.unionids[0],
+        "the fake's person 0"
+    );
+    let store = open_store(&dir.path().join("data/siyu.sled"));
+    let mut people = store.people(&listed.unionids[0]).unwrap();
+    people.sort();
+    assert_eq!(
+        people,
+        vec![
+            ("corp".to_string(), listed.external_userids[0].clone()),
+            ("safe".to_string(), official.openids[0].clone())
+        ]
+    );
+    drop(store);
+    let (dir2, openid) = (dir.path().to_path_buf(), official.openids[0].clone());
+    let out = tokio::task::spawn_blocking(move || {
+        siyu_command(
+            &[
+                "followers",
+                "show",
+                "--account",
+                "safe",
+                &openid,
+                "--config",
+                "config.toml",
+            ],
+            &[],
+        )
+        .current_dir(&dir2)
+        .output()
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains(&format!("unionid    {}", listed.unionids[0])),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!(
+            "corp         {}  subscribed",
+            listed.external_userids[0]
+        )),
+        "{shown}"
+    );
     fake.stop().await;
 }
