@@ -17,23 +17,23 @@ const PUT_RUN: Sql = Sql {
            ON CONFLICT (account) DO UPDATE SET run = EXCLUDED.run",
     types: &[T, Type::JSONB],
 };
-/// Rows for followers not stored yet, so that the lock below takes every one of them
-/// (as `PLACEHOLDER` does for one callback).
-const PLACEHOLDERS: Sql = Sql {
-    text: "INSERT INTO followers (account, openid, record) \
-           SELECT $1, o, '' FROM unnest($2::text[]) AS o ON CONFLICT DO NOTHING",
-    types: &[T, Type::TEXT_ARRAY],
-};
-/// In openid order: two steps over overlapping followers lock them in the same order.
+/// Every follower of the step, locked and read in one statement through the primary key
+/// (whatever the table's statistics say: a bulk import outruns them, and a plain
+/// `openid = ANY(…)` then scanned the whole table for every step). A follower not stored
+/// yet gets the empty record that stands for "none", as `PLACEHOLDER` does for one
+/// callback. The openids come sorted: two steps over overlapping followers lock them in
+/// the same order.
 const LOCK_MANY: Sql = Sql {
-    text: "SELECT openid, record FROM followers WHERE account = $1 AND openid = ANY($2) \
-           ORDER BY openid FOR UPDATE",
+    text: "INSERT INTO followers (account, openid, record) \
+           SELECT $1, o, '' FROM unnest($2::text[]) AS o \
+           ON CONFLICT (account, openid) DO UPDATE SET record = followers.record \
+           RETURNING openid, record",
     types: &[T, Type::TEXT_ARRAY],
 };
 const WRITE_MANY: Sql = Sql {
-    text: "UPDATE followers AS f SET record = v.record \
-           FROM unnest($2::text[], $3::bytea[]) AS v(openid, record) \
-           WHERE f.account = $1 AND f.openid = v.openid",
+    text: "INSERT INTO followers (account, openid, record) \
+           SELECT $1, o, r FROM unnest($2::text[], $3::bytea[]) AS v(o, r) \
+           ON CONFLICT (account, openid) DO UPDATE SET record = EXCLUDED.record",
     types: &[T, Type::TEXT_ARRAY, Type::BYTEA_ARRAY],
 };
 
@@ -76,7 +76,6 @@ impl PgStore {
     ) -> Result<(), StoreError> {
         self.timed("sync_step", async {
             let c = self.conn().await?;
-            let placeholders = self.ready(&c, &PLACEHOLDERS).await?;
             let lock = self.ready(&c, &LOCK_MANY).await?;
             let write = self.ready(&c, &WRITE_MANY).await?;
             let put = self.ready(&c, &PUT_RUN).await?;
@@ -84,8 +83,10 @@ impl PgStore {
             let unlink = self.ready(&c, &UNLINK).await?;
             let body = async {
                 c.batch_execute("BEGIN").await.map_err(db)?;
-                PgStore::run(&c, &placeholders, &[&account, &openids]).await?;
-                let rows = PgStore::run(&c, &lock, &[&account, &openids]).await?;
+                let mut sorted = openids.to_vec();
+                sorted.sort_unstable();
+                sorted.dedup();
+                let rows = PgStore::run(&c, &lock, &[&account, &sorted]).await?;
                 let mut changed_openids = Vec::new();
                 let mut values: Vec<Vec<u8>> = Vec::new();
                 let (mut linked, mut linked_ids) = (Vec::<String>::new(), Vec::<String>::new());
