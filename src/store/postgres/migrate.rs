@@ -23,6 +23,12 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "sync_runs",
         include_str!("../../../migrations/postgres/0003_sync_runs.sql"),
     ),
+    // Version 4 is reserved for a parallel change (the people index); the gap is on purpose.
+    (
+        5,
+        "ingest_events",
+        include_str!("../../../migrations/postgres/0005_ingest_events.sql"),
+    ),
 ];
 
 /// Any number: the advisory lock that serialises migrations of one database.
