@@ -65,16 +65,17 @@ async fn events(state: web::Data<AppState>, req: HttpRequest, body: web::Bytes) 
             .json(json!({ "error": "missing or invalid bearer token" }));
     }
     // Parsed after the token check, whatever the Content-Type says (shop systems vary).
-    let batch: Batch =
-        match serde_json::from_slice(&body) {
-            Ok(b) => b,
-            Err(e) => return error(
+    let batch: Batch = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
                 StatusCode::BAD_REQUEST,
                 format!(
                     "the body must be JSON {{\"events\": [{{…}}, …]}}, each event an object: {e}"
                 ),
-            ),
-        };
+            )
+        }
+    };
     tracing::Span::current().record("events", batch.events.len());
     if batch.events.len() > MAX_EVENTS {
         return error(
