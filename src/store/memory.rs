@@ -142,7 +142,7 @@ impl Store for MemoryStore {
         };
         records.entry(k).or_default().follower = Some(after.clone());
         ingested.insert(id, openid.to_string());
-        Ok(Ingested::Applied(after))
+        Ok(Ingested::Applied(Box::new(after)))
     }
 
     fn ingested(&self, account: &str, event_id: &str) -> Result<Option<String>, StoreError> {

@@ -127,7 +127,8 @@ pub enum Applied {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ingested {
     /// The event was new: the follower afterwards and the event id were written.
-    Applied(Follower),
+    /// (Boxed: a follower is large beside the other variants.)
+    Applied(Box<Follower>),
     /// The event id was applied before: nothing was written.
     Duplicate,
     /// The change declined the event: nothing was written.

@@ -750,7 +750,7 @@ impl Store for SledStore {
             })
             .map_err(tx_backend)?;
         Ok(if fresh {
-            Ingested::Applied(after)
+            Ingested::Applied(Box::new(after))
         } else {
             Ingested::Duplicate
         })

@@ -85,7 +85,7 @@ impl PgStore {
                 .await;
                 wrote?;
                 commit.map_err(db)?;
-                Ok::<_, StoreError>(Ingested::Applied(after))
+                Ok::<_, StoreError>(Ingested::Applied(Box::new(after)))
             };
             let result = body.await;
             if result.is_err() {
