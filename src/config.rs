@@ -48,6 +48,9 @@ pub enum ConfigError {
     /// Every mistake of the campaigns file, each as `file:line:column: message`.
     #[error("campaigns refused:\n{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Campaigns(Vec<crate::located::FileError>),
+    /// Every mistake of `[[ingest.event]]`, each as `file:line:column: message`.
+    #[error("[ingest] refused:\n{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Ingest(Vec<crate::located::FileError>),
 }
 
 /// A secret string: `Debug` and `Display` never show it.
@@ -105,6 +108,9 @@ struct RawConfig {
     campaigns: Option<RawCampaigns>,
     #[serde(default)]
     display: RawDisplay,
+    /// `[ingest]`: behaviour from the shop (README "Behaviour from the shop").
+    #[serde(default)]
+    ingest: Option<crate::ingest::RawIngest>,
 }
 
 /// `[display]`: how the command line shows times to people.
@@ -373,6 +379,8 @@ pub struct Settings {
     /// The offset at which the command line shows times (`[display] utc_offset`, default
     /// China time); stored values and the APIs' JSON stay in unix seconds.
     pub utc_offset: crate::local_time::UtcOffset,
+    /// `[ingest]`: the shop's event endpoint (its token, unknown followers, the mapping).
+    pub ingest: crate::ingest::IngestSettings,
 }
 
 /// One official account or WeCom app, served at `/wx/{id}`.
@@ -507,7 +515,9 @@ impl Settings {
                 secret,
             });
         }
+        let ingest = ingest_settings(raw.ingest, &shown, text, &env, &mut warnings)?;
         Ok(Settings {
+            ingest,
             admin_tokens,
             warnings,
             source: path.to_path_buf(),
@@ -798,6 +808,52 @@ fn validate_account(
         token,
         crypt,
         mode,
+    })
+}
+
+/// `[ingest]`: the token from the environment (or the file, warned) and the mapping
+/// compiled, every mistake at its place.
+fn ingest_settings(
+    raw: Option<crate::ingest::RawIngest>,
+    shown: &str,
+    text: &str,
+    env: &impl Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
+) -> Result<crate::ingest::IngestSettings, ConfigError> {
+    let raw = raw.unwrap_or_default();
+    let invalid = |message: String| ConfigError::Invalid {
+        path: shown.to_string(),
+        message,
+    };
+    let token = match (raw.token_env, raw.token) {
+        (Some(var), None) => Some(Secret::new(env(&var).ok_or_else(|| {
+            invalid(format!("[ingest]: environment variable {var} is not set"))
+        })?)),
+        (None, Some(t)) => {
+            warnings.push(format!(
+                "[ingest] has its token written in {shown}; prefer token_env"
+            ));
+            Some(t)
+        }
+        (Some(_), Some(_)) => {
+            return Err(invalid("[ingest] takes one of token_env and token".into()))
+        }
+        (None, None) => None,
+    };
+    // Short tokens can be guessed: the same floor as admin secrets.
+    if token
+        .as_ref()
+        .is_some_and(|t| t.expose().chars().count() < 16)
+    {
+        return Err(invalid(
+            "[ingest]: the token must be at least 16 characters".into(),
+        ));
+    }
+    let mapping = crate::ingest::compile(&raw.event, shown, text).map_err(ConfigError::Ingest)?;
+    Ok(crate::ingest::IngestSettings {
+        token,
+        unknown: raw.unknown,
+        mapping,
     })
 }
 

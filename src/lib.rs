@@ -21,6 +21,8 @@
 //! - [`outbox`]: the durable queue of calls to WeChat and its background worker.
 //! - [`coupon`], [`segment`], [`campaign`]: coupon batches, audiences, pushes to them.
 //! - [`sync`]: importing an account's existing followers from WeChat, and the merge rules.
+//! - [`ingest`]: PURE. Behaviour from the shop: the event mapping (counters, money in fen,
+//!   attributes, tags), event validation, the follower CSV import's lines.
 //! - [`export`]: a segment's followers as a count, a list or a CSV (CLI and admin API).
 //! - [`fake_wechat`]: a fake WeChat/WeCom API server for tests and local development.
 //! - [`log_lines`]: the server's log lines, written off the request path in batches.
@@ -37,6 +39,7 @@ pub mod engine;
 pub mod export;
 pub mod fake_wechat;
 pub mod follower;
+pub mod ingest;
 pub mod local_time;
 pub mod located;
 pub mod log_lines;

@@ -48,12 +48,16 @@ pub enum FollowersAction {
     Sync(super::sync::SyncArgs),
     /// One follower, and the same person's identities on the brand's other accounts.
     Show(super::show::ShowArgs),
+    /// Import tags, attributes and counters from a CSV file (`openid,tags,attributes,
+    /// counters`; README "Behaviour from the shop").
+    Import(super::import::ImportArgs),
 }
 
 pub fn run(args: &FollowersArgs) -> ExitCode {
     let account = match (&args.action, &args.account) {
         (Some(FollowersAction::Sync(a)), _) => return super::sync::run(&args.config.config, a),
         (Some(FollowersAction::Show(a)), _) => return super::show::run(&args.config.config, a),
+        (Some(FollowersAction::Import(a)), _) => return super::import::run(&args.config.config, a),
         (None, Some(account)) => account,
         // clap requires --account without a subcommand.
         (None, None) => return ExitCode::from(super::EXIT_USAGE),

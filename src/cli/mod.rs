@@ -14,6 +14,7 @@ pub mod check;
 pub mod coupon;
 pub mod fake_wechat;
 pub mod followers;
+pub mod import;
 pub mod migrate;
 pub mod outbox;
 pub mod qrcode;

@@ -9,6 +9,7 @@ pub mod admin_segments;
 pub mod admin_sync;
 pub mod coupons;
 pub mod error;
+pub mod ingest;
 pub mod metrics;
 pub mod reload;
 pub mod rule_sync;
@@ -84,7 +85,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(webhook::post)),
         )
         .configure(admin::configure)
-        .configure(coupons::configure);
+        .configure(coupons::configure)
+        .configure(ingest::configure);
 }
 
 /// Every change acknowledged over HTTP (an admin API write, a coupon redemption) is on

@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use super::{key, settled, Applied, CallbackKey, Commit, Record, Store, StoreError, StoredToken};
+use super::{
+    key, settled, Applied, CallbackKey, Commit, Ingested, Record, Store, StoreError, StoredToken,
+};
 use crate::audit::AuditEntry;
 use crate::campaign::{CampaignRun, MassJob, Progress};
 use crate::coupon::{
@@ -24,6 +26,8 @@ pub struct MemoryStore {
     syncs: Mutex<HashMap<String, SyncRun>>,
     /// (unionid, account, openid).
     people: Mutex<std::collections::BTreeSet<(String, String, String)>>,
+    /// (account, event id) → openid: the shop events applied. Locked after `records`.
+    ingested: Mutex<HashMap<(String, String), String>>,
 }
 
 #[derive(Debug, Default)]
@@ -136,6 +140,36 @@ impl Store for MemoryStore {
         let mut syncs = self.syncs.lock().unwrap_or_else(|p| p.into_inner());
         syncs.insert(account.to_string(), run.clone());
         Ok(())
+    }
+
+    fn ingest_event(
+        &self,
+        account: &str,
+        openid: &str,
+        event_id: &str,
+        change: &mut dyn FnMut(Option<Follower>) -> Option<Follower>,
+    ) -> Result<Ingested, StoreError> {
+        let mut records = self.lock();
+        let mut ingested = self.ingested.lock().unwrap_or_else(|p| p.into_inner());
+        let id = (account.to_string(), event_id.to_string());
+        if ingested.contains_key(&id) {
+            return Ok(Ingested::Duplicate);
+        }
+        let k = key(account, openid);
+        let stored = records.get(&k).and_then(|r| r.follower.clone());
+        let Some(after) = change(stored) else {
+            return Ok(Ingested::Declined);
+        };
+        records.entry(k).or_default().follower = Some(after.clone());
+        ingested.insert(id, openid.to_string());
+        Ok(Ingested::Applied(Box::new(after)))
+    }
+
+    fn ingested(&self, account: &str, event_id: &str) -> Result<Option<String>, StoreError> {
+        let ingested = self.ingested.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(ingested
+            .get(&(account.to_string(), event_id.to_string()))
+            .cloned())
     }
 
     fn follower(&self, account: &str, openid: &str) -> Result<Option<Follower>, StoreError> {

@@ -123,6 +123,18 @@ pub enum Applied {
     Duplicate(Answer),
 }
 
+/// What [`Store::ingest_event`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ingested {
+    /// The event was new: the follower afterwards and the event id were written.
+    /// (Boxed: a follower is large beside the other variants.)
+    Applied(Box<Follower>),
+    /// The event id was applied before: nothing was written.
+    Duplicate,
+    /// The change declined the event: nothing was written.
+    Declined,
+}
+
 pub trait Store: Send + Sync {
     fn follower(&self, account: &str, openid: &str) -> Result<Option<Follower>, StoreError>;
 
@@ -369,6 +381,26 @@ pub trait Store: Send + Sync {
         run: &mut SyncRun,
         merge: &mut crate::store::SyncMerge<'_>,
     ) -> Result<(), StoreError>;
+
+    // --- Behaviour from the shop (`POST /ingest/v1/events`) ---
+
+    /// Applies one shop event to a follower, once: unless `event_id` was already applied
+    /// for this account, runs `change` on the stored follower (`None` if unknown) and
+    /// writes the follower it returns together with the event id, in one atomic write (a
+    /// crash keeps both or neither). `change` returning `None` declines the event: nothing
+    /// is written, not even the id, so that a later resend can still apply. Serialised with
+    /// callbacks of the same follower like `update_follower`. `change` gets the follower
+    /// with their history, and what it returns is stored as it is.
+    fn ingest_event(
+        &self,
+        account: &str,
+        openid: &str,
+        event_id: &str,
+        change: &mut dyn FnMut(Option<Follower>) -> Option<Follower>,
+    ) -> Result<Ingested, StoreError>;
+
+    /// The openid an event id was applied to, if it was.
+    fn ingested(&self, account: &str, event_id: &str) -> Result<Option<String>, StoreError>;
 
     /// Bytes used on disk, where the backend knows.
     fn size_on_disk(&self) -> Option<u64> {
@@ -809,6 +841,92 @@ mod tests {
         campaign_contract(store);
         coupon_contract(store);
         sync_contract(store);
+        ingest_contract(store);
+    }
+
+    /// Shop events: applied once per (account, event id), with the id in the same write.
+    fn ingest_contract(store: &dyn Store) {
+        let add_order = |f: Option<Follower>| {
+            let mut f = f.unwrap_or_else(|| Follower::new("o_shop"));
+            *f.counters.entry("orders".into()).or_default() += 1;
+            Some(f)
+        };
+        assert_eq!(store.ingested("i", "e1").unwrap(), None);
+        // Unknown follower: created by the change.
+        let first = store
+            .ingest_event("i", "o_shop", "e1", &mut { add_order })
+            .unwrap();
+        let Ingested::Applied(after) = first else {
+            panic!("first delivery not applied: {first:?}");
+        };
+        assert_eq!(after.counters["orders"], 1);
+        assert_eq!(
+            store.ingested("i", "e1").unwrap().as_deref(),
+            Some("o_shop")
+        );
+        // A resend changes nothing and never runs the change.
+        let mut ran = false;
+        let again = store
+            .ingest_event("i", "o_shop", "e1", &mut |f| {
+                ran = true;
+                add_order(f)
+            })
+            .unwrap();
+        assert_eq!(again, Ingested::Duplicate);
+        assert!(!ran, "the change ran for a duplicate");
+        // The same id for another follower of the account is still the same event.
+        let other = store
+            .ingest_event("i", "o_other", "e1", &mut { add_order })
+            .unwrap();
+        assert_eq!(other, Ingested::Duplicate);
+        assert_eq!(store.follower("i", "o_other").unwrap(), None);
+        // Ids are per account.
+        let elsewhere = store
+            .ingest_event("j", "o_shop", "e1", &mut { add_order })
+            .unwrap();
+        assert!(matches!(elsewhere, Ingested::Applied(_)), "{elsewhere:?}");
+        // A declined event writes nothing, not even its id: a later resend applies.
+        let declined = store
+            .ingest_event("i", "o_shop", "e2", &mut |_| None)
+            .unwrap();
+        assert_eq!(declined, Ingested::Declined);
+        assert_eq!(store.ingested("i", "e2").unwrap(), None);
+        let applied = store
+            .ingest_event("i", "o_shop", "e2", &mut { add_order })
+            .unwrap();
+        assert!(matches!(applied, Ingested::Applied(_)), "{applied:?}");
+        let f = store.follower("i", "o_shop").unwrap().unwrap();
+        assert_eq!(f.counters["orders"], 2);
+        // A declined event for an unknown follower leaves no follower behind.
+        let none = store
+            .ingest_event("i", "o_ghost", "e3", &mut |_| None)
+            .unwrap();
+        assert_eq!(none, Ingested::Declined);
+        assert_eq!(store.follower("i", "o_ghost").unwrap(), None);
+        let mut seen = Vec::new();
+        store
+            .for_each_follower("i", &mut |f| seen.push(f.openid))
+            .unwrap();
+        assert_eq!(seen, ["o_shop"]);
+        // The change gets the follower with their history, and callbacks' writes keep
+        // what it stored.
+        let mut known = Follower::new("o_hist");
+        known.history.push(history_entry(1));
+        put_follower(store, "i", &known).unwrap();
+        let got = store
+            .ingest_event("i", "o_hist", "e4", &mut |f| {
+                let mut f = f.expect("stored");
+                assert_eq!(f.history.len(), 1);
+                f.history.push(history_entry(2));
+                f.tags.insert("buyer".into());
+                Some(f)
+            })
+            .unwrap();
+        assert!(matches!(got, Ingested::Applied(_)), "{got:?}");
+        let f = store.follower("i", "o_hist").unwrap().unwrap();
+        assert_eq!(f.history.len(), 2);
+        assert!(f.tags.contains("buyer"));
+        store.flush().unwrap();
     }
 
     fn sync_contract(store: &dyn Store) {

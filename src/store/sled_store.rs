@@ -18,7 +18,7 @@ use sled::{Db, Tree};
 
 use super::{
     apply_stored, campaign_key, decode_record, encode_record, key, msgid_key, settled, Applied,
-    CallbackKey, Commit, Store, StoreError, StoredToken,
+    CallbackKey, Commit, Ingested, Store, StoreError, StoredToken,
 };
 use crate::audit::AuditEntry;
 use crate::campaign::{CampaignRun, MassJob, Progress};
@@ -73,6 +73,9 @@ pub struct SledStore {
     syncs: Tree,
     /// unionid \0 account \0 openid → empty: the people index.
     people: Tree,
+    /// account \0 event id → openid: the shop events applied (`POST /ingest/v1/events`),
+    /// written in one transaction with the follower each one changed.
+    ingested: Tree,
     /// Added to every id sled generates (see [`ID_FLOOR`]).
     id_floor: Arc<AtomicU64>,
     path: PathBuf,
@@ -120,6 +123,7 @@ impl SledStore {
             jobs: db.open_tree("campaign_jobs").map_err(backend)?,
             syncs: db.open_tree("syncs").map_err(backend)?,
             people: db.open_tree("people").map_err(backend)?,
+            ingested: db.open_tree("ingest_events").map_err(backend)?,
             id_floor: Arc::new(AtomicU64::new(
                 match meta.get(ID_FLOOR).map_err(backend)? {
                     Some(v) => <[u8; 8]>::try_from(v.as_ref())
@@ -748,6 +752,61 @@ impl Store for SledStore {
             })
             .map_err(tx_backend)?;
         Ok(())
+    }
+
+    fn ingest_event(
+        &self,
+        account: &str,
+        openid: &str,
+        event_id: &str,
+        change: &mut dyn FnMut(Option<Follower>) -> Option<Follower>,
+    ) -> Result<Ingested, StoreError> {
+        let k = key(account, openid);
+        let id = key(account, event_id);
+        // The follower's stripe serialises this with their callbacks and edits; two
+        // requests carrying the same event id for different followers are told apart by
+        // the transaction below, which reads the id again.
+        let _guard = self.lock_stripe(&k);
+        if self.ingested.contains_key(&id).map_err(backend)? {
+            return Ok(Ingested::Duplicate);
+        }
+        let mut record = match self.followers.get(&k).map_err(backend)? {
+            Some(v) => decode_record(&k, &v)?,
+            None => super::Record::default(),
+        };
+        let Some(after) = change(record.follower.take()) else {
+            return Ok(Ingested::Declined);
+        };
+        record.follower = Some(after.clone());
+        let value = encode_record(&mut record);
+        let fresh = (&self.followers, &self.ingested)
+            .transaction(|(followers, ingested)| {
+                if ingested.get(id.as_slice())?.is_some() {
+                    return Ok(false);
+                }
+                followers.insert(k.as_slice(), value.as_slice())?;
+                ingested.insert(id.as_slice(), openid.as_bytes())?;
+                Ok::<_, ConflictableTransactionError<()>>(true)
+            })
+            .map_err(tx_backend)?;
+        Ok(if fresh {
+            Ingested::Applied(Box::new(after))
+        } else {
+            Ingested::Duplicate
+        })
+    }
+
+    fn ingested(&self, account: &str, event_id: &str) -> Result<Option<String>, StoreError> {
+        self.ingested
+            .get(key(account, event_id))
+            .map_err(backend)?
+            .map(|v| {
+                String::from_utf8(v.to_vec()).map_err(|_| StoreError::Corrupt {
+                    key: format!("ingest_events/{account}/{event_id}"),
+                    reason: "openid is not UTF-8".into(),
+                })
+            })
+            .transpose()
     }
 
     fn campaign_run(&self, name: &str) -> Result<Option<CampaignRun>, StoreError> {

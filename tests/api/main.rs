@@ -13,6 +13,7 @@ mod dedupe;
 mod durability;
 mod examples;
 mod helpers;
+mod ingest;
 mod instances;
 mod official;
 mod outbound;

@@ -28,6 +28,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "people",
         include_str!("../../../migrations/postgres/0004_people.sql"),
     ),
+    (
+        5,
+        "ingest_events",
+        include_str!("../../../migrations/postgres/0005_ingest_events.sql"),
+    ),
 ];
 
 /// Any number: the advisory lock that serialises migrations of one database.

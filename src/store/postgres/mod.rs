@@ -22,6 +22,7 @@
 mod campaigns;
 mod coupons;
 mod followers;
+mod ingest;
 mod migrate;
 mod outbox;
 mod portable;
@@ -528,6 +529,22 @@ impl super::Store for PgStore {
         merge: &mut crate::store::SyncMerge<'_>,
     ) -> Result<(), StoreError> {
         self.pg_sync_step(account, openids, run, merge)
+    }
+
+    fn ingest_event(
+        &self,
+        account: &str,
+        openid: &str,
+        event_id: &str,
+        change: &mut dyn FnMut(
+            Option<crate::follower::Follower>,
+        ) -> Option<crate::follower::Follower>,
+    ) -> Result<super::Ingested, StoreError> {
+        self.pg_ingest_event(account, openid, event_id, change)
+    }
+
+    fn ingested(&self, account: &str, event_id: &str) -> Result<Option<String>, StoreError> {
+        self.pg_ingested(account, event_id)
     }
 
     fn campaign_run(&self, name: &str) -> Result<Option<crate::campaign::CampaignRun>, StoreError> {
