@@ -39,10 +39,11 @@ pub enum Table {
     CampaignJobs,
     SyncRuns,
     People,
+    IngestEvents,
 }
 
 impl Table {
-    pub const ALL: [Table; 16] = [
+    pub const ALL: [Table; 17] = [
         Table::Followers,
         Table::Audit,
         Table::Tokens,
@@ -59,6 +60,7 @@ impl Table {
         Table::CampaignJobs,
         Table::SyncRuns,
         Table::People,
+        Table::IngestEvents,
     ];
 
     /// The name operators see (the PostgreSQL table's).
@@ -80,6 +82,7 @@ impl Table {
             Table::CampaignJobs => "campaign_jobs",
             Table::SyncRuns => "sync_runs",
             Table::People => "people",
+            Table::IngestEvents => "ingest_events",
         }
     }
 }
@@ -149,6 +152,12 @@ pub enum Row {
     },
     /// An account's latest follower sync (`siyu followers sync`), keyed by its account.
     SyncRun(SyncRun),
+    /// A shop event applied (`POST /ingest/v1/events`), to the follower `openid`.
+    IngestEvent {
+        account: String,
+        event_id: String,
+        openid: String,
+    },
     /// One identity of the people index.
     Person {
         unionid: String,

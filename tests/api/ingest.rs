@@ -153,10 +153,7 @@ async fn shop_events_apply_once_and_a_bad_event_is_refused_alone() {
         .filter_map(|r| r["error"].as_str().map(str::to_string))
         .collect();
     assert!(errors[0].contains("props.amount is missing"), "{errors:?}");
-    assert!(
-        errors[1].contains("is known with unionid"),
-        "{errors:?}"
-    );
+    assert!(errors[1].contains("is known with unionid"), "{errors:?}");
     assert!(errors[2].contains("unknown account `nope`"), "{errors:?}");
     assert!(
         errors[3].contains("unknown event type `refund` (known types: coupon_used, order_paid)"),

@@ -114,6 +114,12 @@ fn spec(table: Table) -> Spec {
             "SELECT count(*) FROM sync_runs",
             &[T],
         ),
+        Table::IngestEvents => (
+            "SELECT account, event_id, openid FROM ingest_events \
+             WHERE (account, event_id) > ($1, $2) ORDER BY account, event_id LIMIT $3",
+            "SELECT count(*) FROM ingest_events",
+            &[T, T],
+        ),
         Table::People => (
             "SELECT unionid, account, openid FROM people \
              WHERE (unionid, account, openid) > ($1, $2, $3) \
@@ -243,6 +249,14 @@ fn decode(table: Table, r: &tokio_postgres::Row) -> Result<(Row, Vec<Key>), Stor
         Table::SyncRuns => (
             Row::SyncRun(from_json(name, &text(0), r.get(1))?),
             vec![Key::Text(text(0))],
+        ),
+        Table::IngestEvents => (
+            Row::IngestEvent {
+                account: text(0),
+                event_id: text(1),
+                openid: text(2),
+            },
+            vec![Key::Text(text(0)), Key::Text(text(1))],
         ),
         Table::People => (
             Row::Person {
@@ -448,6 +462,18 @@ fn upsert(row: &Row) -> (&'static Sql, Vec<Param>) {
                 [T, Type::JSONB]
             ),
             vec![s(&run.account), Box::new(to_json(run))],
+        ),
+        Row::IngestEvent {
+            account,
+            event_id,
+            openid,
+        } => (
+            sql!(
+                "INSERT INTO ingest_events (account, event_id, openid) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+                [T, T, T]
+            ),
+            vec![s(account), s(event_id), s(openid)],
         ),
         Row::Person {
             unionid,

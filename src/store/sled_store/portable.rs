@@ -58,6 +58,7 @@ impl SledStore {
             Table::CampaignJobs => (&self.jobs, b""),
             Table::SyncRuns => (&self.syncs, b""),
             Table::People => (&self.people, b""),
+            Table::IngestEvents => (&self.ingested, b""),
         }
     }
 
@@ -152,6 +153,14 @@ impl SledStore {
                 }
             }
             Table::SyncRuns => Row::SyncRun(from_json(name, k, v)?),
+            Table::IngestEvents => {
+                let (account, event_id) = split2(k).ok_or_else(|| corrupt(name, k, "no NUL"))?;
+                Row::IngestEvent {
+                    account,
+                    event_id,
+                    openid: String::from_utf8_lossy(v).into_owned(),
+                }
+            }
             Table::People => {
                 let (unionid, rest) = split2(k).ok_or_else(|| corrupt(name, k, "no NUL"))?;
                 let (account, openid) =
@@ -336,6 +345,15 @@ impl Portable for SledStore {
                 Row::SyncRun(run) => {
                     self.syncs
                         .insert(run.account.as_bytes(), json(run))
+                        .map_err(backend)?;
+                }
+                Row::IngestEvent {
+                    account,
+                    event_id,
+                    openid,
+                } => {
+                    self.ingested
+                        .insert(key(account, event_id), openid.as_bytes())
                         .map_err(backend)?;
                 }
                 Row::Person {
