@@ -526,7 +526,9 @@ fn the_openapi_file_lists_every_route() {
         include_str!("../../src/server/admin.rs"),
         include_str!("../../src/server/admin_campaigns.rs"),
         include_str!("../../src/server/admin_coupons.rs"),
-        include_str!("../../src/server/admin_segments.rs")
+        include_str!("../../src/server/admin_segments.rs"),
+        include_str!("../../src/server/admin_sync.rs"),
+        include_str!("../../src/server/admin_people.rs")
     );
     let routes: Vec<&str> = source
         .lines()
