@@ -27,6 +27,10 @@ pub enum Segment {
     Scene(Cmp, String),
     /// `any_scene = "x"`: any scene ever seen.
     AnyScene(String),
+    /// `subscribe_scene = ADD_SCENE_QR_CODE`: how WeChat says the follower came (a sync).
+    SubscribeScene(Cmp, String),
+    /// `staff = zhangsan`: a WeCom contact this staff member has added.
+    Staff(String),
     Attr(String, Cmp, String),
     Counter(String, Cmp, i64),
     MessagesIn(Cmp, i64),
@@ -74,6 +78,7 @@ struct Parser {
 pub const MAX_DEPTH: usize = 100;
 
 const FIELDS: &str = "tag:NAME, subscribed, in_cs_window, has_attr NAME, scene, any_scene, \
+                      subscribe_scene, staff, \
                       attr.NAME, counter.NAME, messages_in, subscribed_within, \
                       last_message_within, last_message_before";
 
@@ -113,6 +118,10 @@ impl Segment {
             Segment::InCsWindow => f.cs_open(now).is_ok(),
             Segment::HasAttr(a) => f.attributes.contains_key(a),
             Segment::Scene(cmp, v) => compare(f.first_scene.as_deref().unwrap_or(""), *cmp, v),
+            Segment::SubscribeScene(cmp, v) => {
+                compare(f.subscribe_scene.as_deref().unwrap_or(""), *cmp, v)
+            }
+            Segment::Staff(v) => f.staff.iter().any(|l| l.userid == *v),
             Segment::AnyScene(v) => {
                 f.first_scene.as_deref() == Some(v.as_str())
                     || f.scenes.iter().any(|s| s.scene == *v)
@@ -386,6 +395,23 @@ impl Parser {
             let cmp = self.cmp()?;
             return Ok(Segment::Scene(cmp, self.value("a scene")?));
         }
+        if lower == "subscribe_scene" {
+            let cmp = self.cmp()?;
+            return Ok(Segment::SubscribeScene(
+                cmp,
+                self.value("a subscribe scene")?,
+            ));
+        }
+        if lower == "staff" {
+            if !self.peek_op(&["="]) {
+                return Err(err(
+                    self.col(),
+                    &format!("expected `=` after staff, found {}", self.found()),
+                ));
+            }
+            self.pos += 1;
+            return Ok(Segment::Staff(self.value("a staff member's userid")?));
+        }
         if lower == "any_scene" {
             if !self.peek_op(&["="]) {
                 return Err(err(
@@ -549,6 +575,8 @@ impl fmt::Display for Segment {
             Segment::HasAttr(a) => write!(f, "has_attr {}", quoted(a)),
             Segment::Scene(c, v) => write!(f, "scene {c} {}", quoted(v)),
             Segment::AnyScene(v) => write!(f, "any_scene = {}", quoted(v)),
+            Segment::SubscribeScene(c, v) => write!(f, "subscribe_scene {c} {}", quoted(v)),
+            Segment::Staff(v) => write!(f, "staff = {}", quoted(v)),
             Segment::Attr(n, c, v) => write!(f, "attr.{n} {c} {}", quoted(v)),
             Segment::Counter(n, c, v) => write!(f, "counter.{n} {c} {v}"),
             Segment::MessagesIn(c, v) => write!(f, "messages_in {c} {v}"),
@@ -638,6 +666,30 @@ mod tests {
             assert_eq!(e.column, column, "{src}: {e}");
             assert!(e.message.contains(fragment), "{src}: {e}");
         }
+    }
+
+    #[test]
+    fn what_a_sync_brings_is_in_the_language() {
+        let mut f = follower();
+        f.subscribe_scene = Some("ADD_SCENE_QR_CODE".into());
+        f.staff.push(crate::follower::StaffLink {
+            userid: "zhangsan".into(),
+            ..Default::default()
+        });
+        for (expr, want) in [
+            ("subscribe_scene = ADD_SCENE_QR_CODE", true),
+            ("subscribe_scene != ADD_SCENE_SEARCH", true),
+            ("staff = zhangsan", true),
+            ("staff = lisi", false),
+            ("NOT staff = lisi AND counter.orders >= 3", true),
+        ] {
+            let seg = Segment::parse(expr).unwrap_or_else(|e| panic!("{expr}: {e}"));
+            assert_eq!(seg.matches(&f, NOW), want, "{expr}");
+            let again = Segment::parse(&seg.to_string()).unwrap();
+            assert_eq!(again, seg, "{expr} prints as it parses");
+        }
+        let e = Segment::parse("staff zhangsan").unwrap_err();
+        assert!(e.message.contains("expected `=` after staff"), "{e}");
     }
 
     fn follower() -> Follower {

@@ -365,6 +365,11 @@ mod tests {
                 vec![("replies/a.toml:4:9", "`scene` needs an `event` trigger")],
             ),
             (
+                "a when that is not a segment expression",
+                vec![(A, "[[rule]]\nname = \"a\"\nkeywords = \"x\"\nwhen = \"counter.orders >= lots\"\n")],
+                vec![("replies/a.toml:4:27", "when: `lots` is not a whole number")],
+            ),
+            (
                 "empty scene value",
                 vec![(A, "[[rule]]\nname = \"a\"\nevent = \"scan\"\nscene = [\"\"]\n")],
                 vec![("replies/a.toml:4:10", "empty scene: use \"*\"")],

@@ -111,7 +111,11 @@ impl RuleTable {
         for candidate in candidates {
             let rule = &self.rules[candidate.rule];
             let conditions_hold = rule.if_tags.iter().all(|t| follower.has_tag(t))
-                && !rule.unless_tags.iter().any(|t| follower.has_tag(t));
+                && !rule.unless_tags.iter().any(|t| follower.has_tag(t))
+                && rule
+                    .when
+                    .as_ref()
+                    .is_none_or(|w| w.matches(follower, msg.create_time));
             if !conditions_hold {
                 continue;
             }
@@ -206,6 +210,31 @@ mod tests {
 
     fn event(event: Event) -> Inbound {
         inbound(InboundKind::Event(event))
+    }
+
+    #[test]
+    fn a_when_condition_gates_a_rule_on_the_followers_state() {
+        let t = table(&[(
+            "a.toml",
+            r#"
+[[rule]]
+name = "buyers"
+keywords = ["优惠"]
+when = "counter.orders >= 1 AND NOT tag:vip"
+reply = "老客专享"
+
+[[rule]]
+name = "everyone"
+keywords = ["优惠"]
+reply = "新客礼"
+"#,
+        )]);
+        let mut f = follower(&[]);
+        assert_eq!(shown(&t.decide(&text("优惠"), &mut f, 1)), "新客礼");
+        f.counters.insert("orders".into(), 2);
+        assert_eq!(shown(&t.decide(&text("优惠"), &mut f, 1)), "老客专享");
+        f.tags.insert("vip".into());
+        assert_eq!(shown(&t.decide(&text("优惠"), &mut f, 1)), "新客礼");
     }
 
     fn follower(tags: &[&str]) -> Follower {

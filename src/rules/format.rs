@@ -28,6 +28,7 @@
 //! # default = true             # or: the answer when no other rule took a message
 //! if_tag = ["vip"]             # the follower has ALL these tags…
 //! unless_tag = ["blocked"]     # …and NONE of these
+//! when = "counter.orders >= 1 AND subscribed_within 30d"   # …and this segment expression holds
 //! reply = "领券：{attr.coupon_link}"
 //! followups = [                # more messages after the reply (see Follow-ups below)
 //!   { after = 2, text = "第二条：今天的新品是桂花乌龙" },
@@ -217,6 +218,8 @@ pub(crate) struct RawRule {
     pub default: Option<Spanned<bool>>,
     pub if_tag: Option<Spanned<Strings>>,
     pub unless_tag: Option<Spanned<Strings>>,
+    /// A segment expression over the follower (README "Segments").
+    pub when: Option<Spanned<String>>,
     pub reply: Option<Spanned<RawReply>>,
     pub add_tags: Option<Spanned<Strings>>,
     pub remove_tags: Option<Spanned<Strings>>,

@@ -28,6 +28,8 @@ pub(crate) struct Rule {
     pub priority: i64,
     pub if_tags: Vec<String>,
     pub unless_tags: Vec<String>,
+    /// `when`: a segment expression the follower must match (at the message's time).
+    pub when: Option<crate::segment::Segment>,
     pub reply: Option<ReplyTemplate>,
     pub actions: Actions,
     pub continues: bool,
@@ -51,7 +53,10 @@ impl Rule {
     /// Whether the rule, once tried, surely ends the search: no condition can skip it
     /// and it does not `continue`. Such a rule hides every rule tried after it.
     pub fn always_ends(&self) -> bool {
-        self.if_tags.is_empty() && self.unless_tags.is_empty() && !self.continues
+        self.if_tags.is_empty()
+            && self.unless_tags.is_empty()
+            && self.when.is_none()
+            && !self.continues
     }
 
     /// Every template of the rule: its reply's, its `set` values', its follow-ups'.
@@ -177,6 +182,7 @@ impl RuleCx<'_, '_> {
             .map(|list| FollowUpTemplate::compile_all(list, groups, self.errors).ok_or(Reported));
         let if_tags = self.tags(&raw.if_tag);
         let unless_tags = self.tags(&raw.unless_tag);
+        let when = raw.when.as_ref().map(|w| self.condition(w)).transpose();
         let issue_coupon = raw
             .issue_coupon
             .as_ref()
@@ -218,6 +224,7 @@ impl RuleCx<'_, '_> {
             priority: raw.priority,
             if_tags: if_tags?,
             unless_tags: unless_tags?,
+            when: when?,
             reply,
             actions,
             continues: raw.continues,
@@ -473,6 +480,23 @@ impl RuleCx<'_, '_> {
     }
 
     /// Tag names, as written: tags are identifiers, not text, so they are not normalised.
+    /// `when`: the expression parsed, a mistake reported at its column inside the string.
+    fn condition(&mut self, w: &Spanned<String>) -> Result<crate::segment::Segment, Reported> {
+        crate::segment::Segment::parse(w.get_ref()).map_err(|e| {
+            // Inside a plain "…" string the expression's characters follow the quote one to
+            // one; with escapes the count may drift, so it never points past the string.
+            let inside: usize = w
+                .get_ref()
+                .chars()
+                .take(e.column.saturating_sub(1))
+                .map(char::len_utf8)
+                .sum();
+            let offset = (w.span().start + 1 + inside).min(w.span().end.saturating_sub(1));
+            self.errors.push(offset, format!("when: {}", e.message));
+            Reported
+        })
+    }
+
     fn tags(&mut self, list: &Option<Spanned<Strings>>) -> Result<Vec<String>, Reported> {
         let tags = list.as_ref().map(items).unwrap_or_default();
         all(tags.into_iter().map(|tag| {
