@@ -16,8 +16,20 @@ use crate::follower::Follower;
 pub enum Action {
     AddTag(String),
     RemoveTag(String),
-    SetAttribute { key: String, value: String },
-    Increment { counter: String, by: i64 },
+    SetAttribute {
+        key: String,
+        value: String,
+    },
+    Increment {
+        counter: String,
+        by: i64,
+    },
+    /// An `[[autotag]]` put the tag on (`add`) or took it off, its condition having
+    /// started or stopped holding.
+    AutoTag {
+        tag: String,
+        add: bool,
+    },
 }
 
 impl Action {
@@ -37,6 +49,12 @@ impl Action {
                 let value = follower.counters.entry(counter.clone()).or_insert(0);
                 *value = value.saturating_add(*by);
             }
+            Action::AutoTag { tag, add: true } => {
+                follower.tags.insert(tag.clone());
+            }
+            Action::AutoTag { tag, add: false } => {
+                follower.tags.remove(tag);
+            }
         }
     }
 }
@@ -51,6 +69,8 @@ impl fmt::Display for Action {
                 write!(f, "counter {counter} -= {}", by.unsigned_abs())
             }
             Action::Increment { counter, by } => write!(f, "counter {counter} += {by}"),
+            Action::AutoTag { tag, add: true } => write!(f, "autotag +{tag}"),
+            Action::AutoTag { tag, add: false } => write!(f, "autotag -{tag}"),
         }
     }
 }

@@ -67,6 +67,29 @@ pub(crate) fn compile(
         }
     }
 
+    let mut autotags = Vec::new();
+    for (source, file) in sources.iter().zip(&files) {
+        let mut errors = file_errors(source, &mut all_errors);
+        for raw in &file.autotags {
+            let tag = raw.tag.get_ref().trim();
+            if tag.is_empty() {
+                errors.push(raw.tag.span().start, "empty tag name");
+                continue;
+            }
+            match crate::segment::Segment::parse(raw.when.get_ref()) {
+                Ok(when) => autotags.push(super::AutoTag {
+                    tag: tag.to_string(),
+                    when,
+                    remove: raw.remove,
+                }),
+                Err(e) => errors.push(
+                    expression_offset(&raw.when, e.column),
+                    format!("when: {}", e.message),
+                ),
+            }
+        }
+    }
+
     let Indexes {
         text,
         events,
@@ -99,6 +122,7 @@ pub(crate) fn compile(
                 summary,
                 files: sources.iter().map(|s| s.name.clone()).collect(),
                 intents: intent_defs,
+                autotags,
             })
         }
         _ => {
@@ -224,6 +248,19 @@ fn define_intents<'s>(
         .map(|(name, (id, _))| (name, id))
         .collect();
     (names, defs)
+}
+
+/// Where column `column` of a segment expression written as a TOML string is in the file.
+/// Inside a plain "…" string the expression's characters follow the quote one to one; with
+/// escapes the count may drift, so it never points past the string.
+pub(super) fn expression_offset(w: &toml::Spanned<String>, column: usize) -> usize {
+    let inside: usize = w
+        .get_ref()
+        .chars()
+        .take(column.saturating_sub(1))
+        .map(char::len_utf8)
+        .sum();
+    (w.span().start + 1 + inside).min(w.span().end.saturating_sub(1))
 }
 
 fn file_errors<'a>(source: &'a RuleSource, errors: &'a mut Vec<RuleError>) -> FileErrors<'a> {
@@ -368,6 +405,14 @@ mod tests {
                 "a when that is not a segment expression",
                 vec![(A, "[[rule]]\nname = \"a\"\nkeywords = \"x\"\nwhen = \"counter.orders >= lots\"\n")],
                 vec![("replies/a.toml:4:27", "when: `lots` is not a whole number")],
+            ),
+            (
+                "an autotag without a condition, and one with a broken one",
+                vec![(A, "[[autotag]]\ntag = \"x\"\n\n[[autotag]]\ntag = \"y\"\nwhen = \"tag:\"\n")],
+                vec![
+                    ("replies/a.toml:1:1", "missing field `when`"),
+                    ("replies/a.toml:6:9", "when: tag: needs a tag name"),
+                ],
             ),
             (
                 "empty scene value",

@@ -147,6 +147,13 @@ impl RuleTable {
                 break;
             }
         }
+        // Automatic tags see the follower as the message and the fired rules left them.
+        let (added, removed) = self.autotag(follower, msg.create_time);
+        let auto = |add: bool| move |tag: String| Action::AutoTag { tag, add };
+        decision.actions.extend(added.into_iter().map(auto(true)));
+        decision
+            .actions
+            .extend(removed.into_iter().map(auto(false)));
         let follower = &*follower;
         let refused = coupon.as_ref().is_some_and(|c| !c.refused.is_empty());
         let base = Context {
@@ -235,6 +242,55 @@ reply = "新客礼"
         assert_eq!(shown(&t.decide(&text("优惠"), &mut f, 1)), "老客专享");
         f.tags.insert("vip".into());
         assert_eq!(shown(&t.decide(&text("优惠"), &mut f, 1)), "新客礼");
+    }
+
+    #[test]
+    fn autotags_follow_the_followers_state_in_the_same_decision() {
+        let t = table(&[(
+            "a.toml",
+            r#"
+[[rule]]
+name = "coupon-question"
+keywords = ["券"]
+incr = { coupon_asks = 1 }
+reply = "领券"
+
+[[autotag]]
+tag = "coupon-hunter"
+when = "counter.coupon_asks >= 3"
+
+[[autotag]]
+tag = "chatty"
+when = "messages_in >= 2"
+remove = true
+"#,
+        )]);
+        let mut f = follower(&[]);
+        for ask in 1..=3 {
+            f.messages_in = ask;
+            let d = t.decide(&text("券"), &mut f, 1);
+            let autos: Vec<String> = d
+                .actions
+                .iter()
+                .filter(|a| matches!(a, Action::AutoTag { .. }))
+                .map(ToString::to_string)
+                .collect();
+            match ask {
+                1 => assert!(autos.is_empty(), "{autos:?}"),
+                2 => assert_eq!(autos, ["autotag +chatty"]),
+                _ => assert_eq!(autos, ["autotag +coupon-hunter"], "the third question"),
+            }
+        }
+        assert!(f.has_tag("coupon-hunter") && f.has_tag("chatty"));
+        // `remove = true`: off again once the condition stops holding; the other stays.
+        f.messages_in = 0;
+        f.counters.clear();
+        let d = t.decide(&text("别的"), &mut f, 1);
+        assert!(d.actions.contains(&Action::AutoTag {
+            tag: "chatty".into(),
+            add: false
+        }));
+        assert!(!f.has_tag("chatty") && f.has_tag("coupon-hunter"));
     }
 
     fn follower(tags: &[&str]) -> Follower {

@@ -144,6 +144,18 @@ pub(crate) struct RawFile {
     /// In name order (TOML tables are unordered); the name keeps its span.
     pub intents: Vec<(Spanned<String>, RawIntent)>,
     pub rules: Vec<RawRule>,
+    pub autotags: Vec<RawAutoTag>,
+}
+
+/// `[[autotag]]`: a tag the follower carries while a segment expression holds.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAutoTag {
+    pub tag: Spanned<String>,
+    pub when: Spanned<String>,
+    /// Take the tag off again when the expression stops holding (default: it stays).
+    #[serde(default)]
+    pub remove: bool,
 }
 
 /// Reads `text`, recording in `errors` every intent and rule that cannot be read; the
@@ -186,9 +198,22 @@ pub(crate) fn parse_file(text: &str, errors: &mut FileErrors<'_>) -> RawFile {
                 span.start,
                 "`rule` must be an array of tables: write `[[rule]]` (double brackets)",
             ),
+            ("autotag", DeValue::Array(tags)) => {
+                for value in tags {
+                    let at = value.span().start;
+                    match RawAutoTag::deserialize(ValueDeserializer::from(value)) {
+                        Ok(t) => file.autotags.push(t),
+                        Err(e) => errors.push(toml_offset(&e, at), e.message().trim()),
+                    }
+                }
+            }
+            ("autotag", _) => errors.push(
+                span.start,
+                "`autotag` must be an array of tables: write `[[autotag]]` (double brackets)",
+            ),
             (other, _) => errors.push(
                 key.span().start,
-                format!("unknown top-level key `{other}` (a rule file holds `[intents]` and `[[rule]]`)"),
+                format!("unknown top-level key `{other}` (a rule file holds `[intents]`, `[[rule]]` and `[[autotag]]`)"),
             ),
         }
     }

@@ -102,6 +102,42 @@ pub struct RuleTable {
     files: Vec<String>,
     /// By id, for warnings.
     intents: Vec<compile::Intent>,
+    /// `[[autotag]]`s, in file order.
+    autotags: Vec<AutoTag>,
+}
+
+/// A tag the follower carries while its condition holds (`[[autotag]]`), re-evaluated
+/// after every change to the follower in the same commit.
+#[derive(Debug, Clone)]
+pub struct AutoTag {
+    pub tag: String,
+    pub when: crate::segment::Segment,
+    /// Taken off when the condition stops holding.
+    pub remove: bool,
+}
+
+impl RuleTable {
+    /// The autotags' changes to `follower` at `now`, applied: (added, removed).
+    pub fn autotag(
+        &self,
+        follower: &mut crate::follower::Follower,
+        now: i64,
+    ) -> (Vec<String>, Vec<String>) {
+        let (mut added, mut removed) = (Vec::new(), Vec::new());
+        for a in &self.autotags {
+            let holds = a.when.matches(follower, now);
+            if holds && follower.tags.insert(a.tag.clone()) {
+                added.push(a.tag.clone());
+            } else if !holds && a.remove && follower.tags.remove(&a.tag) {
+                removed.push(a.tag.clone());
+            }
+        }
+        (added, removed)
+    }
+
+    pub fn autotags(&self) -> &[AutoTag] {
+        &self.autotags
+    }
 }
 
 impl RuleTable {

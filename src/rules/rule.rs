@@ -483,15 +483,7 @@ impl RuleCx<'_, '_> {
     /// `when`: the expression parsed, a mistake reported at its column inside the string.
     fn condition(&mut self, w: &Spanned<String>) -> Result<crate::segment::Segment, Reported> {
         crate::segment::Segment::parse(w.get_ref()).map_err(|e| {
-            // Inside a plain "…" string the expression's characters follow the quote one to
-            // one; with escapes the count may drift, so it never points past the string.
-            let inside: usize = w
-                .get_ref()
-                .chars()
-                .take(e.column.saturating_sub(1))
-                .map(char::len_utf8)
-                .sum();
-            let offset = (w.span().start + 1 + inside).min(w.span().end.saturating_sub(1));
+            let offset = super::compile::expression_offset(w, e.column);
             self.errors.push(offset, format!("when: {}", e.message));
             Reported
         })

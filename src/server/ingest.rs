@@ -154,6 +154,8 @@ fn apply_all(
             }
         };
         let mut added = Vec::new();
+        // The account's automatic tags, re-evaluated in the same write as the event.
+        let rules = state.accounts[&event.account].rules.current();
         let ingested =
             state
                 .store
@@ -164,6 +166,8 @@ fn apply_all(
                         (None, UnknownFollower::Refuse) => return None,
                     };
                     added = change.apply(&mut f);
+                    let (auto, _) = rules.table.autotag(&mut f, now);
+                    added.extend(auto);
                     Some(f)
                 })?;
         results.push(match ingested {

@@ -258,6 +258,65 @@ async fn without_a_token_the_endpoint_is_off_and_unknown_followers_can_be_refuse
     app.stop().await;
 }
 
+/// An `[[autotag]]` in the rule folder is re-evaluated in the same write as a shop event:
+/// the order that takes a follower's spend past ¥1,000 tags them; `siyu simulate` shows an
+/// autotag a message would add.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shop_event_that_meets_an_autotag_condition_tags_the_follower() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = ingest_settings(dir.path(), &format!("token = \"{TOKEN}\"\n"));
+    std::fs::write(
+        dir.path().join("replies/autotags.toml"),
+        "[[autotag]]\ntag = \"high-value\"\nwhen = \"counter.spend_fen >= 100000\"\n\n\
+         [[rule]]\nname = \"ask\"\nkeywords = [\"积分\"]\nincr = { spend_fen = 100000 }\nreply = \"ok\"\n",
+    )
+    .unwrap();
+    let config = settings.source.display().to_string();
+    // The rules are read at start: the file is there before.
+    let app = spawn_with(
+        Settings::load(std::path::Path::new(&config))
+            .map(|mut s| {
+                s.bind = "127.0.0.1:0".into();
+                s
+            })
+            .unwrap(),
+    )
+    .await;
+    let body =
+        |id: &str, amount: f64| json!({"events": [order(id, "o_big", json!(amount))]}).to_string();
+    post(&app, Some(TOKEN), body("big-1", 600.0)).await;
+    assert!(!app
+        .store
+        .follower("safe", "o_big")
+        .unwrap()
+        .unwrap()
+        .has_tag("high-value"));
+    let r = post(&app, Some(TOKEN), body("big-2", 400.0)).await;
+    assert_eq!(
+        statuses(&r),
+        [("big-2".into(), "applied".into())],
+        "{}",
+        r.body
+    );
+    let f = app.store.follower("safe", "o_big").unwrap().unwrap();
+    assert_eq!(f.counters.get("spend_fen"), Some(&100_000));
+    assert!(f.has_tag("high-value"), "{f:?}");
+    app.stop().await;
+
+    let (code, out, err) = siyu(&[
+        "simulate",
+        "--config",
+        &config,
+        "--account",
+        "plain",
+        "--from",
+        "o_new",
+        "积分",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("autotag +high-value"), "{out}");
+}
+
 /// An event may name the person by unionid: the people index (written by a sync) finds
 /// their openid in the event's account; a unionid nobody synced is refused, alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
