@@ -90,6 +90,20 @@ pub fn run(config: &Path, args: &ImportArgs) -> ExitCode {
         }
     };
     let width = reader.headers().map_or(0, csv::StringRecord::len);
+    // The account's rules, for its automatic tags: an imported counter may meet one.
+    let account = settings.account(&args.account).expect("checked above");
+    let rules = match crate::rulebook::load_dir(&account.replies_dir, &settings.rule_context()) {
+        Ok(t) => t,
+        Err(e) => {
+            errln!("rules {}: refused\n{e}", account.replies_dir.display());
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let now = crate::outbox::now_ms() / 1000;
+    let line_with_autotags = |line: &ImportLine, f: &mut Follower| {
+        line.apply(f);
+        rules.autotag(f, now);
+    };
     // The store is opened only once the file's header is sound. Beside a running sled
     // server there is no admin route for an import yet: stop the server (PostgreSQL
     // stores are shared and never in the way).
@@ -139,9 +153,15 @@ pub fn run(config: &Path, args: &ImportArgs) -> ExitCode {
             }
         };
         let done = if args.dry_run {
-            dry(store.as_ref(), &args.account, &parsed, &mut seen)
+            dry(
+                store.as_ref(),
+                &args.account,
+                &parsed,
+                &mut seen,
+                &line_with_autotags,
+            )
         } else {
-            apply(store.as_ref(), &args.account, &parsed)
+            apply(store.as_ref(), &args.account, &parsed, &line_with_autotags)
         };
         match done {
             Ok(o) => tally.count(o),
@@ -181,6 +201,7 @@ fn dry(
     account: &str,
     line: &ImportLine,
     seen: &mut HashMap<String, Follower>,
+    change: &dyn Fn(&ImportLine, &mut Follower),
 ) -> Result<ImportOutcome, StoreError> {
     let stored = match seen.get(&line.openid) {
         Some(f) => Some(f.clone()),
@@ -188,18 +209,24 @@ fn dry(
     };
     let outcome = line.outcome(stored.as_ref());
     let mut after = stored.unwrap_or_else(|| Follower::new(&line.openid));
-    line.apply(&mut after);
+    change(line, &mut after);
     seen.insert(line.openid.clone(), after);
     Ok(outcome)
 }
 
 /// One atomic write: `update_follower` for a known follower; a new one through
 /// `apply_callback` (which creates a record atomically, whoever else writes it meanwhile).
-fn apply(store: &dyn Store, account: &str, line: &ImportLine) -> Result<ImportOutcome, StoreError> {
+/// `change`: the line's values, then the account's automatic tags.
+fn apply(
+    store: &dyn Store,
+    account: &str,
+    line: &ImportLine,
+    change: &dyn Fn(&ImportLine, &mut Follower),
+) -> Result<ImportOutcome, StoreError> {
     let mut outcome = ImportOutcome::Unchanged;
     let known = store.update_follower(account, &line.openid, &mut |f| {
         outcome = line.outcome(Some(f));
-        line.apply(f);
+        change(line, f);
     })?;
     if known.is_some() {
         return Ok(outcome);
@@ -215,7 +242,7 @@ fn apply(store: &dyn Store, account: &str, line: &ImportLine) -> Result<ImportOu
     store.apply_callback(key, &mut |stored| {
         outcome = line.outcome(stored.as_ref());
         let mut f = stored.unwrap_or_else(|| Follower::new(&line.openid));
-        line.apply(&mut f);
+        change(line, &mut f);
         Commit {
             follower: Some(f),
             answer: Answer {

@@ -79,11 +79,28 @@ fn local(store: Arc<dyn Store>, settings: &Settings, args: &SyncArgs) -> ExitCod
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
+    let account_settings = settings
+        .account(&args.account)
+        .expect("runnable checked it");
+    let rules =
+        match crate::rulebook::load_dir(&account_settings.replies_dir, &settings.rule_context()) {
+            Ok(t) => Arc::new(t),
+            Err(e) => {
+                errln!(
+                    "rules {}: refused\n{e}",
+                    account_settings.replies_dir.display()
+                );
+                return ExitCode::from(EXIT_INVALID);
+            }
+        };
     let options = SyncOptions {
         restart: args.restart,
         by: "cli".into(),
         rate_per_sec: rate,
         owner: format!("cli-{}", std::process::id()),
+        autotag: Some(Arc::new(move |f, now| {
+            rules.autotag(f, now);
+        })),
     };
     let account = args.account.clone();
     let outcome = runtime.block_on(async {

@@ -111,6 +111,13 @@ async fn start(
         by: who.clone(),
         rate_per_sec: api.rate_per_sec,
         owner: format!("server-{}", std::process::id()),
+        // The rules in force at each step: a reload during a long sync applies from then on.
+        autotag: Some({
+            let book = state.accounts[&account].rules.clone();
+            std::sync::Arc::new(move |f: &mut crate::follower::Follower, now| {
+                book.current().table.autotag(f, now);
+            })
+        }),
     };
     let store = state.store.clone();
     let acc = account.clone();

@@ -47,8 +47,11 @@ pub enum SyncError {
     Busy(String),
 }
 
+/// The account's automatic tags, applied to each follower a step writes (at `now`).
+pub type Autotag = std::sync::Arc<dyn Fn(&mut Follower, i64) + Send + std::marker::Sync>;
+
 /// How a run is started.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct SyncOptions {
     /// Drop an unfinished run and start from the first page.
     pub restart: bool,
@@ -58,6 +61,20 @@ pub struct SyncOptions {
     pub rate_per_sec: f64,
     /// Names this process in the lease.
     pub owner: String,
+    /// The account's `[[autotag]]`s (README "Automatic tags").
+    pub autotag: Option<Autotag>,
+}
+
+impl std::fmt::Debug for SyncOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncOptions")
+            .field("restart", &self.restart)
+            .field("by", &self.by)
+            .field("rate_per_sec", &self.rate_per_sec)
+            .field("owner", &self.owner)
+            .field("autotag", &self.autotag.is_some())
+            .finish()
+    }
 }
 
 /// The run to go on with: the unfinished one (`restart` unset), else a new one.
@@ -106,6 +123,7 @@ pub async fn run(
         progress,
         lease,
         owner,
+        autotag: options.autotag.clone(),
     };
     let result = sync.drive(&mut run, &mut stop).await;
     let (store2, lease, owner) = (store.clone(), sync.lease.clone(), sync.owner.clone());
@@ -121,6 +139,7 @@ struct Sync {
     progress: watch::Sender<SyncRun>,
     lease: String,
     owner: String,
+    autotag: Option<Autotag>,
 }
 
 /// Why the walk stopped early.
@@ -296,6 +315,7 @@ impl Sync {
             .collect();
         ids.sort_unstable();
         ids.dedup();
+        let autotag = self.autotag.clone();
         let stored = blocking(&self.store, move |s| {
             renew(s, &lease, &owner)?;
             s.sync_step(&account, &ids, &mut next, &mut |run, id, stored| {
@@ -305,6 +325,9 @@ impl Sync {
                     .filter(|e| e.external_contact.external_userid == id)
                 {
                     contact = Some(merge_contact(contact, e, &tags, run, asked_at));
+                }
+                if let (Some(f), Some(autotag)) = (contact.as_mut(), &autotag) {
+                    autotag(f, asked_at);
                 }
                 contact
             })?;
@@ -508,6 +531,7 @@ impl Sync {
         let account = self.account.clone();
         let tags = tags.clone();
         let (lease, owner) = (self.lease.clone(), self.owner.clone());
+        let autotag = self.autotag.clone();
         let stored = blocking(&self.store, move |s| {
             renew(s, &lease, &owner)?;
             s.sync_step(&account, &batch, &mut next, &mut |run, openid, stored| {
@@ -523,8 +547,11 @@ impl Sync {
                     run.fail(openid, 1, "WeChat's answer left this follower out".into());
                     return None;
                 };
-                let (f, outcome): (Follower, _) = merge(stored, info, &tags, run, asked_at);
+                let (mut f, outcome): (Follower, _) = merge(stored, info, &tags, run, asked_at);
                 run.counts.add(outcome);
+                if let Some(autotag) = &autotag {
+                    autotag(&mut f, asked_at);
+                }
                 Some(f)
             })?;
             Ok::<_, StoreError>(next)

@@ -454,6 +454,12 @@ fn a_bad_mapping_is_refused_at_its_line() {
 fn followers_import_reports_bad_lines_and_applies_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let config = ingest_config(dir.path(), "");
+    // An automatic tag the imported counters meet.
+    std::fs::write(
+        dir.path().join("replies/autotags.toml"),
+        "[[autotag]]\ntag = \"repeat-buyer\"\nwhen = \"counter.orders >= 2\"\n",
+    )
+    .unwrap();
     {
         let store = open_store(&dir.path().join("data/siyu.sled"));
         let mut known = siyu::follower::Follower::new("o_known");
@@ -526,6 +532,10 @@ fn followers_import_reports_bad_lines_and_applies_the_rest() {
     let new = store.follower("safe", "o_new").unwrap().unwrap();
     assert_eq!(new.counters["spend_fen"], 12850);
     assert!(new.tags.contains("老客户") && !new.subscribed);
+    assert!(
+        new.has_tag("repeat-buyer"),
+        "the autotag, in the same write: {new:?}"
+    );
     let known = store.follower("safe", "o_known").unwrap().unwrap();
     assert!(
         known.tags.contains("old") && known.tags.contains("vip"),

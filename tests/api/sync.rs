@@ -601,3 +601,40 @@ async fn wecom_contacts_sync_once_per_person_with_every_staff_members_side() {
     );
     fake.stop().await;
 }
+
+/// The account's `[[autotag]]`s apply to what a sync brings in, in the same write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_applies_the_accounts_autotags() {
+    let fake = FakeWechat::start("127.0.0.1:0").unwrap();
+    fake.populate(population(300, &[("老客", 3)])).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let replies = dir.path().join("replies");
+    std::fs::create_dir_all(&replies).unwrap();
+    std::fs::write(
+        replies.join("auto.toml"),
+        "[[autotag]]\ntag = \"regular\"\nwhen = \"tag:老客 AND subscribed\"\n",
+    )
+    .unwrap();
+    config(dir.path(), &fake, 0.0);
+    // `config` points the rules at the fixtures; point them at this folder instead.
+    let path = dir.path().join("config.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let at = text.find("[replies]\ndir = ").unwrap();
+    let end = at + text[at..].find('\n').unwrap() + 1;
+    let end = end + text[end..].find('\n').unwrap() + 1;
+    let text = format!(
+        "{}[replies]\ndir = \"replies\"\n{}",
+        &text[..at],
+        &text[end..]
+    );
+    std::fs::write(&path, text).unwrap();
+    let (code, run, err) = sync(dir.path(), &[]).await;
+    assert_eq!(code, 0, "{run}\n{err}");
+    let all = followers(dir.path());
+    let regulars = all.iter().filter(|f| f.has_tag("regular")).count();
+    assert_eq!(regulars, 100, "every 3rd of 300 carries 老客");
+    assert!(all
+        .iter()
+        .all(|f| f.has_tag("regular") == f.has_tag("老客")));
+    fake.stop().await;
+}
