@@ -62,21 +62,10 @@ pub fn run(args: &FollowersArgs) -> ExitCode {
         // clap requires --account without a subcommand.
         (None, None) => return ExitCode::from(super::EXIT_USAGE),
     };
-    let settings = match Settings::load(&args.config.config) {
+    let settings = match super::settings_with_account(&args.config.config, account) {
         Ok(s) => s,
-        Err(e) => {
-            errln!("error: {e}");
-            return ExitCode::from(EXIT_INVALID);
-        }
+        Err(code) => return code,
     };
-    if settings.account(account).is_none() {
-        errln!(
-            "error: no account `{}` in {}",
-            account,
-            settings.source.display()
-        );
-        return ExitCode::from(EXIT_INVALID);
-    }
     let segment = match args.segment.as_deref().map(Segment::parse).transpose() {
         Ok(s) => s,
         Err(e) => {

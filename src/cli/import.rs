@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::{StoreOrServer, EXIT_INVALID, EXIT_RUNTIME};
-use crate::config::{Role, Settings};
+use crate::config::Role;
 use crate::follower::Follower;
 use crate::ingest::{ImportLine, ImportOutcome};
 use crate::store::{Answer, CallbackKey, Commit, Store, StoreError};
@@ -46,21 +46,10 @@ impl Tally {
 }
 
 pub fn run(config: &Path, args: &ImportArgs) -> ExitCode {
-    let settings = match Settings::load(config) {
+    let settings = match super::settings_with_account(config, &args.account) {
         Ok(s) => s,
-        Err(e) => {
-            errln!("error: {e}");
-            return ExitCode::from(EXIT_INVALID);
-        }
+        Err(code) => return code,
     };
-    if settings.account(&args.account).is_none() {
-        errln!(
-            "error: no account `{}` in {}",
-            args.account,
-            settings.source.display()
-        );
-        return ExitCode::from(EXIT_INVALID);
-    }
     let shown = args.file.display().to_string();
     let mut reader = match csv::ReaderBuilder::new()
         .has_headers(true)

@@ -129,6 +129,26 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 }
 
 /// Where a command finds the store.
+/// The config, and an account it must have: what a command about one account starts with.
+/// Either mistake is printed and gives the exit code (1).
+pub fn settings_with_account(
+    config: &std::path::Path,
+    account: &str,
+) -> Result<Settings, ExitCode> {
+    let settings = Settings::load(config).map_err(|e| {
+        errln!("error: {e}");
+        ExitCode::from(EXIT_INVALID)
+    })?;
+    if settings.account(account).is_none() {
+        errln!(
+            "error: no account `{account}` in {}",
+            settings.source.display()
+        );
+        return Err(ExitCode::from(EXIT_INVALID));
+    }
+    Ok(settings)
+}
+
 pub enum StoreOrServer {
     /// Nobody else holds it: the command works on it itself.
     Local(Arc<dyn Store>),

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use super::remote::{Failure, Server};
 use super::{StoreOrServer, EXIT_INVALID};
-use crate::config::{Role, Settings};
+use crate::config::Role;
 use crate::follower::Follower;
 use crate::local_time::UtcOffset;
 
@@ -27,21 +27,10 @@ pub struct ShowArgs {
 type Identity = (String, String, Option<Follower>);
 
 pub fn run(config: &Path, args: &ShowArgs) -> ExitCode {
-    let settings = match Settings::load(config) {
+    let settings = match super::settings_with_account(config, &args.account) {
         Ok(s) => s,
-        Err(e) => {
-            errln!("error: {e}");
-            return ExitCode::from(EXIT_INVALID);
-        }
+        Err(code) => return code,
     };
-    if settings.account(&args.account).is_none() {
-        errln!(
-            "error: no account `{}` in {}",
-            args.account,
-            settings.source.display()
-        );
-        return ExitCode::from(EXIT_INVALID);
-    }
     let found = match super::store_or_server(&settings, Role::Viewer) {
         Ok(StoreOrServer::Local(store)) => local(store.as_ref(), args),
         Ok(StoreOrServer::Remote(server)) => remote(&server, args),

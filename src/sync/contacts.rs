@@ -196,6 +196,11 @@ mod tests {
             .collect()
     }
 
+    /// One entry of a page merged in.
+    fn seen(f: Option<Follower>, e: ContactEntry, run: &mut SyncRun, at: i64) -> Follower {
+        merge_contact(f, &e, &names(), run, at)
+    }
+
     fn set(tags: &[&str]) -> BTreeSet<String> {
         tags.iter().map(|t| t.to_string()).collect()
     }
@@ -203,20 +208,8 @@ mod tests {
     #[test]
     fn a_contact_of_two_staff_members_is_one_contact_counted_once() {
         let mut run = SyncRun::new("corp", 5_000, "t");
-        let f = merge_contact(
-            None,
-            &entry("zhangsan", &["etA"], "poster"),
-            &names(),
-            &mut run,
-            10,
-        );
-        let f = merge_contact(
-            Some(f),
-            &entry("lisi", &["etB"], ""),
-            &names(),
-            &mut run,
-            11,
-        );
+        let f = seen(None, entry("zhangsan", &["etA"], "poster"), &mut run, 10);
+        let f = seen(Some(f), entry("lisi", &["etB"], ""), &mut run, 11);
         assert_eq!((run.counts.new, run.counts.updated), (1, 0));
         assert_eq!(f.staff.len(), 2);
         assert_eq!(f.tags, set(&["老客", "高意向"]));
@@ -229,17 +222,10 @@ mod tests {
 
         // The next run sees the same: unchanged, once.
         let mut next = SyncRun::new("corp", 9_000, "t");
-        let g = merge_contact(
-            Some(f.clone()),
-            &entry("lisi", &["etB"], ""),
-            &names(),
-            &mut next,
-            20,
-        );
-        let g = merge_contact(
+        let g = seen(Some(f.clone()), entry("lisi", &["etB"], ""), &mut next, 20);
+        let g = seen(
             Some(g),
-            &entry("zhangsan", &["etA"], "poster"),
-            &names(),
+            entry("zhangsan", &["etA"], "poster"),
             &mut next,
             21,
         );
@@ -248,15 +234,14 @@ mod tests {
 
         // A third run where lisi's side changed on the second entry: moved to updated.
         let mut third = SyncRun::new("corp", 12_000, "t");
-        let h = merge_contact(
+        let h = seen(
             Some(g),
-            &entry("zhangsan", &["etA"], "poster"),
-            &names(),
+            entry("zhangsan", &["etA"], "poster"),
             &mut third,
             30,
         );
         assert_eq!(third.counts.unchanged, 1);
-        let h = merge_contact(Some(h), &entry("lisi", &[], ""), &names(), &mut third, 31);
+        let h = seen(Some(h), entry("lisi", &[], ""), &mut third, 31);
         assert_eq!((third.counts.unchanged, third.counts.updated), (0, 1));
         assert_eq!(h.tags, set(&["老客"]), "lisi took 高意向 off");
     }
@@ -264,29 +249,11 @@ mod tests {
     #[test]
     fn the_sweep_drops_unseen_links_and_contacts_left_with_none() {
         let mut run = SyncRun::new("corp", 1_700_000_000_000, "t");
-        let f = merge_contact(
-            None,
-            &entry("zhangsan", &["etA"], ""),
-            &names(),
-            &mut run,
-            10,
-        );
-        let f = merge_contact(
-            Some(f),
-            &entry("lisi", &["etB"], ""),
-            &names(),
-            &mut run,
-            11,
-        );
+        let f = seen(None, entry("zhangsan", &["etA"], ""), &mut run, 10);
+        let f = seen(Some(f), entry("lisi", &["etB"], ""), &mut run, 11);
         // The next run sees only zhangsan's side.
         let mut next = SyncRun::new("corp", 1_700_000_100_000, "t");
-        let g = merge_contact(
-            Some(f),
-            &entry("zhangsan", &["etA"], ""),
-            &names(),
-            &mut next,
-            20,
-        );
+        let g = seen(Some(f), entry("zhangsan", &["etA"], ""), &mut next, 20);
         let swept = sweep_contact(&g, &mut next, 1_700_000_150).expect("lisi's link is gone");
         assert_eq!(swept.staff.len(), 1);
         assert_eq!(swept.tags, set(&["老客"]));
