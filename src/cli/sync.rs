@@ -12,7 +12,7 @@ use super::remote::{Failure, Server};
 use super::{StoreOrServer, EXIT_INVALID, EXIT_RUNTIME};
 use crate::config::{Role, Settings};
 use crate::store::Store;
-use crate::sync::runner::{self, SyncError, SyncOptions};
+use crate::sync::runner::{self, runnable, SyncError, SyncOptions};
 use crate::sync::{SyncRun, SyncState};
 
 const POLL: Duration = Duration::from_millis(300);
@@ -47,16 +47,6 @@ pub fn run(config: &Path, args: &SyncArgs) -> ExitCode {
         Ok(StoreOrServer::Remote(server)) => remote(&server, args).unwrap_or_else(Failure::exit),
         Err(code) => code,
     }
-}
-
-/// The account can be synced with these settings: known, with API settings.
-pub fn runnable(settings: &Settings, account: &str) -> Result<crate::api::ApiSettings, SyncError> {
-    let a = settings
-        .account(account)
-        .ok_or_else(|| SyncError::NoAccount(account.to_string()))?;
-    a.api
-        .clone()
-        .ok_or_else(|| SyncError::NoApi(account.to_string()))
 }
 
 fn local(store: Arc<dyn Store>, settings: &Settings, args: &SyncArgs) -> ExitCode {

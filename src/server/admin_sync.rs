@@ -85,7 +85,7 @@ async fn start(
     let who = authorize(&state, &req, Role::Operator)?.name.clone();
     let account = account.into_inner();
     known_account(&state, &account)?;
-    let api = crate::cli::sync::runnable(&state.settings, &account).map_err(refused)?;
+    let api = runner::runnable(&state.settings, &account).map_err(refused)?;
     let client = state
         .clients
         .get(&account)

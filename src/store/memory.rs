@@ -128,12 +128,11 @@ impl Store for MemoryStore {
         let mut people = self.people.lock().unwrap_or_else(|p| p.into_inner());
         for (k, f) in changed {
             let record = records.entry(k).or_default();
-            let before = record.follower.as_ref().and_then(|b| b.unionid.clone());
-            if let Some(u) = f.unionid.clone().filter(|u| Some(u) != before.as_ref()) {
-                if let Some(old) = before {
+            if let Some((old, new)) = super::person_link(record.follower.as_ref(), &f) {
+                if let Some(old) = old {
                     people.remove(&(old, account.to_string(), f.openid.clone()));
                 }
-                people.insert((u, account.to_string(), f.openid.clone()));
+                people.insert((new, account.to_string(), f.openid.clone()));
             }
             record.follower = Some(f);
         }

@@ -458,6 +458,17 @@ pub trait Store: Send + Sync {
     }
 }
 
+/// What a sync step's write of a follower does to the people index: `Some((old, new))` when
+/// the unionid is new or changed (`old`: the link to drop, if there was one).
+fn person_link(
+    before: Option<&crate::follower::Follower>,
+    after: &crate::follower::Follower,
+) -> Option<(Option<String>, String)> {
+    let old = before.and_then(|b| b.unionid.clone());
+    let new = after.unionid.clone().filter(|u| Some(u) != old.as_ref())?;
+    Some((old, new))
+}
+
 /// Writes a follower as they are, replacing any stored state of theirs: what earlier
 /// callbacks would have left (test fixtures, benches, an import). Goes through
 /// `apply_callback` with a delivery key that has already expired, so a second write of

@@ -724,12 +724,11 @@ impl Store for SledStore {
                 None => super::Record::default(),
             };
             if let Some(f) = merge(run, openid, record.follower.clone()) {
-                let before = record.follower.as_ref().and_then(|b| b.unionid.clone());
-                if let Some(u) = f.unionid.as_ref().filter(|u| Some(*u) != before.as_ref()) {
-                    if let Some(old) = before {
+                if let Some((old, new)) = super::person_link(record.follower.as_ref(), &f) {
+                    if let Some(old) = old {
                         unlinks.push(person_key(&old, account, openid));
                     }
-                    links.push(person_key(u, account, openid));
+                    links.push(person_key(&new, account, openid));
                 }
                 record.follower = Some(f);
                 writes.push((k, encode_record(&mut record)));

@@ -77,6 +77,20 @@ impl std::fmt::Debug for SyncOptions {
     }
 }
 
+/// The account can be synced with these settings: known, with API settings (the CLI and
+/// the admin API check alike).
+pub fn runnable(
+    settings: &crate::config::Settings,
+    account: &str,
+) -> Result<crate::api::ApiSettings, SyncError> {
+    let a = settings
+        .account(account)
+        .ok_or_else(|| SyncError::NoAccount(account.to_string()))?;
+    a.api
+        .clone()
+        .ok_or_else(|| SyncError::NoApi(account.to_string()))
+}
+
 /// The run to go on with: the unfinished one (`restart` unset), else a new one.
 pub fn start_or_resume(
     store: &dyn Store,
@@ -497,9 +511,12 @@ impl Sync {
                 Some(swept)
             }
         };
+        // Which followers to look at again under their lock (what this counts is thrown away:
+        // the step counts on the stored state).
+        let mut scratch = run.clone();
         let stale: Vec<String> = page
             .iter()
-            .filter(|f| swept(f, &mut run.clone()).is_some())
+            .filter(|f| swept(f, &mut scratch).is_some())
             .map(|f| f.openid.clone())
             .collect();
         let account = self.account.clone();

@@ -100,13 +100,14 @@ impl PgStore {
                         decode_record(&key(account, &openid), &stored)?
                     };
                     if let Some(f) = merge(run, &openid, record.follower.clone()) {
-                        let before = record.follower.as_ref().and_then(|b| b.unionid.clone());
-                        if let Some(u) = f.unionid.clone().filter(|u| Some(u) != before.as_ref()) {
-                            if let Some(old) = before {
+                        if let Some((old, new)) =
+                            crate::store::person_link(record.follower.as_ref(), &f)
+                        {
+                            if let Some(old) = old {
                                 unlinked.push(old);
                                 unlinked_ids.push(openid.clone());
                             }
-                            linked.push(u);
+                            linked.push(new);
                             linked_ids.push(openid.clone());
                         }
                         record.follower = Some(f);
