@@ -58,8 +58,10 @@ pub fn walk(
         };
         after = Some(last.openid.clone());
         for f in &page {
-            if segment.is_some_and(|s| !s.matches(f, now)) {
-                continue;
+            if let Some(s) = segment {
+                if !crate::person::in_segment(store, account, s, f, now)? {
+                    continue;
+                }
             }
             count += 1;
             if !each(f) {

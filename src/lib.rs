@@ -23,6 +23,7 @@
 //! - [`sync`]: importing an account's existing followers from WeChat, and the merge rules.
 //! - [`ingest`]: PURE. Behaviour from the shop: the event mapping (counters, money in fen,
 //!   attributes, tags), event validation, the follower CSV import's lines.
+//! - [`person`]: one person's identities across accounts (unionid), for `person.*` segments.
 //! - [`export`]: a segment's followers as a count, a list or a CSV (CLI and admin API).
 //! - [`fake_wechat`]: a fake WeChat/WeCom API server for tests and local development.
 //! - [`log_lines`]: the server's log lines, written off the request path in batches.
@@ -44,6 +45,7 @@ pub mod local_time;
 pub mod located;
 pub mod log_lines;
 pub mod outbox;
+pub mod person;
 pub mod protocol;
 pub mod rulebook;
 pub mod rules;

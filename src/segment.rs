@@ -5,6 +5,7 @@
 //! (tag:vip OR tag:"老客户") AND subscribed
 //! scene = "spring-poster" AND counter.orders >= 3 AND attr.city = 上海
 //! subscribed_within 7d AND last_message_before 30d
+//! person.follows = shop2 AND NOT person.staff = zhangsan
 //! ```
 //!
 //! Parsed once into a tree; `matches` walks it without allocating, so one segment over a
@@ -39,6 +40,20 @@ pub enum Segment {
     LastMessageWithin(i64),
     /// Last message longer ago than this (or never).
     LastMessageBefore(i64),
+    /// `person.follows = shop2`: the same person (one unionid) follows that account, or is
+    /// its WeCom contact; this follower's own account counts.
+    PersonFollows(String),
+    /// `person.staff = zhangsan`: the person is this staff member's WeCom contact, through
+    /// any of the brand's WeCom accounts.
+    PersonStaff(String),
+}
+
+/// The rest of a follower's person, for the `person.*` conditions: the follower's own
+/// account and the person's other identities (account, follower) that share its unionid.
+#[derive(Debug, Clone, Copy)]
+pub struct Person<'a> {
+    pub account: &'a str,
+    pub others: &'a [(String, Follower)],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,24 +87,38 @@ struct Parser {
     end: usize,
     /// Nesting of `(` and `NOT`: bounded, so hostile input is an error, not a stack overflow.
     depth: usize,
+    /// About one follower only (rules, autotags): `person.*` is refused.
+    alone: bool,
 }
 
 /// The deepest nesting of parentheses and NOTs accepted.
 pub const MAX_DEPTH: usize = 100;
 
 const FIELDS: &str = "tag:NAME, subscribed, in_cs_window, has_attr NAME, scene, any_scene, \
-                      subscribe_scene, staff, \
+                      subscribe_scene, staff, person.follows, person.staff, \
                       attr.NAME, counter.NAME, messages_in, subscribed_within, \
                       last_message_within, last_message_before";
 
 impl Segment {
     pub fn parse(source: &str) -> Result<Segment, SegmentError> {
+        Segment::parse_with(source, false)
+    }
+
+    /// An expression about the one follower a rule or an autotag sees: `person.*`
+    /// conditions, which read the person's other accounts, are refused (they are for
+    /// audiences: campaigns and follower lists).
+    pub fn parse_alone(source: &str) -> Result<Segment, SegmentError> {
+        Segment::parse_with(source, true)
+    }
+
+    fn parse_with(source: &str, alone: bool) -> Result<Segment, SegmentError> {
         let toks = lex(source)?;
         let mut p = Parser {
             toks,
             pos: 0,
             end: source.chars().count() + 1,
             depth: 0,
+            alone,
         };
         if p.toks.is_empty() {
             return Err(err(
@@ -107,12 +136,58 @@ impl Segment {
         Ok(seg)
     }
 
-    /// Whether the follower belongs to the segment at `now` (unix seconds).
+    /// Whether the follower belongs to the segment at `now` (unix seconds), seen alone:
+    /// `person.follows` holds for no account and `person.staff` looks at this follower's
+    /// own staff links. Where a segment [asks about the person](Segment::about_person),
+    /// callers that can load the person use [`Segment::matches_person`].
     pub fn matches(&self, f: &Follower, now: i64) -> bool {
+        self.eval(f, None, now)
+    }
+
+    /// Whether the follower belongs to the segment, with the rest of its person.
+    pub fn matches_person(&self, f: &Follower, person: &Person<'_>, now: i64) -> bool {
+        self.eval(f, Some(person), now)
+    }
+
+    /// Whether any condition asks about the person (then the caller loads the person's
+    /// other identities; otherwise it saves those reads).
+    pub fn about_person(&self) -> bool {
         match self {
-            Segment::And(a, b) => a.matches(f, now) && b.matches(f, now),
-            Segment::Or(a, b) => a.matches(f, now) || b.matches(f, now),
-            Segment::Not(a) => !a.matches(f, now),
+            Segment::And(a, b) | Segment::Or(a, b) => a.about_person() || b.about_person(),
+            Segment::Not(a) => a.about_person(),
+            Segment::PersonFollows(_) | Segment::PersonStaff(_) => true,
+            _ => false,
+        }
+    }
+
+    /// The accounts `person.follows` names, for checking them against the config.
+    pub fn accounts_named(&self) -> Vec<&str> {
+        let mut out = Vec::new();
+        self.visit(&mut |s| {
+            if let Segment::PersonFollows(a) = s {
+                out.push(a.as_str());
+            }
+        });
+        out
+    }
+
+    fn visit<'s>(&'s self, each: &mut dyn FnMut(&'s Segment)) {
+        each(self);
+        match self {
+            Segment::And(a, b) | Segment::Or(a, b) => {
+                a.visit(each);
+                b.visit(each);
+            }
+            Segment::Not(a) => a.visit(each),
+            _ => {}
+        }
+    }
+
+    fn eval(&self, f: &Follower, person: Option<&Person<'_>>, now: i64) -> bool {
+        match self {
+            Segment::And(a, b) => a.eval(f, person, now) && b.eval(f, person, now),
+            Segment::Or(a, b) => a.eval(f, person, now) || b.eval(f, person, now),
+            Segment::Not(a) => !a.eval(f, person, now),
             Segment::Tag(t) => f.tags.contains(t),
             Segment::Subscribed => f.subscribed,
             Segment::InCsWindow => f.cs_open(now).is_ok(),
@@ -138,6 +213,18 @@ impl Segment {
                 .is_some_and(|t| f.subscribed && now - t <= *secs),
             Segment::LastMessageWithin(secs) => f.last_inbound_at.is_some_and(|t| now - t <= *secs),
             Segment::LastMessageBefore(secs) => f.last_inbound_at.is_none_or(|t| now - t > *secs),
+            Segment::PersonFollows(account) => person.is_some_and(|p| {
+                (p.account == account && f.subscribed)
+                    || p.others.iter().any(|(a, o)| a == account && o.subscribed)
+            }),
+            Segment::PersonStaff(userid) => {
+                let mine = f.staff.iter().any(|l| l.userid == *userid);
+                mine || person.is_some_and(|p| {
+                    p.others
+                        .iter()
+                        .any(|(_, o)| o.staff.iter().any(|l| l.userid == *userid))
+                })
+            }
         }
     }
 }
@@ -422,6 +509,30 @@ impl Parser {
             self.pos += 1;
             return Ok(Segment::AnyScene(self.value("a scene")?));
         }
+        if lower == "person.follows" || lower == "person.staff" {
+            if self.alone {
+                return Err(err(
+                    col,
+                    &format!(
+                        "`{lower}` asks about the person's other accounts: use it in audiences \
+                         (campaigns, follower lists); a rule sees only the follower writing \
+                         (person.* 条件只用于人群，规则只看当前粉丝)"
+                    ),
+                ));
+            }
+            if !self.peek_op(&["="]) {
+                return Err(err(
+                    self.col(),
+                    &format!("expected `=` after {lower}, found {}", self.found()),
+                ));
+            }
+            self.pos += 1;
+            return Ok(if lower == "person.follows" {
+                Segment::PersonFollows(self.value("an account id")?)
+            } else {
+                Segment::PersonStaff(self.value("a staff member's userid")?)
+            });
+        }
         if let Some(name) = named("attr.") {
             let cmp = self.cmp()?;
             return Ok(Segment::Attr(name, cmp, self.value("a value")?));
@@ -583,6 +694,8 @@ impl fmt::Display for Segment {
             Segment::SubscribedWithin(s) => write!(f, "subscribed_within {}", dur(*s)),
             Segment::LastMessageWithin(s) => write!(f, "last_message_within {}", dur(*s)),
             Segment::LastMessageBefore(s) => write!(f, "last_message_before {}", dur(*s)),
+            Segment::PersonFollows(a) => write!(f, "person.follows = {}", quoted(a)),
+            Segment::PersonStaff(u) => write!(f, "person.staff = {}", quoted(u)),
         }
     }
 }
@@ -690,6 +803,101 @@ mod tests {
         }
         let e = Segment::parse("staff zhangsan").unwrap_err();
         assert!(e.message.contains("expected `=` after staff"), "{e}");
+    }
+
+    #[test]
+    fn person_conditions_see_the_persons_other_identities() {
+        let link = |u: &str| crate::follower::StaffLink {
+            userid: u.into(),
+            ..Default::default()
+        };
+        let mut here = follower();
+        here.unionid = Some("u1".into());
+        let mut at_b = Follower::new("ob");
+        at_b.subscribed = true;
+        let mut gone_c = Follower::new("oc");
+        gone_c.subscribed = false;
+        let mut contact = Follower::new("wm1");
+        contact.subscribed = true;
+        contact.staff.push(link("zhangsan"));
+        let others = vec![
+            ("b".to_string(), at_b),
+            ("c".to_string(), gone_c),
+            ("wecom".to_string(), contact),
+        ];
+        let person = Person {
+            account: "a",
+            others: &others,
+        };
+        let alone = Person {
+            account: "a",
+            others: &[],
+        };
+        for (expr, with_person, alone_person, seen_alone) in [
+            ("person.follows = a", true, true, false),
+            ("person.follows = b", true, false, false),
+            ("person.follows = c", false, false, false),
+            ("person.follows = wecom", true, false, false),
+            ("person.follows = nope", false, false, false),
+            ("person.staff = zhangsan", true, false, false),
+            ("person.staff = lisi", false, false, false),
+            ("NOT person.follows = b AND tag:vip", false, true, true),
+            (
+                "person.follows = b OR person.staff = lisi",
+                true,
+                false,
+                false,
+            ),
+        ] {
+            let seg = Segment::parse(expr).unwrap_or_else(|e| panic!("{expr}: {e}"));
+            assert!(seg.about_person(), "{expr}");
+            assert_eq!(
+                seg.matches_person(&here, &person, NOW),
+                with_person,
+                "{expr}"
+            );
+            assert_eq!(
+                seg.matches_person(&here, &alone, NOW),
+                alone_person,
+                "{expr} alone"
+            );
+            assert_eq!(
+                seg.matches(&here, NOW),
+                seen_alone,
+                "{expr} without a person"
+            );
+            assert_eq!(
+                Segment::parse(&seg.to_string()).unwrap(),
+                seg,
+                "{expr} prints back"
+            );
+        }
+        // An own staff link counts without loading anyone.
+        here.staff.push(link("lisi"));
+        assert!(Segment::parse("person.staff = lisi")
+            .unwrap()
+            .matches(&here, NOW));
+        // Unsubscribed here: following account a is about this follower.
+        here.subscribed = false;
+        let own = Segment::parse("person.follows = a").unwrap();
+        assert!(!own.matches_person(&here, &person, NOW));
+        assert!(!Segment::parse("tag:vip AND staff = x")
+            .unwrap()
+            .about_person());
+        let named =
+            Segment::parse("person.follows = b OR NOT (person.follows = c AND tag:x)").unwrap();
+        assert_eq!(named.accounts_named(), vec!["b", "c"]);
+        let e = Segment::parse_alone("tag:vip AND person.staff = x").unwrap_err();
+        assert_eq!(e.column, 13, "{e}");
+        assert!(e.message.contains("use it in audiences"), "{e}");
+        assert!(Segment::parse_alone("tag:vip AND staff = x").is_ok());
+        let e = Segment::parse("person.follows b").unwrap_err();
+        assert!(
+            e.message.contains("expected `=` after person.follows"),
+            "{e}"
+        );
+        let e = Segment::parse("person.follows =").unwrap_err();
+        assert!(e.message.contains("expected an account id"), "{e}");
     }
 
     fn follower() -> Follower {

@@ -34,7 +34,12 @@ use crate::segment::Segment;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Campaign {
     pub name: String,
+    /// The account sent through (the first of `accounts = [...]`).
     pub account: String,
+    /// Further accounts, in order of preference (`accounts = ["a", "b"]`): one person (a
+    /// unionid) in several of them is reached once, through the first that has them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<String>,
     /// A segment expression (`siyu followers --where`), as written.
     pub audience: String,
     /// Unix seconds: `siyu serve` starts it by itself then. None: started by hand.
@@ -61,6 +66,13 @@ pub struct Campaign {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MassContent {
     pub text: String,
+}
+
+impl Campaign {
+    /// Every account the campaign reaches, in order of preference.
+    pub fn accounts(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.account.as_str()).chain(self.also.iter().map(String::as_str))
+    }
 }
 
 /// The most followers one mass send takes (protocol.md §9), and the fewest.
@@ -228,6 +240,14 @@ pub struct CampaignRun {
     /// Mass sends queued so far.
     #[serde(default)]
     pub mass_batches: u64,
+    /// Which of the campaign's accounts is being queued (an index into `accounts()`);
+    /// `cursor` is an openid of that account.
+    #[serde(default)]
+    pub walking: usize,
+    /// Followers of a later account left out because the same person was queued through
+    /// an earlier one.
+    #[serde(default)]
+    pub same_person: u64,
 }
 
 impl CampaignRun {
@@ -243,7 +263,17 @@ impl CampaignRun {
             announced: false,
             from_cli,
             mass_batches: 0,
+            walking: 0,
+            same_person: 0,
         }
+    }
+
+    /// The account whose followers are being queued.
+    pub fn walking_account(&self) -> &str {
+        self.campaign
+            .accounts()
+            .nth(self.walking)
+            .unwrap_or(&self.campaign.account)
     }
 }
 
@@ -425,6 +455,9 @@ pub struct Report {
     pub state: String,
     /// Followers of the audience put into the outbox so far.
     pub targeted: u64,
+    /// Left out: the same person was reached through an earlier account.
+    #[serde(default)]
+    pub same_person: u64,
     /// Still in the outbox.
     pub queued: u64,
     pub sent: u64,
@@ -466,6 +499,7 @@ impl Report {
             name: run.campaign.name.clone(),
             state: run.state.to_string(),
             targeted: run.targeted,
+            same_person: run.same_person,
             started_at: run.started_at,
             finished_at: run.finished_at,
             ..Report::default()
@@ -516,6 +550,13 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "campaign {} ({})", self.name, self.state)?;
         writeln!(f, "  targeted  {}", self.targeted)?;
+        if self.same_person > 0 {
+            writeln!(
+                f,
+                "    {:>7}  more left out: the same person, reached through an earlier account",
+                self.same_person
+            )?;
+        }
         writeln!(f, "  queued    {}", self.queued)?;
         writeln!(f, "  sent      {}", self.sent)?;
         for (c, n) in &self.sent_by_channel {
@@ -563,6 +604,9 @@ impl fmt::Display for Report {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub audience: u64,
+    /// Left out: the same person is in the audience of an earlier account.
+    #[serde(default)]
+    pub same_person: u64,
     pub by_channel: BTreeMap<String, u64>,
     pub unreachable: BTreeMap<String, u64>,
 }
@@ -580,6 +624,13 @@ impl Plan {
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "audience  {}", self.audience)?;
+        if self.same_person > 0 {
+            writeln!(
+                f,
+                "  {:>7}  more left out: the same person, reached through an earlier account",
+                self.same_person
+            )?;
+        }
         for (c, n) in &self.by_channel {
             writeln!(f, "  {n:>7}  by {c}")?;
         }
@@ -605,7 +656,8 @@ struct RawFile {
 #[serde(deny_unknown_fields)]
 struct RawCampaign {
     name: Spanned<String>,
-    account: Spanned<String>,
+    account: Option<Spanned<String>>,
+    accounts: Option<Spanned<Vec<Spanned<String>>>>,
     audience: Spanned<String>,
     start: Option<Spanned<toml::value::Datetime>>,
     end: Option<Spanned<toml::value::Datetime>>,
@@ -700,6 +752,7 @@ pub fn parse_campaigns(
             Draft {
                 name,
                 account: c.account.clone(),
+                accounts: c.accounts.clone(),
                 audience: c.audience.clone(),
                 start: c.start.clone(),
                 end: c.end.clone(),
@@ -727,7 +780,8 @@ pub fn parse_campaigns(
 
 struct Draft {
     name: String,
-    account: Spanned<String>,
+    account: Option<Spanned<String>>,
+    accounts: Option<Spanned<Vec<Spanned<String>>>>,
     audience: Spanned<String>,
     start: Option<Spanned<toml::value::Datetime>>,
     end: Option<Spanned<toml::value::Datetime>>,
@@ -752,17 +806,66 @@ fn check(
         mistakes += 1;
         report(offset, m)
     };
-    let account = d.account.get_ref().clone();
-    let kind = (known.accounts)(&account);
-    if kind.is_none() {
-        err(
-            d.account.span().start,
-            format!("no account `{account}` in the config"),
-        );
+    let listed: Vec<Spanned<String>> = match (&d.account, &d.accounts) {
+        (Some(a), None) => vec![a.clone()],
+        (None, Some(list)) if !list.get_ref().is_empty() => list.get_ref().clone(),
+        (None, Some(list)) => {
+            err(
+                list.span().start,
+                "accounts = [] names no account: list one or more".into(),
+            );
+            Vec::new()
+        }
+        (Some(_), Some(list)) => {
+            err(
+                list.span().start,
+                "give either account = \"ID\" or accounts = [\"ID\", ...], not both".into(),
+            );
+            Vec::new()
+        }
+        (None, None) => {
+            err(
+                d.at,
+                "missing account: write account = \"ID\" (or accounts = [\"A\", \"B\"] to reach each person once across several)".into(),
+            );
+            Vec::new()
+        }
+    };
+    let mut kind = None;
+    let mut seen = BTreeSet::new();
+    for (i, a) in listed.iter().enumerate() {
+        let id = a.get_ref();
+        match (known.accounts)(id) {
+            None => err(a.span().start, format!("no account `{id}` in the config")),
+            Some(k) if i == 0 => kind = Some(k),
+            Some(k) if Some(k) != kind && kind.is_some() => err(
+                a.span().start,
+                format!(
+                    "account `{id}` is {}, the first is {}: one campaign sends one kind of message, so its accounts are all official accounts or all WeCom",
+                    kind_name(k),
+                    kind_name(kind.unwrap_or(k))
+                ),
+            ),
+            Some(_) => {}
+        }
+        if !seen.insert(id.clone()) {
+            err(a.span().start, format!("account `{id}` is listed twice"));
+        }
     }
+    let account = listed
+        .first()
+        .map(|a| a.get_ref().clone())
+        .unwrap_or_default();
+    let also: Vec<String> = listed.iter().skip(1).map(|a| a.get_ref().clone()).collect();
     let audience = match Segment::parse(d.audience.get_ref()) {
         // Kept as written: it is the operator's text in listings.
-        Ok(_) => d.audience.get_ref().trim().to_string(),
+        Ok(seg) => {
+            if let Err(m) = crate::person::check_accounts(&seg, &|a| (known.accounts)(a).is_some())
+            {
+                err(d.audience.span().start, format!("audience: {m}"));
+            }
+            d.audience.get_ref().trim().to_string()
+        }
         Err(e) => {
             // The column inside the string, when it is written without escapes.
             let span = d.audience.span();
@@ -979,6 +1082,7 @@ fn check(
     (mistakes == 0).then_some(Campaign {
         name: d.name,
         account,
+        also,
         audience,
         start_at,
         end_at,
@@ -989,6 +1093,13 @@ fn check(
         robot,
         mass,
     })
+}
+
+fn kind_name(k: AccountKind) -> &'static str {
+    match k {
+        AccountKind::Official => "an official account",
+        AccountKind::Wecom => "WeCom",
+    }
 }
 
 /// Checks a text that goes to many at once (a group, a mass send): braces as in templates,

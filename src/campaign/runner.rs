@@ -99,17 +99,19 @@ pub fn all(
 /// Checks that a campaign can run with these settings (its definition may have been
 /// stored by another version of the config).
 fn runnable(settings: &Settings, c: &Campaign) -> Result<(), CampaignError> {
-    let account = settings
-        .account(&c.account)
-        .ok_or_else(|| CampaignError::NoAccount {
-            name: c.name.clone(),
-            account: c.account.clone(),
-        })?;
-    if account.api.is_none() {
-        return Err(CampaignError::NoApi {
-            name: c.name.clone(),
-            account: c.account.clone(),
-        });
+    for id in c.accounts() {
+        let account = settings
+            .account(id)
+            .ok_or_else(|| CampaignError::NoAccount {
+                name: c.name.clone(),
+                account: id.to_string(),
+            })?;
+        if account.api.is_none() {
+            return Err(CampaignError::NoApi {
+                name: c.name.clone(),
+                account: id.to_string(),
+            });
+        }
     }
     if let Some(batch) = &c.coupon {
         if settings.coupon_batch(batch).is_none() {
@@ -119,11 +121,70 @@ fn runnable(settings: &Settings, c: &Campaign) -> Result<(), CampaignError> {
             });
         }
     }
+    let segment = audience(c)?;
+    crate::person::check_accounts(&segment, &|a| settings.account(a).is_some()).map_err(|m| {
+        CampaignError::Audience {
+            name: c.name.clone(),
+            message: m,
+        }
+    })?;
+    Ok(())
+}
+
+fn audience(c: &Campaign) -> Result<Segment, CampaignError> {
     Segment::parse(&c.audience).map_err(|e| CampaignError::Audience {
         name: c.name.clone(),
         message: e.to_string(),
-    })?;
-    Ok(())
+    })
+}
+
+/// Whether a follower of the campaign's account number `walking` is the same person as
+/// one already queued through an earlier account: then they are left out, so a person
+/// is reached once. Earlier accounts are queued completely before a later one starts,
+/// so their progress records say exactly who was taken.
+fn reached_earlier(
+    store: &dyn Store,
+    c: &Campaign,
+    walking: usize,
+    f: &crate::follower::Follower,
+) -> Result<bool, StoreError> {
+    let Some(unionid) = f.unionid.as_deref().filter(|_| walking > 0) else {
+        return Ok(false);
+    };
+    let earlier: Vec<&str> = c.accounts().take(walking).collect();
+    for (account, id) in store.people(unionid)? {
+        if earlier.contains(&account.as_str()) && store.campaign_progress(&c.name, &id)?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Whether a follower of the campaign's earlier accounts is in the audience (for a plan,
+/// which queues nobody and so cannot ask the progress records).
+fn in_earlier_audience(
+    store: &dyn Store,
+    c: &Campaign,
+    walking: usize,
+    segment: &Segment,
+    f: &crate::follower::Follower,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let Some(unionid) = f.unionid.as_deref().filter(|_| walking > 0) else {
+        return Ok(false);
+    };
+    let earlier: Vec<&str> = c.accounts().take(walking).collect();
+    for (account, id) in store.people(unionid)? {
+        if !earlier.contains(&account.as_str()) {
+            continue;
+        }
+        if let Some(other) = store.follower(&account, &id)? {
+            if crate::person::in_segment(store, &account, segment, &other, now)? {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// Stores a campaign defined from the CLI (not started).
@@ -230,23 +291,41 @@ pub fn plan(
     campaign: &Campaign,
     now: i64,
 ) -> Result<Plan, CampaignError> {
-    let segment = Segment::parse(&campaign.audience).map_err(|e| CampaignError::Audience {
-        name: campaign.name.clone(),
-        message: e.to_string(),
-    })?;
-    let kind = settings
-        .account(&campaign.account)
-        .ok_or_else(|| CampaignError::NoAccount {
-            name: campaign.name.clone(),
-            account: campaign.account.clone(),
-        })?
-        .kind;
+    let segment = audience(campaign)?;
     let mut plan = Plan::default();
-    store.for_each_follower(&campaign.account, &mut |f| {
-        if segment.matches(&f, now) {
-            plan.add(choose_channel(campaign, kind, Some(&f), now));
+    for (walking, account) in campaign.accounts().enumerate() {
+        let kind = settings
+            .account(account)
+            .ok_or_else(|| CampaignError::NoAccount {
+                name: campaign.name.clone(),
+                account: account.to_string(),
+            })?
+            .kind;
+        let mut failed = None;
+        store.for_each_follower(account, &mut |f| {
+            if failed.is_some() {
+                return;
+            }
+            let take =
+                crate::person::in_segment(store, account, &segment, &f, now).and_then(|yes| {
+                    Ok(yes && {
+                        let dup = in_earlier_audience(store, campaign, walking, &segment, &f, now)?;
+                        if dup {
+                            plan.same_person += 1;
+                        }
+                        !dup
+                    })
+                });
+            match take {
+                Ok(true) => plan.add(choose_channel(campaign, kind, Some(&f), now)),
+                Ok(false) => {}
+                Err(e) => failed = Some(e),
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(e.into());
         }
-    })?;
+    }
     Ok(plan)
 }
 
@@ -259,11 +338,12 @@ pub fn fill_chunk(store: &dyn Store, name: &str, now: i64) -> Result<Option<u64>
     if run.state != RunState::Running || run.enqueued_all {
         return Ok(None);
     }
-    let c = &run.campaign;
-    let segment = Segment::parse(&c.audience).map_err(|e| CampaignError::Audience {
-        name: c.name.clone(),
-        message: e.to_string(),
-    })?;
+    let c = &run.campaign.clone();
+    let segment = audience(c)?;
+    // One chunk queues followers of one account (a mass send is one account's call).
+    let walking = run.walking;
+    let account = run.walking_account().to_string();
+    let accounts = c.accounts().count();
     let mut extra = Vec::new();
     if c.robot.is_some() && !run.announced {
         extra.push(NewItem {
@@ -285,19 +365,32 @@ pub fn fill_chunk(store: &dyn Store, name: &str, now: i64) -> Result<Option<u64>
             // Past its end, or an announcement only: nobody more to queue.
             Vec::new()
         } else {
-            store.followers_after(&c.account, run.cursor.as_deref(), CHUNK)?
+            store.followers_after(&account, run.cursor.as_deref(), CHUNK)?
         };
-        if page.len() < CHUNK {
-            run.enqueued_all = true;
-        }
+        let last_page = page.len() < CHUNK;
         if let Some(last) = page.last() {
             run.cursor = Some(last.openid.clone());
         }
-        audience.extend(
-            page.into_iter()
-                .filter(|f| segment.matches(f, now))
-                .map(|f| f.openid),
-        );
+        for f in page {
+            if !crate::person::in_segment(store, &account, &segment, &f, now)? {
+                continue;
+            }
+            if reached_earlier(store, c, walking, &f)? {
+                run.same_person += 1;
+                continue;
+            }
+            audience.push(f.openid);
+        }
+        if last_page {
+            if walking + 1 < accounts && !ended && !nothing_per_follower {
+                // On to the next account, from its first follower.
+                run.walking += 1;
+                run.cursor = None;
+            } else {
+                run.enqueued_all = true;
+            }
+            break;
+        }
         if c.mass.is_none() {
             break;
         }
@@ -317,7 +410,8 @@ pub fn fill_chunk(store: &dyn Store, name: &str, now: i64) -> Result<Option<u64>
     run.targeted += audience.len() as u64;
     let announcements = extra.len() as u64;
     let per_follower = run.campaign.mass.is_none();
-    let queued = store.campaign_enqueue(&run, &audience, extra, per_follower, now_ms())?;
+    let queued =
+        store.campaign_enqueue(&run, &account, &audience, extra, per_follower, now_ms())?;
     if queued != audience.len() as u64 {
         // Only possible if progress was written outside a chunk; keep the count honest.
         run.targeted -= audience.len() as u64 - queued;

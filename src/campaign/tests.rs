@@ -16,7 +16,7 @@ fn batches() -> Vec<Batch> {
 
 fn parse(text: &str) -> Result<Vec<Campaign>, Vec<FileError>> {
     let kinds = |id: &str| match id {
-        "demo" => Some(AccountKind::Official),
+        "demo" | "shop" => Some(AccountKind::Official),
         "corp" => Some(AccountKind::Wecom),
         _ => None,
     };
@@ -167,6 +167,69 @@ fn mistakes_are_refused_with_their_place() {
 }
 
 #[test]
+fn a_campaign_over_several_accounts_lists_them_in_order() {
+    let text = "[[campaign]]\nname = \"c\"\naccounts = [\"shop\", \"demo\"]\n\
+                audience = \"subscribed AND person.follows = demo\"\n\
+                [campaign.message]\ntext = \"hi\"\n";
+    let c = parse(text).unwrap().remove(0);
+    assert_eq!(c.account, "shop");
+    assert_eq!(c.also, vec!["demo".to_string()]);
+    assert_eq!(c.accounts().collect::<Vec<_>>(), ["shop", "demo"]);
+    // One account stays one account, stored as before.
+    let one = official(true, false);
+    assert_eq!(one.accounts().collect::<Vec<_>>(), ["demo"]);
+    let json = serde_json::to_value(&one).unwrap();
+    assert!(json.get("also").is_none(), "{json}");
+    let mut run = CampaignRun::new(c, false);
+    assert_eq!(run.walking_account(), "shop");
+    run.walking = 1;
+    assert_eq!(run.walking_account(), "demo");
+    // A run stored before `walking` existed reads as walking its first account.
+    let mut old = serde_json::to_value(CampaignRun::new(official(true, false), false)).unwrap();
+    old.as_object_mut().unwrap().remove("walking");
+    old.as_object_mut().unwrap().remove("same_person");
+    let old: CampaignRun = serde_json::from_value(old).unwrap();
+    assert_eq!((old.walking, old.same_person), (0, 0));
+
+    let msg = "audience = \"subscribed\"\n[campaign.message]\ntext = \"hi\"\n";
+    for (head, want) in [
+        (
+            "account = \"demo\"\naccounts = [\"shop\"]\n",
+            "4:12: give either account = \"ID\" or accounts",
+        ),
+        ("accounts = []\n", "3:12: accounts = [] names no account"),
+        (
+            "accounts = [\"demo\", \"corp\"]\n",
+            "3:21: account `corp` is WeCom, the first is an official account",
+        ),
+        (
+            "accounts = [\"demo\", \"demo\"]\n",
+            "3:21: account `demo` is listed twice",
+        ),
+        (
+            "accounts = [\"demo\", \"gone\"]\n",
+            "3:21: no account `gone` in the config",
+        ),
+        ("", "1:1: missing account"),
+    ] {
+        let text = format!("[[campaign]]\nname = \"c\"\n{head}{msg}");
+        let got = error(&text);
+        assert!(
+            got.starts_with(want),
+            "for\n{text}\nwant {want}\n got {got}"
+        );
+    }
+    let text =
+        "[[campaign]]\nname = \"c\"\naccount = \"demo\"\naudience = \"person.follows = gone\"\n\
+                [campaign.message]\ntext = \"hi\"\n";
+    assert!(
+        error(text).starts_with("4:12: audience: person.follows = gone: no account `gone`"),
+        "{}",
+        error(text)
+    );
+}
+
+#[test]
 fn every_mistake_is_reported_at_once() {
     let text = "[[campaign]]\nname = \"a b\"\naccount = \"nope\"\naudience = \"(\"\n";
     let errors = parse(text).unwrap_err();
@@ -178,6 +241,7 @@ fn official(message: bool, template: bool) -> Campaign {
     Campaign {
         name: "c".into(),
         account: "demo".into(),
+        also: vec![],
         audience: "subscribed".into(),
         start_at: None,
         end_at: Some(10_000),
@@ -447,7 +511,7 @@ fn a_mass_campaign_is_one_text_for_everyone() {
 #[test]
 fn the_example_file_parses() {
     let kinds = |id: &str| match id {
-        "demo" => Some(AccountKind::Official),
+        "demo" | "shop" => Some(AccountKind::Official),
         "corp" => Some(AccountKind::Wecom),
         _ => None,
     };

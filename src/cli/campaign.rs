@@ -58,8 +58,10 @@ pub enum CampaignAction {
 #[derive(Debug, clap::Args)]
 pub struct DefineArgs {
     pub name: String,
-    #[arg(long)]
-    pub account: String,
+    /// The account; repeat it to reach each person once across several accounts, in
+    /// order of preference (`--account a --account b`).
+    #[arg(long, required = true)]
+    pub account: Vec<String>,
     /// A segment expression, as for `siyu followers --where`.
     #[arg(long)]
     pub audience: String,
@@ -185,7 +187,7 @@ fn print_list(all: &[(Campaign, Option<CampaignRun>)], zone: UtcOffset) {
             "{:<20} {:<12} account {:<10} audience: {}{when}",
             c.name,
             state,
-            c.account,
+            c.accounts().collect::<Vec<_>>().join(","),
             c.audience
         );
     }
@@ -197,7 +199,10 @@ fn print_list(all: &[(Campaign, Option<CampaignRun>)], zone: UtcOffset) {
 fn definition(settings: &Settings, d: &DefineArgs) -> Result<(String, Campaign), ExitCode> {
     let mut t = toml::Table::new();
     t.insert("name".into(), d.name.clone().into());
-    t.insert("account".into(), d.account.clone().into());
+    match d.account.as_slice() {
+        [one] => t.insert("account".into(), one.clone().into()),
+        many => t.insert("accounts".into(), many.to_vec().into()),
+    };
     t.insert("audience".into(), d.audience.clone().into());
     if let Some(c) = &d.coupon {
         t.insert("coupon".into(), c.clone().into());
@@ -351,7 +356,7 @@ fn start(store: Arc<dyn Store>, settings: Settings, name: &str) -> Result<ExitCo
 fn running(name: &str, c: &Campaign) {
     outln!(
         "campaign {name} running (account {}, audience: {})",
-        c.account,
+        c.accounts().collect::<Vec<_>>().join(", "),
         c.audience
     );
 }

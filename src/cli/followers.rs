@@ -77,6 +77,12 @@ pub fn run(args: &FollowersArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
+    if let Some(s) = &segment {
+        if let Err(e) = crate::person::check_accounts(s, &|a| settings.account(a).is_some()) {
+            errln!("error: --where {e}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    }
     let format = if args.list {
         Format::List
     } else if args.csv {

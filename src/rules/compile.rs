@@ -76,7 +76,7 @@ pub(crate) fn compile(
                 errors.push(raw.tag.span().start, "empty tag name");
                 continue;
             }
-            match crate::segment::Segment::parse(raw.when.get_ref()) {
+            match crate::segment::Segment::parse_alone(raw.when.get_ref()) {
                 Ok(when) => autotags.push(super::AutoTag {
                     tag: tag.to_string(),
                     when,

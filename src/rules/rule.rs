@@ -482,7 +482,7 @@ impl RuleCx<'_, '_> {
     /// Tag names, as written: tags are identifiers, not text, so they are not normalised.
     /// `when`: the expression parsed, a mistake reported at its column inside the string.
     fn condition(&mut self, w: &Spanned<String>) -> Result<crate::segment::Segment, Reported> {
-        crate::segment::Segment::parse(w.get_ref()).map_err(|e| {
+        crate::segment::Segment::parse_alone(w.get_ref()).map_err(|e| {
             let offset = super::compile::expression_offset(w, e.column);
             self.errors.push(offset, format!("when: {}", e.message));
             Reported

@@ -57,6 +57,10 @@ async fn segment(
         .map(Segment::parse)
         .transpose()
         .map_err(|e| AdminError::BadRequest(format!("where {e}")))?;
+    if let Some(s) = &segment {
+        crate::person::check_accounts(s, &|a| state.settings.account(a).is_some())
+            .map_err(|e| AdminError::BadRequest(format!("where {e}")))?;
+    }
     let format = q.format.unwrap_or(Format::Count);
     let now = now_ms() / 1000;
     let store = state.store.clone();

@@ -450,6 +450,7 @@ impl Store for MemoryStore {
     fn campaign_enqueue(
         &self,
         run: &CampaignRun,
+        account: &str,
         openids: &[String],
         extra: Vec<NewItem>,
         per_follower: bool,
@@ -457,7 +458,7 @@ impl Store for MemoryStore {
     ) -> Result<u64, StoreError> {
         let name = &run.campaign.name;
         let mut q = self.queue();
-        q.push(&run.campaign.account, extra, now_ms);
+        q.push(account, extra, now_ms);
         let mut queued = 0;
         for openid in openids {
             let k = (name.clone(), openid.clone());
@@ -467,7 +468,7 @@ impl Store for MemoryStore {
             q.progress.insert(k, Progress::Queued);
             if per_follower {
                 q.push(
-                    &run.campaign.account,
+                    account,
                     vec![crate::campaign::runner::outbox_item(name, openid)],
                     now_ms,
                 );

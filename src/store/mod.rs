@@ -271,10 +271,12 @@ pub trait Store: Send + Sync {
     /// before (a chunk redone after a crash) is left alone; `extra` items (a group-robot
     /// announcement) are queued in the same step. Returns how many followers were queued.
     /// `per_follower`: one outbox item per follower queued (else only `extra`: a mass
-    /// send's item carries its followers).
+    /// send's item carries its followers). `account`: whose followers `openids` are (a
+    /// campaign over several accounts queues one account at a time).
     fn campaign_enqueue(
         &self,
         run: &CampaignRun,
+        account: &str,
         openids: &[String],
         extra: Vec<NewItem>,
         per_follower: bool,
@@ -1284,6 +1286,7 @@ mod tests {
         let campaign = Campaign {
             name: "spring".into(),
             account: "acc".into(),
+            also: vec![],
             audience: "subscribed".into(),
             start_at: None,
             end_at: None,
@@ -1302,7 +1305,7 @@ mod tests {
         let chunk = vec!["a1".to_string(), "a2".to_string()];
         assert_eq!(
             store
-                .campaign_enqueue(&run, &chunk, vec![], true, 10)
+                .campaign_enqueue(&run, "acc", &chunk, vec![], true, 10)
                 .unwrap(),
             2
         );
@@ -1310,12 +1313,13 @@ mod tests {
         // The same chunk again (redone after a crash): nobody is queued twice.
         assert_eq!(
             store
-                .campaign_enqueue(&run, &chunk, vec![], true, 10)
+                .campaign_enqueue(&run, "acc", &chunk, vec![], true, 10)
                 .unwrap(),
             0
         );
         let queued = store.outbox_page(None, 100).unwrap();
         assert_eq!(queued.len(), 2);
+        assert!(queued.iter().all(|i| i.account == "acc"), "{queued:?}");
         assert_eq!(store.campaign_pending("spring").unwrap(), 2);
         assert_eq!(
             store.campaign_progress("spring", "a1").unwrap(),
@@ -1399,12 +1403,30 @@ mod tests {
         };
         assert_eq!(
             store
-                .campaign_enqueue(&run, &[], vec![extra], true, 12)
+                .campaign_enqueue(&run, "acc", &[], vec![extra], true, 12)
                 .unwrap(),
             0
         );
         assert_eq!(store.outbox_page(None, 100).unwrap().len(), 1);
         assert_eq!(store.campaign_runs().unwrap().len(), 1);
+        // A campaign over several accounts queues a later account's followers as its own.
+        let mut later = run.clone();
+        later.walking = 1;
+        later.campaign.also = vec!["acc2".into()];
+        assert_eq!(later.walking_account(), "acc2");
+        assert_eq!(
+            store
+                .campaign_enqueue(&later, "acc2", &["b1".to_string()], vec![], true, 13)
+                .unwrap(),
+            1
+        );
+        let items = store.outbox_page(None, 100).unwrap();
+        let b1 = items
+            .iter()
+            .find(|i| i.effect.follower() == "b1")
+            .expect("b1 queued");
+        assert_eq!(b1.account, "acc2");
+        assert_eq!(store.campaign_run("spring").unwrap(), Some(later));
     }
 
     #[test]

@@ -133,7 +133,7 @@ pub enum Row {
         request: String,
         code: String,
     },
-    Campaign(CampaignRun),
+    Campaign(Box<CampaignRun>),
     Progress {
         campaign: String,
         openid: String,

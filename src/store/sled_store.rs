@@ -836,18 +836,19 @@ impl Store for SledStore {
     fn campaign_enqueue(
         &self,
         run: &CampaignRun,
+        account: &str,
         openids: &[String],
         extra: Vec<NewItem>,
         per_follower: bool,
         now_ms: i64,
     ) -> Result<u64, StoreError> {
         let name = &run.campaign.name;
-        let extra = self.new_items(&run.campaign.account, extra, now_ms)?;
+        let extra = self.new_items(account, extra, now_ms)?;
         // Ids are drawn before the transaction (which may run more than once); an id
         // left unused is only a gap in the queue's order.
         let items = if per_follower {
             self.new_items(
-                &run.campaign.account,
+                account,
                 openids
                     .iter()
                     .map(|o| crate::campaign::runner::outbox_item(name, o))

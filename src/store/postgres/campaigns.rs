@@ -52,6 +52,7 @@ impl PgStore {
     pub(super) fn pg_campaign_enqueue(
         &self,
         run: &CampaignRun,
+        account: &str,
         openids: &[String],
         extra: Vec<NewItem>,
         per_follower: bool,
@@ -66,7 +67,6 @@ impl PgStore {
             types: &[T, Type::TEXT_ARRAY, Type::JSONB],
         };
         let name = run.campaign.name.as_str();
-        let account = run.campaign.account.as_str();
         let extra = item_json(account, extra, now_ms);
         let queued_state = to_json(&Progress::Queued);
         let run_json = to_json(run);

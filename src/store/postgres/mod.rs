@@ -562,12 +562,13 @@ impl super::Store for PgStore {
     fn campaign_enqueue(
         &self,
         run: &crate::campaign::CampaignRun,
+        account: &str,
         openids: &[String],
         extra: Vec<crate::outbox::NewItem>,
         per_follower: bool,
         now_ms: i64,
     ) -> Result<u64, StoreError> {
-        self.pg_campaign_enqueue(run, openids, extra, per_follower, now_ms)
+        self.pg_campaign_enqueue(run, account, openids, extra, per_follower, now_ms)
     }
 
     fn campaign_send_state(

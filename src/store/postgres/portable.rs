@@ -219,7 +219,7 @@ fn decode(table: Table, r: &tokio_postgres::Row) -> Result<(Row, Vec<Key>), Stor
             (0..4).map(|i| Key::Text(text(i))).collect(),
         ),
         Table::Campaigns => (
-            Row::Campaign(from_json(name, &text(0), r.get(1))?),
+            Row::Campaign(Box::new(from_json(name, &text(0), r.get(1))?)),
             vec![Key::Text(text(0))],
         ),
         Table::CampaignProgress => (

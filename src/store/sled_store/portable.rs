@@ -123,7 +123,7 @@ impl SledStore {
                     code: String::from_utf8_lossy(v).into_owned(),
                 }
             }
-            Table::Campaigns => Row::Campaign(from_json(name, k, v)?),
+            Table::Campaigns => Row::Campaign(Box::new(from_json(name, k, v)?)),
             Table::CampaignProgress => {
                 let (campaign, openid) = split2(k).ok_or_else(|| corrupt(name, k, "no NUL"))?;
                 Row::Progress {
