@@ -638,3 +638,150 @@ async fn a_sync_applies_the_accounts_autotags() {
         .all(|f| f.has_tag("regular") == f.has_tag("老客")));
     fake.stop().await;
 }
+
+/// Two official accounts of one brand share followers (the same unionids): segments ask
+/// about the person (`person.follows`), and a campaign over both reaches each person
+/// once, through the account listed first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_over_two_accounts_reaches_each_person_once() {
+    const SAFE: &str = "wx0123456789abcdef";
+    const SHOP: &str = "wx00000000000000b2";
+    let fake = FakeWechat::start("127.0.0.1:0").unwrap();
+    // Persons 0..30 follow `safe`; persons 0..20 also follow `shop2` (other openids).
+    for (appid, count, seed) in [(SAFE, 30, 1), (SHOP, 20, 2)] {
+        let mut p = PopulationRequest::new(count, seed);
+        p.appid = Some(appid.into());
+        p.union_seed = 9;
+        fake.populate(p).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), &fake, 0.0);
+    let text = std::fs::read_to_string(&path).unwrap()
+        + &format!(
+            "\n[[account]]\nid = \"shop2\"\nkind = \"official\"\napp_id = \"{SHOP}\"\ntoken = \"siyutoken\"\nmode = \"plaintext\"\n\
+             [account.api]\nsecret = \"shop2-secret\"\napi_base = \"{}\"\nrate_per_sec = 0.0\n",
+            fake.base_url()
+        );
+    std::fs::write(&path, text).unwrap();
+    let run = |args: &[&str]| {
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        args.extend(["--config".into(), "config.toml".into()]);
+        let dir = dir.path().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = siyu_command(&args, &[]).current_dir(&dir).output().unwrap();
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+    };
+    for account in ["safe", "shop2"] {
+        let (code, out, err) = run(&["followers", "sync", "--account", account, "--json"])
+            .await
+            .unwrap();
+        assert_eq!(code, 0, "{out}\n{err}");
+    }
+    let count = |expr: &'static str| {
+        let run = run(&["followers", "--account", "safe", "--where", expr]);
+        async move {
+            let (code, out, err) = run.await.unwrap();
+            assert_eq!(code, 0, "{expr}: {err}");
+            out.trim()
+                .parse::<u64>()
+                .unwrap_or_else(|_| panic!("{expr}: {out}"))
+        }
+    };
+    assert_eq!(count("person.follows = shop2").await, 20);
+    assert_eq!(count("NOT person.follows = shop2").await, 10);
+    assert_eq!(count("person.follows = safe").await, 30);
+    // WeChat says person 0 left shop2: the person is read as they are now.
+    let shop = fake.followers(Some(SHOP), 0, 20);
+    fake.unsubscribe(Some(SHOP), &shop.openids[..1]).unwrap();
+    let (code, _, err) = run(&["followers", "sync", "--account", "shop2"])
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(count("person.follows = shop2").await, 19);
+    // A wrong account is said plainly, and a rule cannot ask about the person.
+    let (code, _, err) = run(&[
+        "followers",
+        "--account",
+        "safe",
+        "--where",
+        "person.follows = shop3",
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("no account `shop3` in the config"), "{err}");
+
+    // Preferring shop2: its 19 followers there, then the 11 persons only `safe` reaches.
+    let (code, out, err) = run(&[
+        "campaign",
+        "define",
+        "both",
+        "--account",
+        "shop2",
+        "--account",
+        "safe",
+        "--audience",
+        "subscribed",
+        "--template-id",
+        "TPL-NEW",
+        "--data",
+        "first=新品 {openid}",
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, out, err) = run(&["campaign", "plan", "both"]).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("audience  30"), "{out}");
+    assert!(out.contains("19  more left out: the same person"), "{out}");
+    let (code, out, err) = run(&["campaign", "start", "both"]).await.unwrap();
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (_, out, _) = run(&["campaign", "status", "both", "--json"])
+        .await
+        .unwrap();
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            report["sent"].as_u64(),
+            report["same_person"].as_u64(),
+            report["state"].as_str()
+        ),
+        (Some(30), Some(19), Some("done")),
+        "{report}"
+    );
+    let safe = fake.followers(Some(SAFE), 0, 30);
+    let shop_now = fake.followers(Some(SHOP), 0, 20);
+    let person_of = |openid: &str| -> (&str, String) {
+        if let Some(i) = safe.openids.iter().position(|o| o == openid) {
+            return ("safe", safe.unionids[i].clone());
+        }
+        let i = shop_now
+            .openids
+            .iter()
+            .position(|o| o == openid)
+            .unwrap_or_else(|| panic!("{openid} follows neither account"));
+        ("shop2", shop_now.unionids[i].clone())
+    };
+    let mut reached = std::collections::BTreeMap::new();
+    for call in fake.accepted("/cgi-bin/message/template/send") {
+        let (account, person) = person_of(call.body["touser"].as_str().unwrap());
+        assert!(
+            reached.insert(person.clone(), account).is_none(),
+            "{person} reached twice"
+        );
+    }
+    assert_eq!(reached.len(), 30, "every person once");
+    let through_shop = reached.values().filter(|a| **a == "shop2").count();
+    assert_eq!(
+        through_shop, 19,
+        "shop2 first, for everyone still following it"
+    );
+    assert_eq!(reached[&safe.unionids[0]], "safe", "person 0 left shop2");
+    fake.stop().await;
+}
