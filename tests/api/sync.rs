@@ -644,6 +644,18 @@ async fn a_sync_applies_the_accounts_autotags() {
 /// once, through the account listed first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_campaign_over_two_accounts_reaches_each_person_once() {
+    two_accounts_each_person_once(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_campaign_over_two_accounts_reaches_each_person_once() {
+    let Some(db) = siyu::store::postgres::testing::TestDatabase::new() else {
+        return;
+    };
+    two_accounts_each_person_once(Some(&db.url)).await;
+}
+
+async fn two_accounts_each_person_once(database_url: Option<&str>) {
     const SAFE: &str = "wx0123456789abcdef";
     const SHOP: &str = "wx00000000000000b2";
     let fake = FakeWechat::start("127.0.0.1:0").unwrap();
@@ -663,13 +675,25 @@ async fn a_campaign_over_two_accounts_reaches_each_person_once() {
             fake.base_url()
         );
     std::fs::write(&path, text).unwrap();
+    let (config, env) = match database_url {
+        None => ("config.toml".to_string(), vec![]),
+        Some(url) => (
+            crate::postgres::on_postgres(&path),
+            vec![("SIYU_DATABASE_URL".to_string(), url.to_string())],
+        ),
+    };
     let run = |args: &[&str]| {
         let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        args.extend(["--config".into(), "config.toml".into()]);
-        let dir = dir.path().to_path_buf();
+        args.extend(["--config".into(), config.clone()]);
+        let (dir, env) = (dir.path().to_path_buf(), env.clone());
         tokio::task::spawn_blocking(move || {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let out = siyu_command(&args, &[]).current_dir(&dir).output().unwrap();
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let out = siyu_command(&args, &env)
+                .current_dir(&dir)
+                .output()
+                .unwrap();
             (
                 out.status.code().unwrap_or(-1),
                 String::from_utf8_lossy(&out.stdout).into_owned(),
