@@ -24,6 +24,7 @@
 //! - [`ingest`]: PURE. Behaviour from the shop: the event mapping (counters, money in fen,
 //!   attributes, tags), event validation, the follower CSV import's lines.
 //! - [`person`]: one person's identities across accounts (unionid), for `person.*` segments.
+//! - [`qr`]: PURE. QR codes drawn as PNG images (channel codes for print).
 //! - [`export`]: a segment's followers as a count, a list or a CSV (CLI and admin API).
 //! - [`fake_wechat`]: a fake WeChat/WeCom API server for tests and local development.
 //! - [`log_lines`]: the server's log lines, written off the request path in batches.
@@ -47,6 +48,7 @@ pub mod log_lines;
 pub mod outbox;
 pub mod person;
 pub mod protocol;
+pub mod qr;
 pub mod rulebook;
 pub mod rules;
 pub mod segment;

@@ -29,9 +29,20 @@ pub struct QrcodeArgs {
     /// How long a temporary code lives, at most 30 days.
     #[arg(long, default_value_t = MAX_QR_EXPIRE_SECONDS)]
     pub expire_seconds: u32,
+    /// Also draw the code as a PNG for print (from the code's `url`), e.g. `poster.png`.
+    #[arg(long, value_name = "FILE")]
+    pub png: Option<std::path::PathBuf>,
+    /// The PNG's pixels per QR module (1 to 64; with the border a code is about 37 modules).
+    #[arg(long, default_value_t = crate::qr::DEFAULT_MODULE_PX)]
+    pub module_px: u32,
 }
 
 pub fn run(args: &QrcodeArgs) -> ExitCode {
+    if args.png.is_some() && !(1..=64).contains(&args.module_px) {
+        // Before the code is made at WeChat, not after.
+        errln!("error: --module-px must be 1 to 64, not {}", args.module_px);
+        return ExitCode::from(EXIT_INVALID);
+    }
     let settings = match Settings::load(&args.config.config) {
         Ok(s) => s,
         Err(e) => {
@@ -72,7 +83,7 @@ pub fn run(args: &QrcodeArgs) -> ExitCode {
             .create_qrcode(&args.scene, args.permanent, args.expire_seconds)
             .await
         {
-            Ok(t) => print(&args.scene, &t),
+            Ok(t) => print(args, &t),
             // Refused before sending (a scene over WeChat's 64 characters, a lifetime past
             // 30 days, a WeCom account): the input, not the network.
             Err(e @ ApiError::Invalid(_)) => {
@@ -104,7 +115,7 @@ fn remote(server: &Server, args: &QrcodeArgs) -> ExitCode {
     });
     match server.post::<Created>(&["admin", "v1", "qrcode"], Some(&body)) {
         Ok(c) => print(
-            &args.scene,
+            args,
             &QrTicket {
                 ticket: c.ticket,
                 expire_seconds: c.expire_seconds,
@@ -116,8 +127,8 @@ fn remote(server: &Server, args: &QrcodeArgs) -> ExitCode {
     }
 }
 
-fn print(scene: &str, t: &QrTicket) -> ExitCode {
-    outln!("scene     {scene}");
+fn print(args: &QrcodeArgs, t: &QrTicket) -> ExitCode {
+    outln!("scene     {}", args.scene);
     match t.expire_seconds {
         Some(s) => outln!("expires   in {s} s"),
         None => outln!("expires   never (permanent)"),
@@ -125,5 +136,30 @@ fn print(scene: &str, t: &QrTicket) -> ExitCode {
     outln!("ticket    {}", t.ticket);
     outln!("url       {}", t.url);
     outln!("image     {}", t.image_url);
+    if let Some(path) = &args.png {
+        // The code exists at WeChat now; a PNG that cannot be written is said plainly, and
+        // the url above still draws it.
+        let written = crate::qr::png(&t.url, args.module_px)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| write_file(path, &bytes).map_err(|e| e.to_string()));
+        match written {
+            Ok(()) => outln!("png       {}", path.display()),
+            Err(e) => {
+                errln!(
+                    "error: the QR code was created, but its PNG {} could not be written: {e} (二维码已创建，但图片未能保存)",
+                    path.display()
+                );
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        }
+    }
     ExitCode::SUCCESS
+}
+
+/// Written beside itself and renamed: a reader never sees half an image.
+fn write_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".part");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
 }

@@ -211,10 +211,51 @@ async fn qrcode_creates_channel_codes_with_one_shared_token() {
         "{bodies}"
     );
 
+    // Drawn for print: a PNG a scanner reads as the code's url. A bad size is refused
+    // before any code is made.
+    let (code, _, err) = run(base(&[
+        "--account",
+        "safe",
+        "--png",
+        "x.png",
+        "--module-px",
+        "0",
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("--module-px must be 1 to 64"), "{err}");
+    assert_eq!(fake.calls_to("/cgi-bin/qrcode/create"), 2);
+    let png = dir.path().join("poster.png");
+    let png_arg = png.display().to_string();
+    let (code, out, err) = run(base(&["--account", "safe", "--png", &png_arg]))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("png       {png_arg}")), "{out}");
+    let url = out
+        .lines()
+        .find_map(|l| l.strip_prefix("url       "))
+        .expect("the url line");
+    assert_eq!(read_qr(&std::fs::read(&png).unwrap()), url);
     let (code, _, err) = run(base(&["--account", "plain"])).await.unwrap();
     assert_eq!(code, 1);
     assert!(err.contains("no [account.api]"), "{err}");
     fake.stop().await;
+}
+
+/// The text of the one QR code in a PNG, read by a decoder independent of siyu's encoder.
+fn read_qr(bytes: &[u8]) -> String {
+    let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
+        .read_info()
+        .unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let (w, h) = (info.width as usize, info.height as usize);
+    let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| buf[y * w + x]);
+    let grids = img.detect_grids();
+    assert_eq!(grids.len(), 1, "one code");
+    grids[0].decode().unwrap().1
 }
 
 #[test]
