@@ -48,6 +48,9 @@ pub enum ConfigError {
     /// Every mistake of the campaigns file, each as `file:line:column: message`.
     #[error("campaigns refused:\n{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Campaigns(Vec<crate::located::FileError>),
+    /// Every mistake of the channels file, each as `file:line:column: message`.
+    #[error("channels refused:\n{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Channels(Vec<crate::located::FileError>),
     /// Every mistake of `[[ingest.event]]`, each as `file:line:column: message`.
     #[error("[ingest] refused:\n{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Ingest(Vec<crate::located::FileError>),
@@ -106,6 +109,9 @@ struct RawConfig {
     coupons: Option<RawCoupons>,
     #[serde(default)]
     campaigns: Option<RawCampaigns>,
+    /// `[channels] file = "channels.toml"`: the named sources followers arrive through.
+    #[serde(default)]
+    channels: Option<RawCampaigns>,
     #[serde(default)]
     display: RawDisplay,
     /// `[ingest]`: behaviour from the shop (README "Behaviour from the shop").
@@ -121,7 +127,7 @@ struct RawDisplay {
     utc_offset: Option<crate::local_time::UtcOffset>,
 }
 
-/// `[campaigns]`: the campaigns file.
+/// `[campaigns]` and `[channels]`: the file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCampaigns {
@@ -374,6 +380,9 @@ pub struct Settings {
     pub campaigns_file: Option<PathBuf>,
     /// Campaigns defined in the file (those started are also in the store).
     pub campaigns: Vec<crate::campaign::Campaign>,
+    /// The channels file (`[channels] file`), read by [`Settings::load`] into `channels`.
+    pub channels_file: Option<PathBuf>,
+    pub channels: Vec<crate::channel::Channel>,
     /// The bearer token a shop system presents to `POST /coupons/v1/redeem`.
     pub redeem_token: Option<Secret>,
     /// The offset at which the command line shows times (`[display] utc_offset`, default
@@ -422,6 +431,7 @@ impl Settings {
         let mut settings = Settings::parse(path, &text, |name| std::env::var(name).ok())?;
         settings.load_coupons()?;
         settings.load_campaigns()?;
+        settings.load_channels()?;
         Ok(settings)
     }
 
@@ -540,6 +550,8 @@ impl Settings {
             coupons: Vec::new(),
             campaigns_file: raw.campaigns.as_ref().map(|c| base.join(&c.file)),
             campaigns: Vec::new(),
+            channels_file: raw.channels.as_ref().map(|c| base.join(&c.file)),
+            channels: Vec::new(),
             redeem_token: match raw.coupons {
                 Some(RawCoupons {
                     redeem_token_env: Some(var),
@@ -604,6 +616,22 @@ impl Settings {
         let campaigns = crate::campaign::parse_campaigns(&shown, &text, &known)
             .map_err(ConfigError::Campaigns)?;
         self.campaigns = campaigns;
+        Ok(())
+    }
+
+    /// Reads the channels file named by `[channels] file`, checked against the accounts.
+    pub fn load_channels(&mut self) -> Result<(), ConfigError> {
+        let Some(path) = self.channels_file.clone() else {
+            return Ok(());
+        };
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let kinds = |id: &str| self.account(id).map(|a| a.kind);
+        self.channels =
+            crate::channel::parse_channels(&shown, &text, &kinds).map_err(ConfigError::Channels)?;
         Ok(())
     }
 

@@ -53,6 +53,8 @@ pub struct Context<'a> {
     pub dedupe_ttl_secs: u64,
     /// The coupon batches rules may issue from (`issue_coupon`).
     pub coupons: &'a [Batch],
+    /// The channels (`channels.toml`): a follower arriving through one gets its tags.
+    pub channels: &'a [crate::channel::Channel],
     /// Whether and how the account talks back to WeChat: `None` (no `[account.api]`)
     /// queues nothing, so nothing piles up that no worker would send.
     pub outbound: Option<Outbound>,
@@ -235,6 +237,13 @@ fn prepare(
     // Only an account that talks back needs the tags before (for the net change).
     let tags_before = ctx.outbound.map(|_| follower.tags.clone());
     let touches_follower = record_inbound(&mut follower, msg, ctx.now);
+    // Before the rules, so a channel's welcome rule (`scene = …`, `if_tag`) sees its tags,
+    // and mirrored to WeChat with the rules' own tag changes.
+    if let Some(channel) =
+        arrival_scene(msg).and_then(|scene| crate::channel::find(ctx.channels, ctx.account, scene))
+    {
+        follower.tags.extend(channel.tags.iter().cloned());
+    }
     let mut decision = ctx.rules.decide_with(msg, &mut follower, ctx.seed, issue);
     let effects = match ctx.outbound {
         Some(outbound) => {
@@ -492,6 +501,23 @@ fn record_inbound(f: &mut Follower, msg: &Inbound, now: i64) -> bool {
     true
 }
 
+/// The scene a follower arrives with: a subscribe or scan of a parametric QR code, or a
+/// WeCom contact added through a "contact me" code with its state.
+fn arrival_scene(msg: &Inbound) -> Option<&str> {
+    match &msg.kind {
+        InboundKind::Event(Event::Subscribe {
+            scene: Some(scene), ..
+        })
+        | InboundKind::Event(Event::Scan { scene, .. }) => Some(scene),
+        InboundKind::Event(Event::ExternalContact {
+            change: ExternalContactChange::Add | ExternalContactChange::AddHalf,
+            state: Some(state),
+            ..
+        }) => Some(state),
+        _ => None,
+    }
+}
+
 fn subscribe(f: &mut Follower, now: i64) {
     f.subscribed = true;
     f.first_subscribed_at.get_or_insert(now);
@@ -566,6 +592,7 @@ incr = { checkin = 1 }
             now_ms: now * 1000,
             seed: 0,
             dedupe_ttl_secs: 60,
+            channels: &[],
             coupons: &[],
             outbound: None,
         }
@@ -593,6 +620,72 @@ incr = { checkin = 1 }
             content: s.into(),
             msg_id: id,
         }
+    }
+
+    #[test]
+    fn a_follower_arriving_through_a_channel_gets_its_tags_before_the_rules_see_them() {
+        use crate::channel::{Channel, ChannelKind};
+        let rules = RuleTable::compile(
+            &[RuleSource {
+                name: "w.toml".into(),
+                text: "[[rule]]\nname = \"poster-welcome\"\nevent = \"subscribe\"\nif_tag = \"poster\"\nreply = \"海报来的朋友你好\"\n"
+                    .into(),
+            }],
+            &RuleContext::default(),
+        )
+        .unwrap();
+        let channels = [Channel {
+            name: "spring-poster".into(),
+            account: "demo".into(),
+            kind: ChannelKind::QrTemporary,
+            title: "春季海报".into(),
+            tags: vec!["poster".into()],
+        }];
+        let store = MemoryStore::default();
+        let c = Context {
+            channels: &channels,
+            outbound: Some(Outbound::Official),
+            ..ctx(&rules, 100)
+        };
+        let o = handle(&store, c, &msg("o1", 100, subscribe(Some("spring-poster")))).unwrap();
+        assert_eq!(o.answer.rules, ["poster-welcome"], "the channel's welcome");
+        let f = store.follower("demo", "o1").unwrap().unwrap();
+        assert!(f.has_tag("poster"));
+        let shown: Vec<String> = o.effects.iter().map(|e| e.effect.describe()).collect();
+        assert!(
+            shown.iter().any(|d| d.contains("poster")),
+            "mirrored to WeChat: {shown:?}"
+        );
+        // Another scene, another account's channel of that name, or a plain message: nothing.
+        for (account, from, kind) in [
+            ("demo", "o2", subscribe(Some("store-7"))),
+            ("other", "o3", subscribe(Some("spring-poster"))),
+            ("demo", "o4", text("hi", 9)),
+        ] {
+            let c = Context {
+                account,
+                channels: &channels,
+                ..ctx(&rules, 100)
+            };
+            handle(&store, c, &msg(from, 100, kind)).unwrap();
+            let f = store.follower(account, from).unwrap().unwrap();
+            assert!(!f.has_tag("poster"), "{account}/{from}");
+        }
+        // A scan of the code by a follower already subscribed is an arrival too.
+        let c = Context {
+            channels: &channels,
+            ..ctx(&rules, 200)
+        };
+        let scan = InboundKind::Event(Event::Scan {
+            scene: "spring-poster".into(),
+            ticket: None,
+        });
+        handle(&store, c, &msg("o2", 200, scan)).unwrap();
+        assert!(store
+            .follower("demo", "o2")
+            .unwrap()
+            .unwrap()
+            .has_tag("poster"));
     }
 
     #[test]

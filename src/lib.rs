@@ -19,6 +19,7 @@
 //! - [`server`]: the actix-web app: routes, startup, the one error → HTTP mapping.
 //! - [`api`]: the outbound half: typed WeChat/WeCom API calls, shared access tokens.
 //! - [`outbox`]: the durable queue of calls to WeChat and its background worker.
+//! - [`channel`]: PURE. Channels (渠道) from `channels.toml`: named sources followers arrive through.
 //! - [`coupon`], [`segment`], [`campaign`]: coupon batches, audiences, pushes to them.
 //! - [`sync`]: importing an account's existing followers from WeChat, and the merge rules.
 //! - [`ingest`]: PURE. Behaviour from the shop: the event mapping (counters, money in fen,
@@ -34,6 +35,7 @@
 pub mod api;
 pub mod audit;
 pub mod campaign;
+pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod coupon;

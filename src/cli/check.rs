@@ -59,8 +59,22 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         outln!(
             "  campaign {}: account {}, audience: {}{when}",
             c.name,
-            c.account,
+            c.accounts().collect::<Vec<_>>().join(", "),
             c.audience
+        );
+    }
+    for c in &settings.channels {
+        let tags = if c.tags.is_empty() {
+            String::new()
+        } else {
+            format!(", arrival tags: {}", c.tags.join(" "))
+        };
+        outln!(
+            "  channel {} ({}): account {}, {}{tags}",
+            c.name,
+            c.title,
+            c.account,
+            c.kind
         );
     }
     let mut dirs = settings.rule_dirs();

@@ -141,6 +141,7 @@ fn simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
         now_ms: entropy.now_ms,
         seed: args.seed.unwrap_or(entropy.seed),
         dedupe_ttl_secs: settings.dedupe_ttl_secs,
+        channels: &settings.channels,
         coupons: &settings.coupons,
         outbound: account.outbound(),
     };

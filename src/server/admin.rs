@@ -493,6 +493,7 @@ fn run_simulation(
         now_ms: entropy.now_ms,
         seed: body.seed.unwrap_or(entropy.seed),
         dedupe_ttl_secs: state.settings.dedupe_ttl_secs,
+        channels: &state.settings.channels,
         coupons: &state.settings.coupons,
         outbound: account.settings.outbound(),
     };

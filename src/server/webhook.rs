@@ -162,6 +162,7 @@ pub fn handle_callback(
             now_ms: entropy.now_ms,
             seed: entropy.seed,
             dedupe_ttl_secs: state.settings.dedupe_ttl_secs,
+            channels: &state.settings.channels,
             coupons: &state.settings.coupons,
             outbound: account.settings.outbound(),
         },

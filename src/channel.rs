@@ -1,0 +1,286 @@
+//! Channels (渠道): named sources followers arrive through, read from `channels.toml`
+//! (PURE). A channel is an official account's parametric QR code (temporary or
+//! permanent), a WeCom "contact me" code (its `state`), or a plain scene string printed
+//! elsewhere; its name is the scene WeChat sends back (`EventKey` / `State`), so rules'
+//! `scene = …`, segments' `scene = …` and follower records already speak of it.
+//!
+//! ```toml
+//! [[channel]]
+//! name = "spring-poster"        # the scene: 1 to 64 of A-Z a-z 0-9 - _ . :
+//! account = "demo"
+//! kind = "qr_temporary"         # qr_temporary, qr_permanent, contact_way (WeCom), scene
+//! title = "春季海报"             # what reports call it (default: the name)
+//! tags = ["poster"]             # put on when a follower arrives through it
+//! ```
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::config::AccountKind;
+use crate::located::FileError;
+
+/// The longest scene WeChat takes (`scene_str`, protocol.md: 1 to 64 characters).
+pub const MAX_SCENE: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Channel {
+    pub name: String,
+    pub account: String,
+    pub kind: ChannelKind,
+    pub title: String,
+    /// Put on the follower when they arrive through the channel (subscribe or scan with
+    /// its scene, a WeCom contact added with its state), in the callback's own commit.
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelKind {
+    /// An official account's temporary parametric QR code (at most 30 days).
+    QrTemporary,
+    /// A permanent one (at most 100,000 per account).
+    QrPermanent,
+    /// A WeCom "contact me" code (`externalcontact/add_contact_way`, its `state`).
+    ContactWay,
+    /// A scene string made elsewhere (a printed code, a link).
+    Scene,
+}
+
+impl std::fmt::Display for ChannelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ChannelKind::QrTemporary => "qr_temporary",
+            ChannelKind::QrPermanent => "qr_permanent",
+            ChannelKind::ContactWay => "contact_way",
+            ChannelKind::Scene => "scene",
+        })
+    }
+}
+
+impl ChannelKind {
+    fn fits(self, account: AccountKind) -> bool {
+        match self {
+            ChannelKind::QrTemporary | ChannelKind::QrPermanent => account == AccountKind::Official,
+            ChannelKind::ContactWay => account == AccountKind::Wecom,
+            ChannelKind::Scene => true,
+        }
+    }
+}
+
+/// The channel a follower arrived through, if `scene` names one of the account's.
+pub fn find<'a>(channels: &'a [Channel], account: &str, scene: &str) -> Option<&'a Channel> {
+    channels
+        .iter()
+        .find(|c| c.account == account && c.name == scene)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    channel: Vec<Spanned<RawChannel>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChannel {
+    name: Spanned<String>,
+    account: Spanned<String>,
+    kind: Spanned<String>,
+    title: Option<String>,
+    #[serde(default)]
+    tags: Vec<Spanned<String>>,
+}
+
+/// Whether `s` is a scene WeChat and WeCom both take back unchanged.
+pub fn is_scene(s: &str) -> bool {
+    (1..=MAX_SCENE).contains(&s.chars().count())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+}
+
+/// Parses `text` (the file `file`) against the config's accounts; every mistake is
+/// reported at once with its place.
+pub fn parse_channels(
+    file: &str,
+    text: &str,
+    accounts: &dyn Fn(&str) -> Option<AccountKind>,
+) -> Result<Vec<Channel>, Vec<FileError>> {
+    let raw: RawFile = toml::from_str(text).map_err(|e| {
+        vec![FileError::at(
+            file,
+            text,
+            e.span().map_or(0, |s| s.start),
+            e.message().trim(),
+        )]
+    })?;
+    let mut errors = Vec::new();
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    for raw in raw.channel {
+        let c = raw.into_inner();
+        let before = errors.len();
+        let mut err = |at: usize, m: String| errors.push(FileError::at(file, text, at, m));
+        let name = c.name.get_ref().trim().to_string();
+        let account = c.account.get_ref().clone();
+        if !is_scene(&name) {
+            err(
+                c.name.span().start,
+                format!("channel name `{name}`: the scene WeChat sends back, 1 to {MAX_SCENE} of letters, digits, `-`, `_`, `.` and `:` (渠道名即场景值)"),
+            );
+        } else if !seen.insert((account.clone(), name.clone())) {
+            err(
+                c.name.span().start,
+                format!("channel `{name}` of account `{account}` is defined twice"),
+            );
+        }
+        let kind = match c.kind.get_ref().as_str() {
+            "qr_temporary" => Some(ChannelKind::QrTemporary),
+            "qr_permanent" => Some(ChannelKind::QrPermanent),
+            "contact_way" => Some(ChannelKind::ContactWay),
+            "scene" => Some(ChannelKind::Scene),
+            other => {
+                err(
+                    c.kind.span().start,
+                    format!("kind `{other}`: one of qr_temporary, qr_permanent, contact_way (WeCom), scene"),
+                );
+                None
+            }
+        };
+        match accounts(&account) {
+            None => err(
+                c.account.span().start,
+                format!("no account `{account}` in the config"),
+            ),
+            Some(k) => {
+                if let Some(kind) = kind.filter(|kind| !kind.fits(k)) {
+                    err(
+                        c.kind.span().start,
+                        match kind {
+                            ChannelKind::ContactWay => format!("kind contact_way is a WeCom \"contact me\" code; account `{account}` is an official account (use qr_temporary or qr_permanent)"),
+                            _ => format!("QR codes with a scene are for official accounts; account `{account}` is WeCom (use contact_way)"),
+                        },
+                    );
+                }
+            }
+        }
+        let mut tags = Vec::new();
+        for t in &c.tags {
+            let tag = t.get_ref().trim();
+            if tag.is_empty() {
+                err(t.span().start, "empty tag name".into());
+            } else {
+                tags.push(tag.to_string());
+            }
+        }
+        if errors.len() == before {
+            out.push(Channel {
+                title: c
+                    .title
+                    .filter(|t| !t.trim().is_empty())
+                    .unwrap_or_else(|| name.clone()),
+                name,
+                account,
+                kind: kind.unwrap_or(ChannelKind::Scene),
+                tags,
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        errors.sort_by_key(|e| (e.line, e.column));
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<Channel>, Vec<FileError>> {
+        let kinds = |id: &str| match id {
+            "demo" => Some(AccountKind::Official),
+            "corp" => Some(AccountKind::Wecom),
+            _ => None,
+        };
+        parse_channels("channels.toml", text, &kinds)
+    }
+
+    #[test]
+    fn a_good_file_parses() {
+        let text =
+            "[[channel]]\nname = \"spring-poster\"\naccount = \"demo\"\nkind = \"qr_temporary\"\n\
+                    title = \"春季海报\"\ntags = [\"poster\", \"春季\"]\n\n\
+                    [[channel]]\nname = \"store-7\"\naccount = \"corp\"\nkind = \"contact_way\"\n\n\
+                    [[channel]]\nname = \"store-7\"\naccount = \"demo\"\nkind = \"scene\"\n";
+        let all = parse(text).unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].title, "春季海报");
+        assert_eq!(all[0].tags, ["poster", "春季"]);
+        assert_eq!(all[1].title, "store-7", "the name when there is no title");
+        assert_eq!(all[1].kind, ChannelKind::ContactWay);
+        assert_eq!(
+            find(&all, "demo", "store-7").unwrap().kind,
+            ChannelKind::Scene
+        );
+        assert_eq!(
+            find(&all, "corp", "store-7").unwrap().kind,
+            ChannelKind::ContactWay
+        );
+        assert!(find(&all, "demo", "nope").is_none());
+        assert!(parse("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn every_mistake_is_reported_at_its_place() {
+        let head = "[[channel]]\n";
+        for (body, want) in [
+            (
+                "name = \"a b\"\naccount = \"demo\"\nkind = \"scene\"\n",
+                "2:8: channel name `a b`",
+            ),
+            (
+                &format!("name = \"{}\"\naccount = \"demo\"\nkind = \"scene\"\n", "x".repeat(65)) as &str,
+                "2:8: channel name",
+            ),
+            (
+                "name = \"a\"\naccount = \"nope\"\nkind = \"scene\"\n",
+                "3:11: no account `nope` in the config",
+            ),
+            (
+                "name = \"a\"\naccount = \"demo\"\nkind = \"poster\"\n",
+                "4:8: kind `poster`: one of",
+            ),
+            (
+                "name = \"a\"\naccount = \"demo\"\nkind = \"contact_way\"\n",
+                "4:8: kind contact_way is a WeCom",
+            ),
+            (
+                "name = \"a\"\naccount = \"corp\"\nkind = \"qr_permanent\"\n",
+                "4:8: QR codes with a scene are for official accounts",
+            ),
+            (
+                "name = \"a\"\naccount = \"demo\"\nkind = \"scene\"\ntags = [\" \"]\n",
+                "5:9: empty tag name",
+            ),
+            (
+                "name = \"a\"\naccount = \"demo\"\nkind = \"scene\"\nwelcome = \"hi\"\n",
+                "5:1: unknown field `welcome`",
+            ),
+            (
+                "name = \"a\"\naccount = \"demo\"\nkind = \"scene\"\n[[channel]]\nname = \"a\"\naccount = \"demo\"\nkind = \"scene\"\n",
+                "6:8: channel `a` of account `demo` is defined twice",
+            ),
+        ] {
+            let text = format!("{head}{body}");
+            let errors = parse(&text).expect_err(&text);
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            let e = &errors[0];
+            let got = format!("{}:{}: {}", e.line, e.column, e.message);
+            assert!(got.starts_with(want), "for\n{text}\nwant {want}\n got {got}");
+        }
+    }
+}
