@@ -91,6 +91,7 @@ fn local(store: Arc<dyn Store>, settings: &Settings, args: &SyncArgs) -> ExitCod
         autotag: Some(Arc::new(move |f, now| {
             rules.autotag(f, now);
         })),
+        scheduled_on: None,
     };
     let account = args.account.clone();
     let outcome = runtime.block_on(async {

@@ -45,6 +45,10 @@ pub enum SyncError {
         "a sync of account `{0}` is already running, here or on another instance (该账号正在同步)"
     )]
     Busy(String),
+    /// The daily schedule's start, when one is recorded for that day already (by another
+    /// instance, between its look and its lease).
+    #[error("the scheduled sync of account `{0}` has already started on {1} (今日定时同步已开始)")]
+    ScheduledAlready(String, String),
 }
 
 /// The account's automatic tags, applied to each follower a step writes (at `now`).
@@ -63,6 +67,9 @@ pub struct SyncOptions {
     pub owner: String,
     /// The account's `[[autotag]]`s (README "Automatic tags").
     pub autotag: Option<Autotag>,
+    /// Set by the daily schedule: the China date recorded as the day's scheduled start
+    /// (`SyncRun::scheduled_on`), in the run's first write.
+    pub scheduled_on: Option<String>,
 }
 
 impl std::fmt::Debug for SyncOptions {
@@ -73,6 +80,7 @@ impl std::fmt::Debug for SyncOptions {
             .field("rate_per_sec", &self.rate_per_sec)
             .field("owner", &self.owner)
             .field("autotag", &self.autotag.is_some())
+            .field("scheduled_on", &self.scheduled_on)
             .finish()
     }
 }
@@ -91,21 +99,26 @@ pub fn runnable(
         .ok_or_else(|| SyncError::NoApi(account.to_string()))
 }
 
-/// The run to go on with: the unfinished one (`restart` unset), else a new one.
+/// The run to go on with: the unfinished one (`restart` unset), else a new one. The day
+/// of the last scheduled start is carried over, or set to `options.scheduled_on`.
 pub fn start_or_resume(
     store: &dyn Store,
     account: &str,
     options: &SyncOptions,
     now_ms: i64,
 ) -> Result<SyncRun, StoreError> {
-    Ok(match store.sync_run(account)? {
+    let previous = store.sync_run(account)?;
+    let carried = previous.as_ref().and_then(|r| r.scheduled_on.clone());
+    let mut run = match previous {
         Some(mut run) if run.state != SyncState::Done && !options.restart => {
             run.state = SyncState::Running;
             run.error = None;
             run
         }
         _ => SyncRun::new(account, now_ms, &options.by),
-    })
+    };
+    run.scheduled_on = options.scheduled_on.clone().or(carried);
+    Ok(run)
 }
 
 /// Runs (or resumes) the account's sync until it is done, fails, or `stop` turns true.
@@ -125,10 +138,30 @@ pub async fn run(
     }
     let acc = account.to_string();
     let opts = options.clone();
-    let mut run = blocking(&store, move |s| {
-        start_or_resume(s, &acc, &opts, crate::outbox::now_ms())
+    let started = blocking(&store, move |s| {
+        if let Some(day) = &opts.scheduled_on {
+            // Looked at again under the lease: another instance may have run the day's
+            // scheduled sync between the schedule's look and this lease.
+            let last = s.sync_run(&acc)?.and_then(|r| r.scheduled_on);
+            if last.as_deref().is_some_and(|d| d >= day.as_str()) {
+                return Ok(None);
+            }
+        }
+        start_or_resume(s, &acc, &opts, crate::outbox::now_ms()).map(Some)
     })
-    .await?;
+    .await;
+    let mut run = match started {
+        Ok(Some(run)) => run,
+        other => {
+            let (lease, owner) = (lease.clone(), owner.clone());
+            let _ = blocking(&store, move |s| s.release(&lease, &owner)).await;
+            other?;
+            return Err(SyncError::ScheduledAlready(
+                account.to_string(),
+                options.scheduled_on.clone().unwrap_or_default(),
+            ));
+        }
+    };
     let mut sync = Sync {
         store: store.clone(),
         client,
