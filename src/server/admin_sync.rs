@@ -180,6 +180,30 @@ pub(super) async fn begin(
             })
         }),
         scheduled_on,
+        kept: Some({
+            let book = state.accounts[&account].rules.clone();
+            let outbound = state.accounts[&account].settings.outbound();
+            let (shop, acc, wake) = (
+                state.settings.ingest.clone(),
+                account.clone(),
+                state.outbox_wake.clone(),
+            );
+            std::sync::Arc::new(move |store: &dyn crate::store::Store, people: &[String]| {
+                let rules = book.current();
+                let writer = crate::ingest::Writer {
+                    store,
+                    settings: &shop,
+                    account: &acc,
+                    rules: &rules.table,
+                    outbound,
+                };
+                let now = crate::outbox::now_ms().div_euclid(1000);
+                if writer.apply_kept(people, now)?.1 {
+                    wake.notify_one();
+                }
+                Ok(())
+            })
+        }),
     };
     let store = state.store.clone();
     let acc = account.clone();

@@ -54,6 +54,12 @@ pub enum SyncError {
 /// The account's automatic tags, applied to each follower a step writes (at `now`).
 pub type Autotag = std::sync::Arc<dyn Fn(&mut Follower, i64) + Send + std::marker::Sync>;
 
+/// Applies the shop events kept for people a step wrote (README "Behaviour from the
+/// shop"): given the store and the unionids of the step's followers, after the step's
+/// write, so that the people index links them.
+pub type KeptEvents =
+    Arc<dyn Fn(&dyn Store, &[String]) -> Result<(), StoreError> + Send + std::marker::Sync>;
+
 /// How a run is started.
 #[derive(Clone, Default)]
 pub struct SyncOptions {
@@ -70,6 +76,8 @@ pub struct SyncOptions {
     /// Set by the daily schedule: the China date recorded as the day's scheduled start
     /// (`SyncRun::scheduled_on`), in the run's first write.
     pub scheduled_on: Option<String>,
+    /// Applies the kept shop events of each step's people.
+    pub kept: Option<KeptEvents>,
 }
 
 impl std::fmt::Debug for SyncOptions {
@@ -81,6 +89,7 @@ impl std::fmt::Debug for SyncOptions {
             .field("owner", &self.owner)
             .field("autotag", &self.autotag.is_some())
             .field("scheduled_on", &self.scheduled_on)
+            .field("kept", &self.kept.is_some())
             .finish()
     }
 }
@@ -171,6 +180,7 @@ pub async fn run(
         lease,
         owner,
         autotag: options.autotag.clone(),
+        kept: options.kept.clone(),
     };
     let result = sync.drive(&mut run, &mut stop).await;
     let (store2, lease, owner) = (store.clone(), sync.lease.clone(), sync.owner.clone());
@@ -187,6 +197,7 @@ struct Sync {
     lease: String,
     owner: String,
     autotag: Option<Autotag>,
+    kept: Option<KeptEvents>,
 }
 
 /// Why the walk stopped early.
@@ -363,8 +374,10 @@ impl Sync {
         ids.sort_unstable();
         ids.dedup();
         let autotag = self.autotag.clone();
+        let (kept, acc) = (self.kept.clone(), self.account.clone());
         let stored = blocking(&self.store, move |s| {
             renew(s, &lease, &owner)?;
+            let mut people = Vec::new();
             s.sync_step(&account, &ids, &mut next, &mut |run, id, stored| {
                 let mut contact = stored;
                 for e in entries
@@ -376,8 +389,10 @@ impl Sync {
                 if let (Some(f), Some(autotag)) = (contact.as_mut(), &autotag) {
                     autotag(f, asked_at);
                 }
+                people.extend(contact.as_ref().and_then(|f| f.unionid.clone()));
                 contact
             })?;
+            apply_kept(s, &acc, kept.as_ref(), &people);
             Ok::<_, StoreError>(next)
         })
         .await?;
@@ -582,15 +597,19 @@ impl Sync {
         let tags = tags.clone();
         let (lease, owner) = (self.lease.clone(), self.owner.clone());
         let autotag = self.autotag.clone();
+        let (kept, acc) = (self.kept.clone(), self.account.clone());
         let stored = blocking(&self.store, move |s| {
             renew(s, &lease, &owner)?;
+            let mut people = Vec::new();
             s.sync_step(&account, &batch, &mut next, &mut |run, openid, stored| {
                 if stored
                     .as_ref()
                     .and_then(|f| f.synced.as_ref())
                     .is_some_and(|m| m.run == run.id)
                 {
-                    // Written by this run before a stop: counted then.
+                    // Written by this run before a stop: counted then. Their kept events
+                    // are looked at again (the stop may have come before that).
+                    people.extend(stored.and_then(|f| f.unionid));
                     return None;
                 }
                 let Some(info) = infos.get(openid) else {
@@ -602,8 +621,10 @@ impl Sync {
                 if let Some(autotag) = &autotag {
                     autotag(&mut f, asked_at);
                 }
+                people.extend(f.unionid.clone());
                 Some(f)
             })?;
+            apply_kept(s, &acc, kept.as_ref(), &people);
             Ok::<_, StoreError>(next)
         })
         .await?;
@@ -641,6 +662,20 @@ impl Sync {
             }
         }
         unreachable!("the last try returns")
+    }
+}
+
+/// The step's kept shop events, after its write (its links are in the people index then).
+/// Every follower's unionid of the step is looked at, not only new links: a crash between
+/// a step and this is made good by the next run, which sees every follower again. A
+/// failure here is logged and the run goes on (the events stay kept for the next run).
+fn apply_kept(store: &dyn Store, account: &str, kept: Option<&KeptEvents>, people: &[String]) {
+    let Some(kept) = kept else { return };
+    if people.is_empty() {
+        return;
+    }
+    if let Err(e) = kept(store, people) {
+        tracing::warn!(%account, error = %e, "kept shop events not applied; the next sync tries again");
     }
 }
 
