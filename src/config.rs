@@ -302,6 +302,16 @@ struct RawAccount {
     replies: Option<PathBuf>,
     /// Calls to WeChat's API (QR codes, tags, messages): where and with which secret.
     api: Option<RawApi>,
+    /// `[account.sync]`: the follower sync's daily schedule in `siyu serve`.
+    sync: Option<RawAccountSync>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccountSync {
+    /// `HH:MM`, China time; parsed while deserialising, so a bad value is reported at its
+    /// file:line:column.
+    daily_at: Option<crate::sync::schedule::DailyAt>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -407,6 +417,9 @@ pub struct Account {
     /// Present when the account has an API secret (`[account.api]` or
     /// `SIYU_<ID>_APP_SECRET`).
     pub api: Option<ApiSettings>,
+    /// `[account.sync] daily_at`: `siyu serve` starts the follower sync once a day at this
+    /// time (China time); only with `api`.
+    pub sync_daily_at: Option<crate::sync::schedule::DailyAt>,
 }
 
 impl Account {
@@ -824,8 +837,15 @@ fn validate_account(
             Some(api)
         }
     };
+    let sync_daily_at = a.sync.and_then(|s| s.daily_at);
+    if sync_daily_at.is_some() && api.is_none() {
+        return Err(err(format!(
+            "[account.sync] daily_at needs [account.api] (or {prefix}APP_SECRET): the sync asks WeChat for the followers (定时同步需要配置 [account.api])"
+        )));
+    }
     Ok(Account {
         api,
+        sync_daily_at,
         replies_dir: a
             .replies
             .map(|p| base.join(p))
@@ -1025,6 +1045,32 @@ mode = "safe"
         let err = parse(&bad).unwrap_err().to_string();
         assert!(
             err.contains(&format!("conf/config.toml:{line}:")) && err.contains("+HH:MM"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_daily_sync_needs_the_api_and_a_bad_time_names_its_place() {
+        let api = "[account.api]\nsecret = \"plain\"\n";
+        let good = format!("{MINIMAL}{api}[account.sync]\ndaily_at = \"03:30\"\n");
+        let s = parse(&good).unwrap();
+        let at = s.account("demo").unwrap().sync_daily_at.unwrap();
+        assert_eq!(at.to_string(), "03:30");
+        assert!(parse(MINIMAL).unwrap().accounts[0].sync_daily_at.is_none());
+        let bad = format!("{MINIMAL}{api}[account.sync]\ndaily_at = \"3:30\"\n");
+        let line = bad.lines().count();
+        let err = parse(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("conf/config.toml:{line}:12:")) && err.contains("HH:MM"),
+            "{err}"
+        );
+        let typo = format!("{MINIMAL}{api}[account.sync]\ndaily = \"03:30\"\n");
+        let err = parse(&typo).unwrap_err().to_string();
+        assert!(err.contains("unknown field `daily`"), "{err}");
+        let no_api = format!("{MINIMAL}[account.sync]\ndaily_at = \"03:30\"\n");
+        let err = parse(&no_api).unwrap_err().to_string();
+        assert!(
+            err.contains("account `demo`") && err.contains("needs [account.api]"),
             "{err}"
         );
     }

@@ -83,6 +83,23 @@ fn local(store: Arc<dyn Store>, settings: &Settings, args: &SyncArgs) -> ExitCod
                 return ExitCode::from(EXIT_INVALID);
             }
         };
+    let kept: runner::KeptEvents = {
+        let (rules, shop, account) = (rules.clone(), settings.ingest.clone(), args.account.clone());
+        let outbound = account_settings.outbound();
+        // Tags queued here are delivered by the next `siyu serve` (or the next command
+        // that runs the outbox).
+        Arc::new(move |store: &dyn Store, people: &[String]| {
+            let writer = crate::ingest::Writer {
+                store,
+                settings: &shop,
+                account: &account,
+                rules: &rules,
+                outbound,
+            };
+            let now = crate::outbox::now_ms().div_euclid(1000);
+            writer.apply_kept(people, now).map(drop)
+        })
+    };
     let options = SyncOptions {
         restart: args.restart,
         by: "cli".into(),
@@ -91,6 +108,8 @@ fn local(store: Arc<dyn Store>, settings: &Settings, args: &SyncArgs) -> ExitCod
         autotag: Some(Arc::new(move |f, now| {
             rules.autotag(f, now);
         })),
+        scheduled_on: None,
+        kept: Some(kept),
     };
     let account = args.account.clone();
     let outcome = runtime.block_on(async {

@@ -28,9 +28,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/followers/{account}/sync/stop", web::post().to(stop));
 }
 
-/// The syncs this server runs now, by account.
+/// The syncs this server runs now, by account, and when the daily schedule last looked.
 #[derive(Default)]
-pub struct Syncs(Mutex<HashMap<String, Running>>);
+pub struct Syncs {
+    running: Mutex<HashMap<String, Running>>,
+    /// Account → unix seconds of the schedule's last decision (shown in the status, so an
+    /// operator sees the schedule is alive).
+    looked: Mutex<HashMap<String, i64>>,
+}
 
 struct Running {
     stop: watch::Sender<bool>,
@@ -39,7 +44,7 @@ struct Running {
 }
 
 #[derive(Debug, Clone)]
-enum End {
+pub(super) enum End {
     /// Done, failed or stopped: the stored run says which.
     Stored,
     /// Another instance holds the account's sync.
@@ -50,13 +55,35 @@ enum End {
 
 impl Syncs {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The daily schedule decided, at `now`, whether to start the account's sync.
+    pub(super) fn looked(&self, account: &str, now: i64) {
+        self.looked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(account.to_string(), now);
+    }
+
+    fn looked_at(&self, account: &str) -> Option<i64> {
+        self.looked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(account)
+            .copied()
     }
 
     fn live(&self, account: &str) -> bool {
+        self.running(account).is_some()
+    }
+
+    /// The account's run here, while it has not ended.
+    fn running(&self, account: &str) -> Option<watch::Receiver<Option<End>>> {
         self.lock()
             .get(account)
-            .is_some_and(|r| r.ended.borrow().is_none())
+            .filter(|r| r.ended.borrow().is_none())
+            .map(|r| r.ended.clone())
     }
 }
 
@@ -70,7 +97,7 @@ struct StartBody {
 fn refused(e: SyncError) -> AdminError {
     match e {
         SyncError::NoAccount(_) => AdminError::NotFound(e.to_string()),
-        SyncError::Busy(_) => AdminError::Conflict(e.to_string()),
+        SyncError::Busy(_) | SyncError::ScheduledAlready(..) => AdminError::Conflict(e.to_string()),
         SyncError::Store(s) => AdminError::Store(s),
         SyncError::NoApi(_) => AdminError::BadRequest(e.to_string()),
     }
@@ -85,16 +112,50 @@ async fn start(
     let who = authorize(&state, &req, Role::Operator)?.name.clone();
     let account = account.into_inner();
     known_account(&state, &account)?;
+    let restart = body.map(|b| b.restart).unwrap_or(false);
+    let started = begin(&state, &account, restart, &who, None).await?;
+    Ok(if started.already_live {
+        HttpResponse::Ok().json(with_live(started.run, true))
+    } else {
+        HttpResponse::Accepted().json(with_live(started.run, true))
+    })
+}
+
+/// What [`begin`] did.
+pub(super) struct Started {
+    /// A sync of the account was running here already: nothing new was started.
+    pub already_live: bool,
+    /// The run as stored (after its first write, if that came within [`START_WAIT`]).
+    pub run: Option<SyncRun>,
+    /// Turns `Some` when the run ends.
+    pub ended: watch::Receiver<Option<End>>,
+}
+
+/// Starts (or resumes) the account's sync in the background, as `POST …/sync` does:
+/// the one code path for an operator's start and the daily schedule's. Refused while
+/// another instance holds the account's lease (409), and for a schedule's start when the
+/// day's is recorded already (409). Audited as `followers.sync` by `who`.
+pub(super) async fn begin(
+    state: &web::Data<AppState>,
+    account: &str,
+    restart: bool,
+    who: &str,
+    scheduled_on: Option<String>,
+) -> Result<Started, AdminError> {
+    let account = account.to_string();
     let api = runner::runnable(&state.settings, &account).map_err(refused)?;
     let client = state
         .clients
         .get(&account)
         .cloned()
         .ok_or_else(|| refused(SyncError::NoApi(account.clone())))?;
-    let restart = body.map(|b| b.restart).unwrap_or(false);
-    if state.syncs.live(&account) {
-        let run = read(&state, &account).await?;
-        return Ok(HttpResponse::Ok().json(with_live(run, true)));
+    if let Some(ended) = state.syncs.running(&account) {
+        let run = read(state, &account).await?;
+        return Ok(Started {
+            already_live: true,
+            run,
+            ended,
+        });
     }
     let (progress, mut first) = watch::channel(SyncRun::default());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -108,7 +169,7 @@ async fn start(
     );
     let options = SyncOptions {
         restart,
-        by: who.clone(),
+        by: who.to_string(),
         rate_per_sec: api.rate_per_sec,
         owner: format!("server-{}", std::process::id()),
         // The rules in force at each step: a reload during a long sync applies from then on.
@@ -118,13 +179,42 @@ async fn start(
                 book.current().table.autotag(f, now);
             })
         }),
+        scheduled_on,
+        kept: Some({
+            let book = state.accounts[&account].rules.clone();
+            let outbound = state.accounts[&account].settings.outbound();
+            let (shop, acc, wake) = (
+                state.settings.ingest.clone(),
+                account.clone(),
+                state.outbox_wake.clone(),
+            );
+            std::sync::Arc::new(move |store: &dyn crate::store::Store, people: &[String]| {
+                let rules = book.current();
+                let writer = crate::ingest::Writer {
+                    store,
+                    settings: &shop,
+                    account: &acc,
+                    rules: &rules.table,
+                    outbound,
+                };
+                let now = crate::outbox::now_ms().div_euclid(1000);
+                if writer.apply_kept(people, now)?.1 {
+                    wake.notify_one();
+                }
+                Ok(())
+            })
+        }),
     };
     let store = state.store.clone();
     let acc = account.clone();
-    actix_web::rt::spawn(async move {
+    // A tokio task (not actix's thread-local one): the daily schedule starts syncs from
+    // outside the HTTP workers too.
+    tokio::spawn(async move {
         let end = match runner::run(store, client, &acc, options, progress, stop_rx).await {
             Ok(_) => End::Stored,
-            Err(e @ SyncError::Busy(_)) => End::Busy(e.to_string()),
+            Err(e @ (SyncError::Busy(_) | SyncError::ScheduledAlready(..))) => {
+                End::Busy(e.to_string())
+            }
             Err(e) => {
                 tracing::warn!(account = %acc, error = %e, "follower sync ended in an error");
                 End::Error(e.to_string())
@@ -152,18 +242,23 @@ async fn start(
         _ => {}
     }
     {
-        let (acc, detail) = (account.clone(), if restart { "restart" } else { "" });
-        on_pool(&state, move |state| {
+        let (acc, who) = (account.clone(), who.to_string());
+        let detail = if restart { "restart" } else { "" };
+        on_pool(state, move |state| {
             super::reload::audit(state, &who, "followers.sync", &acc, detail.to_string());
             Ok(())
         })
         .await?;
     }
     let run = match waited {
-        Ok(()) => read(&state, &account).await?,
+        Ok(()) => read(state, &account).await?,
         Err(_) => None,
     };
-    Ok(HttpResponse::Accepted().json(with_live(run, true)))
+    Ok(Started {
+        already_live: false,
+        run,
+        ended,
+    })
 }
 
 async fn status(
@@ -176,7 +271,12 @@ async fn status(
     known_account(&state, &account)?;
     let live = state.syncs.live(&account);
     match read(&state, &account).await? {
-        Some(run) => Ok(HttpResponse::Ok().json(with_live(Some(run), live))),
+        Some(run) => {
+            let schedule = schedule(&state, &account, &run);
+            let mut body = with_live(Some(run), live);
+            body["schedule"] = schedule;
+            Ok(HttpResponse::Ok().json(body))
+        }
         None => Err(AdminError::NotFound(format!(
             "account `{account}` has never been synced (该账号尚未同步)"
         ))),
@@ -222,6 +322,22 @@ async fn stop(
 async fn read(state: &web::Data<AppState>, account: &str) -> Result<Option<SyncRun>, AdminError> {
     let account = account.to_string();
     on_pool(state, move |state| Ok(state.store.sync_run(&account)?)).await
+}
+
+/// The account's daily schedule for the status: `{daily_at, zone, next_at, looked_at}`
+/// (unix seconds; `looked_at`: this server's last decision, null before its first), or null
+/// without one. `account` is known (checked by the caller).
+fn schedule(state: &AppState, account: &str, run: &SyncRun) -> serde_json::Value {
+    let Some(at) = state.accounts[account].settings.sync_daily_at else {
+        return serde_json::Value::Null;
+    };
+    let now = crate::outbox::now_ms().div_euclid(1000);
+    json!({
+        "daily_at": at.to_string(),
+        "zone": crate::sync::schedule::ZONE.to_string(),
+        "next_at": crate::sync::schedule::next_at(now, at, run.scheduled_on.as_deref()),
+        "looked_at": state.syncs.looked_at(account),
+    })
 }
 
 fn with_live(run: Option<SyncRun>, live: bool) -> serde_json::Value {

@@ -4,7 +4,9 @@
 //! Authenticated with the bearer token of `[ingest] token(_env)`, compared in constant time;
 //! without one configured the endpoint answers 503 (it exists, and says how to turn it on).
 //! Every event is applied at most once per (account, id): the id is recorded in the same
-//! atomic write as the follower's change (`Store::ingest_event`). A bad event is refused
+//! atomic write as the follower's change (`Store::ingest_event`); an event by a unionid
+//! no follower has yet is kept (`[ingest] unknown = "keep"`) and applied when a sync links
+//! it (`ingest::Writer`, the same code path). A bad event is refused
 //! alone; the answer lists each event's result in request order. The scope's
 //! `durable_writes` flushes the store before the 200 leaves.
 
@@ -15,10 +17,8 @@ use serde_json::{json, Map, Value};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use crate::engine;
-use crate::ingest::{Event, Identity, Refusal, UnknownFollower, MAX_EVENTS};
-use crate::outbox::{now_ms, NewItem};
-use crate::store::Ingested;
+use crate::ingest::{Event, Outcome, Refusal, Writer, MAX_EVENTS};
+use crate::outbox::now_ms;
 
 /// A full batch of [`MAX_EVENTS`] events with room for long props (~1 KiB each); a bigger
 /// body is refused by actix with 413 before it is read whole.
@@ -92,6 +92,7 @@ async fn events(state: web::Data<AppState>, req: HttpRequest, body: web::Bytes) 
             let count = |s: &str| results.iter().filter(|r| r["status"] == s).count();
             tracing::info!(
                 applied = count("applied"),
+                kept = count("kept"),
                 duplicate = count("duplicate"),
                 refused = count("refused"),
                 "shop events ingested"
@@ -120,100 +121,39 @@ fn apply_all(
     let now = now_ms() / 1000;
     let settings = &state.settings.ingest;
     let mut results = Vec::with_capacity(events.len());
+    let mut queued = false;
     for raw in events {
         let id = Event::id_of(raw);
         let refused = |Refusal(m): Refusal| json!({"id": id, "status": "refused", "error": m});
-        let event = match Event::parse(raw, |a| state.accounts.contains_key(a), now) {
-            Ok(e) => e,
+        let checked = Event::parse(raw, |a| state.accounts.contains_key(a), now)
+            .and_then(|e| settings.mapping.change(&e).map(|c| (e, c)));
+        let (event, change) = match checked {
+            Ok(ok) => ok,
             Err(r) => {
                 results.push(refused(r));
                 continue;
             }
         };
-        let change = match settings.mapping.change(&event) {
-            Ok(c) => c,
-            Err(r) => {
-                results.push(refused(r));
-                continue;
-            }
-        };
-        let openid = match &event.who {
-            Identity::OpenId(o) => o.clone(),
-            Identity::UnionId(u) => {
-                let known = state.store.people(u)?;
-                match known.into_iter().find(|(a, _)| *a == event.account) {
-                    Some((_, openid)) => openid,
-                    None => {
-                        results.push(refused(Refusal(format!(
-                            "no follower of account `{}` is known with unionid `{u}`: sync the account first (`siyu followers sync`), or send the openid (未找到该 unionid 的粉丝)",
-                            event.account
-                        ))));
-                        continue;
-                    }
-                }
-            }
-        };
-        let mut added = Vec::new();
+        // `Event::parse` refused accounts not in `state.accounts`: the index holds.
+        let account = &state.accounts[&event.account];
         // The account's automatic tags, re-evaluated in the same write as the event.
-        let rules = state.accounts[&event.account].rules.current();
-        let ingested =
-            state
-                .store
-                .ingest_event(&event.account, &openid, &event.id, &mut |stored| {
-                    let mut f = match (stored, settings.unknown) {
-                        (Some(f), _) => f,
-                        (None, UnknownFollower::Keep) => crate::follower::Follower::new(&openid),
-                        (None, UnknownFollower::Refuse) => return None,
-                    };
-                    added = change.apply(&mut f);
-                    let (auto, _) = rules.table.autotag(&mut f, now);
-                    added.extend(auto);
-                    Some(f)
-                })?;
-        results.push(match ingested {
-            Ingested::Applied(f) => {
-                mirror_tags(state, &event.account, &f, &added)?;
-                json!({"id": id, "status": "applied"})
-            }
-            Ingested::Duplicate => json!({"id": id, "status": "duplicate"}),
-            Ingested::Declined => refused(Refusal(format!(
-                "unknown follower `{}` of account `{}` ([ingest] unknown = \"refuse\")",
-                openid, event.account
-            ))),
+        let rules = account.rules.current();
+        let writer = Writer {
+            store: state.store.as_ref(),
+            settings,
+            account: &event.account,
+            rules: &rules.table,
+            outbound: account.settings.outbound(),
+        };
+        let outcome = writer.ingest(raw, &event, &change, now)?;
+        queued |= matches!(outcome, Outcome::Applied { queued: true });
+        results.push(match outcome {
+            Outcome::Refused(r) => refused(r),
+            other => json!({"id": id, "status": other.status()}),
         });
     }
-    Ok(results)
-}
-
-/// Tags an event added are mirrored to WeChat like an operator's edit (queued right after
-/// the follower's write, so a crash between the two leaves that tag unsynced). Only for
-/// subscribed followers: WeChat cannot tag an openid that does not follow the account.
-fn mirror_tags(
-    state: &AppState,
-    account: &str,
-    f: &crate::follower::Follower,
-    added: &[String],
-) -> Result<(), crate::store::StoreError> {
-    // `Event::parse` refused accounts not in `state.accounts`: the index holds.
-    let Some(outbound) = state.accounts[account].settings.outbound() else {
-        return Ok(());
-    };
-    if added.is_empty() || !f.subscribed {
-        return Ok(());
-    }
-    let now = now_ms();
-    let items: Vec<NewItem> = added
-        .iter()
-        .filter_map(|t| engine::tag_effect(outbound, f, None, t, true))
-        .map(|effect| NewItem {
-            effect,
-            origin: "ingest".into(),
-            not_before_ms: now,
-        })
-        .collect();
-    if !items.is_empty() {
-        state.store.enqueue(account, items, now)?;
+    if queued {
         state.outbox_wake.notify_one();
     }
-    Ok(())
+    Ok(results)
 }

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod reload;
 pub mod rule_sync;
 pub mod startup;
+pub mod sync_schedule;
 pub mod webhook;
 
 use std::collections::HashMap;

@@ -234,10 +234,15 @@ impl Application {
             stopped.clone(),
         ));
         super::rule_sync::follow(state.clone(), stopped.clone());
+        let schedules = super::sync_schedule::spawn(state.clone(), stopped.clone());
         let worker = tokio::spawn(worker.run(stopped));
         let result = server.await;
         #[cfg(unix)]
         hup.abort();
+        // A schedule waiting on a sync would wait for its end: nothing of its own to finish.
+        for s in &schedules {
+            s.abort();
+        }
         // The worker finishes the calls it has in flight and records their outcome.
         let _ = stop_worker.send(true);
         if let Err(e) = campaigns.await {

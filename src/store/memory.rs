@@ -28,6 +28,9 @@ pub struct MemoryStore {
     people: Mutex<std::collections::BTreeSet<(String, String, String)>>,
     /// (account, event id) → openid: the shop events applied. Locked after `records`.
     ingested: Mutex<HashMap<(String, String), String>>,
+    /// (account, event id) → the event kept for a person not known yet. Locked after
+    /// `ingested`.
+    kept: Mutex<BTreeMap<(String, String), super::KeptEvent>>,
 }
 
 #[derive(Debug, Default)]
@@ -150,8 +153,10 @@ impl Store for MemoryStore {
     ) -> Result<Ingested, StoreError> {
         let mut records = self.lock();
         let mut ingested = self.ingested.lock().unwrap_or_else(|p| p.into_inner());
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         let id = (account.to_string(), event_id.to_string());
         if ingested.contains_key(&id) {
+            kept.remove(&id);
             return Ok(Ingested::Duplicate);
         }
         let k = key(account, openid);
@@ -160,8 +165,35 @@ impl Store for MemoryStore {
             return Ok(Ingested::Declined);
         };
         records.entry(k).or_default().follower = Some(after.clone());
+        kept.remove(&id);
         ingested.insert(id, openid.to_string());
         Ok(Ingested::Applied(Box::new(after)))
+    }
+
+    fn keep_event(&self, account: &str, event: &super::KeptEvent) -> Result<bool, StoreError> {
+        let ingested = self.ingested.lock().unwrap_or_else(|p| p.into_inner());
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        let id = (account.to_string(), event.id.clone());
+        if ingested.contains_key(&id) || kept.contains_key(&id) {
+            return Ok(false);
+        }
+        kept.insert(id, event.clone());
+        Ok(true)
+    }
+
+    fn kept_events(
+        &self,
+        account: &str,
+        unionids: &[String],
+    ) -> Result<Vec<super::KeptEvent>, StoreError> {
+        let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        let mut found: Vec<super::KeptEvent> = kept
+            .iter()
+            .filter(|((a, _), k)| a == account && unionids.contains(&k.unionid))
+            .map(|(_, k)| k.clone())
+            .collect();
+        found.sort_by(|a, b| (&a.unionid, &a.id).cmp(&(&b.unionid, &b.id)));
+        Ok(found)
     }
 
     fn ingested(&self, account: &str, event_id: &str) -> Result<Option<String>, StoreError> {

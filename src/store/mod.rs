@@ -123,6 +123,19 @@ pub enum Applied {
     Duplicate(Answer),
 }
 
+/// A shop event for a person no follower of the account is known as yet (by `unionid`),
+/// kept until a sync links the unionid (`[ingest] unknown = "keep"`, README "Behaviour
+/// from the shop"). `event` is the event as the shop posted it, checked again by the same
+/// code as a live event when it is applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeptEvent {
+    pub id: String,
+    pub unionid: String,
+    pub event: serde_json::Value,
+    /// Unix seconds.
+    pub kept_at: i64,
+}
+
 /// What [`Store::ingest_event`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ingested {
@@ -403,6 +416,16 @@ pub trait Store: Send + Sync {
 
     /// The openid an event id was applied to, if it was.
     fn ingested(&self, account: &str, event_id: &str) -> Result<Option<String>, StoreError>;
+
+    /// Keeps a shop event whose person is not known yet, once: false (nothing written)
+    /// when its id was applied already or is kept already (a resend). Every
+    /// [`Store::ingest_event`] of the id drops the kept copy in its own atomic write (also
+    /// when it finds the id applied), so an event is applied once and then no longer kept.
+    fn keep_event(&self, account: &str, event: &KeptEvent) -> Result<bool, StoreError>;
+
+    /// The account's kept events for any of `unionids`, by unionid and id.
+    fn kept_events(&self, account: &str, unionids: &[String])
+        -> Result<Vec<KeptEvent>, StoreError>;
 
     /// Bytes used on disk, where the backend knows.
     fn size_on_disk(&self) -> Option<u64> {
@@ -939,7 +962,66 @@ mod tests {
         let f = store.follower("i", "o_hist").unwrap().unwrap();
         assert_eq!(f.history.len(), 2);
         assert!(f.tags.contains("buyer"));
+        kept_contract(store);
         store.flush().unwrap();
+    }
+
+    /// Events kept for a person not known yet: once per id, found by unionid, dropped by
+    /// the write that applies them.
+    fn kept_contract(store: &dyn Store) {
+        let kept = |id: &str, unionid: &str| KeptEvent {
+            id: id.into(),
+            unionid: unionid.into(),
+            event: serde_json::json!({"id": id, "unionid": unionid, "type": "order_paid"}),
+            kept_at: 1_733_040_000,
+        };
+        let ids = |v: Vec<KeptEvent>| v.into_iter().map(|k| k.id).collect::<Vec<_>>();
+        let u = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(store.kept_events("k", &u(&["ou_a"])).unwrap().is_empty());
+        assert!(store.keep_event("k", &kept("k1", "ou_a")).unwrap());
+        assert!(store.keep_event("k", &kept("k2", "ou_a")).unwrap());
+        assert!(store.keep_event("k", &kept("k3", "ou_b")).unwrap());
+        assert!(
+            store.keep_event("l", &kept("k1", "ou_a")).unwrap(),
+            "per account"
+        );
+        assert!(
+            !store.keep_event("k", &kept("k1", "ou_a")).unwrap(),
+            "a resend"
+        );
+        // An id applied already is not kept.
+        let applied = store
+            .ingest_event("k", "o_k", "k0", &mut |_| Some(Follower::new("o_k")))
+            .unwrap();
+        assert!(matches!(applied, Ingested::Applied(_)), "{applied:?}");
+        assert!(!store.keep_event("k", &kept("k0", "ou_a")).unwrap());
+        let found = store.kept_events("k", &u(&["ou_a", "ou_c"])).unwrap();
+        assert_eq!(found[0], kept("k1", "ou_a"), "stored as it was kept");
+        assert_eq!(ids(found), ["k1", "k2"]);
+        assert_eq!(
+            ids(store.kept_events("k", &u(&["ou_b", "ou_a"])).unwrap()),
+            ["k1", "k2", "k3"]
+        );
+        assert!(store.kept_events("k", &[]).unwrap().is_empty());
+        // Applying one drops it; a declined apply keeps it.
+        let declined = store.ingest_event("k", "o_k", "k2", &mut |_| None).unwrap();
+        assert_eq!(declined, Ingested::Declined);
+        let applied = store.ingest_event("k", "o_k", "k1", &mut |f| f).unwrap();
+        assert!(matches!(applied, Ingested::Applied(_)), "{applied:?}");
+        assert_eq!(ids(store.kept_events("k", &u(&["ou_a"])).unwrap()), ["k2"]);
+        assert!(
+            !store.keep_event("k", &kept("k1", "ou_a")).unwrap(),
+            "applied now"
+        );
+        assert_eq!(
+            ids(store.kept_events("l", &u(&["ou_a"])).unwrap()),
+            ["k1"],
+            "the other account's copy stays"
+        );
+        // Found applied (kept after an apply by openid raced it): dropped too.
+        assert!(store.keep_event("k", &kept("k9", "ou_b")).unwrap());
+        store.ingest_event("k", "o_k", "k9", &mut |f| f).unwrap();
+        assert_eq!(ids(store.kept_events("k", &u(&["ou_b"])).unwrap()), ["k3"]);
     }
 
     fn sync_contract(store: &dyn Store) {

@@ -76,6 +76,10 @@ pub struct SledStore {
     /// account \0 event id → openid: the shop events applied (`POST /ingest/v1/events`),
     /// written in one transaction with the follower each one changed.
     ingested: Tree,
+    /// Shop events kept for a person not known yet, two kinds of key in one tree so that
+    /// keeping and dropping are single-tree writes inside the ingest transaction:
+    /// `e\0account\0event id` → JSON `KeptEvent`; `u\0account\0unionid\0event id` → empty.
+    kept: Tree,
     /// Added to every id sled generates (see [`ID_FLOOR`]).
     id_floor: Arc<AtomicU64>,
     path: PathBuf,
@@ -124,6 +128,7 @@ impl SledStore {
             syncs: db.open_tree("syncs").map_err(backend)?,
             people: db.open_tree("people").map_err(backend)?,
             ingested: db.open_tree("ingest_events").map_err(backend)?,
+            kept: db.open_tree("ingest_kept").map_err(backend)?,
             id_floor: Arc::new(AtomicU64::new(
                 match meta.get(ID_FLOOR).map_err(backend)? {
                     Some(v) => <[u8; 8]>::try_from(v.as_ref())
@@ -184,6 +189,37 @@ fn person_key(unionid: &str, account: &str, openid: &str) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(openid.as_bytes());
     k
+}
+
+/// `e\0account\0event id`: a kept event.
+fn kept_key(account: &str, event_id: &str) -> Vec<u8> {
+    let mut k = b"e\0".to_vec();
+    k.extend_from_slice(&key(account, event_id));
+    k
+}
+
+/// `u\0account\0unionid\0event id`: a kept event by unionid (ids and unionids hold no
+/// control characters, `Event::parse` refuses them).
+fn kept_by_unionid(account: &str, unionid: &str, event_id: &str) -> Vec<u8> {
+    let mut k = b"u\0".to_vec();
+    k.extend_from_slice(&person_key(account, unionid, event_id));
+    k
+}
+
+/// Drops the kept copy of an event, if there is one, inside a transaction.
+fn drop_kept(
+    kept: &sled::transaction::TransactionalTree,
+    account: &str,
+    event_id: &str,
+) -> Result<(), ConflictableTransactionError<()>> {
+    if let Some(v) = kept.remove(kept_key(account, event_id))? {
+        // Unreadable: the index entry cannot be named, and stays (harmless: `kept_events`
+        // reads the event through its `e` key).
+        if let Ok(k) = serde_json::from_slice::<super::KeptEvent>(&v) {
+            kept.remove(kept_by_unionid(account, &k.unionid, event_id))?;
+        }
+    }
+    Ok(())
 }
 
 fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
@@ -767,6 +803,15 @@ impl Store for SledStore {
         // the transaction below, which reads the id again.
         let _guard = self.lock_stripe(&k);
         if self.ingested.contains_key(&id).map_err(backend)? {
+            if self
+                .kept
+                .contains_key(kept_key(account, event_id))
+                .map_err(backend)?
+            {
+                self.kept
+                    .transaction(|kept| drop_kept(kept, account, event_id))
+                    .map_err(tx_backend)?;
+            }
             return Ok(Ingested::Duplicate);
         }
         let mut record = match self.followers.get(&k).map_err(backend)? {
@@ -778,8 +823,9 @@ impl Store for SledStore {
         };
         record.follower = Some(after.clone());
         let value = encode_record(&mut record);
-        let fresh = (&self.followers, &self.ingested)
-            .transaction(|(followers, ingested)| {
+        let fresh = (&self.followers, &self.ingested, &self.kept)
+            .transaction(|(followers, ingested, kept)| {
+                drop_kept(kept, account, event_id)?;
                 if ingested.get(id.as_slice())?.is_some() {
                     return Ok(false);
                 }
@@ -806,6 +852,49 @@ impl Store for SledStore {
                 })
             })
             .transpose()
+    }
+
+    fn keep_event(&self, account: &str, event: &super::KeptEvent) -> Result<bool, StoreError> {
+        let id = key(account, &event.id);
+        let (e, u) = (
+            kept_key(account, &event.id),
+            kept_by_unionid(account, &event.unionid, &event.id),
+        );
+        let value = json(event);
+        (&self.ingested, &self.kept)
+            .transaction(|(ingested, kept)| {
+                if ingested.get(id.as_slice())?.is_some() || kept.get(e.as_slice())?.is_some() {
+                    return Ok(false);
+                }
+                kept.insert(e.as_slice(), value.as_slice())?;
+                kept.insert(u.as_slice(), &[][..])?;
+                Ok::<_, ConflictableTransactionError<()>>(true)
+            })
+            .map_err(tx_backend)
+    }
+
+    fn kept_events(
+        &self,
+        account: &str,
+        unionids: &[String],
+    ) -> Result<Vec<super::KeptEvent>, StoreError> {
+        let mut sorted = unionids.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut found = Vec::new();
+        for unionid in &sorted {
+            let prefix = kept_by_unionid(account, unionid, "");
+            for k in self.kept.scan_prefix(&prefix).keys() {
+                let k = k.map_err(backend)?;
+                let event_id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                let e = kept_key(account, &event_id);
+                // Dropped between the scan and the read: applied meanwhile.
+                if let Some(v) = self.kept.get(&e).map_err(backend)? {
+                    found.push(from_json("ingest_kept", &e, &v)?);
+                }
+            }
+        }
+        Ok(found)
     }
 
     fn campaign_run(&self, name: &str) -> Result<Option<CampaignRun>, StoreError> {

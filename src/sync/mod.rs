@@ -15,6 +15,7 @@
 
 mod contacts;
 pub mod runner;
+pub mod schedule;
 
 pub use contacts::{merge_contact, sweep_contact, CorpTagNames};
 
@@ -59,6 +60,10 @@ pub struct SyncRun {
     pub error: Option<String>,
     /// Who started it (`cli`, an admin token's name, `schedule`).
     pub by: String,
+    /// The China date (`YYYY-MM-DD`) of the last start by the daily schedule, this run's
+    /// or an earlier one's (carried into every new run), so that the schedule starts once
+    /// a day whatever restarts in between (`schedule::due`).
+    pub scheduled_on: Option<String>,
 }
 
 impl Default for SyncRun {
@@ -79,6 +84,7 @@ impl Default for SyncRun {
             failures: Vec::new(),
             error: None,
             by: String::new(),
+            scheduled_on: None,
         }
     }
 }

@@ -45,10 +45,20 @@ pub enum SyncError {
         "a sync of account `{0}` is already running, here or on another instance (该账号正在同步)"
     )]
     Busy(String),
+    /// The daily schedule's start, when one is recorded for that day already (by another
+    /// instance, between its look and its lease).
+    #[error("the scheduled sync of account `{0}` has already started on {1} (今日定时同步已开始)")]
+    ScheduledAlready(String, String),
 }
 
 /// The account's automatic tags, applied to each follower a step writes (at `now`).
 pub type Autotag = std::sync::Arc<dyn Fn(&mut Follower, i64) + Send + std::marker::Sync>;
+
+/// Applies the shop events kept for people a step wrote (README "Behaviour from the
+/// shop"): given the store and the unionids of the step's followers, after the step's
+/// write, so that the people index links them.
+pub type KeptEvents =
+    Arc<dyn Fn(&dyn Store, &[String]) -> Result<(), StoreError> + Send + std::marker::Sync>;
 
 /// How a run is started.
 #[derive(Clone, Default)]
@@ -63,6 +73,11 @@ pub struct SyncOptions {
     pub owner: String,
     /// The account's `[[autotag]]`s (README "Automatic tags").
     pub autotag: Option<Autotag>,
+    /// Set by the daily schedule: the China date recorded as the day's scheduled start
+    /// (`SyncRun::scheduled_on`), in the run's first write.
+    pub scheduled_on: Option<String>,
+    /// Applies the kept shop events of each step's people.
+    pub kept: Option<KeptEvents>,
 }
 
 impl std::fmt::Debug for SyncOptions {
@@ -73,6 +88,8 @@ impl std::fmt::Debug for SyncOptions {
             .field("rate_per_sec", &self.rate_per_sec)
             .field("owner", &self.owner)
             .field("autotag", &self.autotag.is_some())
+            .field("scheduled_on", &self.scheduled_on)
+            .field("kept", &self.kept.is_some())
             .finish()
     }
 }
@@ -91,21 +108,26 @@ pub fn runnable(
         .ok_or_else(|| SyncError::NoApi(account.to_string()))
 }
 
-/// The run to go on with: the unfinished one (`restart` unset), else a new one.
+/// The run to go on with: the unfinished one (`restart` unset), else a new one. The day
+/// of the last scheduled start is carried over, or set to `options.scheduled_on`.
 pub fn start_or_resume(
     store: &dyn Store,
     account: &str,
     options: &SyncOptions,
     now_ms: i64,
 ) -> Result<SyncRun, StoreError> {
-    Ok(match store.sync_run(account)? {
+    let previous = store.sync_run(account)?;
+    let carried = previous.as_ref().and_then(|r| r.scheduled_on.clone());
+    let mut run = match previous {
         Some(mut run) if run.state != SyncState::Done && !options.restart => {
             run.state = SyncState::Running;
             run.error = None;
             run
         }
         _ => SyncRun::new(account, now_ms, &options.by),
-    })
+    };
+    run.scheduled_on = options.scheduled_on.clone().or(carried);
+    Ok(run)
 }
 
 /// Runs (or resumes) the account's sync until it is done, fails, or `stop` turns true.
@@ -125,10 +147,30 @@ pub async fn run(
     }
     let acc = account.to_string();
     let opts = options.clone();
-    let mut run = blocking(&store, move |s| {
-        start_or_resume(s, &acc, &opts, crate::outbox::now_ms())
+    let started = blocking(&store, move |s| {
+        if let Some(day) = &opts.scheduled_on {
+            // Looked at again under the lease: another instance may have run the day's
+            // scheduled sync between the schedule's look and this lease.
+            let last = s.sync_run(&acc)?.and_then(|r| r.scheduled_on);
+            if last.as_deref().is_some_and(|d| d >= day.as_str()) {
+                return Ok(None);
+            }
+        }
+        start_or_resume(s, &acc, &opts, crate::outbox::now_ms()).map(Some)
     })
-    .await?;
+    .await;
+    let mut run = match started {
+        Ok(Some(run)) => run,
+        other => {
+            let (lease, owner) = (lease.clone(), owner.clone());
+            let _ = blocking(&store, move |s| s.release(&lease, &owner)).await;
+            other?;
+            return Err(SyncError::ScheduledAlready(
+                account.to_string(),
+                options.scheduled_on.clone().unwrap_or_default(),
+            ));
+        }
+    };
     let mut sync = Sync {
         store: store.clone(),
         client,
@@ -138,6 +180,7 @@ pub async fn run(
         lease,
         owner,
         autotag: options.autotag.clone(),
+        kept: options.kept.clone(),
     };
     let result = sync.drive(&mut run, &mut stop).await;
     let (store2, lease, owner) = (store.clone(), sync.lease.clone(), sync.owner.clone());
@@ -154,6 +197,7 @@ struct Sync {
     lease: String,
     owner: String,
     autotag: Option<Autotag>,
+    kept: Option<KeptEvents>,
 }
 
 /// Why the walk stopped early.
@@ -330,8 +374,10 @@ impl Sync {
         ids.sort_unstable();
         ids.dedup();
         let autotag = self.autotag.clone();
+        let (kept, acc) = (self.kept.clone(), self.account.clone());
         let stored = blocking(&self.store, move |s| {
             renew(s, &lease, &owner)?;
+            let mut people = Vec::new();
             s.sync_step(&account, &ids, &mut next, &mut |run, id, stored| {
                 let mut contact = stored;
                 for e in entries
@@ -343,8 +389,10 @@ impl Sync {
                 if let (Some(f), Some(autotag)) = (contact.as_mut(), &autotag) {
                     autotag(f, asked_at);
                 }
+                people.extend(contact.as_ref().and_then(|f| f.unionid.clone()));
                 contact
             })?;
+            apply_kept(s, &acc, kept.as_ref(), &people);
             Ok::<_, StoreError>(next)
         })
         .await?;
@@ -549,15 +597,19 @@ impl Sync {
         let tags = tags.clone();
         let (lease, owner) = (self.lease.clone(), self.owner.clone());
         let autotag = self.autotag.clone();
+        let (kept, acc) = (self.kept.clone(), self.account.clone());
         let stored = blocking(&self.store, move |s| {
             renew(s, &lease, &owner)?;
+            let mut people = Vec::new();
             s.sync_step(&account, &batch, &mut next, &mut |run, openid, stored| {
                 if stored
                     .as_ref()
                     .and_then(|f| f.synced.as_ref())
                     .is_some_and(|m| m.run == run.id)
                 {
-                    // Written by this run before a stop: counted then.
+                    // Written by this run before a stop: counted then. Their kept events
+                    // are looked at again (the stop may have come before that).
+                    people.extend(stored.and_then(|f| f.unionid));
                     return None;
                 }
                 let Some(info) = infos.get(openid) else {
@@ -569,8 +621,10 @@ impl Sync {
                 if let Some(autotag) = &autotag {
                     autotag(&mut f, asked_at);
                 }
+                people.extend(f.unionid.clone());
                 Some(f)
             })?;
+            apply_kept(s, &acc, kept.as_ref(), &people);
             Ok::<_, StoreError>(next)
         })
         .await?;
@@ -608,6 +662,20 @@ impl Sync {
             }
         }
         unreachable!("the last try returns")
+    }
+}
+
+/// The step's kept shop events, after its write (its links are in the people index then).
+/// Every follower's unionid of the step is looked at, not only new links: a crash between
+/// a step and this is made good by the next run, which sees every follower again. A
+/// failure here is logged and the run goes on (the events stay kept for the next run).
+fn apply_kept(store: &dyn Store, account: &str, kept: Option<&KeptEvents>, people: &[String]) {
+    let Some(kept) = kept else { return };
+    if people.is_empty() {
+        return;
+    }
+    if let Err(e) = kept(store, people) {
+        tracing::warn!(%account, error = %e, "kept shop events not applied; the next sync tries again");
     }
 }
 

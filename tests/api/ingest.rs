@@ -134,7 +134,7 @@ async fn shop_events_apply_once_and_a_bad_event_is_refused_alone() {
         ("shop-1", "applied"),
         ("shop-3", "refused"),
         ("shop-2", "applied"),
-        ("shop-u", "refused"),
+        ("shop-u", "kept"),
         ("shop-4", "refused"),
         ("shop-5", "refused"),
         ("shop-6", "applied"),
@@ -153,10 +153,9 @@ async fn shop_events_apply_once_and_a_bad_event_is_refused_alone() {
         .filter_map(|r| r["error"].as_str().map(str::to_string))
         .collect();
     assert!(errors[0].contains("props.amount is missing"), "{errors:?}");
-    assert!(errors[1].contains("is known with unionid"), "{errors:?}");
-    assert!(errors[2].contains("unknown account `nope`"), "{errors:?}");
+    assert!(errors[1].contains("unknown account `nope`"), "{errors:?}");
     assert!(
-        errors[3].contains("unknown event type `refund` (known types: coupon_used, order_paid)"),
+        errors[2].contains("unknown event type `refund` (known types: coupon_used, order_paid)"),
         "{errors:?}"
     );
 
@@ -176,7 +175,7 @@ async fn shop_events_apply_once_and_a_bad_event_is_refused_alone() {
         3
     );
 
-    // The whole request again: nothing changes, every applied event is a duplicate.
+    // The whole request again: nothing changes, every applied or kept event is a duplicate.
     let r = post(&app, Some(TOKEN), batch(mixed)).await;
     let again: Vec<String> = statuses(&r).into_iter().map(|(_, s)| s).collect();
     assert_eq!(
@@ -185,7 +184,7 @@ async fn shop_events_apply_once_and_a_bad_event_is_refused_alone() {
             "duplicate",
             "refused",
             "duplicate",
-            "refused",
+            "duplicate",
             "refused",
             "refused",
             "duplicate",
@@ -241,6 +240,22 @@ async fn without_a_token_the_endpoint_is_off_and_unknown_followers_can_be_refuse
     );
     assert!(r.body.contains("unknown follower `o1`"), "{}", r.body);
     assert!(app.store.follower("safe", "o1").unwrap().is_none());
+    // So is an event by a unionid nobody synced: not kept.
+    let by_unionid = json!({"events": [{"id": "u9", "account": "safe", "unionid": "ou_nobody",
+        "type": "coupon_used", "at": now() - 60}]});
+    let r = post(&app, Some(TOKEN), by_unionid.to_string()).await;
+    assert_eq!(
+        statuses(&r),
+        [("u9".into(), "refused".into())],
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("sync the account first"), "{}", r.body);
+    assert!(app
+        .store
+        .kept_events("safe", &["ou_nobody".to_string()])
+        .unwrap()
+        .is_empty());
     // Once the follower is known, the same event applies (a refusal recorded nothing).
     siyu::store::put_follower(
         app.store.as_ref(),
@@ -318,7 +333,8 @@ async fn a_shop_event_that_meets_an_autotag_condition_tags_the_follower() {
 }
 
 /// An event may name the person by unionid: the people index (written by a sync) finds
-/// their openid in the event's account; a unionid nobody synced is refused, alone.
+/// their openid in the event's account; a unionid nobody synced is kept (`unknown =
+/// "keep"`, the default) for the sync that brings them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_unionid_event_reaches_the_persons_openid_in_its_account() {
     let dir = tempfile::tempdir().unwrap();
@@ -345,12 +361,11 @@ async fn a_unionid_event_reaches_the_persons_openid_in_its_account() {
         statuses(&r),
         [
             ("u1".into(), "applied".into()),
-            ("u2".into(), "refused".into())
+            ("u2".into(), "kept".into())
         ],
         "{}",
         r.body
     );
-    assert!(r.body.contains("sync the account first"), "{}", r.body);
     let f = app.store.follower("safe", "o_safe_1").unwrap().unwrap();
     assert_eq!(f.counters.get("spend_fen"), Some(&1000));
     let other = app.store.follower("compat", "o_compat_1").unwrap().unwrap();
@@ -569,4 +584,116 @@ fn followers_import_reports_bad_lines_and_applies_the_rest() {
     ]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("cannot read /nonexistent.csv"), "{err}");
+}
+
+/// `[ingest] unknown = "keep"` (the default): an event by a unionid no follower has yet is
+/// kept, on disk before the 200 (a SIGKILL right after keeps it, a resend is a duplicate),
+/// and applied, once, by the sync that brings the person in; a second sync applies
+/// nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_for_an_unknown_unionid_is_kept_and_applied_once_by_the_sync() {
+    use siyu::fake_wechat::{FakeWechat, PopulationRequest};
+    let fake = FakeWechat::start("127.0.0.1:0").unwrap();
+    fake.populate(PopulationRequest::new(30, 7)).unwrap();
+    let person = fake.followers(None, 4, 1);
+    let (openid, unionid) = (person.openids[0].clone(), person.unionids[0].clone());
+    let dir = tempfile::tempdir().unwrap();
+    let config = ingest_config(dir.path(), &format!("token = \"{TOKEN}\"\n"));
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "mode = \"safe\"\n",
+        &format!(
+            "mode = \"safe\"\n[account.api]\nsecret = \"app-secret-for-tests\"\napi_base = \"{}\"\nrate_per_sec = 0.0\ntimeout_ms = 2000\n",
+            fake.base_url()
+        ),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let client = reqwest::Client::new();
+    let event = json!({"id": "early-1", "account": "safe", "unionid": unionid,
+        "type": "order_paid", "at": now() - 60, "props": {"amount": 12.5, "sku": "x"}});
+    let body = json!({ "events": [event] }).to_string();
+    let send = |base: String| {
+        let (client, body) = (client.clone(), body.clone());
+        async move {
+            let r = client
+                .post(format!("{base}/ingest/v1/events"))
+                .bearer_auth(TOKEN)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let v: Value = r.json().await.unwrap();
+            v["results"][0]["status"].as_str().unwrap().to_string()
+        }
+    };
+    let mut first = serve(&config);
+    assert_eq!(send(first.base.clone()).await, "kept");
+    assert_eq!(send(first.base.clone()).await, "duplicate", "a resend");
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    drop(first);
+
+    let server = serve(&config);
+    assert_eq!(
+        send(server.base.clone()).await,
+        "duplicate",
+        "kept across SIGKILL"
+    );
+    let sync = |previous: Option<i64>| {
+        let (client, base) = (client.clone(), server.base.clone());
+        async move {
+            let url = format!("{base}/admin/v1/followers/safe/sync");
+            let r = client
+                .post(&url)
+                .bearer_auth(OPERATOR)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                let run: Value = client
+                    .get(&url)
+                    .bearer_auth(VIEWER)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                if run["state"] == "done" && run["live"] == false && run["id"].as_i64() != previous
+                {
+                    return run["id"].as_i64();
+                }
+                assert!(std::time::Instant::now() < until, "{run}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let run = sync(None).await;
+    sync(run).await;
+    drop(server);
+    let store = open_store(&dir.path().join("data/siyu.sled"));
+    let f = store.follower("safe", &openid).unwrap().unwrap();
+    assert_eq!(f.counters.get("orders"), Some(&1), "{f:?}");
+    assert_eq!(f.counters.get("spend_fen"), Some(&1250), "{f:?}");
+    assert!(f.tags.contains("buyer"), "{f:?}");
+    let entries = f
+        .history
+        .iter()
+        .filter(|h| format!("{h:?}").contains("order_paid"))
+        .count();
+    assert_eq!(entries, 1, "one history entry: {:?}", f.history);
+    assert_eq!(
+        store.ingested("safe", "early-1").unwrap().as_deref(),
+        Some(openid.as_str())
+    );
+    assert!(store.kept_events("safe", &[unionid]).unwrap().is_empty());
+    let others = store.follower("safe", &fake.followers(None, 5, 1).openids[0]);
+    assert!(
+        others.unwrap().unwrap().counters.is_empty(),
+        "that person only"
+    );
+    fake.stop().await;
 }

@@ -809,3 +809,89 @@ async fn two_accounts_each_person_once(database_url: Option<&str>) {
     assert_eq!(reached[&safe.unionids[0]], "safe", "person 0 left shop2");
     fake.stop().await;
 }
+
+/// `[account.sync] daily_at`: `siyu serve` starts the sync itself once the day's time has
+/// come (here: this very minute, China time, so it is due as the server comes up, as for
+/// a server that was down at the time), through the admin API's code path; a restart the
+/// same day starts nothing more. The decision itself, before and after the time, across
+/// midnight, is `sync::schedule`'s table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_starts_the_daily_sync_once_a_day() {
+    // The test must not straddle China's midnight (16:00 UTC), where "the same day" ends.
+    let local = (now() + 8 * 3600).rem_euclid(86_400);
+    if local >= 86_400 - 120 {
+        std::thread::sleep(Duration::from_secs((86_400 - local + 2) as u64));
+    }
+    let local = (now() + 8 * 3600).rem_euclid(86_400);
+    let daily_at = format!("{:02}:{:02}", local / 3600, local / 60 % 60);
+    let today = siyu::sync::schedule::day(now());
+
+    let fake = FakeWechat::start("127.0.0.1:0").unwrap();
+    fake.populate(population(250, &[])).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &fake, 0.0);
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "timeout_ms = 2000\n",
+        &format!("timeout_ms = 2000\n[account.sync]\ndaily_at = \"{daily_at}\"\n"),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+
+    let client = reqwest::Client::new();
+    // The status once `done` holds: the scheduled run finished, or (after the restart)
+    // the schedule has looked and decided.
+    let status_when = |bind: String, done: fn(&Value) -> bool| {
+        let client = client.clone();
+        async move {
+            let until = Instant::now() + Duration::from_secs(60);
+            loop {
+                let r = client
+                    .get(format!("http://{bind}/admin/v1/followers/safe/sync"))
+                    .bearer_auth(VIEWER)
+                    .send()
+                    .await
+                    .unwrap();
+                let code = r.status().as_u16();
+                let body: Value = r.json().await.unwrap();
+                if code == 200 && done(&body) {
+                    return body;
+                }
+                assert!(Instant::now() < until, "status stayed {code} {body}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+
+    let server = crate::beside_server::Server::start(&config);
+    let first = status_when(server.bind.clone(), |b| {
+        b["state"] == "done" && !b["schedule"]["looked_at"].is_null()
+    })
+    .await;
+    assert_eq!(first["by"], "schedule", "{first}");
+    assert_eq!(first["scheduled_on"], today.as_str(), "{first}");
+    assert_eq!(counts(&first), [250, 0, 0, 0, 0], "{first}");
+    assert_eq!(first["schedule"]["daily_at"], daily_at.as_str(), "{first}");
+    let next_at = first["schedule"]["next_at"].as_i64().unwrap();
+    assert!(
+        next_at > now() && next_at <= now() + 86_400,
+        "the next start is tomorrow's: {first}"
+    );
+    server.stop();
+    assert_eq!(followers(dir.path()).len(), 250, "the followers are in");
+
+    // A restart the same day: the schedule looks, sees today's start, starts nothing.
+    let server = crate::beside_server::Server::start(&config);
+    let again = status_when(server.bind.clone(), |b| {
+        !b["schedule"]["looked_at"].is_null()
+    })
+    .await;
+    assert_eq!(
+        (again["id"].clone(), again["started_at"].clone()),
+        (first["id"].clone(), first["started_at"].clone()),
+        "no second run the same day: {again}"
+    );
+    assert_eq!(again["live"], false, "{again}");
+    assert_eq!(again["schedule"]["next_at"], next_at, "{again}");
+    server.stop();
+    fake.stop().await;
+}

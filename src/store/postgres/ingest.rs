@@ -1,12 +1,13 @@
 //! Shop events (`POST /ingest/v1/events`): one event is one transaction that locks the
 //! follower's row, records the event id and rewrites the follower, so that an event is
-//! applied exactly when its id is recorded.
+//! applied exactly when its id is recorded. An event kept for a person not known yet
+//! (`ingest_kept`) is deleted in the transaction that applies it (or finds it applied).
 
 use tokio_postgres::types::Type;
 
-use super::{db, rollback, PgStore, Sql};
+use super::{db, from_json, rollback, to_json, PgStore, Sql};
 use crate::follower::Follower;
-use crate::store::{decode_record, encode_record, key, Ingested, Record, StoreError};
+use crate::store::{decode_record, encode_record, key, Ingested, KeptEvent, Record, StoreError};
 
 const T: Type = Type::TEXT;
 
@@ -31,6 +32,23 @@ const WRITE: Sql = Sql {
     text: "UPDATE followers SET record = $3 WHERE account = $1 AND openid = $2",
     types: &[T, T, Type::BYTEA],
 };
+const DROP_KEPT: Sql = Sql {
+    text: "DELETE FROM ingest_kept WHERE account = $1 AND event_id = $2",
+    types: &[T, T],
+};
+/// No row back: the id was applied, or is kept, already (a resend).
+const KEEP: Sql = Sql {
+    text: "INSERT INTO ingest_kept (account, event_id, unionid, event, kept_at) \
+           SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS \
+             (SELECT 1 FROM ingest_events WHERE account = $1 AND event_id = $2) \
+           ON CONFLICT DO NOTHING RETURNING 1",
+    types: &[T, T, T, Type::JSONB, Type::INT8],
+};
+const KEPT: Sql = Sql {
+    text: "SELECT event_id, unionid, event, kept_at FROM ingest_kept \
+           WHERE account = $1 AND unionid = ANY($2) ORDER BY unionid, event_id",
+    types: &[T, Type::TEXT_ARRAY],
+};
 const GET_ID: Sql = Sql {
     text: "SELECT openid FROM ingest_events WHERE account = $1 AND event_id = $2",
     types: &[T, T],
@@ -50,6 +68,7 @@ impl PgStore {
             let lock = self.ready(&c, &LOCK).await?;
             let record_id = self.ready(&c, &RECORD_ID).await?;
             let write = self.ready(&c, &WRITE).await?;
+            let drop_kept = self.ready(&c, &DROP_KEPT).await?;
             let body = async {
                 // One round trip: BEGIN, the row locked and read, the id recorded.
                 let (begin, made, locked, recorded) = futures_util::future::join4(
@@ -63,7 +82,13 @@ impl PgStore {
                 made?;
                 let rows = locked?;
                 if recorded?.is_empty() {
-                    c.batch_execute("ROLLBACK").await.map_err(db)?;
+                    let (dropped, commit) = futures_util::future::join(
+                        PgStore::run(&c, &drop_kept, &[&account, &event_id]),
+                        c.batch_execute("COMMIT"),
+                    )
+                    .await;
+                    dropped?;
+                    commit.map_err(db)?;
                     return Ok(Ingested::Duplicate);
                 }
                 let stored: Vec<u8> = rows.first().map(|r| r.get(0)).unwrap_or_default();
@@ -78,12 +103,14 @@ impl PgStore {
                 };
                 record.follower = Some(after.clone());
                 let value = encode_record(&mut record);
-                let (wrote, commit) = futures_util::future::join(
+                let (wrote, dropped, commit) = futures_util::future::join3(
                     PgStore::run(&c, &write, &[&account, &openid, &value]),
+                    PgStore::run(&c, &drop_kept, &[&account, &event_id]),
                     c.batch_execute("COMMIT"),
                 )
                 .await;
                 wrote?;
+                dropped?;
                 commit.map_err(db)?;
                 Ok::<_, StoreError>(Ingested::Applied(Box::new(after)))
             };
@@ -102,5 +129,44 @@ impl PgStore {
     ) -> Result<Option<String>, StoreError> {
         let rows = self.timed("ingested", self.query(&GET_ID, &[&account, &event_id]))?;
         Ok(rows.first().map(|r| r.get(0)))
+    }
+
+    pub(super) fn pg_keep_event(
+        &self,
+        account: &str,
+        event: &KeptEvent,
+    ) -> Result<bool, StoreError> {
+        let value = to_json(&event.event);
+        let rows = self.timed(
+            "keep_event",
+            self.query(
+                &KEEP,
+                &[&account, &event.id, &event.unionid, &value, &event.kept_at],
+            ),
+        )?;
+        Ok(!rows.is_empty())
+    }
+
+    pub(super) fn pg_kept_events(
+        &self,
+        account: &str,
+        unionids: &[String],
+    ) -> Result<Vec<KeptEvent>, StoreError> {
+        if unionids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = self.timed("kept_events", self.query(&KEPT, &[&account, &unionids]))?;
+        rows.into_iter()
+            .map(|r| {
+                let id: String = r.get(0);
+                let event = from_json::<serde_json::Value>("ingest_kept", &id, r.get(2))?;
+                Ok(KeptEvent {
+                    id,
+                    unionid: r.get(1),
+                    event,
+                    kept_at: r.get(3),
+                })
+            })
+            .collect()
     }
 }

@@ -33,6 +33,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "ingest_events",
         include_str!("../../../migrations/postgres/0005_ingest_events.sql"),
     ),
+    (
+        6,
+        "ingest_kept",
+        include_str!("../../../migrations/postgres/0006_ingest_kept.sql"),
+    ),
 ];
 
 /// Any number: the advisory lock that serialises migrations of one database.

@@ -547,6 +547,18 @@ impl super::Store for PgStore {
         self.pg_ingested(account, event_id)
     }
 
+    fn keep_event(&self, account: &str, event: &super::KeptEvent) -> Result<bool, StoreError> {
+        self.pg_keep_event(account, event)
+    }
+
+    fn kept_events(
+        &self,
+        account: &str,
+        unionids: &[String],
+    ) -> Result<Vec<super::KeptEvent>, StoreError> {
+        self.pg_kept_events(account, unionids)
+    }
+
     fn campaign_run(&self, name: &str) -> Result<Option<crate::campaign::CampaignRun>, StoreError> {
         self.pg_campaign_run(name)
     }
