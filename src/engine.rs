@@ -308,6 +308,57 @@ pub fn tag_effect(
     }
 }
 
+/// The account's automatic tags re-evaluated on a follower changed outside a callback (a
+/// sync step, an imported line), and the outbox items that mirror what they changed: each
+/// tag they put on, and each they took off (`remove = true`). Tags the follower had before
+/// (WeChat's own, brought in by a sync) are never sent back. See [`tag_items`] for who is
+/// mirrored at all.
+pub fn autotag_effects(
+    rules: &RuleTable,
+    outbound: Option<Outbound>,
+    follower: &mut Follower,
+    now: i64,
+    origin: &str,
+) -> Vec<NewItem> {
+    let (added, removed) = rules.autotag(follower, now);
+    let changes = added
+        .into_iter()
+        .map(|t| (t, true))
+        .chain(removed.into_iter().map(|t| (t, false)));
+    tag_items(
+        outbound,
+        follower,
+        changes,
+        origin,
+        now.saturating_mul(1000),
+    )
+}
+
+/// The outbox items mirroring tag changes (`(tag, added)`) made outside a callback, due at
+/// `now_ms`. None for an account without `[account.api]` (`outbound` is `None`), nor for a
+/// follower who does not follow the account: WeChat cannot tag an openid that is not
+/// subscribed (the tag is kept here, and a later change mirrors it).
+pub fn tag_items(
+    outbound: Option<Outbound>,
+    follower: &Follower,
+    changes: impl IntoIterator<Item = (String, bool)>,
+    origin: &str,
+    now_ms: i64,
+) -> Vec<NewItem> {
+    let Some(outbound) = outbound.filter(|_| follower.subscribed) else {
+        return Vec::new();
+    };
+    changes
+        .into_iter()
+        .filter_map(|(tag, add)| tag_effect(outbound, follower, None, &tag, add))
+        .map(|effect| NewItem {
+            effect,
+            origin: origin.to_string(),
+            not_before_ms: now_ms,
+        })
+        .collect()
+}
+
 /// Claims a code of batch `name` for the follower (idempotent per callback), as replies
 /// show it; a refusal says why in `refused`.
 fn claim(store: &dyn Store, ctx: Context<'_>, openid: &str, key: &str, name: &str) -> CouponView {

@@ -105,9 +105,12 @@ fn local(store: Arc<dyn Store>, settings: &Settings, args: &SyncArgs) -> ExitCod
         by: "cli".into(),
         rate_per_sec: rate,
         owner: format!("cli-{}", std::process::id()),
-        autotag: Some(Arc::new(move |f, now| {
-            rules.autotag(f, now);
-        })),
+        autotag: Some({
+            let outbound = account_settings.outbound();
+            Arc::new(move |f, now| {
+                crate::engine::autotag_effects(&rules, outbound, f, now, "autotag:sync")
+            })
+        }),
         scheduled_on: None,
         kept: Some(kept),
     };

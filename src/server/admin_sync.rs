@@ -175,8 +175,10 @@ pub(super) async fn begin(
         // The rules in force at each step: a reload during a long sync applies from then on.
         autotag: Some({
             let book = state.accounts[&account].rules.clone();
+            let outbound = state.accounts[&account].settings.outbound();
             std::sync::Arc::new(move |f: &mut crate::follower::Follower, now| {
-                book.current().table.autotag(f, now);
+                let rules = &book.current().table;
+                crate::engine::autotag_effects(rules, outbound, f, now, "autotag:sync")
             })
         }),
         scheduled_on,

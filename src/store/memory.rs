@@ -120,14 +120,17 @@ impl Store for MemoryStore {
     ) -> Result<(), StoreError> {
         let mut records = self.lock();
         // Decided in full before anything is written: all or nothing.
+        let mut items = Vec::new();
         let changed: Vec<(Vec<u8>, Follower)> = openids
             .iter()
             .filter_map(|o| {
                 let k = key(account, o);
                 let stored = records.get(&k).and_then(|r| r.follower.clone());
-                merge(run, o, stored).map(|f| (k, f))
+                merge(run, o, stored, &mut items).map(|f| (k, f))
             })
             .collect();
+        // Under the records lock: the followers and their items are seen together.
+        self.queue().push(account, items, crate::outbox::now_ms());
         let mut people = self.people.lock().unwrap_or_else(|p| p.into_inner());
         for (k, f) in changed {
             let record = records.entry(k).or_default();
@@ -224,11 +227,11 @@ impl Store for MemoryStore {
         Ok(applied)
     }
 
-    fn update_follower(
+    fn update_follower_and_queue(
         &self,
         account: &str,
         openid: &str,
-        change: &mut dyn FnMut(&mut Follower),
+        change: &mut dyn FnMut(&mut Follower) -> Vec<NewItem>,
     ) -> Result<Option<Follower>, StoreError> {
         let mut records = self.lock();
         let Some(f) = records
@@ -237,7 +240,9 @@ impl Store for MemoryStore {
         else {
             return Ok(None);
         };
-        change(f);
+        let items = change(f);
+        // Under the records lock, as `apply_callback`.
+        self.queue().push(account, items, crate::outbox::now_ms());
         Ok(Some(f.clone()))
     }
 

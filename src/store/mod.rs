@@ -25,11 +25,13 @@ pub use postgres::PgStore;
 pub use sled_store::SledStore;
 
 /// A sync step's change to one follower ([`Store::sync_step`]): the run to count in, the
-/// openid, the follower as stored; `None` leaves them as stored.
+/// openid, the follower as stored, and where to put the outbox items the change causes
+/// (queued in the step's write); `None` leaves them as stored.
 pub type SyncMerge<'a> = dyn FnMut(
         &mut SyncRun,
         &str,
         Option<crate::follower::Follower>,
+        &mut Vec<NewItem>,
     ) -> Option<crate::follower::Follower>
     + 'a;
 
@@ -173,6 +175,21 @@ pub trait Store: Send + Sync {
         account: &str,
         openid: &str,
         change: &mut dyn FnMut(&mut Follower),
+    ) -> Result<Option<Follower>, StoreError> {
+        self.update_follower_and_queue(account, openid, &mut |f| {
+            change(f);
+            Vec::new()
+        })
+    }
+
+    /// Changes a known follower atomically together with the outbox items `change` returns
+    /// (a crash keeps both or neither; an imported line's automatic tags mirrored to
+    /// WeChat); `None` if unknown, and then nothing is queued.
+    fn update_follower_and_queue(
+        &self,
+        account: &str,
+        openid: &str,
+        change: &mut dyn FnMut(&mut Follower) -> Vec<NewItem>,
     ) -> Result<Option<Follower>, StoreError>;
 
     /// Visits every follower of an account, in key order, streaming (never all in memory).
@@ -385,7 +402,8 @@ pub trait Store: Send + Sync {
 
     /// One step of a sync, in one atomic write: each follower of `openids` through
     /// `merge` (given the run, to count in, and the stored follower, `None` if unknown;
-    /// returning `None` leaves the follower as stored), and the run as `merge` leaves it.
+    /// returning `None` leaves the follower as stored), the run as `merge` leaves it, and
+    /// the outbox items `merge` pushed (automatic tags mirrored to WeChat), due now.
     /// Serialised with callbacks of the same followers like `update_follower`. On an
     /// error nothing is written (the caller's `run` may hold counts that were not). A
     /// follower whose `unionid` is new or changed is written to the people index too.
@@ -878,6 +896,54 @@ mod tests {
         coupon_contract(store);
         sync_contract(store);
         ingest_contract(store);
+        update_contract(store);
+    }
+
+    /// A known follower's edit, with the outbox items it causes in the same write.
+    fn update_contract(store: &dyn Store) {
+        let queued = |store: &dyn Store| -> Vec<Effect> {
+            let page = store.outbox_page(None, 1000).unwrap();
+            page.into_iter()
+                .filter(|i| i.account == "u")
+                .map(|i| i.effect)
+                .collect()
+        };
+        let tag = |add| NewItem {
+            effect: Effect::Tag {
+                openid: "o_u".into(),
+                tag: "vip".into(),
+                add,
+            },
+            origin: "autotag:import".into(),
+            not_before_ms: 0,
+        };
+        let unknown = store
+            .update_follower_and_queue("u", "o_u", &mut |_| vec![tag(true)])
+            .unwrap();
+        assert_eq!(unknown, None);
+        assert!(
+            queued(store).is_empty(),
+            "an unknown follower queues nothing"
+        );
+        put_follower(store, "u", &Follower::new("o_u")).unwrap();
+        let after = store
+            .update_follower_and_queue("u", "o_u", &mut |f| {
+                f.tags.insert("vip".into());
+                vec![tag(true)]
+            })
+            .unwrap()
+            .unwrap();
+        assert!(after.has_tag("vip"));
+        assert!(store.follower("u", "o_u").unwrap().unwrap().has_tag("vip"));
+        assert_eq!(queued(store), [tag(true).effect]);
+        // The plain edit queues nothing.
+        store
+            .update_follower("u", "o_u", &mut |f| {
+                f.tags.remove("vip");
+            })
+            .unwrap();
+        assert!(!store.follower("u", "o_u").unwrap().unwrap().has_tag("vip"));
+        assert_eq!(queued(store).len(), 1);
     }
 
     /// Shop events: applied once per (account, event id), with the id in the same write.
@@ -1035,17 +1101,32 @@ mod tests {
         let mut run = crate::sync::SyncRun::new("s", 5000, "test");
         run.page_done = 3;
         let mut seen = Vec::new();
+        let tagged = |openid: &str| NewItem {
+            effect: Effect::Tag {
+                openid: openid.into(),
+                tag: "auto".into(),
+                add: true,
+            },
+            origin: "autotag:sync".into(),
+            not_before_ms: 0,
+        };
         store
-            .sync_step("s", &openids, &mut run, &mut |run, openid, stored| {
-                seen.push((openid.to_string(), stored.as_ref().map(|f| f.messages_in)));
-                if openid == "o_c" {
-                    return None; // left as it is: not created
-                }
-                run.counts.add(SyncOutcome::New);
-                let mut f = stored.unwrap_or_else(|| Follower::new(openid));
-                f.unionid = Some(format!("u_{openid}"));
-                Some(f)
-            })
+            .sync_step(
+                "s",
+                &openids,
+                &mut run,
+                &mut |run, openid, stored, items| {
+                    seen.push((openid.to_string(), stored.as_ref().map(|f| f.messages_in)));
+                    if openid == "o_c" {
+                        return None; // left as it is: not created
+                    }
+                    run.counts.add(SyncOutcome::New);
+                    let mut f = stored.unwrap_or_else(|| Follower::new(openid));
+                    f.unionid = Some(format!("u_{openid}"));
+                    items.push(tagged(openid));
+                    Some(f)
+                },
+            )
             .unwrap();
         seen.sort();
         assert_eq!(
@@ -1079,10 +1160,23 @@ mod tests {
             .map(|f| f.openid)
             .collect();
         assert_eq!(walked, ["o_a", "o_b"], "nothing else appears");
+        // The items the merge pushed are queued with the step, once each.
+        let queued: Vec<(String, Effect)> = store
+            .outbox_page(None, 1000)
+            .unwrap()
+            .into_iter()
+            .filter(|i| i.account == "s")
+            .map(|i| (i.origin, i.effect))
+            .collect();
+        assert_eq!(
+            queued,
+            ["o_a", "o_b"].map(|o| ("autotag:sync".to_string(), tagged(o).effect)),
+            "{queued:?}"
+        );
         // A step without followers stores the run alone; runs are per account.
         run.state = crate::sync::SyncState::Done;
         store
-            .sync_step("s", &[], &mut run, &mut |_, _, _| None)
+            .sync_step("s", &[], &mut run, &mut |_, _, _, _| None)
             .unwrap();
         assert_eq!(
             store.sync_run("s").unwrap().unwrap().state,
@@ -1097,7 +1191,7 @@ mod tests {
         );
         let mut other = crate::sync::SyncRun::new("t", 6000, "test");
         store
-            .sync_step("t", &["w_1".to_string()], &mut other, &mut |_, o, _| {
+            .sync_step("t", &["w_1".to_string()], &mut other, &mut |_, o, _, _| {
                 let mut f = Follower::new(o);
                 f.unionid = Some("u_o_b".into());
                 Some(f)
@@ -1112,7 +1206,7 @@ mod tests {
         );
         // A unionid that changes moves the identity.
         store
-            .sync_step("t", &["w_1".to_string()], &mut other, &mut |_, o, _| {
+            .sync_step("t", &["w_1".to_string()], &mut other, &mut |_, o, _, _| {
                 let mut f = Follower::new(o);
                 f.unionid = Some("u_new".into());
                 Some(f)

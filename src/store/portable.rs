@@ -447,7 +447,7 @@ mod tests {
         run.page_from = Some("o_next".into());
         run.total = 12;
         store
-            .sync_step("demo", &[], &mut run, &mut |_, _, _| None)
+            .sync_step("demo", &[], &mut run, &mut |_, _, _, _| None)
             .unwrap();
     }
 

@@ -341,11 +341,11 @@ impl Store for SledStore {
         Ok(applied)
     }
 
-    fn update_follower(
+    fn update_follower_and_queue(
         &self,
         account: &str,
         openid: &str,
-        change: &mut dyn FnMut(&mut Follower),
+        change: &mut dyn FnMut(&mut Follower) -> Vec<NewItem>,
     ) -> Result<Option<Follower>, StoreError> {
         let k = key(account, openid);
         let _guard = self.lock_stripe(&k);
@@ -356,11 +356,24 @@ impl Store for SledStore {
         let Some(f) = record.follower.as_mut() else {
             return Ok(None);
         };
-        change(f);
+        let items = change(f);
         let after = f.clone();
-        self.followers
-            .insert(k, encode_record(&mut record))
-            .map_err(backend)?;
+        let value = encode_record(&mut record);
+        if items.is_empty() {
+            self.followers.insert(k, value).map_err(backend)?;
+            return Ok(Some(after));
+        }
+        // As `apply_callback`: only a change with items pays for a transaction.
+        let items = self.new_items(account, items, crate::outbox::now_ms())?;
+        (&self.followers, &self.outbox)
+            .transaction(|(followers, outbox)| {
+                followers.insert(k.as_slice(), value.as_slice())?;
+                for (id, item) in &items {
+                    outbox.insert(&id_key(*id), item.as_slice())?;
+                }
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(tx_backend)?;
         Ok(Some(after))
     }
 
@@ -754,12 +767,13 @@ impl Store for SledStore {
         let _guards: Vec<_> = stripes.iter().map(|&i| self.lock_stripe_at(i)).collect();
         let mut writes = Vec::with_capacity(keys.len());
         let (mut links, mut unlinks) = (Vec::new(), Vec::new());
+        let mut items = Vec::new();
         for (openid, k) in openids.iter().zip(&keys) {
             let mut record = match self.followers.get(k).map_err(backend)? {
                 Some(v) => decode_record(k, &v)?,
                 None => super::Record::default(),
             };
-            if let Some(f) = merge(run, openid, record.follower.clone()) {
+            if let Some(f) = merge(run, openid, record.follower.clone(), &mut items) {
                 if let Some((old, new)) = super::person_link(record.follower.as_ref(), &f) {
                     if let Some(old) = old {
                         unlinks.push(person_key(&old, account, openid));
@@ -771,10 +785,15 @@ impl Store for SledStore {
             }
         }
         let run_json = json(run);
-        (&self.followers, &self.syncs, &self.people)
-            .transaction(|(followers, syncs, people)| {
+        // Ids taken now: an id left unused by a failed step is only a gap in the queue.
+        let items = self.new_items(account, items, crate::outbox::now_ms())?;
+        (&self.followers, &self.syncs, &self.people, &self.outbox)
+            .transaction(|(followers, syncs, people, outbox)| {
                 for (k, v) in &writes {
                     followers.insert(k.as_slice(), v.as_slice())?;
+                }
+                for (id, item) in &items {
+                    outbox.insert(&id_key(*id), item.as_slice())?;
                 }
                 for k in &unlinks {
                     people.remove(k.as_slice())?;

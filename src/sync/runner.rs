@@ -51,8 +51,12 @@ pub enum SyncError {
     ScheduledAlready(String, String),
 }
 
-/// The account's automatic tags, applied to each follower a step writes (at `now`).
-pub type Autotag = std::sync::Arc<dyn Fn(&mut Follower, i64) + Send + std::marker::Sync>;
+/// The account's automatic tags, applied to each follower a step writes (at `now`); the
+/// outbox items that mirror what they changed, queued in the step's write
+/// ([`crate::engine::autotag_effects`]).
+pub type Autotag = std::sync::Arc<
+    dyn Fn(&mut Follower, i64) -> Vec<crate::outbox::NewItem> + Send + std::marker::Sync,
+>;
 
 /// Applies the shop events kept for people a step wrote (README "Behaviour from the
 /// shop"): given the store and the unionids of the step's followers, after the step's
@@ -378,7 +382,7 @@ impl Sync {
         let stored = blocking(&self.store, move |s| {
             renew(s, &lease, &owner)?;
             let mut people = Vec::new();
-            s.sync_step(&account, &ids, &mut next, &mut |run, id, stored| {
+            s.sync_step(&account, &ids, &mut next, &mut |run, id, stored, items| {
                 let mut contact = stored;
                 for e in entries
                     .iter()
@@ -387,7 +391,7 @@ impl Sync {
                     contact = Some(merge_contact(contact, e, &tags, run, asked_at));
                 }
                 if let (Some(f), Some(autotag)) = (contact.as_mut(), &autotag) {
-                    autotag(f, asked_at);
+                    items.extend(autotag(f, asked_at));
                 }
                 people.extend(contact.as_ref().and_then(|f| f.unionid.clone()));
                 contact
@@ -571,7 +575,7 @@ impl Sync {
         let (lease, owner) = (self.lease.clone(), self.owner.clone());
         let stored = blocking(&self.store, move |s| {
             renew(s, &lease, &owner)?;
-            s.sync_step(&account, &stale, &mut next, &mut |run, _, stored| {
+            s.sync_step(&account, &stale, &mut next, &mut |run, _, stored, _| {
                 // Decided again on the follower as stored now: a callback may have come.
                 swept(stored.as_ref()?, run)
             })?;
@@ -601,29 +605,34 @@ impl Sync {
         let stored = blocking(&self.store, move |s| {
             renew(s, &lease, &owner)?;
             let mut people = Vec::new();
-            s.sync_step(&account, &batch, &mut next, &mut |run, openid, stored| {
-                if stored
-                    .as_ref()
-                    .and_then(|f| f.synced.as_ref())
-                    .is_some_and(|m| m.run == run.id)
-                {
-                    // Written by this run before a stop: counted then. Their kept events
-                    // are looked at again (the stop may have come before that).
-                    people.extend(stored.and_then(|f| f.unionid));
-                    return None;
-                }
-                let Some(info) = infos.get(openid) else {
-                    run.fail(openid, 1, "WeChat's answer left this follower out".into());
-                    return None;
-                };
-                let (mut f, outcome): (Follower, _) = merge(stored, info, &tags, run, asked_at);
-                run.counts.add(outcome);
-                if let Some(autotag) = &autotag {
-                    autotag(&mut f, asked_at);
-                }
-                people.extend(f.unionid.clone());
-                Some(f)
-            })?;
+            s.sync_step(
+                &account,
+                &batch,
+                &mut next,
+                &mut |run, openid, stored, items| {
+                    if stored
+                        .as_ref()
+                        .and_then(|f| f.synced.as_ref())
+                        .is_some_and(|m| m.run == run.id)
+                    {
+                        // Written by this run before a stop: counted then. Their kept
+                        // events are looked at again (the stop may have come before that).
+                        people.extend(stored.and_then(|f| f.unionid));
+                        return None;
+                    }
+                    let Some(info) = infos.get(openid) else {
+                        run.fail(openid, 1, "WeChat's answer left this follower out".into());
+                        return None;
+                    };
+                    let (mut f, outcome): (Follower, _) = merge(stored, info, &tags, run, asked_at);
+                    run.counts.add(outcome);
+                    if let Some(autotag) = &autotag {
+                        items.extend(autotag(&mut f, asked_at));
+                    }
+                    people.extend(f.unionid.clone());
+                    Some(f)
+                },
+            )?;
             apply_kept(s, &acc, kept.as_ref(), &people);
             Ok::<_, StoreError>(next)
         })

@@ -344,11 +344,16 @@ async fn a_unionid_event_reaches_the_persons_openid_in_its_account() {
     for (account, openid) in [("safe", "o_safe_1"), ("compat", "o_compat_1")] {
         let mut run = siyu::sync::SyncRun::new(account, 1_700_000_000_000, "test");
         app.store
-            .sync_step(account, &[openid.to_string()], &mut run, &mut |_, o, _| {
-                let mut f = siyu::follower::Follower::new(o);
-                f.unionid = Some("ou_person_1".into());
-                Some(f)
-            })
+            .sync_step(
+                account,
+                &[openid.to_string()],
+                &mut run,
+                &mut |_, o, _, _| {
+                    let mut f = siyu::follower::Follower::new(o);
+                    f.unionid = Some("ou_person_1".into());
+                    Some(f)
+                },
+            )
             .unwrap();
     }
     let by_unionid = |id: &str, unionid: &str| {

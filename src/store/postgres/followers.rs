@@ -174,7 +174,7 @@ impl PgStore {
         &self,
         account: &str,
         openid: &str,
-        change: &mut dyn FnMut(&mut Follower),
+        change: &mut dyn FnMut(&mut Follower) -> Vec<crate::outbox::NewItem>,
     ) -> Result<Option<Follower>, StoreError> {
         let c = match self.take_callback_conn() {
             Some(c) => {
@@ -213,21 +213,33 @@ impl PgStore {
             self.block(rollback(&c));
             return Ok(None);
         };
-        change(f);
+        let items = item_json(account, change(f), crate::outbox::now_ms());
         let after = f.clone();
         let value = encode_record(&mut record);
         self.timed("update_follower", async {
             let write = self.ready(&c, &WRITE).await?;
-            let (wrote, commit) = futures_util::future::join(
+            let enqueue = self.ready(&c, &ENQUEUE).await?;
+            let (wrote, queued, commit) = futures_util::future::join3(
                 PgStore::run(&c, &write, &[&account, &openid, &value]),
+                async {
+                    if items.is_empty() {
+                        Ok(Vec::new())
+                    } else {
+                        PgStore::run(&c, &enqueue, &[&account, &items]).await
+                    }
+                },
                 c.batch_execute("COMMIT"),
             )
             .await;
-            match (wrote, commit.map_err(db)) {
-                (Ok(_), Ok(())) => Ok(()),
-                (w, cm) => {
+            match (wrote, queued, commit.map_err(db)) {
+                (Ok(_), Ok(_), Ok(())) => Ok(()),
+                (w, q, cm) => {
                     rollback(&c).await;
-                    Err(w.map(drop).and(cm).expect_err("a step failed"))
+                    Err(w
+                        .map(drop)
+                        .and(q.map(drop))
+                        .and(cm)
+                        .expect_err("a step failed"))
                 }
             }
         })?;

@@ -367,11 +367,11 @@ impl super::Store for PgStore {
         self.pg_apply_callback(key, decide)
     }
 
-    fn update_follower(
+    fn update_follower_and_queue(
         &self,
         account: &str,
         openid: &str,
-        change: &mut dyn FnMut(&mut crate::follower::Follower),
+        change: &mut dyn FnMut(&mut crate::follower::Follower) -> Vec<crate::outbox::NewItem>,
     ) -> Result<Option<crate::follower::Follower>, StoreError> {
         self.pg_update_follower(account, openid, change)
     }

@@ -2,6 +2,7 @@
 
 use tokio_postgres::types::Type;
 
+use super::followers::{item_json, ENQUEUE};
 use super::{db, from_json, rollback, to_json, PgStore, Sql};
 use crate::store::{decode_record, encode_record, key, Record, StoreError};
 use crate::sync::SyncRun;
@@ -81,6 +82,7 @@ impl PgStore {
             let put = self.ready(&c, &PUT_RUN).await?;
             let link = self.ready(&c, &LINK).await?;
             let unlink = self.ready(&c, &UNLINK).await?;
+            let enqueue = self.ready(&c, &ENQUEUE).await?;
             let body = async {
                 c.batch_execute("BEGIN").await.map_err(db)?;
                 let mut sorted = openids.to_vec();
@@ -91,6 +93,7 @@ impl PgStore {
                 let mut values: Vec<Vec<u8>> = Vec::new();
                 let (mut linked, mut linked_ids) = (Vec::<String>::new(), Vec::<String>::new());
                 let (mut unlinked, mut unlinked_ids) = (Vec::<String>::new(), Vec::<String>::new());
+                let mut items = Vec::new();
                 for row in rows {
                     let openid: String = row.get(0);
                     let stored: Vec<u8> = row.get(1);
@@ -99,7 +102,7 @@ impl PgStore {
                     } else {
                         decode_record(&key(account, &openid), &stored)?
                     };
-                    if let Some(f) = merge(run, &openid, record.follower.clone()) {
+                    if let Some(f) = merge(run, &openid, record.follower.clone(), &mut items) {
                         if let Some((old, new)) =
                             crate::store::person_link(record.follower.as_ref(), &f)
                         {
@@ -122,14 +125,23 @@ impl PgStore {
                     PgStore::run(&c, &link, &[&account, &linked, &linked_ids]).await?;
                 }
                 let run_json = to_json(&*run);
-                let (wrote, put, commit) = futures_util::future::join3(
+                let items = item_json(account, items, crate::outbox::now_ms());
+                let (wrote, put, queued, commit) = futures_util::future::join4(
                     PgStore::run(&c, &write, &[&account, &changed_openids, &values]),
                     PgStore::run(&c, &put, &[&account, &run_json]),
+                    async {
+                        if items.is_empty() {
+                            Ok(Vec::new())
+                        } else {
+                            PgStore::run(&c, &enqueue, &[&account, &items]).await
+                        }
+                    },
                     c.batch_execute("COMMIT"),
                 )
                 .await;
                 wrote?;
                 put?;
+                queued?;
                 commit.map_err(db)?;
                 Ok::<_, StoreError>(())
             };
