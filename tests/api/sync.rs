@@ -636,6 +636,35 @@ async fn a_sync_applies_the_accounts_autotags() {
     assert!(all
         .iter()
         .all(|f| f.has_tag("regular") == f.has_tag("老客")));
+    // Mirrored to WeChat: one queued tag item per autotagged follower, written with them
+    // (the next `siyu serve` sends them); WeChat's own tags are not sent back.
+    let store = open_store(&dir.path().join("data/siyu.sled"));
+    let mut tagged = std::collections::BTreeSet::new();
+    let mut after = None;
+    loop {
+        let page = store.outbox_page(after, 256).unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        for item in page {
+            match &item.effect {
+                siyu::outbox::Effect::Tag { openid, tag, add } => {
+                    assert_eq!(
+                        (tag.as_str(), *add, item.origin.as_str()),
+                        ("regular", true, "autotag:sync")
+                    );
+                    assert!(tagged.insert(openid.clone()), "{openid} queued twice");
+                }
+                other => panic!("only autotags are mirrored: {other:?}"),
+            }
+        }
+    }
+    assert_eq!(tagged.len(), 100, "{tagged:?}");
+    drop(store);
+    // A second run changes nothing, so it queues nothing more.
+    let (code, _, err) = sync(dir.path(), &[]).await;
+    assert_eq!(code, 0, "{err}");
+    let store = open_store(&dir.path().join("data/siyu.sled"));
+    assert_eq!(store.outbox_page(None, 1000).unwrap().len(), 100);
     fake.stop().await;
 }
 
