@@ -17,7 +17,7 @@ use subtle::ConstantTimeEq;
 use super::AppState;
 use crate::engine;
 use crate::ingest::{Event, Identity, Refusal, UnknownFollower, MAX_EVENTS};
-use crate::outbox::{now_ms, NewItem};
+use crate::outbox::now_ms;
 use crate::store::Ingested;
 
 /// A full batch of [`MAX_EVENTS`] events with room for long props (~1 KiB each); a bigger
@@ -153,7 +153,7 @@ fn apply_all(
                 }
             }
         };
-        let mut added = Vec::new();
+        let (mut added, mut removed) = (Vec::new(), Vec::new());
         // The account's automatic tags, re-evaluated in the same write as the event.
         let rules = state.accounts[&event.account].rules.current();
         let ingested =
@@ -166,13 +166,14 @@ fn apply_all(
                         (None, UnknownFollower::Refuse) => return None,
                     };
                     added = change.apply(&mut f);
-                    let (auto, _) = rules.table.autotag(&mut f, now);
+                    let (auto, auto_removed) = rules.table.autotag(&mut f, now);
                     added.extend(auto);
+                    removed = auto_removed;
                     Some(f)
                 })?;
         results.push(match ingested {
             Ingested::Applied(f) => {
-                mirror_tags(state, &event.account, &f, &added)?;
+                mirror_tags(state, &event.account, &f, &added, &removed)?;
                 json!({"id": id, "status": "applied"})
             }
             Ingested::Duplicate => json!({"id": id, "status": "duplicate"}),
@@ -185,32 +186,25 @@ fn apply_all(
     Ok(results)
 }
 
-/// Tags an event added are mirrored to WeChat like an operator's edit (queued right after
-/// the follower's write, so a crash between the two leaves that tag unsynced). Only for
-/// subscribed followers: WeChat cannot tag an openid that does not follow the account.
+/// Tags an event added, and automatic tags it took off (`remove = true`), are mirrored to
+/// WeChat like an operator's edit (queued right after the follower's write, so a crash
+/// between the two leaves that change unsynced). Only for subscribed followers: WeChat
+/// cannot tag an openid that does not follow the account.
 fn mirror_tags(
     state: &AppState,
     account: &str,
     f: &crate::follower::Follower,
     added: &[String],
+    removed: &[String],
 ) -> Result<(), crate::store::StoreError> {
     // `Event::parse` refused accounts not in `state.accounts`: the index holds.
-    let Some(outbound) = state.accounts[account].settings.outbound() else {
-        return Ok(());
-    };
-    if added.is_empty() || !f.subscribed {
-        return Ok(());
-    }
-    let now = now_ms();
-    let items: Vec<NewItem> = added
+    let outbound = state.accounts[account].settings.outbound();
+    let changes = added
         .iter()
-        .filter_map(|t| engine::tag_effect(outbound, f, None, t, true))
-        .map(|effect| NewItem {
-            effect,
-            origin: "ingest".into(),
-            not_before_ms: now,
-        })
-        .collect();
+        .map(|t| (t.clone(), true))
+        .chain(removed.iter().map(|t| (t.clone(), false)));
+    let now = now_ms();
+    let items = engine::tag_items(outbound, f, changes, "ingest", now);
     if !items.is_empty() {
         state.store.enqueue(account, items, now)?;
         state.outbox_wake.notify_one();
