@@ -27,6 +27,7 @@
 //! - [`person`]: one person's identities across accounts (unionid), for `person.*` segments.
 //! - [`qr`]: PURE. QR codes drawn as PNG images (channel codes for print).
 //! - [`export`]: a segment's followers as a count, a list or a CSV (CLI and admin API).
+//! - [`import`]: a follower file applied to the store line by line (CLI and admin API).
 //! - [`fake_wechat`]: a fake WeChat/WeCom API server for tests and local development.
 //! - [`log_lines`]: the server's log lines, written off the request path in batches.
 //! - [`trial`]: synthetic messages for trying rules (simulate).
@@ -43,6 +44,7 @@ pub mod engine;
 pub mod export;
 pub mod fake_wechat;
 pub mod follower;
+pub mod import;
 pub mod ingest;
 pub mod local_time;
 pub mod located;

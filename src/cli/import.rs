@@ -1,18 +1,25 @@
 //! `siyu followers import FILE.csv --account ID [--dry-run]`: the shop's follower file
-//! (`openid,tags,attributes,counters`) into follower state. Tags are added, attributes and
-//! counters set; one atomic write per follower. Every bad line is reported as
-//! `FILE:LINE: message` and skipped; the others apply (or, with `--dry-run`, are counted
-//! as new / updated / unchanged and nothing is written). Exit 1 if any line was bad.
+//! (`openid,tags,attributes,counters`) into follower state, through [`crate::import`]. Tags
+//! are added, attributes and counters set; one atomic write per follower, with the outbox
+//! items of the account's automatic tags. Every bad line is reported as `FILE:LINE:
+//! message` and skipped; the others apply (or, with `--dry-run`, are counted as new /
+//! updated / unchanged and nothing is written). Exit 1 if any line was bad.
+//!
+//! While `siyu serve` holds the (sled) store, the file is sent to the server
+//! (`POST /admin/v1/followers/{account}/import`), which applies it with the rules it has in
+//! force and answers what this prints.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use serde::Deserialize;
+
+use super::remote::{Failure, Server};
 use super::{StoreOrServer, EXIT_INVALID, EXIT_RUNTIME};
-use crate::config::Role;
+use crate::config::{Role, Settings};
 use crate::follower::Follower;
-use crate::ingest::{ImportLine, ImportOutcome};
-use crate::store::{Answer, CallbackKey, Commit, Store, StoreError};
+use crate::import::{ImportError, ImportFile, Summary};
+use crate::ingest::ImportLine;
 
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {
@@ -27,60 +34,45 @@ pub struct ImportArgs {
     pub dry_run: bool,
 }
 
-#[derive(Debug, Default)]
-struct Tally {
-    new: u64,
-    updated: u64,
-    unchanged: u64,
-    bad: u64,
-}
-
-impl Tally {
-    fn count(&mut self, o: ImportOutcome) {
-        match o {
-            ImportOutcome::New => self.new += 1,
-            ImportOutcome::Updated => self.updated += 1,
-            ImportOutcome::Unchanged => self.unchanged += 1,
-        }
-    }
-}
-
 pub fn run(config: &Path, args: &ImportArgs) -> ExitCode {
     let settings = match super::settings_with_account(config, &args.account) {
         Ok(s) => s,
         Err(code) => return code,
     };
     let shown = args.file.display().to_string();
-    let mut reader = match csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(true)
-        .from_path(&args.file)
-    {
-        Ok(r) => r,
+    let opened = match std::fs::File::open(&args.file) {
+        Ok(f) => ImportFile::open(std::io::BufReader::new(f)),
         Err(e) => {
             errln!("error: cannot read {shown}: {e}");
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    let columns = match reader.headers() {
-        Ok(h) => {
-            let names: Vec<&str> = h.iter().collect();
-            match ImportLine::columns(&names) {
-                Ok(c) => c,
-                Err(m) => {
-                    errln!("{shown}:1: {m}");
-                    return ExitCode::from(EXIT_INVALID);
-                }
-            }
-        }
-        Err(e) => {
-            errln!("{shown}:1: {e}");
+    // The store is opened only once the file's header is sound.
+    let file = match opened {
+        Ok(f) => f,
+        Err(b) => {
+            errln!("{shown}:{}: {}", b.line, b.message);
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    let width = reader.headers().map_or(0, csv::StringRecord::len);
+    match super::store_or_server(&settings, Role::Operator) {
+        Ok(StoreOrServer::Local(store)) => local(store.as_ref(), &settings, file, args),
+        Ok(StoreOrServer::Remote(server)) => remote(&server, args).unwrap_or_else(Failure::exit),
+        Err(code) => code,
+    }
+}
+
+fn local<R: std::io::Read>(
+    store: &dyn crate::store::Store,
+    settings: &Settings,
+    file: ImportFile<R>,
+    args: &ImportArgs,
+) -> ExitCode {
+    let shown = args.file.display().to_string();
     // The account's rules, for its automatic tags: an imported counter may meet one.
-    let account = settings.account(&args.account).expect("checked above");
+    let account = settings
+        .account(&args.account)
+        .expect("settings_with_account checked it");
     let rules = match crate::rulebook::load_dir(&account.replies_dir, &settings.rule_context()) {
         Ok(t) => t,
         Err(e) => {
@@ -88,158 +80,96 @@ pub fn run(config: &Path, args: &ImportArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
+    let outbound = account.outbound();
     let now = crate::outbox::now_ms() / 1000;
-    let line_with_autotags = |line: &ImportLine, f: &mut Follower| {
+    let change = |line: &ImportLine, f: &mut Follower| {
         line.apply(f);
-        rules.autotag(f, now);
+        crate::engine::autotag_effects(&rules, outbound, f, now, "autotag:import")
     };
-    // The store is opened only once the file's header is sound. Beside a running sled
-    // server there is no admin route for an import yet: stop the server (PostgreSQL
-    // stores are shared and never in the way).
-    let store = match super::store_or_server(&settings, Role::Operator) {
-        Ok(StoreOrServer::Local(store)) => store,
-        Ok(StoreOrServer::Remote(_)) => {
-            errln!(
-                "error: `siyu serve` holds the store; `followers import` needs it: stop the server and run it again"
-            );
+    let done = file.apply(store, &args.account, args.dry_run, &change, &mut |b| {
+        errln!("{shown}:{}: {}", b.line, b.message);
+    });
+    let summary = match done {
+        Ok(s) => s,
+        Err(ImportError::Store { line, source }) => {
+            errln!("error: {shown}:{line}: {source}");
             return ExitCode::from(EXIT_RUNTIME);
         }
-        Err(code) => return code,
     };
-    let mut tally = Tally::default();
-    // A dry run's view of followers earlier lines touched, so a second line for the same
-    // openid is counted as the real run would count it.
-    let mut seen: HashMap<String, Follower> = HashMap::new();
-    for record in reader.records() {
-        let record = match record {
-            Ok(r) => r,
-            Err(e) => {
-                let line = e.position().map_or(0, csv::Position::line);
-                errln!("{shown}:{line}: {e}");
-                tally.bad += 1;
-                continue;
-            }
-        };
-        let line = record.position().map_or(0, csv::Position::line);
-        if record.iter().all(|c| c.trim().is_empty()) {
-            continue;
-        }
-        if record.len() > width {
-            errln!(
-                "{shown}:{line}: {} cells, the header has {width}",
-                record.len()
-            );
-            tally.bad += 1;
-            continue;
-        }
-        let cells: Vec<&str> = record.iter().collect();
-        let parsed = match ImportLine::parse(&cells, &columns) {
-            Ok(l) => l,
-            Err(m) => {
-                errln!("{shown}:{line}: {m}");
-                tally.bad += 1;
-                continue;
-            }
-        };
-        let done = if args.dry_run {
-            dry(
-                store.as_ref(),
-                &args.account,
-                &parsed,
-                &mut seen,
-                &line_with_autotags,
-            )
-        } else {
-            apply(store.as_ref(), &args.account, &parsed, &line_with_autotags)
-        };
-        match done {
-            Ok(o) => tally.count(o),
-            Err(e) => {
-                errln!("error: {shown}:{line}: {e}");
-                return ExitCode::from(EXIT_RUNTIME);
-            }
-        }
-    }
     if !args.dry_run {
         if let Err(e) = store.flush() {
             errln!("error: {e}");
             return ExitCode::from(EXIT_RUNTIME);
         }
     }
-    let Tally {
-        new,
-        updated,
-        unchanged,
-        bad,
-    } = tally;
-    let note = if args.dry_run {
+    finish(summary, args.dry_run)
+}
+
+/// The server's answer (`server/admin_import.rs`), a 200's or a 422's.
+#[derive(Debug, Deserialize)]
+struct Answer {
+    /// Absent when the header was refused.
+    summary: Option<Summary>,
+    /// Each bad line as `FILE:LINE: message`.
+    #[serde(default)]
+    errors: Vec<String>,
+}
+
+/// The same through the running server: the file as it is read, named as it was given.
+fn remote(server: &Server, args: &ImportArgs) -> Result<ExitCode, Failure> {
+    let shown = args.file.display().to_string();
+    let body = match std::fs::read(&args.file) {
+        Ok(b) => b,
+        Err(e) => {
+            errln!("error: cannot read {shown}: {e}");
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
+    let limit = crate::server::admin_import::MAX_BODY_BYTES;
+    if body.len() > limit {
+        errln!(
+            "error: {shown} is over {} MiB, more than the server takes; split it, or stop `siyu serve` and import it again (文件过大：请拆分，或先停止服务再导入)",
+            limit / (1024 * 1024)
+        );
+        return Ok(ExitCode::from(EXIT_INVALID));
+    }
+    let path = ["admin", "v1", "followers", args.account.as_str(), "import"];
+    let dry_run = if args.dry_run { "true" } else { "false" };
+    let query = [("file", shown.as_str()), ("dry_run", dry_run)];
+    let answer: Answer = match server.post_bytes(&path, &query, "text/csv", body) {
+        Ok(a) => a,
+        // Bad lines (or a refused header): the body says which, as on a 200.
+        Err(Failure::Refused {
+            status: 422, body, ..
+        }) if body.get("errors").is_some() => {
+            serde_json::from_value(body).map_err(|e| {
+                Failure::Runtime(format!(
+                    "the server's answer is not what this siyu expects ({e}); is the server another version?"
+                ))
+            })?
+        }
+        Err(e) => return Err(e),
+    };
+    for e in &answer.errors {
+        errln!("{e}");
+    }
+    Ok(match answer.summary {
+        Some(summary) => finish(summary, args.dry_run),
+        None => ExitCode::from(EXIT_INVALID),
+    })
+}
+
+/// The summary line, and the exit code it means.
+fn finish(summary: Summary, dry_run: bool) -> ExitCode {
+    let note = if dry_run {
         " (dry run: nothing changed)"
     } else {
         ""
     };
-    outln!("new {new}, updated {updated}, unchanged {unchanged}, bad lines {bad}{note}");
-    if bad > 0 {
+    outln!("{summary}{note}");
+    if summary.bad > 0 {
         ExitCode::from(EXIT_INVALID)
     } else {
         ExitCode::SUCCESS
     }
-}
-
-fn dry(
-    store: &dyn Store,
-    account: &str,
-    line: &ImportLine,
-    seen: &mut HashMap<String, Follower>,
-    change: &dyn Fn(&ImportLine, &mut Follower),
-) -> Result<ImportOutcome, StoreError> {
-    let stored = match seen.get(&line.openid) {
-        Some(f) => Some(f.clone()),
-        None => store.follower(account, &line.openid)?,
-    };
-    let outcome = line.outcome(stored.as_ref());
-    let mut after = stored.unwrap_or_else(|| Follower::new(&line.openid));
-    change(line, &mut after);
-    seen.insert(line.openid.clone(), after);
-    Ok(outcome)
-}
-
-/// One atomic write: `update_follower` for a known follower; a new one through
-/// `apply_callback` (which creates a record atomically, whoever else writes it meanwhile).
-/// `change`: the line's values, then the account's automatic tags.
-fn apply(
-    store: &dyn Store,
-    account: &str,
-    line: &ImportLine,
-    change: &dyn Fn(&ImportLine, &mut Follower),
-) -> Result<ImportOutcome, StoreError> {
-    let mut outcome = ImportOutcome::Unchanged;
-    let known = store.update_follower(account, &line.openid, &mut |f| {
-        outcome = line.outcome(Some(f));
-        change(line, f);
-    })?;
-    if known.is_some() {
-        return Ok(outcome);
-    }
-    let key = CallbackKey {
-        account,
-        openid: &line.openid,
-        dedupe_key: "followers-import",
-        now: 1,
-        // Already expired: a second import is never taken for a retry.
-        expires_at: 2,
-    };
-    store.apply_callback(key, &mut |stored| {
-        outcome = line.outcome(stored.as_ref());
-        let mut f = stored.unwrap_or_else(|| Follower::new(&line.openid));
-        change(line, &mut f);
-        Commit {
-            follower: Some(f),
-            answer: Answer {
-                reply: None,
-                rules: Vec::new(),
-            },
-            effects: Vec::new(),
-        }
-    })?;
-    Ok(outcome)
 }

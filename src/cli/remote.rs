@@ -159,7 +159,19 @@ impl Server {
         content_type: &str,
         body: String,
     ) -> Result<T, Failure> {
-        let url = self.url(path, &[]);
+        self.post_bytes(path, &[], content_type, body.into_bytes())
+    }
+
+    /// `POST` the path with `query` and a body of `content_type` (a file as it is read,
+    /// not necessarily UTF-8); the JSON answer.
+    pub fn post_bytes<T: DeserializeOwned>(
+        &self,
+        path: &[&str],
+        query: &[(&str, &str)],
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<T, Failure> {
+        let url = self.url(path, query);
         let request = self
             .http
             .post(url.clone())

@@ -200,6 +200,16 @@ impl FakeWechatHandle {
             .collect()
     }
 
+    /// Whether the follower carries the tag called `name` here (created by `tags/create`
+    /// or a population's), as `batchtagging` / `batchuntagging` left it.
+    pub fn has_tag(&self, openid: &str, name: &str) -> bool {
+        self.shared
+            .lock()
+            .tags
+            .values()
+            .any(|t| t.name == name && t.contains(openid))
+    }
+
     /// Template messages delivered: repeats of a `client_msg_id` are not counted.
     pub fn templates_delivered(&self) -> u64 {
         self.shared.lock().templates_delivered

@@ -139,7 +139,7 @@ impl Writer<'_> {
         openid: &str,
         now: i64,
     ) -> Result<Outcome, StoreError> {
-        let mut added = Vec::new();
+        let (mut added, mut removed) = (Vec::new(), Vec::new());
         let unknown = self.settings.unknown;
         let ingested = self
             .store
@@ -150,13 +150,14 @@ impl Writer<'_> {
                     (None, UnknownFollower::Refuse) => return None,
                 };
                 added = change.apply(&mut f);
-                let (auto, _) = self.rules.autotag(&mut f, now);
+                let (auto, auto_removed) = self.rules.autotag(&mut f, now);
                 added.extend(auto);
+                removed = auto_removed;
                 Some(f)
             })?;
         Ok(match ingested {
             Ingested::Applied(f) => Outcome::Applied {
-                queued: self.mirror_tags(&f, &added, now)?,
+                queued: self.mirror_tags(&f, &added, &removed, now)?,
             },
             Ingested::Duplicate => Outcome::Duplicate,
             Ingested::Declined => Outcome::Refused(Refusal(format!(
@@ -176,27 +177,24 @@ impl Writer<'_> {
             .map(|(_, openid)| openid))
     }
 
-    /// Tags an event added are mirrored to WeChat like an operator's edit (queued right
-    /// after the follower's write, so a crash between the two leaves that tag unsynced).
-    /// Only for subscribed followers: WeChat cannot tag an openid that does not follow the
-    /// account. Whether anything was queued.
-    fn mirror_tags(&self, f: &Follower, added: &[String], now: i64) -> Result<bool, StoreError> {
-        let Some(outbound) = self.outbound else {
-            return Ok(false);
-        };
-        if added.is_empty() || !f.subscribed {
-            return Ok(false);
-        }
-        let now_ms = now * 1000;
-        let items: Vec<NewItem> = added
+    /// Tags an event added, and automatic tags it took off (`remove = true`), are mirrored
+    /// to WeChat like an operator's edit (queued right after the follower's write, so a
+    /// crash between the two leaves that change unsynced). Only for subscribed followers:
+    /// WeChat cannot tag an openid that does not follow the account. Whether anything was
+    /// queued.
+    fn mirror_tags(
+        &self,
+        f: &Follower,
+        added: &[String],
+        removed: &[String],
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let changes = added
             .iter()
-            .filter_map(|t| engine::tag_effect(outbound, f, None, t, true))
-            .map(|effect| NewItem {
-                effect,
-                origin: "ingest".into(),
-                not_before_ms: now_ms,
-            })
-            .collect();
+            .map(|t| (t.clone(), true))
+            .chain(removed.iter().map(|t| (t.clone(), false)));
+        let now_ms = now * 1000;
+        let items: Vec<NewItem> = engine::tag_items(self.outbound, f, changes, "ingest", now_ms);
         if items.is_empty() {
             return Ok(false);
         }

@@ -37,6 +37,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/simulate/commit", web::post().to(simulate_commit))
             // Before `/followers/{account}/{openid}`, which would take `sync` for an openid.
             .configure(super::admin_sync::configure)
+            .configure(super::admin_import::configure)
             .configure(super::admin_people::configure)
             .route("/followers/{account}/{openid}", web::get().to(follower))
             .route(

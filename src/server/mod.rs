@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod admin_campaigns;
 pub mod admin_coupons;
+pub mod admin_import;
 pub mod admin_people;
 pub mod admin_segments;
 pub mod admin_sync;

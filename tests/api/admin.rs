@@ -528,6 +528,7 @@ fn the_openapi_file_lists_every_route() {
         include_str!("../../src/server/admin_coupons.rs"),
         include_str!("../../src/server/admin_segments.rs"),
         include_str!("../../src/server/admin_sync.rs"),
+        include_str!("../../src/server/admin_import.rs"),
         include_str!("../../src/server/admin_people.rs")
     );
     let routes: Vec<&str> = source
@@ -536,6 +537,7 @@ fn the_openapi_file_lists_every_route() {
             let l = l.trim();
             l.strip_prefix(".route(\"")
                 .or_else(|| l.strip_prefix("cfg.route(\""))
+                .or_else(|| l.strip_prefix("web::resource(\""))
         })
         .map(|l| l.split('"').next().unwrap())
         .chain(

@@ -11,7 +11,7 @@ use siyu::store::Store;
 use crate::crash::serve;
 use crate::helpers::*;
 
-const TOKEN: &str = "shop-ingest-secret-0123";
+pub(crate) const TOKEN: &str = "shop-ingest-secret-0123";
 
 /// The mapping the tests use (README "Behaviour from the shop").
 const MAPPING: &str = r#"
@@ -29,7 +29,7 @@ count = ["coupons_used"]
 "#;
 
 /// A config in `dir` with `[ingest]` set as `ingest` says, followed by the mapping.
-fn ingest_config(dir: &Path, ingest: &str) -> String {
+pub(crate) fn ingest_config(dir: &Path, ingest: &str) -> String {
     let replies = dir.join("replies");
     std::fs::create_dir_all(&replies).unwrap();
     let path = config_in(dir, &replies);
@@ -44,7 +44,7 @@ fn ingest_settings(dir: &Path, ingest: &str) -> Settings {
     s
 }
 
-fn order(id: &str, openid: &str, amount: Value) -> Value {
+pub(crate) fn order(id: &str, openid: &str, amount: Value) -> Value {
     json!({"id": id, "account": "safe", "openid": openid, "type": "order_paid",
            "at": now() - 60, "props": {"amount": amount, "sku": "longjing-100g"}})
 }

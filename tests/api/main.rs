@@ -3,6 +3,7 @@
 //! WeChat's servers over HTTP.
 
 mod admin;
+mod autotags;
 mod bad_input;
 mod beside_server;
 mod campaigns;

@@ -580,3 +580,75 @@ async fn a_rule_change_through_one_instance_is_in_force_on_the_other_within_2_se
     );
     assert_eq!(rules_hash(&client, &b.base).await, deployed);
 }
+
+/// Shop events posted over HTTP to a server on PostgreSQL, SIGKILLed right after the 200
+/// (no shutdown, no flush): after a restart the resend is answered `duplicate`, and every
+/// follower's counters count each event exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shop_events_acknowledged_before_a_sigkill_count_once_on_postgres() {
+    use crate::ingest::{ingest_config, order, TOKEN};
+    let Some(db) = TestDatabase::new() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = on_postgres(&ingest_config(
+        dir.path(),
+        &format!("token = \"{TOKEN}\"\n"),
+    ));
+    let env = [("SIYU_DATABASE_URL", db.url.as_str())];
+    let client = reqwest::Client::new();
+    let events: Vec<serde_json::Value> = (0..12)
+        .map(|i| {
+            order(
+                &format!("pg-{i}"),
+                &format!("o_pg{}", i % 3),
+                serde_json::json!(10),
+            )
+        })
+        .collect();
+    let body = serde_json::json!({ "events": events }).to_string();
+    let send = |base: String| {
+        let (client, body) = (client.clone(), body.clone());
+        async move {
+            let r = client
+                .post(format!("{base}/ingest/v1/events"))
+                .bearer_auth(TOKEN)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let answer: serde_json::Value = r.json().await.unwrap();
+            let statuses: BTreeSet<String> = answer["results"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{answer}"))
+                .iter()
+                .map(|r| r["status"].as_str().unwrap().to_string())
+                .collect();
+            statuses
+        }
+    };
+    let mut first = serve_env(&config, &env);
+    assert_eq!(
+        send(first.base.clone()).await,
+        BTreeSet::from(["applied".to_string()])
+    );
+    first.child.kill().unwrap(); // SIGKILL right after the 200
+    first.child.wait().unwrap();
+    drop(first);
+
+    let second = serve_env(&config, &env);
+    assert_eq!(
+        send(second.base.clone()).await,
+        BTreeSet::from(["duplicate".to_string()]),
+        "the resend changes nothing"
+    );
+    let mut orders = 0;
+    for i in 0..3 {
+        let f = follower(&client, &second.base, &format!("o_pg{i}")).await;
+        assert_eq!(f["counters"]["orders"], 4, "{f}");
+        assert_eq!(f["counters"]["spend_fen"], 4000, "10 yuan each, once: {f}");
+        orders += f["counters"]["orders"].as_i64().unwrap();
+    }
+    assert_eq!(orders, 12);
+}
