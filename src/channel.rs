@@ -108,14 +108,8 @@ pub fn parse_channels(
     text: &str,
     accounts: &dyn Fn(&str) -> Option<AccountKind>,
 ) -> Result<Vec<Channel>, Vec<FileError>> {
-    let raw: RawFile = toml::from_str(text).map_err(|e| {
-        vec![FileError::at(
-            file,
-            text,
-            e.span().map_or(0, |s| s.start),
-            e.message().trim(),
-        )]
-    })?;
+    let raw: RawFile =
+        toml::from_str(text).map_err(|e| vec![FileError::from_toml(file, text, &e)])?;
     let mut errors = Vec::new();
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();

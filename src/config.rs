@@ -598,11 +598,7 @@ impl Settings {
         let Some(path) = self.coupons_file.clone() else {
             return Ok(());
         };
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-            path: shown.clone(),
-            source,
-        })?;
+        let (shown, text) = read_listed(&path)?;
         let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
         let read_csv = |p: &str| std::fs::read_to_string(dir.join(p)).map_err(|e| e.to_string());
         self.coupons =
@@ -616,11 +612,7 @@ impl Settings {
         let Some(path) = self.campaigns_file.clone() else {
             return Ok(());
         };
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-            path: shown.clone(),
-            source,
-        })?;
+        let (shown, text) = read_listed(&path)?;
         let kinds = |id: &str| self.account(id).map(|a| a.kind);
         let known = crate::campaign::Known {
             accounts: &kinds,
@@ -637,11 +629,7 @@ impl Settings {
         let Some(path) = self.channels_file.clone() else {
             return Ok(());
         };
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-            path: shown.clone(),
-            source,
-        })?;
+        let (shown, text) = read_listed(&path)?;
         let kinds = |id: &str| self.account(id).map(|a| a.kind);
         self.channels =
             crate::channel::parse_channels(&shown, &text, &kinds).map_err(ConfigError::Channels)?;
@@ -916,6 +904,17 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
         .unwrap_or(0)
         + 1;
     (line, column)
+}
+
+/// A file the config names (coupons, campaigns, channels): its name as shown in
+/// messages, and its text.
+fn read_listed(path: &Path) -> Result<(String, String), ConfigError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    Ok((shown, text))
 }
 
 #[cfg(test)]

@@ -21,6 +21,17 @@ impl FileError {
             message: message.into(),
         }
     }
+
+    /// A file that is not TOML (or not of the expected shape), at the place the parser
+    /// names.
+    pub fn from_toml(file: &str, text: &str, e: &toml::de::Error) -> FileError {
+        FileError::at(
+            file,
+            text,
+            e.span().map_or(0, |s| s.start),
+            e.message().trim(),
+        )
+    }
 }
 
 /// 1-based line and column (in characters) of byte `offset`.

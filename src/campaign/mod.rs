@@ -721,14 +721,8 @@ pub fn parse_campaigns(
     text: &str,
     known: &Known<'_>,
 ) -> Result<Vec<Campaign>, Vec<FileError>> {
-    let raw: RawFile = toml::from_str(text).map_err(|e| {
-        vec![FileError::at(
-            file,
-            text,
-            e.span().map_or(0, |s| s.start),
-            e.message().trim(),
-        )]
-    })?;
+    let raw: RawFile =
+        toml::from_str(text).map_err(|e| vec![FileError::from_toml(file, text, &e)])?;
     let mut errors = Vec::new();
     let mut campaigns = Vec::new();
     let mut names = BTreeSet::new();

@@ -138,6 +138,23 @@ fn audience(c: &Campaign) -> Result<Segment, CampaignError> {
     })
 }
 
+/// The identities (account, id) of `f`'s person in the campaign's accounts before number
+/// `walking`: where the person may have been reached already. None without a unionid.
+fn earlier_identities(
+    store: &dyn Store,
+    c: &Campaign,
+    walking: usize,
+    f: &crate::follower::Follower,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let Some(unionid) = f.unionid.as_deref().filter(|_| walking > 0) else {
+        return Ok(Vec::new());
+    };
+    let earlier: Vec<&str> = c.accounts().take(walking).collect();
+    let mut people = store.people(unionid)?;
+    people.retain(|(account, _)| earlier.contains(&account.as_str()));
+    Ok(people)
+}
+
 /// Whether a follower of the campaign's account number `walking` is the same person as
 /// one already queued through an earlier account: then they are left out, so a person
 /// is reached once. Earlier accounts are queued completely before a later one starts,
@@ -148,12 +165,8 @@ fn reached_earlier(
     walking: usize,
     f: &crate::follower::Follower,
 ) -> Result<bool, StoreError> {
-    let Some(unionid) = f.unionid.as_deref().filter(|_| walking > 0) else {
-        return Ok(false);
-    };
-    let earlier: Vec<&str> = c.accounts().take(walking).collect();
-    for (account, id) in store.people(unionid)? {
-        if earlier.contains(&account.as_str()) && store.campaign_progress(&c.name, &id)?.is_some() {
+    for (_, id) in earlier_identities(store, c, walking, f)? {
+        if store.campaign_progress(&c.name, &id)?.is_some() {
             return Ok(true);
         }
     }
@@ -170,14 +183,7 @@ fn in_earlier_audience(
     f: &crate::follower::Follower,
     now: i64,
 ) -> Result<bool, StoreError> {
-    let Some(unionid) = f.unionid.as_deref().filter(|_| walking > 0) else {
-        return Ok(false);
-    };
-    let earlier: Vec<&str> = c.accounts().take(walking).collect();
-    for (account, id) in store.people(unionid)? {
-        if !earlier.contains(&account.as_str()) {
-            continue;
-        }
+    for (account, id) in earlier_identities(store, c, walking, f)? {
         if let Some(other) = store.follower(&account, &id)? {
             if crate::person::in_segment(store, &account, segment, &other, now)? {
                 return Ok(true);
@@ -301,26 +307,18 @@ pub fn plan(
                 account: account.to_string(),
             })?
             .kind;
+        // The same walk as `siyu followers --where` (the person read where asked).
         let mut failed = None;
-        store.for_each_follower(account, &mut |f| {
-            if failed.is_some() {
-                return;
+        crate::export::walk(store, account, Some(&segment), now, &mut |f| {
+            match in_earlier_audience(store, campaign, walking, &segment, f, now) {
+                Ok(true) => plan.same_person += 1,
+                Ok(false) => plan.add(choose_channel(campaign, kind, Some(f), now)),
+                Err(e) => {
+                    failed = Some(e);
+                    return false;
+                }
             }
-            let take =
-                crate::person::in_segment(store, account, &segment, &f, now).and_then(|yes| {
-                    Ok(yes && {
-                        let dup = in_earlier_audience(store, campaign, walking, &segment, &f, now)?;
-                        if dup {
-                            plan.same_person += 1;
-                        }
-                        !dup
-                    })
-                });
-            match take {
-                Ok(true) => plan.add(choose_channel(campaign, kind, Some(&f), now)),
-                Ok(false) => {}
-                Err(e) => failed = Some(e),
-            }
+            true
         })?;
         if let Some(e) = failed {
             return Err(e.into());

@@ -262,12 +262,8 @@ pub fn parse_batches(
     read_csv: &dyn Fn(&str) -> Result<String, String>,
 ) -> Result<Vec<Batch>, Vec<CouponFileError>> {
     let at = |offset: usize, message: String| CouponFileError::at(file, text, offset, message);
-    let raw: RawFile = toml::from_str(text).map_err(|e| {
-        vec![at(
-            e.span().map_or(0, |s| s.start),
-            e.message().trim().to_string(),
-        )]
-    })?;
+    let raw: RawFile =
+        toml::from_str(text).map_err(|e| vec![CouponFileError::from_toml(file, text, &e)])?;
     let mut errors = Vec::new();
     let mut batches = Vec::new();
     let mut names = BTreeSet::new();

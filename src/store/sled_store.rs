@@ -285,6 +285,25 @@ impl SledStore {
             .collect()
     }
 
+    /// A follower's record and the outbox items its change causes, in one transaction: a
+    /// crash keeps both or neither.
+    fn write_follower_and_items(
+        &self,
+        k: &[u8],
+        value: &[u8],
+        items: &[(u64, Vec<u8>)],
+    ) -> Result<(), StoreError> {
+        (&self.followers, &self.outbox)
+            .transaction(|(followers, outbox)| {
+                followers.insert(k, value)?;
+                for (id, item) in items {
+                    outbox.insert(&id_key(*id), item.as_slice())?;
+                }
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(tx_backend)
+    }
+
     fn page<T: serde::de::DeserializeOwned>(
         tree: &Tree,
         name: &str,
@@ -327,15 +346,7 @@ impl Store for SledStore {
                 // keeps both or neither. Only callbacks with effects pay for a transaction.
                 let items =
                     self.new_items(ck.account, written.effects, ck.now.saturating_mul(1000))?;
-                (&self.followers, &self.outbox)
-                    .transaction(|(followers, outbox)| {
-                        followers.insert(k.as_slice(), value.as_slice())?;
-                        for (id, item) in &items {
-                            outbox.insert(&id_key(*id), item.as_slice())?;
-                        }
-                        Ok::<_, ConflictableTransactionError<()>>(())
-                    })
-                    .map_err(tx_backend)?;
+                self.write_follower_and_items(&k, &value, &items)?;
             }
         }
         Ok(applied)
@@ -365,15 +376,7 @@ impl Store for SledStore {
         }
         // As `apply_callback`: only a change with items pays for a transaction.
         let items = self.new_items(account, items, crate::outbox::now_ms())?;
-        (&self.followers, &self.outbox)
-            .transaction(|(followers, outbox)| {
-                followers.insert(k.as_slice(), value.as_slice())?;
-                for (id, item) in &items {
-                    outbox.insert(&id_key(*id), item.as_slice())?;
-                }
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
-            .map_err(tx_backend)?;
+        self.write_follower_and_items(&k, &value, &items)?;
         Ok(Some(after))
     }
 
