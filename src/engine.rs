@@ -55,6 +55,8 @@ pub struct Context<'a> {
     pub coupons: &'a [Batch],
     /// The channels (`channels.toml`): a follower arriving through one gets its tags.
     pub channels: &'a [crate::channel::Channel],
+    /// The offset of the local day reports count in (`[display] utc_offset`).
+    pub zone: crate::local_time::UtcOffset,
     /// Whether and how the account talks back to WeChat: `None` (no `[account.api]`)
     /// queues nothing, so nothing piles up that no worker would send.
     pub outbound: Option<Outbound>,
@@ -233,6 +235,7 @@ fn prepare(
     issue: &mut dyn FnMut(&str) -> CouponView,
 ) -> (Commit, Vec<Action>) {
     let known = current.is_some();
+    let before = crate::report::Before::of(current.as_ref());
     let mut follower = current.unwrap_or_else(|| Follower::new(follower_id));
     // Only an account that talks back needs the tags before (for the net change).
     let tags_before = ctx.outbound.map(|_| follower.tags.clone());
@@ -244,7 +247,17 @@ fn prepare(
     {
         follower.tags.extend(channel.tags.iter().cloned());
     }
-    let mut decision = ctx.rules.decide_with(msg, &mut follower, ctx.seed, issue);
+    let mut coupons = 0;
+    let mut issue = |batch: &str| {
+        let view = issue(batch);
+        if !view.code.is_empty() && view.refused.is_empty() {
+            coupons += 1;
+        }
+        view
+    };
+    let mut decision = ctx
+        .rules
+        .decide_with(msg, &mut follower, ctx.seed, &mut issue);
     let effects = match ctx.outbound {
         Some(outbound) => {
             let before = tags_before.unwrap_or_default();
@@ -265,6 +278,15 @@ fn prepare(
     }
     // Job reports are about the account, not a follower: don't invent a record for them.
     let write = touches_follower || known || !decision.actions.is_empty();
+    let counts = crate::report::callback_counts(
+        &before,
+        write.then_some(&follower),
+        msg,
+        !decision.rules.is_empty(),
+        coupons,
+        ctx.now,
+        ctx.zone,
+    );
     (
         Commit {
             follower: write.then_some(follower),
@@ -273,6 +295,7 @@ fn prepare(
                 rules: decision.rules,
             },
             effects,
+            counts,
         },
         decision.actions,
     )
@@ -644,6 +667,7 @@ incr = { checkin = 1 }
             seed: 0,
             dedupe_ttl_secs: 60,
             channels: &[],
+            zone: crate::local_time::UtcOffset::CHINA,
             coupons: &[],
             outbound: None,
         }

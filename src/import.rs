@@ -208,6 +208,8 @@ fn write(
                 rules: Vec::new(),
             },
             effects,
+            // Known before siyu: no arrival, nothing happened today.
+            counts: Vec::new(),
         }
     })?;
     Ok(outcome)

@@ -26,6 +26,7 @@
 //!   attributes, tags), event validation, the follower CSV import's lines.
 //! - [`person`]: one person's identities across accounts (unionid), for `person.*` segments.
 //! - [`qr`]: PURE. QR codes drawn as PNG images (channel codes for print).
+//! - [`report`]: PURE. Per-channel and per-day counters: what a commit counts, summed into rows.
 //! - [`export`]: a segment's followers as a count, a list or a CSV (CLI and admin API).
 //! - [`import`]: a follower file applied to the store line by line (CLI and admin API).
 //! - [`fake_wechat`]: a fake WeChat/WeCom API server for tests and local development.
@@ -53,6 +54,7 @@ pub mod outbox;
 pub mod person;
 pub mod protocol;
 pub mod qr;
+pub mod report;
 pub mod rulebook;
 pub mod rules;
 pub mod segment;

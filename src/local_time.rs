@@ -60,6 +60,12 @@ impl UtcOffset {
         )
     }
 
+    /// The local day of unix second `ts`: days since 1970-01-01 at this offset (reports
+    /// count per local day: a Double-11 sale starts at midnight China time, not UTC).
+    pub fn day(self, ts: i64) -> i64 {
+        self.local(ts).div_euclid(86_400)
+    }
+
     /// Local seconds: saturating, so no stored value can overflow the arithmetic.
     fn local(self, ts: i64) -> i64 {
         ts.saturating_add(self.seconds())
@@ -149,6 +155,37 @@ impl fmt::Display for UtcOffset {
 
 /// Year, month, day of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`,
 /// proleptic Gregorian).
+/// A day number (days since 1970-01-01) as `YYYY-MM-DD`.
+pub fn day_date(days: i64) -> String {
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// `YYYY-MM-DD` as a day number (days since 1970-01-01); `None` if it is not a real date.
+pub fn parse_day(text: &str) -> Option<i64> {
+    let mut parts = text.trim().splitn(3, '-');
+    let mut next = |len: usize| {
+        parts
+            .next()
+            .filter(|p| p.len() == len && p.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|p| p.parse::<i64>().ok())
+    };
+    let (y, m, d) = (next(4)?, next(2)?, next(2)?);
+    let day = days_from_civil(y, m, d);
+    (civil_from_days(day) == (y, m, d)).then_some(day)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);

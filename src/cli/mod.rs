@@ -19,6 +19,7 @@ pub mod migrate;
 pub mod outbox;
 pub mod qrcode;
 pub mod remote;
+pub mod report;
 pub mod serve;
 pub mod show;
 pub mod simulate;
@@ -77,6 +78,9 @@ pub enum Command {
     /// The store itself: `copy --to postgres` (or `--to sled`) moves every table to the
     /// other backend.
     Store(store::StoreArgs),
+    /// Reports from the counters: `channels` (per channel, the funnel), `daily` (per day),
+    /// `rebuild` (sum every commit's counts again and compare).
+    Report(report::ReportArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -192,6 +196,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Followers(a) => followers::run(&a),
         Command::Migrate(a) => migrate::run(&a),
         Command::Store(a) => store::run(&a),
+        Command::Report(a) => report::run(&a),
     };
     output::finish(code)
 }

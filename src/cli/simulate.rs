@@ -142,6 +142,7 @@ fn simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed.unwrap_or(entropy.seed),
         dedupe_ttl_secs: settings.dedupe_ttl_secs,
         channels: &settings.channels,
+        zone: settings.utc_offset,
         coupons: &settings.coupons,
         outbound: account.outbound(),
     };

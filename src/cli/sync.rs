@@ -86,6 +86,7 @@ fn local(store: Arc<dyn Store>, settings: &Settings, args: &SyncArgs) -> ExitCod
     let kept: runner::KeptEvents = {
         let (rules, shop, account) = (rules.clone(), settings.ingest.clone(), args.account.clone());
         let outbound = account_settings.outbound();
+        let zone = settings.utc_offset;
         // Tags queued here are delivered by the next `siyu serve` (or the next command
         // that runs the outbox).
         Arc::new(move |store: &dyn Store, people: &[String]| {
@@ -95,6 +96,7 @@ fn local(store: Arc<dyn Store>, settings: &Settings, args: &SyncArgs) -> ExitCod
                 account: &account,
                 rules: &rules,
                 outbound,
+                zone,
             };
             let now = crate::outbox::now_ms().div_euclid(1000);
             writer.apply_kept(people, now).map(drop)

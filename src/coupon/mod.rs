@@ -464,7 +464,7 @@ fn is_code(s: &str) -> bool {
 /// where these brands' calendars are.
 pub(crate) fn unix(d: &toml::value::Datetime) -> Result<i64, String> {
     let date = d.date.ok_or("a date is needed (e.g. 2026-12-31)")?;
-    let days = days_from_civil(
+    let days = crate::local_time::days_from_civil(
         i64::from(date.year),
         i64::from(date.month),
         i64::from(date.day),
@@ -499,17 +499,6 @@ pub fn refusal_text(r: &ClaimRefused) -> &'static str {
         ClaimRefused::LimitReached { .. } => "已领取过",
         ClaimRefused::BatchExpired(_) => "活动已结束",
     }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 impl fmt::Display for Validity {
@@ -714,9 +703,9 @@ valid_until = 2026-01-01
 
     #[test]
     fn civil_dates() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        assert_eq!(days_from_civil(2026, 11, 23), 20_780);
+        assert_eq!(crate::local_time::days_from_civil(1970, 1, 1), 0);
+        assert_eq!(crate::local_time::days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(crate::local_time::days_from_civil(2026, 11, 23), 20_780);
         // 2026-11-30 23:59:59 China time is 15:59:59 UTC.
         assert_eq!(china_date(1_796_054_399), "2026-11-30");
         assert_eq!(china_date(1_796_054_400), "2026-12-01");

@@ -13,6 +13,7 @@ use super::{Change, Event, Identity, IngestSettings, Refusal, UnknownFollower};
 use crate::engine::{self, Outbound};
 use crate::follower::Follower;
 use crate::outbox::NewItem;
+use crate::report;
 use crate::rules::RuleTable;
 use crate::store::{Ingested, KeptEvent, Store, StoreError};
 
@@ -51,6 +52,8 @@ pub struct Writer<'a> {
     pub rules: &'a RuleTable,
     /// How tags an event adds reach WeChat (`None`: the account has no `[account.api]`).
     pub outbound: Option<Outbound>,
+    /// The offset of the local day reports count in (`[display] utc_offset`).
+    pub zone: crate::local_time::UtcOffset,
 }
 
 impl Writer<'_> {
@@ -149,11 +152,13 @@ impl Writer<'_> {
                     (None, UnknownFollower::Keep) => Follower::new(openid),
                     (None, UnknownFollower::Refuse) => return None,
                 };
+                let ordered = f.counters.get(report::ORDER_COUNTER).copied().unwrap_or(0) > 0;
                 added = change.apply(&mut f);
                 let (auto, auto_removed) = self.rules.autotag(&mut f, now);
                 added.extend(auto);
                 removed = auto_removed;
-                Some(f)
+                let counts = report::shop_counts(ordered, &f, &change.add, event.at, self.zone);
+                Some((f, counts))
             })?;
         Ok(match ingested {
             Ingested::Applied(f) => Outcome::Applied {

@@ -55,7 +55,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/outbox/{id}/retry", web::post().to(outbox_retry))
             .configure(super::admin_campaigns::configure)
             .configure(super::admin_coupons::configure)
-            .configure(super::admin_segments::configure),
+            .configure(super::admin_segments::configure)
+            .configure(super::admin_reports::configure),
     );
 }
 
@@ -495,6 +496,7 @@ fn run_simulation(
         seed: body.seed.unwrap_or(entropy.seed),
         dedupe_ttl_secs: state.settings.dedupe_ttl_secs,
         channels: &state.settings.channels,
+        zone: state.settings.utc_offset,
         coupons: &state.settings.coupons,
         outbound: account.settings.outbound(),
     };

@@ -185,6 +185,7 @@ pub(super) async fn begin(
         kept: Some({
             let book = state.accounts[&account].rules.clone();
             let outbound = state.accounts[&account].settings.outbound();
+            let zone = state.settings.utc_offset;
             let (shop, acc, wake) = (
                 state.settings.ingest.clone(),
                 account.clone(),
@@ -198,6 +199,7 @@ pub(super) async fn begin(
                     account: &acc,
                     rules: &rules.table,
                     outbound,
+                    zone,
                 };
                 let now = crate::outbox::now_ms().div_euclid(1000);
                 if writer.apply_kept(people, now)?.1 {

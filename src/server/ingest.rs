@@ -144,6 +144,7 @@ fn apply_all(
             account: &event.account,
             rules: &rules.table,
             outbound: account.settings.outbound(),
+            zone: state.settings.utc_offset,
         };
         let outcome = writer.ingest(raw, &event, &change, now)?;
         queued |= matches!(outcome, Outcome::Applied { queued: true });

@@ -163,6 +163,7 @@ pub fn handle_callback(
             seed: entropy.seed,
             dedupe_ttl_secs: state.settings.dedupe_ttl_secs,
             channels: &state.settings.channels,
+            zone: state.settings.utc_offset,
             coupons: &state.settings.coupons,
             outbound: account.settings.outbound(),
         },

@@ -14,6 +14,7 @@ use crate::coupon::{
 };
 use crate::follower::Follower;
 use crate::outbox::{DeadItem, NewItem, OutboxItem};
+use crate::report::Count;
 use crate::sync::SyncRun;
 
 #[derive(Debug, Default)]
@@ -31,6 +32,14 @@ pub struct MemoryStore {
     /// (account, event id) → the event kept for a person not known yet. Locked after
     /// `ingested`.
     kept: Mutex<BTreeMap<(String, String), super::KeptEvent>>,
+    /// account → its counters and facts. Locked after `records` (and after `kept`).
+    reports: Mutex<HashMap<String, Reports>>,
+}
+
+#[derive(Debug, Default)]
+struct Reports {
+    counters: crate::report::Tally,
+    facts: Vec<Vec<Count>>,
 }
 
 #[derive(Debug, Default)]
@@ -83,6 +92,19 @@ fn page<T: Clone>(map: &BTreeMap<u64, T>, after: Option<u64>, limit: usize) -> V
 }
 
 impl MemoryStore {
+    /// A commit's counts, as counters and as a fact (called under the records lock).
+    fn count(&self, account: &str, counts: Vec<Count>) {
+        if counts.is_empty() {
+            return;
+        }
+        let mut reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        let r = reports.entry(account.to_string()).or_default();
+        for c in &counts {
+            r.counters.add(c);
+        }
+        r.facts.push(counts);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Record>> {
         // A panic while holding the lock cannot leave a half-written record (each callback
         // is one map insert after the decision), so a poisoned lock is still usable.
@@ -152,7 +174,7 @@ impl Store for MemoryStore {
         account: &str,
         openid: &str,
         event_id: &str,
-        change: &mut dyn FnMut(Option<Follower>) -> Option<Follower>,
+        change: &mut dyn FnMut(Option<Follower>) -> Option<(Follower, Vec<Count>)>,
     ) -> Result<Ingested, StoreError> {
         let mut records = self.lock();
         let mut ingested = self.ingested.lock().unwrap_or_else(|p| p.into_inner());
@@ -164,13 +186,48 @@ impl Store for MemoryStore {
         }
         let k = key(account, openid);
         let stored = records.get(&k).and_then(|r| r.follower.clone());
-        let Some(after) = change(stored) else {
+        let Some((after, counts)) = change(stored) else {
             return Ok(Ingested::Declined);
         };
         records.entry(k).or_default().follower = Some(after.clone());
         kept.remove(&id);
+        self.count(account, crate::report::merge(counts));
         ingested.insert(id, openid.to_string());
         Ok(Ingested::Applied(Box::new(after)))
+    }
+
+    fn report_counts(&self, account: &str, from: i64, to: i64) -> Result<Vec<Count>, StoreError> {
+        let reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(reports.get(account).map_or_else(Vec::new, |r| {
+            r.counters
+                .counts()
+                .into_iter()
+                .filter(|c| (from..=to).contains(&c.day))
+                .collect()
+        }))
+    }
+
+    fn report_facts(
+        &self,
+        account: &str,
+        visit: &mut dyn FnMut(Vec<Count>),
+    ) -> Result<(), StoreError> {
+        let facts: Vec<Vec<Count>> = {
+            let reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+            reports
+                .get(account)
+                .map(|r| r.facts.clone())
+                .unwrap_or_default()
+        };
+        facts.into_iter().for_each(visit);
+        Ok(())
+    }
+
+    fn replace_report_counts(&self, account: &str, counts: &[Count]) -> Result<(), StoreError> {
+        let mut reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        reports.entry(account.to_string()).or_default().counters =
+            crate::report::Tally::from_counts(counts);
+        Ok(())
     }
 
     fn keep_event(&self, account: &str, event: &super::KeptEvent) -> Result<bool, StoreError> {
@@ -220,10 +277,11 @@ impl Store for MemoryStore {
     ) -> Result<Applied, StoreError> {
         let mut records = self.lock();
         let record = records.entry(key(k.account, k.openid)).or_default();
-        let (applied, effects) = record.apply(k, decide);
-        // Under the records lock: both writes are seen together or not at all.
+        let (applied, effects, counts) = record.apply(k, decide);
+        // Under the records lock: the writes are seen together or not at all.
         self.queue()
             .push(k.account, effects, k.now.saturating_mul(1000));
+        self.count(k.account, counts);
         Ok(applied)
     }
 

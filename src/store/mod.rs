@@ -52,6 +52,7 @@ use crate::coupon::{Batch, ClaimRefused, Coupon, CouponStats, RedeemRefused};
 use crate::follower::{Follower, HISTORY_LEN};
 use crate::outbox::{DeadItem, NewItem, OutboxItem};
 use crate::protocol::Reply;
+use crate::report::Count;
 use crate::sync::SyncRun;
 
 /// How many recent deliveries a record remembers. WeChat retries within ~15 s; a follower
@@ -115,6 +116,8 @@ pub struct Commit {
     pub answer: Answer,
     /// Calls to WeChat the callback causes, queued in the same atomic write.
     pub effects: Vec<NewItem>,
+    /// The report counters it changes (`report::callback_counts`), in the same write.
+    pub counts: Vec<Count>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -429,7 +432,7 @@ pub trait Store: Send + Sync {
         account: &str,
         openid: &str,
         event_id: &str,
-        change: &mut dyn FnMut(Option<Follower>) -> Option<Follower>,
+        change: &mut dyn FnMut(Option<Follower>) -> Option<(Follower, Vec<Count>)>,
     ) -> Result<Ingested, StoreError>;
 
     /// The openid an event id was applied to, if it was.
@@ -444,6 +447,23 @@ pub trait Store: Send + Sync {
     /// The account's kept events for any of `unionids`, by unionid and id.
     fn kept_events(&self, account: &str, unionids: &[String])
         -> Result<Vec<KeptEvent>, StoreError>;
+
+    // --- Reports (`siyu report`): counters written with the commits that change them ---
+
+    /// The account's counters for the days `from..=to`, one per (day, channel, metric)
+    /// however the backend spreads them.
+    fn report_counts(&self, account: &str, from: i64, to: i64) -> Result<Vec<Count>, StoreError>;
+
+    /// Every commit's counts kept for the account (its facts), for `siyu report rebuild`.
+    fn report_facts(
+        &self,
+        account: &str,
+        visit: &mut dyn FnMut(Vec<Count>),
+    ) -> Result<(), StoreError>;
+
+    /// Replaces all of the account's counters with `counts` (`siyu report rebuild
+    /// --write`, with the servers stopped), in one atomic write.
+    fn replace_report_counts(&self, account: &str, counts: &[Count]) -> Result<(), StoreError>;
 
     /// Bytes used on disk, where the backend knows.
     fn size_on_disk(&self) -> Option<u64> {
@@ -536,6 +556,7 @@ pub fn put_follower(
                 rules: Vec::new(),
             },
             effects: Vec::new(),
+            counts: Vec::new(),
         })
         .map(drop)
 }
@@ -571,13 +592,13 @@ impl Record {
         &mut self,
         k: CallbackKey<'_>,
         decide: &mut dyn FnMut(Option<Follower>) -> Commit,
-    ) -> (Applied, Vec<NewItem>) {
+    ) -> (Applied, Vec<NewItem>, Vec<Count>) {
         if let Some(d) = self
             .deliveries
             .iter()
             .find(|d| d.key == k.dedupe_key && d.expires_at > k.now)
         {
-            return (Applied::Duplicate(d.answer.clone()), Vec::new());
+            return (Applied::Duplicate(d.answer.clone()), Vec::new(), Vec::new());
         }
         // Moved, not cloned: a follower with full history is dozens of allocations.
         let mut follower = self.follower.take();
@@ -604,7 +625,8 @@ impl Record {
             expires_at: k.expires_at,
             answer: commit.answer.clone(),
         });
-        (Applied::Fresh(commit.answer), commit.effects)
+        let counts = crate::report::merge(commit.counts);
+        (Applied::Fresh(commit.answer), commit.effects, counts)
     }
 }
 
@@ -665,6 +687,8 @@ struct Written {
     /// The new record, for a fresh delivery.
     value: Option<Vec<u8>>,
     effects: Vec<NewItem>,
+    /// Merged: one per (day, channel, metric).
+    counts: Vec<Count>,
 }
 
 /// [`Record::apply`] on a stored record (`None`: no record yet), decoding only what it
@@ -695,6 +719,7 @@ fn apply_stored(
         let written = Written {
             value: None,
             effects: Vec::new(),
+            counts: Vec::new(),
         };
         return Ok((Applied::Duplicate(answer), written));
     }
@@ -731,6 +756,7 @@ fn apply_stored(
     let written = Written {
         value: Some(w.finish()),
         effects: commit.effects,
+        counts: crate::report::merge(commit.counts),
     };
     Ok((Applied::Fresh(commit.answer), written))
 }
@@ -781,6 +807,7 @@ mod tests {
                     origin: "rule:r".into(),
                     not_before_ms: 0,
                 }],
+                counts: Vec::new(),
             }
         };
         let first = store.apply_callback(key, &mut decide).unwrap();
@@ -830,6 +857,7 @@ mod tests {
                 rules: vec![],
             },
             effects: vec![],
+            counts: vec![],
         };
         let rk = CallbackKey {
             openid: "gh_account",
@@ -896,6 +924,7 @@ mod tests {
         coupon_contract(store);
         sync_contract(store);
         ingest_contract(store);
+        report_contract(store);
         update_contract(store);
     }
 
@@ -946,12 +975,99 @@ mod tests {
         assert_eq!(queued(store).len(), 1);
     }
 
+    /// Report counters: written with the commit, once however often it is retried, summed
+    /// across whatever the backend spreads them over, kept as facts, and replaceable.
+    fn report_contract(store: &dyn Store) {
+        let counted = |openid: &'static str, counts: Vec<Count>| {
+            move |f: Option<Follower>| Commit {
+                follower: Some(f.unwrap_or_else(|| Follower::new(openid))),
+                answer: Answer {
+                    reply: None,
+                    rules: vec![],
+                },
+                effects: vec![],
+                counts: counts.clone(),
+            }
+        };
+        let day = 20_400;
+        // Many followers (spread over every shard), each twice in one commit (merged).
+        for i in 0..40 {
+            let openid: &'static str = Box::leak(format!("or{i}").into_boxed_str());
+            let key = CallbackKey {
+                account: "r",
+                openid,
+                dedupe_key: "m:1",
+                now: 100,
+                expires_at: 200,
+            };
+            let counts = vec![
+                Count::new(day, "*", "messages", 1),
+                Count::new(day, "poster", "messages", 1),
+                Count::new(day, "poster", "messages", 1),
+                Count::new(day + 1, "poster", "left_7d", 1),
+            ];
+            let mut decide = counted(openid, counts);
+            assert!(matches!(
+                store.apply_callback(key, &mut decide).unwrap(),
+                Applied::Fresh(_)
+            ));
+            // A retry writes nothing: not counted again.
+            let mut decide = counted(openid, vec![Count::new(day, "*", "messages", 100)]);
+            assert!(matches!(
+                store.apply_callback(key, &mut decide).unwrap(),
+                Applied::Duplicate(_)
+            ));
+        }
+        let mut shop = |f: Option<Follower>| {
+            Some((
+                f.unwrap_or_else(|| Follower::new("or0")),
+                vec![Count::new(day, "poster", "shop:spend_fen", 12_850)],
+            ))
+        };
+        store
+            .ingest_event("r", "or0", "order-1", &mut shop)
+            .unwrap();
+        store
+            .ingest_event("r", "or0", "order-1", &mut shop)
+            .unwrap();
+        let want = vec![
+            Count::new(day, "*", "messages", 40),
+            Count::new(day, "poster", "messages", 80),
+            Count::new(day, "poster", "shop:spend_fen", 12_850),
+            Count::new(day + 1, "poster", "left_7d", 40),
+        ];
+        let mut got = store.report_counts("r", day, day + 1).unwrap();
+        got.sort_by(|a, b| (a.day, &a.channel, &a.metric).cmp(&(b.day, &b.channel, &b.metric)));
+        assert_eq!(got, want);
+        assert_eq!(
+            store.report_counts("r", day, day).unwrap().len(),
+            3,
+            "by day"
+        );
+        assert!(store.report_counts("r2", day, day + 1).unwrap().is_empty());
+        // The facts sum to the counters.
+        let mut facts = crate::report::Tally::default();
+        let mut n = 0;
+        store
+            .report_facts("r", &mut |counts| {
+                n += 1;
+                counts.iter().for_each(|c| facts.add(c));
+            })
+            .unwrap();
+        assert_eq!(n, 41, "one fact per counting commit");
+        assert_eq!(facts.counts(), want);
+        // Replaced whole.
+        let fewer = vec![Count::new(day, "*", "messages", 7)];
+        store.replace_report_counts("r", &fewer).unwrap();
+        assert_eq!(store.report_counts("r", day - 10, day + 10).unwrap(), fewer);
+    }
+
     /// Shop events: applied once per (account, event id), with the id in the same write.
     fn ingest_contract(store: &dyn Store) {
         let add_order = |f: Option<Follower>| {
             let mut f = f.unwrap_or_else(|| Follower::new("o_shop"));
             *f.counters.entry("orders".into()).or_default() += 1;
-            Some(f)
+            Some((f, vec![Count::new(1, "*", "shop_events", 1)]))
         };
         assert_eq!(store.ingested("i", "e1").unwrap(), None);
         // Unknown follower: created by the change.
@@ -1021,7 +1137,7 @@ mod tests {
                 assert_eq!(f.history.len(), 1);
                 f.history.push(history_entry(2));
                 f.tags.insert("buyer".into());
-                Some(f)
+                Some((f, Vec::new()))
             })
             .unwrap();
         assert!(matches!(got, Ingested::Applied(_)), "{got:?}");
@@ -1057,7 +1173,9 @@ mod tests {
         );
         // An id applied already is not kept.
         let applied = store
-            .ingest_event("k", "o_k", "k0", &mut |_| Some(Follower::new("o_k")))
+            .ingest_event("k", "o_k", "k0", &mut |_| {
+                Some((Follower::new("o_k"), Vec::new()))
+            })
             .unwrap();
         assert!(matches!(applied, Ingested::Applied(_)), "{applied:?}");
         assert!(!store.keep_event("k", &kept("k0", "ou_a")).unwrap());
@@ -1072,7 +1190,9 @@ mod tests {
         // Applying one drops it; a declined apply keeps it.
         let declined = store.ingest_event("k", "o_k", "k2", &mut |_| None).unwrap();
         assert_eq!(declined, Ingested::Declined);
-        let applied = store.ingest_event("k", "o_k", "k1", &mut |f| f).unwrap();
+        let applied = store
+            .ingest_event("k", "o_k", "k1", &mut |f| f.map(|f| (f, Vec::new())))
+            .unwrap();
         assert!(matches!(applied, Ingested::Applied(_)), "{applied:?}");
         assert_eq!(ids(store.kept_events("k", &u(&["ou_a"])).unwrap()), ["k2"]);
         assert!(
@@ -1086,7 +1206,9 @@ mod tests {
         );
         // Found applied (kept after an apply by openid raced it): dropped too.
         assert!(store.keep_event("k", &kept("k9", "ou_b")).unwrap());
-        store.ingest_event("k", "o_k", "k9", &mut |f| f).unwrap();
+        store
+            .ingest_event("k", "o_k", "k9", &mut |f| f.map(|f| (f, Vec::new())))
+            .unwrap();
         assert_eq!(ids(store.kept_events("k", &u(&["ou_b"])).unwrap()), ["k3"]);
     }
 
@@ -1444,6 +1566,7 @@ mod tests {
                             rules: vec![],
                         },
                         effects: vec![],
+                        counts: vec![],
                     },
                 )
                 .unwrap();
@@ -1915,6 +2038,7 @@ mod tests {
                     rules: vec!["r".into()],
                 },
                 effects: vec![],
+                counts: vec![],
             }
         };
         let keys = ["m:9", "m:3", "m:long", "m:new", "m:new"];
@@ -1933,7 +2057,7 @@ mod tests {
                     now: 100 + i as i64,
                     expires_at: 1000,
                 };
-                let (want, _) = memory.apply(ck, &mut decide);
+                let (want, _, _) = memory.apply(ck, &mut decide);
                 let (got, written) = apply_stored(b"k", Some(&stored), ck, &mut decide).unwrap();
                 assert_eq!(got, want, "{dedupe_key}");
                 assert_eq!(written.value.is_some(), matches!(got, Applied::Fresh(_)));

@@ -30,6 +30,7 @@ use crate::outbox::{DeadItem, NewItem, OutboxItem};
 use crate::sync::SyncRun;
 
 mod portable;
+mod reports;
 
 const STRIPES: usize = 256;
 
@@ -80,10 +81,16 @@ pub struct SledStore {
     /// keeping and dropping are single-tree writes inside the ingest transaction:
     /// `e\0account\0event id` → JSON `KeptEvent`; `u\0account\0unionid\0event id` → empty.
     kept: Tree,
+    /// Report counters (`reports.rs`): account \0 day channel \0 metric \0 stripe → i64.
+    reports: Tree,
+    /// account \0 id → postcard `Vec<Count>`: each counting commit's counts.
+    facts: Tree,
     /// Added to every id sled generates (see [`ID_FLOOR`]).
     id_floor: Arc<AtomicU64>,
     path: PathBuf,
     stripes: Arc<[Mutex<()>]>,
+    /// One lock per counter shard (`reports.rs`), taken after a stripe's.
+    counter_locks: Arc<[Mutex<()>]>,
     /// Picks a record's stripe (FNV-1a from a random start, see `lock_stripe`).
     stripe_seed: u64,
 }
@@ -129,6 +136,8 @@ impl SledStore {
             people: db.open_tree("people").map_err(backend)?,
             ingested: db.open_tree("ingest_events").map_err(backend)?,
             kept: db.open_tree("ingest_kept").map_err(backend)?,
+            reports: db.open_tree("report_counts").map_err(backend)?,
+            facts: db.open_tree("report_facts").map_err(backend)?,
             id_floor: Arc::new(AtomicU64::new(
                 match meta.get(ID_FLOOR).map_err(backend)? {
                     Some(v) => <[u8; 8]>::try_from(v.as_ref())
@@ -144,6 +153,7 @@ impl SledStore {
             path: path.to_path_buf(),
             db,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            counter_locks: (0..reports::SHARDS).map(|_| Mutex::new(())).collect(),
             stripe_seed: RandomState::new().hash_one(0u8),
         })
     }
@@ -161,6 +171,12 @@ impl SledStore {
             (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
         });
         ((hash ^ (hash >> 32)) as usize) % STRIPES
+    }
+
+    fn lock_counters(&self, shard: u16) -> std::sync::MutexGuard<'_, ()> {
+        self.counter_locks[usize::from(shard)]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_stripe_at(&self, stripe: usize) -> std::sync::MutexGuard<'_, ()> {
@@ -285,6 +301,42 @@ impl SledStore {
             .collect()
     }
 
+    /// A callback's commit in one transaction: the follower's record, the outbox items
+    /// its change causes, and its counts (added to the counters of the follower's stripe,
+    /// whose lock the caller holds, and kept as a fact).
+    fn write_commit(
+        &self,
+        account: &str,
+        k: &[u8],
+        value: &[u8],
+        items: &[(u64, Vec<u8>)],
+        counts: &[crate::report::Count],
+    ) -> Result<(), StoreError> {
+        let shard = reports::shard_of(self.stripe_of(k));
+        let _counting = (!counts.is_empty()).then(|| self.lock_counters(shard));
+        let fact = if counts.is_empty() {
+            None
+        } else {
+            Some((
+                reports::fact_key(account, self.generate_id()?),
+                reports::encode_fact(counts),
+            ))
+        };
+        (&self.followers, &self.outbox, &self.reports, &self.facts)
+            .transaction(|(followers, outbox, counters, facts)| {
+                followers.insert(k, value)?;
+                for (id, item) in items {
+                    outbox.insert(&id_key(*id), item.as_slice())?;
+                }
+                if let Some((fk, fv)) = &fact {
+                    reports::add_counts(counters, account, shard, counts)?;
+                    facts.insert(fk.as_slice(), fv.as_slice())?;
+                }
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(tx_backend)
+    }
+
     /// A follower's record and the outbox items its change causes, in one transaction: a
     /// crash keeps both or neither.
     fn write_follower_and_items(
@@ -339,14 +391,15 @@ impl Store for SledStore {
         let stored = self.followers.get(&k).map_err(backend)?;
         let (applied, written) = apply_stored(&k, stored.as_deref(), ck, decide)?;
         if let Some(value) = written.value {
-            if written.effects.is_empty() {
+            if written.effects.is_empty() && written.counts.is_empty() {
                 self.followers.insert(k, value).map_err(backend)?;
             } else {
-                // The follower change and the calls it causes, in one atomic write: a crash
-                // keeps both or neither. Only callbacks with effects pay for a transaction.
+                // The follower change, the calls it causes and what it counts, in one
+                // atomic write: a crash keeps all or none. Only a callback with effects or
+                // counts pays for a transaction.
                 let items =
                     self.new_items(ck.account, written.effects, ck.now.saturating_mul(1000))?;
-                self.write_follower_and_items(&k, &value, &items)?;
+                self.write_commit(ck.account, &k, &value, &items, &written.counts)?;
             }
         }
         Ok(applied)
@@ -816,7 +869,7 @@ impl Store for SledStore {
         account: &str,
         openid: &str,
         event_id: &str,
-        change: &mut dyn FnMut(Option<Follower>) -> Option<Follower>,
+        change: &mut dyn FnMut(Option<Follower>) -> Option<(Follower, Vec<crate::report::Count>)>,
     ) -> Result<Ingested, StoreError> {
         let k = key(account, openid);
         let id = key(account, event_id);
@@ -840,19 +893,36 @@ impl Store for SledStore {
             Some(v) => decode_record(&k, &v)?,
             None => super::Record::default(),
         };
-        let Some(after) = change(record.follower.take()) else {
+        let Some((after, counts)) = change(record.follower.take()) else {
             return Ok(Ingested::Declined);
         };
         record.follower = Some(after.clone());
         let value = encode_record(&mut record);
-        let fresh = (&self.followers, &self.ingested, &self.kept)
-            .transaction(|(followers, ingested, kept)| {
+        let counts = crate::report::merge(counts);
+        let shard = reports::shard_of(self.stripe_of(&k));
+        let _counting = (!counts.is_empty()).then(|| self.lock_counters(shard));
+        let fact = (
+            reports::fact_key(account, self.generate_id()?),
+            reports::encode_fact(&counts),
+        );
+        let fresh = (
+            &self.followers,
+            &self.ingested,
+            &self.kept,
+            &self.reports,
+            &self.facts,
+        )
+            .transaction(|(followers, ingested, kept, counters, facts)| {
                 drop_kept(kept, account, event_id)?;
                 if ingested.get(id.as_slice())?.is_some() {
                     return Ok(false);
                 }
                 followers.insert(k.as_slice(), value.as_slice())?;
                 ingested.insert(id.as_slice(), openid.as_bytes())?;
+                if !counts.is_empty() {
+                    reports::add_counts(counters, account, shard, &counts)?;
+                    facts.insert(fact.0.as_slice(), fact.1.as_slice())?;
+                }
                 Ok::<_, ConflictableTransactionError<()>>(true)
             })
             .map_err(tx_backend)?;
@@ -874,6 +944,31 @@ impl Store for SledStore {
                 })
             })
             .transpose()
+    }
+
+    fn report_counts(
+        &self,
+        account: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<crate::report::Count>, StoreError> {
+        self.sled_report_counts(account, from, to)
+    }
+
+    fn report_facts(
+        &self,
+        account: &str,
+        visit: &mut dyn FnMut(Vec<crate::report::Count>),
+    ) -> Result<(), StoreError> {
+        self.sled_report_facts(account, visit)
+    }
+
+    fn replace_report_counts(
+        &self,
+        account: &str,
+        counts: &[crate::report::Count],
+    ) -> Result<(), StoreError> {
+        self.sled_replace_report_counts(account, counts)
     }
 
     fn keep_event(&self, account: &str, event: &super::KeptEvent) -> Result<bool, StoreError> {

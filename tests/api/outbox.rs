@@ -425,6 +425,7 @@ async fn the_worker_refuses_what_wechat_would_refuse_without_calling_it() {
                     rules: vec![],
                 },
                 effects: vec![],
+                counts: vec![],
             })
             .unwrap();
     }

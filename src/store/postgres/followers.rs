@@ -140,7 +140,8 @@ impl PgStore {
             let items = item_json(ck.account, written.effects, ck.now.saturating_mul(1000));
             let write = self.ready(&c, &WRITE).await?;
             let enqueue = self.ready(&c, &ENQUEUE).await?;
-            let (wrote, queued, commit) = futures_util::future::join3(
+            let counting = self.ready_counts(&c).await?;
+            let (wrote, queued, counted, commit) = futures_util::future::join4(
                 PgStore::run(&c, &write, &[&ck.account, &ck.openid, &value]),
                 async {
                     if items.is_empty() {
@@ -149,16 +150,18 @@ impl PgStore {
                         PgStore::run(&c, &enqueue, &[&ck.account, &items]).await
                     }
                 },
+                PgStore::write_counts(&c, &counting, ck.account, ck.openid, &written.counts),
                 c.batch_execute("COMMIT"),
             )
             .await;
-            match (wrote, queued, commit.map_err(db)) {
-                (Ok(_), Ok(_), Ok(())) => Ok(()),
-                (w, q, cm) => {
+            match (wrote, queued, counted, commit.map_err(db)) {
+                (Ok(_), Ok(_), Ok(()), Ok(())) => Ok(()),
+                (w, q, n, cm) => {
                     rollback(&c).await;
                     Err(w
                         .map(drop)
                         .and(q.map(drop))
+                        .and(n)
                         .and(cm)
                         .expect_err("a step failed"))
                 }

@@ -60,7 +60,7 @@ impl PgStore {
         account: &str,
         openid: &str,
         event_id: &str,
-        change: &mut dyn FnMut(Option<Follower>) -> Option<Follower>,
+        change: &mut dyn FnMut(Option<Follower>) -> Option<(Follower, Vec<crate::report::Count>)>,
     ) -> Result<Ingested, StoreError> {
         self.timed("ingest_event", async {
             let c = self.conn().await?;
@@ -69,6 +69,7 @@ impl PgStore {
             let record_id = self.ready(&c, &RECORD_ID).await?;
             let write = self.ready(&c, &WRITE).await?;
             let drop_kept = self.ready(&c, &DROP_KEPT).await?;
+            let counting = self.ready_counts(&c).await?;
             let body = async {
                 // One round trip: BEGIN, the row locked and read, the id recorded.
                 let (begin, made, locked, recorded) = futures_util::future::join4(
@@ -97,20 +98,23 @@ impl PgStore {
                 } else {
                     decode_record(&key(account, openid), &stored)?
                 };
-                let Some(after) = change(record.follower.take()) else {
+                let Some((after, counts)) = change(record.follower.take()) else {
                     c.batch_execute("ROLLBACK").await.map_err(db)?;
                     return Ok(Ingested::Declined);
                 };
                 record.follower = Some(after.clone());
                 let value = encode_record(&mut record);
-                let (wrote, dropped, commit) = futures_util::future::join3(
+                let counts = crate::report::merge(counts);
+                let (wrote, dropped, counted, commit) = futures_util::future::join4(
                     PgStore::run(&c, &write, &[&account, &openid, &value]),
                     PgStore::run(&c, &drop_kept, &[&account, &event_id]),
+                    PgStore::write_counts(&c, &counting, account, openid, &counts),
                     c.batch_execute("COMMIT"),
                 )
                 .await;
                 wrote?;
                 dropped?;
+                counted?;
                 commit.map_err(db)?;
                 Ok::<_, StoreError>(Ingested::Applied(Box::new(after)))
             };

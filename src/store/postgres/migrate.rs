@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "ingest_kept",
         include_str!("../../../migrations/postgres/0006_ingest_kept.sql"),
     ),
+    (
+        7,
+        "report_counts",
+        include_str!("../../../migrations/postgres/0007_report_counts.sql"),
+    ),
 ];
 
 /// Any number: the advisory lock that serialises migrations of one database.

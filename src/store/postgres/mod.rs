@@ -26,6 +26,7 @@ mod ingest;
 mod migrate;
 mod outbox;
 mod portable;
+mod reports;
 mod rules;
 mod syncs;
 #[doc(hidden)]
@@ -538,13 +539,39 @@ impl super::Store for PgStore {
         event_id: &str,
         change: &mut dyn FnMut(
             Option<crate::follower::Follower>,
-        ) -> Option<crate::follower::Follower>,
+        )
+            -> Option<(crate::follower::Follower, Vec<crate::report::Count>)>,
     ) -> Result<super::Ingested, StoreError> {
         self.pg_ingest_event(account, openid, event_id, change)
     }
 
     fn ingested(&self, account: &str, event_id: &str) -> Result<Option<String>, StoreError> {
         self.pg_ingested(account, event_id)
+    }
+
+    fn report_counts(
+        &self,
+        account: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<crate::report::Count>, StoreError> {
+        self.pg_report_counts(account, from, to)
+    }
+
+    fn report_facts(
+        &self,
+        account: &str,
+        visit: &mut dyn FnMut(Vec<crate::report::Count>),
+    ) -> Result<(), StoreError> {
+        self.pg_report_facts(account, visit)
+    }
+
+    fn replace_report_counts(
+        &self,
+        account: &str,
+        counts: &[crate::report::Count],
+    ) -> Result<(), StoreError> {
+        self.pg_replace_report_counts(account, counts)
     }
 
     fn keep_event(&self, account: &str, event: &super::KeptEvent) -> Result<bool, StoreError> {
