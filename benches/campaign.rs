@@ -105,6 +105,7 @@ fn run(
                     rules: vec![],
                 },
                 effects: vec![],
+                counts: vec![],
             },
         )
         .unwrap();

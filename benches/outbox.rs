@@ -75,6 +75,7 @@ fn main() {
                     origin: "bench".into(),
                     not_before_ms: 0,
                 }],
+                counts: vec![],
             })
             .unwrap();
     }

@@ -238,6 +238,7 @@ fn bench_pipeline(c: &mut Criterion) {
                         rules: vec!["r123".into()],
                     },
                     effects: vec![],
+                    counts: vec![],
                 },
             )
             .unwrap()

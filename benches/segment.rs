@@ -65,6 +65,7 @@ fn main() {
                         rules: vec![],
                     },
                     effects: vec![],
+                    counts: vec![],
                 }
             })
             .unwrap();

@@ -50,10 +50,11 @@ pub fn last_touch(f: &Follower, at: i64) -> &str {
         .map_or(DIRECT, |v| channel_of_scene(&v.scene))
 }
 
-/// The channel of the follower's latest arrival: the scene their last subscribe came with.
+/// The channel of the follower's latest arrival: the scene their last subscribe came with
+/// (the first visit of that second: a scan in the same second comes after it).
 pub fn arrival_channel(f: &Follower) -> &str {
     f.last_subscribed_at
-        .and_then(|t| f.scenes.iter().rev().find(|v| v.at == t))
+        .and_then(|t| f.scenes.iter().find(|v| v.at == t))
         .map_or(DIRECT, |v| channel_of_scene(&v.scene))
 }
 
