@@ -123,7 +123,7 @@ impl Programme {
     /// Whether a message's text asks for the poster (exact match after normalisation).
     pub fn asks_for_poster(&self, text: &str) -> bool {
         let text = crate::rules::normalise(text);
-        self.keywords.iter().any(|k| *k == text)
+        self.keywords.contains(&text)
     }
 
     /// Whether a scan at `now` falls within the programme.
@@ -144,6 +144,24 @@ impl Programme {
     }
 }
 
+/// Reads a poster background's width and height, given its path as written.
+pub type Dimensions<'a> = dyn Fn(&str) -> Result<(u32, u32), String> + 'a;
+
+/// The programme and participant a scene names, if it is a referral scene of one of
+/// `account`'s programmes (running or not: [`crate::referral::on_scan_subscribe`] checks
+/// the time).
+pub fn find<'a>(
+    programmes: &'a [Programme],
+    account: &str,
+    scene: &str,
+) -> Option<(&'a Programme, super::scene::ParticipantId)> {
+    let (name, id) = super::scene::parse_scene(scene)?;
+    let p = programmes
+        .iter()
+        .find(|p| p.account == account && p.name == name)?;
+    Some((p, id))
+}
+
 /// What the file is checked against.
 pub struct Known<'a> {
     /// The kind of each account of the config (`None`: no such account).
@@ -152,7 +170,7 @@ pub struct Known<'a> {
     pub batches: &'a dyn Fn(&str) -> bool,
     /// The width and height of a poster background (a path as written in the file), or
     /// why it cannot be used.
-    pub background: &'a dyn Fn(&str) -> Result<(u32, u32), String>,
+    pub background: &'a Dimensions<'a>,
     /// The offset dates are read in: the config's `[display] utc_offset`.
     pub zone: UtcOffset,
 }
@@ -313,7 +331,10 @@ fn compile(
             format!("programme name `{name}`: 1 to {MAX_PROGRAMME_NAME} of letters, digits, `-` and `_` (it goes into every participant's QR scene, which WeChat limits to 64 characters)"),
         );
     } else if !names.insert(name.clone()) {
-        err(p.name.span().start, format!("programme `{name}` is defined twice"));
+        err(
+            p.name.span().start,
+            format!("programme `{name}` is defined twice"),
+        );
     }
     let account = p.account.get_ref().clone();
     match (known.accounts)(&account) {
@@ -340,14 +361,20 @@ fn compile(
     if p.tier.is_empty() {
         err(at, format!("programme `{name}` has no [[referral.tier]]: give at least one (invites = N, coupon = \"batch\")"));
     } else if p.tier.len() > MAX_TIERS {
-        err(p.tier[MAX_TIERS].span().start, format!("at most {MAX_TIERS} tiers"));
+        err(
+            p.tier[MAX_TIERS].span().start,
+            format!("at most {MAX_TIERS} tiers"),
+        );
     }
     for t in &p.tier {
         let t = t.get_ref();
         let invites = count(&t.invites, "invites", 1, 100_000, err);
         let coupon = t.coupon.get_ref().clone();
         if !(known.batches)(&coupon) {
-            err(t.coupon.span().start, format!("no coupon batch `{coupon}` in the coupons file"));
+            err(
+                t.coupon.span().start,
+                format!("no coupon batch `{coupon}` in the coupons file"),
+            );
         }
         if let Some(n) = invites {
             if seen.insert(n, ()).is_some() {
@@ -369,8 +396,22 @@ fn compile(
             None
         }
     };
-    let hold_hours = optional(&p.hold_hours, "hold_hours", 0, 24 * 30, DEFAULT_HOLD_HOURS, err);
-    let daily_cap = optional(&p.daily_cap, "daily_cap", 1, 100_000, DEFAULT_DAILY_CAP, err);
+    let hold_hours = optional(
+        &p.hold_hours,
+        "hold_hours",
+        0,
+        24 * 30,
+        DEFAULT_HOLD_HOURS,
+        err,
+    );
+    let daily_cap = optional(
+        &p.daily_cap,
+        "daily_cap",
+        1,
+        100_000,
+        DEFAULT_DAILY_CAP,
+        err,
+    );
     let burst = match &p.burst {
         None => Some(DEFAULT_BURST),
         Some(b) => {
@@ -392,12 +433,31 @@ fn compile(
         }
         ok.then(|| id.to_string())
     });
-    let qr_days = optional(&p.qr_days, "qr_days", 1, i64::from(MAX_QR_DAYS), MAX_QR_DAYS, err);
+    let qr_days = optional(
+        &p.qr_days,
+        "qr_days",
+        1,
+        i64::from(MAX_QR_DAYS),
+        MAX_QR_DAYS,
+        err,
+    );
     let poster = p.poster.as_ref().and_then(|raw| poster(raw, known, err));
 
     let texts = Texts {
-        invitation: text_of(&p.texts.invitation, DEFAULT_INVITATION, INVITATION_FIELDS, text, err)?,
-        progress: text_of(&p.texts.progress, DEFAULT_PROGRESS, PROGRESS_FIELDS, text, err)?,
+        invitation: text_of(
+            &p.texts.invitation,
+            DEFAULT_INVITATION,
+            INVITATION_FIELDS,
+            text,
+            err,
+        )?,
+        progress: text_of(
+            &p.texts.progress,
+            DEFAULT_PROGRESS,
+            PROGRESS_FIELDS,
+            text,
+            err,
+        )?,
         reward: text_of(&p.texts.reward, DEFAULT_REWARD, REWARD_FIELDS, text, err)?,
     };
 
@@ -433,7 +493,11 @@ fn check_keywords(all: &[(Programme, usize)], err: &mut dyn FnMut(usize, String)
     for (i, (a, _)) in all.iter().enumerate() {
         for (b, at) in &all[i + 1..] {
             let overlap = a.account == b.account && a.start < b.end && b.start < a.end;
-            if let Some(k) = a.keywords.iter().find(|k| overlap && b.keywords.contains(k)) {
+            if let Some(k) = a
+                .keywords
+                .iter()
+                .find(|k| overlap && b.keywords.contains(k))
+            {
                 err(
                     *at,
                     format!(
@@ -453,7 +517,10 @@ fn keywords(v: &Spanned<toml::Value>, err: &mut dyn FnMut(usize, String)) -> Opt
         _ => None,
     };
     let Some(listed) = listed.filter(|l| !l.is_empty()) else {
-        err(v.span().start, "keyword: a string or a list of strings (e.g. \"邀请好友\")".into());
+        err(
+            v.span().start,
+            "keyword: a string or a list of strings (e.g. \"邀请好友\")".into(),
+        );
         return None;
     };
     let normalised: Vec<String> = listed.iter().map(|k| crate::rules::normalise(k)).collect();
@@ -464,10 +531,20 @@ fn keywords(v: &Spanned<toml::Value>, err: &mut dyn FnMut(usize, String)) -> Opt
     Some(normalised)
 }
 
-fn poster(raw: &RawPoster, known: &Known<'_>, err: &mut dyn FnMut(usize, String)) -> Option<Poster> {
+fn poster(
+    raw: &RawPoster,
+    known: &Known<'_>,
+    err: &mut dyn FnMut(usize, String),
+) -> Option<Poster> {
     let x = count(&raw.x, "x", 0, i64::from(MAX_BACKGROUND_PX), err);
     let y = count(&raw.y, "y", 0, i64::from(MAX_BACKGROUND_PX), err);
-    let size = count(&raw.size, "size", i64::from(MIN_QR_PX), i64::from(MAX_BACKGROUND_PX), err);
+    let size = count(
+        &raw.size,
+        "size",
+        i64::from(MIN_QR_PX),
+        i64::from(MAX_BACKGROUND_PX),
+        err,
+    );
     let path = raw.background.get_ref();
     let dims = match (known.background)(path) {
         Ok(d) => Some(d),
@@ -478,10 +555,15 @@ fn poster(raw: &RawPoster, known: &Known<'_>, err: &mut dyn FnMut(usize, String)
     };
     let (x, y, size, (w, h)) = (x?, y?, size?, dims?);
     if w > MAX_BACKGROUND_PX || h > MAX_BACKGROUND_PX {
-        err(raw.background.span().start, format!("{path} is {w} × {h} px; at most {MAX_BACKGROUND_PX} a side"));
+        err(
+            raw.background.span().start,
+            format!("{path} is {w} × {h} px; at most {MAX_BACKGROUND_PX} a side"),
+        );
         return None;
     }
-    if u64::from(x) + u64::from(size) > u64::from(w) || u64::from(y) + u64::from(size) > u64::from(h) {
+    if u64::from(x) + u64::from(size) > u64::from(w)
+        || u64::from(y) + u64::from(size) > u64::from(h)
+    {
         err(
             raw.size.span().start,
             format!("the QR code ({size} px at x = {x}, y = {y}) does not fit inside the {w} × {h} px background"),
@@ -523,12 +605,21 @@ fn at_fragment(text: &str, span: Range<usize>, fragment: &str) -> usize {
     span.start + within.unwrap_or(0)
 }
 
-fn count(v: &Spanned<i64>, what: &str, min: i64, max: i64, err: &mut dyn FnMut(usize, String)) -> Option<u32> {
+fn count(
+    v: &Spanned<i64>,
+    what: &str,
+    min: i64,
+    max: i64,
+    err: &mut dyn FnMut(usize, String),
+) -> Option<u32> {
     let n = *v.get_ref();
     if (min..=max).contains(&n) {
         u32::try_from(n).ok()
     } else {
-        err(v.span().start, format!("{what} must be {min} to {max}, not {n}"));
+        err(
+            v.span().start,
+            format!("{what} must be {min} to {max}, not {n}"),
+        );
         None
     }
 }
@@ -558,10 +649,17 @@ fn instant(
 ) -> Option<i64> {
     let d = v.get_ref();
     let Some(date) = d.date else {
-        err(v.span().start, "a date is needed (e.g. 2026-12-01 or 2026-12-01T10:00:00)".into());
+        err(
+            v.span().start,
+            "a date is needed (e.g. 2026-12-01 or 2026-12-01T10:00:00)".into(),
+        );
         return None;
     };
-    let days = days_from_civil(i64::from(date.year), i64::from(date.month), i64::from(date.day));
+    let days = days_from_civil(
+        i64::from(date.year),
+        i64::from(date.month),
+        i64::from(date.day),
+    );
     let (secs, offset) = match d.time {
         Some(t) => (
             i64::from(t.hour) * 3600 + i64::from(t.minute) * 60 + i64::from(t.second.unwrap_or(0)),

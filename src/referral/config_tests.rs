@@ -71,34 +71,69 @@ fn a_good_file_parses() {
     let p = &all[0];
     assert_eq!(p.name, "spring");
     assert_eq!(p.title, "春季邀请");
-    assert_eq!(p.start, DEC_1, "a bare start date: that day's midnight, local time");
-    assert_eq!(p.end, DEC_1 + 31 * 86_400, "a bare end date runs through that day");
+    assert_eq!(
+        p.start, DEC_1,
+        "a bare start date: that day's midnight, local time"
+    );
+    assert_eq!(
+        p.end,
+        DEC_1 + 31 * 86_400,
+        "a bare end date runs through that day"
+    );
     assert_eq!(p.end_text(), "2026-12-31 23:59");
     assert!(p.is_running(DEC_1) && !p.is_running(DEC_1 - 1) && !p.is_running(p.end));
     assert_eq!(
         p.tiers,
         [
-            Tier { invites: 3, coupon: "small".into() },
-            Tier { invites: 10, coupon: "big".into() },
+            Tier {
+                invites: 3,
+                coupon: "small".into()
+            },
+            Tier {
+                invites: 10,
+                coupon: "big".into()
+            },
         ],
         "sorted by invites"
     );
     assert_eq!(p.counts, Counts::NewAndReturning);
     assert_eq!(p.hold_secs, 48 * 3600);
     assert_eq!(p.daily_cap, 5);
-    assert_eq!(p.burst, Burst { invites: 4, minutes: 30 });
+    assert_eq!(
+        p.burst,
+        Burst {
+            invites: 4,
+            minutes: 30
+        }
+    );
     assert_eq!(p.template_id.as_deref(), Some("TM00015_abc-1"));
     assert_eq!(p.qr_expire_secs, 7 * 86_400);
     assert_eq!(
         p.poster,
-        Some(Poster { background: "poster.png".into(), x: 100, y: 700, size: 300 })
+        Some(Poster {
+            background: "poster.png".into(),
+            x: 100,
+            y: 700,
+            size: 300
+        })
     );
-    assert!(p.asks_for_poster("邀请好友") && p.asks_for_poster(" 我的海报！") && !p.asks_for_poster("邀请"));
+    assert!(
+        p.asks_for_poster("邀请好友")
+            && p.asks_for_poster(" 我的海报！")
+            && !p.asks_for_poster("邀请")
+    );
     assert_eq!(p.next_tier(0).unwrap().invites, 3);
     assert_eq!(p.next_tier(3).unwrap().invites, 10);
     assert!(p.next_tier(10).is_none());
-    let v = Values { title: &p.title, end: p.end_text(), ..Values::default() };
-    assert_eq!(p.texts.invitation.render(&v), "春季邀请：你的二维码，2026-12-31 23:59 前有效");
+    let v = Values {
+        title: &p.title,
+        end: p.end_text(),
+        ..Values::default()
+    };
+    assert_eq!(
+        p.texts.invitation.render(&v),
+        "春季邀请：你的二维码，2026-12-31 23:59 前有效"
+    );
     assert!(parse("").unwrap().is_empty());
 }
 
@@ -120,12 +155,29 @@ fn defaults_are_neutral_and_parse() {
     // WeChat forbids inducing people to share or follow for a reward: no default says
     // "share", "invite", "follow", "reward" or "free".
     for text in [DEFAULT_INVITATION, DEFAULT_PROGRESS, DEFAULT_REWARD] {
-        for word in ["分享", "转发", "邀请", "关注即", "领取", "免费", "奖励", "朋友圈"] {
+        for word in [
+            "分享",
+            "转发",
+            "邀请",
+            "关注即",
+            "领取",
+            "免费",
+            "奖励",
+            "朋友圈",
+        ] {
             assert!(!text.contains(word), "{text:?} contains {word}");
         }
     }
-    let v = Values { valid: 2, pending: 1, title: "p", ..Values::default() };
-    assert_eq!(p.texts.progress.render(&v), "已有 2 位好友通过你的二维码关注，1 位待确认。");
+    let v = Values {
+        valid: 2,
+        pending: 1,
+        title: "p",
+        ..Values::default()
+    };
+    assert_eq!(
+        p.texts.progress.render(&v),
+        "已有 2 位好友通过你的二维码关注，1 位待确认。"
+    );
     assert_eq!(p.texts.invitation.render(&v), "这是你的专属二维码。");
     assert_eq!(p.texts.reward.render(&v), "你获得了一张优惠券：稍后发放");
 }
@@ -204,8 +256,14 @@ fn every_mistake_is_reported_at_its_place() {
         assert_eq!(errors.len(), 1, "{case}: {errors:?}");
         let e = &errors[0];
         let got = format!("{}:{}: {}", e.line, e.column, e.message);
-        assert!(got.starts_with(want), "{case}:\n{text}\nwant {want}\n got {got}");
-        assert!(e.to_string().starts_with("referrals.toml:"), "{case}: names the file");
+        assert!(
+            got.starts_with(want),
+            "{case}:\n{text}\nwant {want}\n got {got}"
+        );
+        assert!(
+            e.to_string().starts_with("referrals.toml:"),
+            "{case}: names the file"
+        );
     }
 }
 
@@ -222,8 +280,14 @@ fn all_mistakes_at_once_in_file_order() {
 fn programmes_at_other_times_may_share_a_keyword() {
     let one = "[[referral]]\nname = \"NAME\"\naccount = \"demo\"\nstart = START\nend = END\nkeyword = \"k\"\n\
                [[referral.tier]]\ninvites = 3\ncoupon = \"small\"\n";
-    let text = one.replace("NAME", "dec").replace("START", "2026-12-01").replace("END", "2026-12-31")
-        + &one.replace("NAME", "jan").replace("START", "2027-01-01").replace("END", "2027-01-31");
+    let text = one
+        .replace("NAME", "dec")
+        .replace("START", "2026-12-01")
+        .replace("END", "2026-12-31")
+        + &one
+            .replace("NAME", "jan")
+            .replace("START", "2027-01-01")
+            .replace("END", "2027-01-31");
     assert_eq!(parse(&text).unwrap().len(), 2, "back to back: no overlap");
 }
 
@@ -235,7 +299,10 @@ fn load_reads_the_file_and_the_background_beside_it() {
         let mut e = png::Encoder::new(&mut png_bytes, 750, 1334);
         e.set_color(png::ColorType::Rgb);
         e.set_depth(png::BitDepth::Eight);
-        e.write_header().unwrap().write_image_data(&vec![200; 750 * 1334 * 3]).unwrap();
+        e.write_header()
+            .unwrap()
+            .write_image_data(&vec![200; 750 * 1334 * 3])
+            .unwrap();
     }
     std::fs::write(dir.path().join("poster.png"), &png_bytes).unwrap();
     let path = dir.path().join("referrals.toml");
@@ -243,14 +310,57 @@ fn load_reads_the_file_and_the_background_beside_it() {
     let accounts = |id: &str| (id == "demo").then_some(AccountKind::Official);
     let batches = |b: &str| matches!(b, "small" | "big");
     let all = load(&path, &accounts, &batches, UtcOffset::CHINA).unwrap();
-    assert_eq!(all[0].poster.as_ref().unwrap().background, dir.path().join("poster.png"));
+    assert_eq!(
+        all[0].poster.as_ref().unwrap().background,
+        dir.path().join("poster.png")
+    );
 
     std::fs::write(dir.path().join("poster.png"), b"not a png").unwrap();
     let e = load(&path, &accounts, &batches, UtcOffset::CHINA).unwrap_err();
     let shown = e.to_string();
     assert!(shown.starts_with("referrals refused:\n"), "{shown}");
-    assert!(shown.contains("referrals.toml:25:14: poster.png: the background is not a PNG"), "{shown}");
+    assert!(
+        shown.contains("referrals.toml:25:14: poster.png: the background is not a PNG"),
+        "{shown}"
+    );
 
-    let e = load(&dir.path().join("missing.toml"), &accounts, &batches, UtcOffset::CHINA).unwrap_err();
+    let e = load(
+        &dir.path().join("missing.toml"),
+        &accounts,
+        &batches,
+        UtcOffset::CHINA,
+    )
+    .unwrap_err();
     assert!(matches!(e, LoadError::Read { .. }), "{e}");
+}
+
+#[test]
+fn the_shipped_example_parses_against_the_shipped_coupons() {
+    let coupons = crate::coupon::parse_batches(
+        "examples/coupons.toml",
+        include_str!("../../examples/coupons.toml"),
+        &|_| Err("no CSV here".into()),
+    )
+    .unwrap();
+    let accounts = |id: &str| (id == "demo").then_some(AccountKind::Official);
+    let batches = |b: &str| coupons.iter().any(|c| c.name == b);
+    let no_poster = |p: &str| Err(format!("{p}: not shipped"));
+    let known = Known {
+        accounts: &accounts,
+        batches: &batches,
+        background: &no_poster,
+        zone: UtcOffset::CHINA,
+    };
+    let text = include_str!("../../examples/referrals.toml");
+    let all = parse_programmes("examples/referrals.toml", text, &known)
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(all[0].name, "winter-tea");
+    let scene = super::scene::scene(&all[0].name, &super::ParticipantId::of("demo", "o1")).unwrap();
+    let (p, id) = find(&all, "demo", &format!("qrscene_{scene}")).unwrap();
+    assert_eq!(
+        (p.name.as_str(), id),
+        ("winter-tea", super::ParticipantId::of("demo", "o1"))
+    );
+    assert!(find(&all, "shop2", &scene).is_none(), "another account's");
+    assert!(find(&all, "demo", "spring-poster").is_none(), "a channel");
 }

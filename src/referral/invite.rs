@@ -85,6 +85,8 @@ pub enum Refusal {
 }
 
 /// What a subscribe through a participant's code decides.
+// One per callback, never kept in bulk: a box would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Create `record` if (programme, invitee) has none yet, and write `update` (an earlier
@@ -403,5 +405,6 @@ fn counts_or_may(r: &InviteRecord) -> bool {
 
 /// The local calendar day of `ts` at the programme's offset, as a day number.
 fn local_day(programme: &Programme, ts: i64) -> i64 {
-    ts.saturating_add(programme.zone.seconds()).div_euclid(86_400)
+    ts.saturating_add(programme.zone.seconds())
+        .div_euclid(86_400)
 }

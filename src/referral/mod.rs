@@ -27,10 +27,12 @@ mod config_tests;
 #[cfg(test)]
 mod invite_tests;
 
-pub use config::{load, parse_programmes, Burst, Counts, Known, LoadError, Poster, Programme, Tier};
+pub use config::{
+    load, parse_programmes, Burst, Counts, Known, LoadError, Poster, Programme, Tier,
+};
 pub use invite::{
-    followed_through, mature, newly_reached, on_scan_subscribe, on_unsubscribe, progress,
-    reject, release, reward_key, reward_notice, tally, Arrival, Decision, Ignored, InviteRecord,
+    followed_through, mature, newly_reached, on_scan_subscribe, on_unsubscribe, progress, reject,
+    release, reward_key, reward_notice, tally, Arrival, Decision, Ignored, InviteRecord,
     InviteState, Refusal, Reward, Tally,
 };
 pub use poster::{draw as draw_poster, PosterError};

@@ -55,7 +55,13 @@ pub fn dimensions(png_bytes: &[u8]) -> Result<(u32, u32), PosterError> {
 
 /// The background with the QR code of `url` (the `url` WeChat returns with the ticket)
 /// drawn in the square of side `size` whose top-left corner is (`x`, `y`).
-pub fn draw(background: &[u8], url: &str, x: u32, y: u32, size: u32) -> Result<Vec<u8>, PosterError> {
+pub fn draw(
+    background: &[u8],
+    url: &str,
+    x: u32,
+    y: u32,
+    size: u32,
+) -> Result<Vec<u8>, PosterError> {
     let mut decoder = png::Decoder::new(Cursor::new(background));
     decoder.set_transformations(png::Transformations::normalize_to_color8());
     let mut reader = decoder
@@ -124,7 +130,11 @@ pub fn draw(background: &[u8], url: &str, x: u32, y: u32, size: u32) -> Result<V
         let (mx, my) = (i as u32 % modules, i as u32 / modules);
         for dy in 0..module_px {
             for dx in 0..module_px {
-                paint(origin_x + mx * module_px + dx, origin_y + my * module_px + dy, &dark);
+                paint(
+                    origin_x + mx * module_px + dx,
+                    origin_y + my * module_px + dy,
+                    &dark,
+                );
             }
         }
     }
@@ -220,22 +230,32 @@ mod tests {
                     let at = ((py * w + px) as usize) * n;
                     let inside = (x..x + size).contains(&px) && (y..y + size).contains(&py);
                     if !inside {
-                        assert_eq!(before[at..at + n], after[at..at + n], "{case}: ({px}, {py})");
+                        assert_eq!(
+                            before[at..at + n],
+                            after[at..at + n],
+                            "{case}: ({px}, {py})"
+                        );
                     } else if before[at..at + n] != after[at..at + n] {
                         changed_inside += 1;
                     }
                 }
             }
-            assert!(changed_inside > (size * size / 2) as usize, "{case}: the square is drawn");
+            assert!(
+                changed_inside > (size * size / 2) as usize,
+                "{case}: the square is drawn"
+            );
         }
     }
 
     #[test]
     fn corners_and_exact_fits_work() {
         let bg = background(png::ColorType::Rgb, 200, 200);
-        for (case, x, y) in [("top left", 0, 0), ("bottom right", 0, 0), ("flush right", 100, 100)] {
-            let out = draw(&bg, URL, x, y, if case == "bottom right" { 200 } else { 100 })
-                .unwrap_or_else(|e| panic!("{case}: {e}"));
+        for (case, x, y, size) in [
+            ("top left corner", 0, 0, 100),
+            ("bottom right corner", 100, 100, 100),
+            ("the whole background", 0, 0, 200),
+        ] {
+            let out = draw(&bg, URL, x, y, size).unwrap_or_else(|e| panic!("{case}: {e}"));
             assert_eq!(scan(&out), [URL], "{case}");
         }
     }
@@ -250,12 +270,29 @@ mod tests {
             ("wrapping", u32::MAX, 0, 2),
         ] {
             let e = draw(&bg, URL, x, y, size).expect_err(case);
-            assert!(matches!(e, PosterError::DoesNotFit { width: 300, height: 200, .. }), "{case}: {e}");
-            assert!(e.to_string().contains("does not fit inside the 300 × 200 px background"), "{e}");
+            assert!(
+                matches!(
+                    e,
+                    PosterError::DoesNotFit {
+                        width: 300,
+                        height: 200,
+                        ..
+                    }
+                ),
+                "{case}: {e}"
+            );
+            assert!(
+                e.to_string()
+                    .contains("does not fit inside the 300 × 200 px background"),
+                "{e}"
+            );
         }
         let e = draw(&bg, URL, 0, 0, 60).unwrap_err();
         assert!(matches!(e, PosterError::TooSmall { size: 60, .. }), "{e}");
-        assert!(matches!(draw(b"not a png", URL, 0, 0, 100), Err(PosterError::NotPng(_))));
+        assert!(matches!(
+            draw(b"not a png", URL, 0, 0, 100),
+            Err(PosterError::NotPng(_))
+        ));
         assert!(matches!(
             draw(&bg, &"x".repeat(5000), 0, 0, 200),
             Err(PosterError::TooLong(5000))

@@ -89,7 +89,10 @@ pub fn report(
         .map(|t| TierReach {
             invites: t.invites,
             coupon: t.coupon.clone(),
-            inviters: per_inviter.values().filter(|(v, _)| *v >= t.invites).count(),
+            inviters: per_inviter
+                .values()
+                .filter(|(v, _)| *v >= t.invites)
+                .count(),
         })
         .collect();
     let mut ranked: Vec<TopInviter> = per_inviter
@@ -102,7 +105,7 @@ pub fn report(
         })
         .collect();
     // Stable sort over the openid order of the map: ties stay by openid.
-    ranked.sort_by(|a, b| b.valid.cmp(&a.valid));
+    ranked.sort_by_key(|t| std::cmp::Reverse(t.valid));
     ranked.truncate(top);
     Report {
         programme: programme.name.clone(),

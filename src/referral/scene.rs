@@ -24,15 +24,16 @@ pub const PREFIX: &str = "ref:";
 /// The characters of a participant id.
 pub const ID_LEN: usize = 16;
 /// The longest programme name that keeps every scene within WeChat's 64 characters.
-pub const MAX_PROGRAMME_NAME: usize =
-    crate::channel::MAX_SCENE - PREFIX.len() - 1 - ID_LEN;
+pub const MAX_PROGRAMME_NAME: usize = crate::channel::MAX_SCENE - PREFIX.len() - 1 - ID_LEN;
 
 /// RFC 4648's base32 alphabet, lower-cased: letters and digits only, no look-alike pairs
 /// beyond what lower case gives, safe in scenes, URLs and file names.
 const BASE32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 
 /// A participant's short stable id within an account (see the module docs).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct ParticipantId(String);
 
@@ -143,7 +144,10 @@ mod tests {
         assert_eq!(a, ParticipantId::of("demo", "o6_bmjrPTlm6_2sgVt7hMZOPfL2M"));
         assert_eq!(a.as_str().len(), ID_LEN);
         assert!(a.as_str().bytes().all(|b| BASE32.contains(&b)), "{a}");
-        assert_ne!(a, ParticipantId::of("shop2", "o6_bmjrPTlm6_2sgVt7hMZOPfL2M"));
+        assert_ne!(
+            a,
+            ParticipantId::of("shop2", "o6_bmjrPTlm6_2sgVt7hMZOPfL2M")
+        );
         assert_ne!(
             ParticipantId::of("ab", "c"),
             ParticipantId::of("a", "bc"),
@@ -154,7 +158,10 @@ mod tests {
             .collect();
         assert_eq!(many.len(), 10_000);
         // A WeCom external userid of 64 characters gives an id of the same length.
-        assert_eq!(ParticipantId::of("corp", &"w".repeat(64)).as_str().len(), ID_LEN);
+        assert_eq!(
+            ParticipantId::of("corp", &"w".repeat(64)).as_str().len(),
+            ID_LEN
+        );
     }
 
     #[test]
@@ -170,12 +177,23 @@ mod tests {
         ] {
             let s = scene(name, &id).unwrap_or_else(|e| panic!("{case}: {e}"));
             assert!(s.chars().count() <= 64, "{case}: {s}");
-            assert!(crate::channel::is_scene(&s), "{case}: WeChat takes it back: {s}");
+            assert!(
+                crate::channel::is_scene(&s),
+                "{case}: WeChat takes it back: {s}"
+            );
             assert_eq!(parse_scene(&s), Some((name, id.clone())), "{case}");
             let subscribed = format!("qrscene_{s}");
-            assert_eq!(parse_scene(&subscribed), Some((name, id.clone())), "{case}: subscribe");
+            assert_eq!(
+                parse_scene(&subscribed),
+                Some((name, id.clone())),
+                "{case}: subscribe"
+            );
         }
-        assert_eq!(scene(&longest, &id).unwrap().len(), 64, "the longest is exactly 64");
+        assert_eq!(
+            scene(&longest, &id).unwrap().len(),
+            64,
+            "the longest is exactly 64"
+        );
     }
 
     #[test]
@@ -202,7 +220,10 @@ mod tests {
             ("no id", "ref:spring".to_string()),
             ("empty id", "ref:spring:".to_string()),
             ("short id", "ref:spring:abc".to_string()),
-            ("upper-case id", format!("ref:spring:{}", good_id.to_uppercase())),
+            (
+                "upper-case id",
+                format!("ref:spring:{}", good_id.to_uppercase()),
+            ),
             ("id with a 1", format!("ref:spring:1{}", &good_id[1..])),
             ("a third part", format!("ref:spring:{good_id}:x")),
             ("empty programme", format!("ref::{good_id}")),

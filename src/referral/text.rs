@@ -160,7 +160,11 @@ impl Text {
                     message: "unmatched `}`; write `}}` for a literal brace".into(),
                 });
             }
-            let Some(end) = tail[1..].find(['{', '}']).map(|e| e + 1).filter(|&e| tail[e..].starts_with('}')) else {
+            let Some(end) = tail[1..]
+                .find(['{', '}'])
+                .map(|e| e + 1)
+                .filter(|&e| tail[e..].starts_with('}'))
+            else {
                 return Err(TextError {
                     fragment: tail.chars().take(12).collect(),
                     message: "unclosed `{`; write `{{` for a literal brace".into(),
@@ -172,18 +176,30 @@ impl Text {
                 None => (inner, None),
             };
             let fragment = tail[..=end].to_string();
-            let listed = || allowed.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ");
+            let listed = || {
+                allowed
+                    .iter()
+                    .map(|f| f.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             let field = Field::parse(name.trim())
                 .filter(|f| allowed.contains(f))
                 .ok_or_else(|| TextError {
                     fragment: fragment.clone(),
-                    message: format!("unknown placeholder `{fragment}` here; this text takes {}", listed()),
+                    message: format!(
+                        "unknown placeholder `{fragment}` here; this text takes {}",
+                        listed()
+                    ),
                 })?;
             if let Some(fallback) = fallback {
                 if !field.can_be_empty() {
                     return Err(TextError {
                         fragment,
-                        message: format!("`{}` is never empty, so it takes no fallback", field.name()),
+                        message: format!(
+                            "`{}` is never empty, so it takes no fallback",
+                            field.name()
+                        ),
                     });
                 }
                 if fallback.contains('|') {
@@ -264,19 +280,28 @@ mod tests {
             next_tier: Some(3),
             ..Values::default()
         };
-        assert_eq!(t.render(&v), "已邀请 2 位，待确认 1 位；下一档 3，还差 1 位 {ok}");
+        assert_eq!(
+            t.render(&v),
+            "已邀请 2 位，待确认 1 位；下一档 3，还差 1 位 {ok}"
+        );
         let all = Values {
             valid: 12,
             next_tier: None,
             ..Values::default()
         };
-        assert_eq!(t.render(&all), "已邀请 12 位，待确认 0 位；下一档 无，还差 0 位 {ok}");
+        assert_eq!(
+            t.render(&all),
+            "已邀请 12 位，待确认 0 位；下一档 无，还差 0 位 {ok}"
+        );
     }
 
     #[test]
     fn rewards_show_the_coupon() {
-        let t = Text::parse("{title}：第 {tier} 档，{coupon.title} {coupon.code|稍后发放}", REWARD_FIELDS)
-            .unwrap();
+        let t = Text::parse(
+            "{title}：第 {tier} 档，{coupon.title} {coupon.code|稍后发放}",
+            REWARD_FIELDS,
+        )
+        .unwrap();
         let coupon = CouponView {
             code: "7KQ2M9XHPA".into(),
             title: "新客礼".into(),
@@ -300,14 +325,56 @@ mod tests {
     #[test]
     fn mistakes_are_refused_with_the_fragment() {
         for (case, source, fields, fragment, message) in [
-            ("unknown", "{nope}", PROGRESS_FIELDS, "{nope}", "unknown placeholder `{nope}`"),
-            ("not in this text", "{valid}", INVITATION_FIELDS, "{valid}", "unknown placeholder `{valid}` here; this text takes {title}, {end}"),
-            ("coupon in progress", "{coupon.code}", PROGRESS_FIELDS, "{coupon.code}", "unknown placeholder"),
-            ("never empty", "{valid|0}", PROGRESS_FIELDS, "{valid|0}", "`{valid}` is never empty"),
+            (
+                "unknown",
+                "{nope}",
+                PROGRESS_FIELDS,
+                "{nope}",
+                "unknown placeholder `{nope}`",
+            ),
+            (
+                "not in this text",
+                "{valid}",
+                INVITATION_FIELDS,
+                "{valid}",
+                "unknown placeholder `{valid}` here; this text takes {title}, {end}",
+            ),
+            (
+                "coupon in progress",
+                "{coupon.code}",
+                PROGRESS_FIELDS,
+                "{coupon.code}",
+                "unknown placeholder",
+            ),
+            (
+                "never empty",
+                "{valid|0}",
+                PROGRESS_FIELDS,
+                "{valid|0}",
+                "`{valid}` is never empty",
+            ),
             ("lone close", "a } b", PROGRESS_FIELDS, "}", "unmatched `}`"),
-            ("unclosed", "a {valid", PROGRESS_FIELDS, "{valid", "unclosed `{`"),
-            ("nested", "a {valid{x}", PROGRESS_FIELDS, "{valid{x}", "unclosed `{`"),
-            ("pipe in fallback", "{missing|a|b}", PROGRESS_FIELDS, "{missing|a|b}", "a fallback may not contain `|`"),
+            (
+                "unclosed",
+                "a {valid",
+                PROGRESS_FIELDS,
+                "{valid",
+                "unclosed `{`",
+            ),
+            (
+                "nested",
+                "a {valid{x}",
+                PROGRESS_FIELDS,
+                "{valid{x}",
+                "unclosed `{`",
+            ),
+            (
+                "pipe in fallback",
+                "{missing|a|b}",
+                PROGRESS_FIELDS,
+                "{missing|a|b}",
+                "a fallback may not contain `|`",
+            ),
         ] {
             let e = Text::parse(source, fields).expect_err(case);
             assert_eq!(e.fragment, fragment, "{case}");
