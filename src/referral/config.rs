@@ -1,5 +1,5 @@
 //! The referrals file (`referrals.toml`, named by `[referral] file`): raw serde structs
-//! with their places, compiled into validated [`Programme`]s. PURE but for [`load`], which
+//! with their places, compiled into validated [`Programme`]s (`programme.rs`). PURE but for [`load`], which
 //! reads the file and the poster backgrounds it names.
 //!
 //! Every mistake is reported at once as `file:line:column: message`, as the rules, coupons
@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::programme::{Burst, Counts, Poster, Programme, Texts, Tier};
 use super::scene::{is_programme_name, MAX_PROGRAMME_NAME};
 use super::text::{Text, TextError, INVITATION_FIELDS, PROGRESS_FIELDS, REWARD_FIELDS};
 use crate::config::AccountKind;
@@ -42,125 +43,8 @@ pub const DEFAULT_BURST: Burst = Burst {
     minutes: 10,
 };
 
-/// One referral programme (任务宝), validated.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Programme {
-    /// 1 to 43 of `a-z A-Z 0-9 - _`: part of every participant's scene.
-    pub name: String,
-    /// An official account (temporary QR codes are theirs alone).
-    pub account: String,
-    /// What followers and reports call it (default: the name).
-    pub title: String,
-    /// Unix seconds: scans count from `start` (inclusive) to `end` (exclusive).
-    pub start: i64,
-    pub end: i64,
-    /// The offset the file's dates are read in, and the daily cap's days are counted in.
-    pub zone: UtcOffset,
-    /// By invites, ascending; no two with the same count.
-    pub tiers: Vec<Tier>,
-    pub counts: Counts,
-    /// An invitee who unfollows within this many seconds of arriving does not count.
-    pub hold_secs: i64,
-    /// Valid invites per inviter per local day (see `invite::mature`).
-    pub daily_cap: u32,
-    pub burst: Burst,
-    /// Normalised (`rules::normalise`): a message equal to one asks for the poster.
-    pub keywords: Vec<String>,
-    /// A template message id for the reward notice; without one it goes as a
-    /// customer-service message (which needs the follower's window).
-    pub template_id: Option<String>,
-    /// The lifetime of each participant's temporary QR code, in seconds.
-    pub qr_expire_secs: u32,
-    pub poster: Option<Poster>,
-    pub texts: Texts,
-}
-
-/// A reward tier: at `invites` valid invites, one code of coupon batch `coupon`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tier {
-    pub invites: u32,
-    pub coupon: String,
-}
-
-/// Which arrivals through a participant's code are invites.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Counts {
-    /// Only people who never followed the account before.
-    New,
-    /// Also people who had followed and unfollowed.
-    NewAndReturning,
-}
-
-/// More than `invites` invites to one inviter within `minutes` → that inviter's new
-/// invites are held for review.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Burst {
-    pub invites: u32,
-    pub minutes: u32,
-}
-
-/// Where the QR code goes on the background: its top-left corner and side, in pixels.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Poster {
-    /// Resolved against the referrals file's folder.
-    pub background: PathBuf,
-    pub x: u32,
-    pub y: u32,
-    pub size: u32,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Texts {
-    /// Sent with the poster.
-    pub invitation: Text,
-    /// The reply to the keyword once the poster was sent, and after each new invite.
-    pub progress: Text,
-    /// The reward notice.
-    pub reward: Text,
-}
-
-impl Programme {
-    /// Whether a message's text asks for the poster (exact match after normalisation).
-    pub fn asks_for_poster(&self, text: &str) -> bool {
-        let text = crate::rules::normalise(text);
-        self.keywords.contains(&text)
-    }
-
-    /// Whether a scan at `now` falls within the programme.
-    pub fn is_running(&self, now: i64) -> bool {
-        (self.start..self.end).contains(&now)
-    }
-
-    /// The programme's last minute, `YYYY-MM-DD HH:MM` at its offset (`{end}`).
-    pub fn end_text(&self) -> String {
-        let mut s = self.zone.date_time(self.end - 1);
-        s.truncate(16);
-        s
-    }
-
-    /// The smallest tier above `valid` invites, if any.
-    pub fn next_tier(&self, valid: u32) -> Option<&Tier> {
-        self.tiers.iter().find(|t| t.invites > valid)
-    }
-}
-
 /// Reads a poster background's width and height, given its path as written.
 pub type Dimensions<'a> = dyn Fn(&str) -> Result<(u32, u32), String> + 'a;
-
-/// The programme and participant a scene names, if it is a referral scene of one of
-/// `account`'s programmes (running or not: [`crate::referral::on_scan_subscribe`] checks
-/// the time).
-pub fn find<'a>(
-    programmes: &'a [Programme],
-    account: &str,
-    scene: &str,
-) -> Option<(&'a Programme, super::scene::ParticipantId)> {
-    let (name, id) = super::scene::parse_scene(scene)?;
-    let p = programmes
-        .iter()
-        .find(|p| p.account == account && p.name == name)?;
-    Some((p, id))
-}
 
 /// What the file is checked against.
 pub struct Known<'a> {

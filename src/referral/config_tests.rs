@@ -1,6 +1,7 @@
 //! The referrals file: a good file, the defaults, and every mistake at its place.
 
 use super::config::*;
+use super::programme::*;
 use super::text::Values;
 use crate::config::AccountKind;
 use crate::local_time::UtcOffset;

@@ -20,7 +20,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::config::{Counts, Programme, Tier};
+use super::programme::{Counts, Programme, Tier};
 use super::text::Values;
 use crate::rules::CouponView;
 

@@ -3,6 +3,7 @@
 
 use super::config::*;
 use super::invite::*;
+use super::programme::*;
 use super::report::report;
 use super::text::{Text, INVITATION_FIELDS, PROGRESS_FIELDS, REWARD_FIELDS};
 use crate::local_time::UtcOffset;

@@ -9,6 +9,7 @@
 //! sharing or following (诱导分享 / 诱导关注).
 //!
 //! - [`config`]: `referrals.toml` → [`Programme`]s, every mistake as `file:line:column`;
+//! - [`programme`]: the validated programme, and [`find`] for a callback's scene;
 //! - [`scene`]: the `ref:<programme>:<id>` scene and the participant id;
 //! - [`invite`]: the invite state machine, the daily cap, tiers reached;
 //! - [`text`]: the texts' placeholders (`{valid}`, `{pending}`, `{next_tier}`, `{missing}`…);
@@ -18,6 +19,7 @@
 pub mod config;
 pub mod invite;
 pub mod poster;
+pub mod programme;
 pub mod report;
 pub mod scene;
 pub mod text;
@@ -27,14 +29,13 @@ mod config_tests;
 #[cfg(test)]
 mod invite_tests;
 
-pub use config::{
-    load, parse_programmes, Burst, Counts, Known, LoadError, Poster, Programme, Tier,
-};
+pub use config::{load, parse_programmes, Known, LoadError};
 pub use invite::{
     followed_through, mature, newly_reached, on_scan_subscribe, on_unsubscribe, progress, reject,
     release, reward_key, reward_notice, tally, Arrival, Decision, Ignored, InviteRecord,
     InviteState, Refusal, Reward, Tally,
 };
 pub use poster::{draw as draw_poster, PosterError};
+pub use programme::{find, Burst, Counts, Poster, Programme, Texts, Tier};
 pub use report::{report, Report};
 pub use scene::{parse_scene, scene, ParticipantId};

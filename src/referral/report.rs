@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::config::Programme;
 use super::invite::{Arrival, InviteRecord, InviteState, Refusal};
+use super::programme::Programme;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {
