@@ -327,22 +327,26 @@ fn compile(
     );
     let poster = p.poster.as_ref().and_then(|raw| poster(raw, known, err));
 
+    // All three are checked before any `?`, so each text's mistake is reported.
+    let invitation = text_of(
+        &p.texts.invitation,
+        DEFAULT_INVITATION,
+        INVITATION_FIELDS,
+        text,
+        err,
+    );
+    let progress = text_of(
+        &p.texts.progress,
+        DEFAULT_PROGRESS,
+        PROGRESS_FIELDS,
+        text,
+        err,
+    );
+    let reward = text_of(&p.texts.reward, DEFAULT_REWARD, REWARD_FIELDS, text, err);
     let texts = Texts {
-        invitation: text_of(
-            &p.texts.invitation,
-            DEFAULT_INVITATION,
-            INVITATION_FIELDS,
-            text,
-            err,
-        )?,
-        progress: text_of(
-            &p.texts.progress,
-            DEFAULT_PROGRESS,
-            PROGRESS_FIELDS,
-            text,
-            err,
-        )?,
-        reward: text_of(&p.texts.reward, DEFAULT_REWARD, REWARD_FIELDS, text, err)?,
+        invitation: invitation?,
+        progress: progress?,
+        reward: reward?,
     };
 
     Some(Programme {

@@ -271,10 +271,15 @@ fn every_mistake_is_reported_at_its_place() {
 #[test]
 fn all_mistakes_at_once_in_file_order() {
     let text = "[[referral]]\nname = \"a b\"\naccount = \"nope\"\nstart = 2026-12-01\nend = 2026-12-31\n\
-                keyword = \"k\"\ncounts = \"all\"\n[[referral.tier]]\ninvites = 3\ncoupon = \"huge\"\n";
+                keyword = \"k\"\ncounts = \"all\"\n[[referral.tier]]\ninvites = 3\ncoupon = \"huge\"\n\
+                [referral.texts]\ninvitation = \"{valid}\"\nprogress = \"{x}\"\n";
     let errors = parse(text).unwrap_err();
     let at: Vec<(usize, usize)> = errors.iter().map(|e| (e.line, e.column)).collect();
-    assert_eq!(at, [(2, 8), (3, 11), (7, 10), (10, 10)], "{errors:?}");
+    assert_eq!(
+        at,
+        [(2, 8), (3, 11), (7, 10), (10, 10), (12, 15), (13, 13)],
+        "{errors:?}"
+    );
 }
 
 #[test]
