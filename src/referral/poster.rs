@@ -261,6 +261,33 @@ mod tests {
     }
 
     #[test]
+    fn a_palette_background_comes_out_as_rgb() {
+        let (w, h) = (200u32, 200u32);
+        let palette = [10u8, 20, 30, 200, 100, 50];
+        let indices: Vec<u8> = (0..w * h).map(|i| (i % 2) as u8).collect();
+        let mut bg = Vec::new();
+        {
+            let mut e = png::Encoder::new(&mut bg, w, h);
+            e.set_color(png::ColorType::Indexed);
+            e.set_depth(png::BitDepth::Eight);
+            e.set_palette(palette.to_vec());
+            e.write_header()
+                .unwrap()
+                .write_image_data(&indices)
+                .unwrap();
+        }
+        let out = draw(&bg, URL, 50, 50, 120).unwrap();
+        assert_eq!(scan(&out), [URL]);
+        let (color, _, _, after) = decode(&out);
+        assert_eq!(color, png::ColorType::Rgb);
+        for (px, py) in [(0u32, 0u32), (1, 0), (199, 199), (49, 100), (170, 100)] {
+            let i = (py * w + px) as usize;
+            let want = &palette[indices[i] as usize * 3..][..3];
+            assert_eq!(&after[i * 3..i * 3 + 3], want, "({px}, {py})");
+        }
+    }
+
+    #[test]
     fn what_does_not_fit_is_refused_clearly() {
         let bg = background(png::ColorType::Rgba, 300, 200);
         for (case, x, y, size) in [
