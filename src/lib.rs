@@ -27,6 +27,8 @@
 //! - [`person`]: one person's identities across accounts (unionid), for `person.*` segments.
 //! - [`qr`]: PURE. QR codes drawn as PNG images (channel codes for print).
 //! - [`report`]: PURE. Per-channel and per-day counters: what a commit counts, summed into rows.
+//! - [`referral`]: PURE. Referral programmes (任务宝) from `referrals.toml`: participants'
+//!   QR scenes, the invite state machine with its anti-fraud rules, tiers, posters, reports.
 //! - [`export`]: a segment's followers as a count, a list or a CSV (CLI and admin API).
 //! - [`import`]: a follower file applied to the store line by line (CLI and admin API).
 //! - [`fake_wechat`]: a fake WeChat/WeCom API server for tests and local development.
@@ -55,6 +57,7 @@ pub mod person;
 pub mod protocol;
 pub mod qr;
 pub mod report;
+pub mod referral;
 pub mod rulebook;
 pub mod rules;
 pub mod segment;
