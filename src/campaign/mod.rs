@@ -13,6 +13,7 @@
 //! the follower is skipped with the reason. WeCom: an app message to the user; a group
 //! robot announcement is one post per campaign, not per follower.
 
+pub mod goal;
 pub mod runner;
 pub mod send;
 
@@ -61,6 +62,9 @@ pub struct Campaign {
     /// receive 4 a month and filters the rest, as MASSSENDJOBFINISH reports).
     #[serde(default)]
     pub mass: Option<MassContent>,
+    /// KPIs set in advance, measured in the report (`goal.rs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub goals: Vec<goal::Goal>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -476,6 +480,9 @@ pub struct Report {
     /// which knows the operator's display offset).
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// The campaign's goals and how far each has come.
+    #[serde(default)]
+    pub goals: Vec<goal::GoalProgress>,
 }
 
 /// One mass send of a campaign and, once WeChat reports it, its result.
@@ -596,7 +603,20 @@ impl fmt::Display for Report {
             f,
             "  coupons   {} issued, {} redeemed since",
             self.coupons_issued, self.coupons_redeemed
-        )
+        )?;
+        for g in &self.goals {
+            let status = match g.status.as_str() {
+                "met" => "met (已达成)",
+                "missed" => "missed (未达成)",
+                _ => "open (进行中)",
+            };
+            write!(
+                f,
+                "\n  goal      {} ≥ {} by {}: {} so far, {status}",
+                g.metric, g.at_least, g.by, g.value
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -667,6 +687,17 @@ struct RawCampaign {
     template: Option<Spanned<RawTemplate>>,
     robot: Option<Spanned<RawRobot>>,
     mass: Option<Spanned<RawMass>>,
+    #[serde(default)]
+    goals: Vec<Spanned<RawGoal>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGoal {
+    metric: String,
+    at_least: i64,
+    /// `"2026-11-11"` or a TOML date `2026-11-11`.
+    by: toml::Value,
 }
 
 #[derive(Deserialize)]
@@ -756,6 +787,7 @@ pub fn parse_campaigns(
                 template: c.template,
                 robot: c.robot,
                 mass: c.mass,
+                goals: c.goals,
                 at: start,
             },
             text,
@@ -785,6 +817,7 @@ struct Draft {
     template: Option<Spanned<RawTemplate>>,
     robot: Option<Spanned<RawRobot>>,
     mass: Option<Spanned<RawMass>>,
+    goals: Vec<Spanned<RawGoal>>,
     at: usize,
 }
 
@@ -1073,6 +1106,19 @@ fn check(
         }
         None => {}
     }
+    let mut goals = Vec::new();
+    for g in &d.goals {
+        let raw = g.get_ref();
+        let by = match &raw.by {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Datetime(dt) => dt.to_string(),
+            other => other.to_string(),
+        };
+        match goal::check(raw.metric.trim(), raw.at_least, by.trim()) {
+            Ok(goal) => goals.push(goal),
+            Err(m) => err(g.span().start, m),
+        }
+    }
     (mistakes == 0).then_some(Campaign {
         name: d.name,
         account,
@@ -1086,6 +1132,7 @@ fn check(
         template,
         robot,
         mass,
+        goals,
     })
 }
 

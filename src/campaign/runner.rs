@@ -514,8 +514,14 @@ fn announcement_pending(store: &dyn Store, name: &str) -> Result<bool, StoreErro
 }
 
 /// The campaign's report: its followers' progress added up, with the coupons they were
-/// given looked up for redemption.
-pub fn report(store: &dyn Store, name: &str) -> Result<Report, CampaignError> {
+/// given looked up for redemption, and its goals measured (`zone`: the local days the
+/// account figures are counted in; `now`: whether a goal's day has passed).
+pub fn report(
+    store: &dyn Store,
+    name: &str,
+    zone: crate::local_time::UtcOffset,
+    now: i64,
+) -> Result<Report, CampaignError> {
     let run = store
         .campaign_run(name)?
         .ok_or_else(|| CampaignError::State {
@@ -541,6 +547,28 @@ pub fn report(store: &dyn Store, name: &str) -> Result<Report, CampaignError> {
             };
             report.add(p, redeemed);
         }
+    }
+    if !run.campaign.goals.is_empty() {
+        let own = |m: &str| -> Option<i64> {
+            let has_coupon = run.campaign.coupon.is_some();
+            Some(match m {
+                "targeted" => report.targeted as i64,
+                "sent" => report.sent as i64,
+                "coupons_issued" if has_coupon => report.coupons_issued as i64,
+                "coupons_redeemed" if has_coupon => report.coupons_redeemed as i64,
+                _ => return None,
+            })
+        };
+        let first = run.started_at.or(run.campaign.start_at).unwrap_or(now);
+        let accounts: Vec<&str> = run.campaign.accounts().collect();
+        report.goals = super::goal::progress(
+            store,
+            &run.campaign.goals,
+            &accounts,
+            &own,
+            zone.day(first),
+            zone.day(now),
+        )?;
     }
     Ok(report)
 }

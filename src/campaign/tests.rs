@@ -49,6 +49,7 @@ start = 2026-12-01T10:00:00+08:00
 end = 2026-12-03
 rate_per_sec = 20
 coupon = "vip-back"
+goals = [{ metric = "coupons_redeemed", at_least = 500, by = "2026-11-11" }, { metric = "shop:orders", at_least = 50, by = 2026-12-03 }]
 
 [campaign.message]
 text = "{attr.name}，您的回归礼 {coupon.code}（{coupon.value}）{coupon.expires} 前有效"
@@ -82,6 +83,15 @@ fn a_good_file_parses_into_campaigns() {
     assert_eq!(vip.start_at, Some(1_796_090_400));
     assert_eq!(vip.end_at, Some(1_796_227_200));
     assert_eq!(vip.rate_per_sec, Some(20.0));
+    let goals: Vec<(&str, i64, &str)> = vip
+        .goals
+        .iter()
+        .map(|g| (g.metric.as_str(), g.at_least, g.by.as_str()))
+        .collect();
+    assert_eq!(
+        goals,
+        [("coupons_redeemed", 500, "2026-11-11"), ("shop:orders", 50, "2026-12-03")]
+    );
     assert_eq!(vip.coupon.as_deref(), Some("vip-back"));
     assert!(matches!(&vip.message, Some(Content::Text(t)) if t.starts_with("{attr.name}")));
     let t = vip.template.as_ref().unwrap();
@@ -143,6 +153,14 @@ fn mistakes_are_refused_with_their_place() {
         (
             format!("{head}audience = \"subscribed\"\nsend_at = 3\n{msg}"),
             "5:1: unknown field `send_at`",
+        ),
+        (
+            format!("{head}audience = \"subscribed\"\ngoals = [{{ metric = \"likes\", at_least = 5, by = \"2026-11-11\" }}]\n{msg}"),
+            "5:10: goal metric `likes`",
+        ),
+        (
+            format!("{head}audience = \"subscribed\"\ngoals = [{{ metric = \"sent\", at_least = 5, by = \"11-11\" }}]\n{msg}"),
+            "5:10: goal by = `11-11`",
         ),
         (
             format!("{head}audience = \"subscribed\"\n[campaign.message]\ntext = \"a\"\nimage = \"m\"\n"),
@@ -255,6 +273,7 @@ fn official(message: bool, template: bool) -> Campaign {
         }),
         robot: None,
         mass: None,
+        goals: Vec::new(),
     }
 }
 

@@ -136,7 +136,14 @@ pub fn run(args: &CampaignArgs) -> ExitCode {
             }),
         CampaignAction::Start { name } => start(store, settings, name),
         CampaignAction::Status { name, json } => runner::find(store.as_ref(), &settings, name)
-            .and_then(|_| runner::report(store.as_ref(), name))
+            .and_then(|_| {
+                runner::report(
+                    store.as_ref(),
+                    name,
+                    settings.utc_offset,
+                    crate::outbox::now_ms() / 1000,
+                )
+            })
             .map(|r| {
                 print_status(&r, *json, settings.utc_offset);
                 ExitCode::SUCCESS
@@ -348,7 +355,12 @@ fn start(store: Arc<dyn Store>, settings: Settings, name: &str) -> Result<ExitCo
     if !outcome {
         outln!("stopped; `siyu campaign start {name}` (or `siyu serve`) carries on from here");
     }
-    let report = runner::report(store.as_ref(), name)?;
+    let report = runner::report(
+        store.as_ref(),
+        name,
+        settings.utc_offset,
+        crate::outbox::now_ms() / 1000,
+    )?;
     print_report(&report, settings.utc_offset);
     Ok(ExitCode::SUCCESS)
 }

@@ -84,7 +84,7 @@ pub fn run(args: &CouponArgs) -> ExitCode {
     };
     let result = match (&args.action, batch) {
         (CouponAction::Redeem { code }, _) => store
-            .redeem_coupon(code.trim(), now)
+            .redeem_coupon(code.trim(), now, zone)
             // On disk before "redeemed" is printed: the shop will not ask again.
             .and_then(|r| store.flush().map(|()| r))
             .map(|r| redeemed(r, zone)),

@@ -142,6 +142,16 @@ pub fn callback_counts(
     out
 }
 
+/// A coupon of the follower `holder` (`None`: not known) redeemed at `now`.
+pub fn redeem_counts(holder: Option<&Follower>, now: i64, zone: UtcOffset) -> Vec<Count> {
+    let day = zone.day(now);
+    let first = holder.map_or(DIRECT, first_touch);
+    vec![
+        Count::new(day, TOTAL, metric::COUPONS_REDEEMED, 1),
+        Count::new(day, first, metric::COUPONS_REDEEMED, 1),
+    ]
+}
+
 /// A subscribe (or a WeCom contact added): a scan of its channel, and an arrival unless
 /// the follower was subscribed already (a second staff member adding a WeCom contact).
 fn arrive(out: &mut Vec<Count>, before: &Before, scene: Option<&str>, today: i64) {

@@ -18,7 +18,7 @@ pub mod count;
 pub mod query;
 pub mod table;
 
-pub use count::{callback_counts, shop_counts, Before};
+pub use count::{callback_counts, redeem_counts, shop_counts, Before};
 pub use table::{ChannelRow, DayRow, Tally};
 
 use serde::{Deserialize, Serialize};
@@ -61,6 +61,19 @@ pub mod metric {
     pub const LAST_PREFIX: &str = "last:";
     /// `campaign_sends:<channel>`: campaign messages sent, by how they were sent.
     pub const CAMPAIGN_SENDS_PREFIX: &str = "campaign_sends:";
+
+    /// The account's daily figures (the Prometheus gauges start each day at zero).
+    pub const DAILY: [&str; 9] = [
+        NEW,
+        RETURNING,
+        UNFOLLOWS,
+        ACTIVE,
+        MESSAGES,
+        RULE_HITS,
+        COUPONS_CLAIMED,
+        COUPONS_REDEEMED,
+        SHOP_EVENTS,
+    ];
 }
 
 /// One change to one counter: `n` added to (day, channel, metric) of the account the

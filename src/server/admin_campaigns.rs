@@ -113,7 +113,12 @@ async fn report(
     let r = on_pool(&state, move |state| {
         // Unknown (404) before not started (409).
         runner::find(state.store.as_ref(), &state.settings, &name)?;
-        Ok(runner::report(state.store.as_ref(), &name)?)
+        Ok(runner::report(
+            state.store.as_ref(),
+            &name,
+            state.settings.utc_offset,
+            crate::outbox::now_ms() / 1000,
+        )?)
     })
     .await?;
     Ok(HttpResponse::Ok().json(r))

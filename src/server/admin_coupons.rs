@@ -65,8 +65,8 @@ async fn redeem(
         .map_err(|e| AdminError::BadRequest(format!("redeem body: {e}")))?;
     let code = body.code.trim().to_string();
     let store = state.store.clone();
-    let now = now_ms() / 1000;
-    let c = web::block(move || store.redeem_coupon(&code, now)).await???;
+    let (now, zone) = (now_ms() / 1000, state.settings.utc_offset);
+    let c = web::block(move || store.redeem_coupon(&code, now, zone)).await???;
     audit(
         &state,
         &who,

@@ -56,8 +56,8 @@ async fn redeem(state: web::Data<AppState>, req: HttpRequest, body: web::Bytes) 
     };
     let code = body.code.trim().to_string();
     let now = crate::outbox::now_ms() / 1000;
-    let store = state.store.clone();
-    let result = web::block(move || store.redeem_coupon(&code, now)).await;
+    let (store, zone) = (state.store.clone(), state.settings.utc_offset);
+    let result = web::block(move || store.redeem_coupon(&code, now, zone)).await;
     match result {
         Ok(Ok(Ok(c))) => {
             tracing::info!(code = %c.code, batch = %c.batch, account = %c.account, "coupon redeemed");

@@ -6,7 +6,8 @@
 //! from the rule files.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Cheap to clone: every collector is shared behind an `Arc`.
@@ -22,6 +23,8 @@ pub struct Metrics {
     store_bytes: IntGauge,
     /// PostgreSQL's pool: size, available, waiting (unset on sled).
     pool: [IntGauge; 3],
+    /// Today's account figures from the report counters (README "Reports").
+    report_today: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -78,6 +81,17 @@ impl Metrics {
         .expect("valid metric");
         let store_bytes =
             IntGauge::new("store_bytes", "Size of the sled store on disk").expect("valid metric");
+        let report_today = IntGaugeVec::new(
+            Opts::new(
+                "report_today",
+                "Today's figures per account (local day): new, returning, unfollows, active, messages, rule_hits, coupons, shop events, from the report counters",
+            ),
+            &["account", "metric"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(report_today.clone()))
+            .expect("unique metric");
         for c in [&callbacks, &rule_hits, &duplicates, &reloads, &outbox] {
             registry
                 .register(Box::new(c.clone()))
@@ -114,6 +128,20 @@ impl Metrics {
             duplicates,
             reloads,
             store_bytes,
+            report_today,
+        }
+    }
+
+    /// Sets today's figures of `account` (every gauge of the account first reset, so a
+    /// new day starts at zero).
+    pub fn report_today(&self, account: &str, counts: &[crate::report::Count]) {
+        for metric in crate::report::metric::DAILY {
+            self.report_today.with_label_values(&[account, metric]).set(0);
+        }
+        for c in counts {
+            self.report_today
+                .with_label_values(&[account, &c.metric])
+                .set(c.n);
         }
     }
 

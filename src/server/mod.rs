@@ -148,6 +148,30 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
+    // Today's report figures: a few counter rows per account, read off the workers (a
+    // round trip on PostgreSQL). A failed read leaves the gauges as they were.
+    let reader = state.clone();
+    let today = web::block(move || {
+        let day = reader
+            .settings
+            .utc_offset
+            .day(crate::outbox::now_ms().div_euclid(1000));
+        reader
+            .accounts
+            .keys()
+            .map(|a| crate::report::query::today(reader.store.as_ref(), a, day).map(|c| (a.clone(), c)))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await;
+    match today {
+        Ok(Ok(accounts)) => {
+            for (account, counts) in accounts {
+                state.metrics.report_today(&account, &counts);
+            }
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "metrics: today's report figures unreadable"),
+        Err(_) => {}
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(

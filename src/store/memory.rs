@@ -485,7 +485,21 @@ impl Store for MemoryStore {
         &self,
         code: &str,
         now: i64,
+        zone: crate::local_time::UtcOffset,
     ) -> Result<Result<Coupon, RedeemRefused>, StoreError> {
+        // The holder first (records before coupons, the order callbacks lock them in).
+        let holder = {
+            let c = self.coupons.lock().unwrap_or_else(|p| p.into_inner());
+            c.codes.get(code).map(|k| (k.account.clone(), k.openid.clone()))
+        };
+        let Some((account, openid)) = holder else {
+            return Ok(Err(RedeemRefused::Unknown(code.to_string())));
+        };
+        let records = self.lock();
+        let follower = records
+            .get(&key(&account, &openid))
+            .and_then(|r| r.follower.as_ref());
+        let counts = crate::report::redeem_counts(follower, now, zone);
         let mut c = self.coupons.lock().unwrap_or_else(|p| p.into_inner());
         let Some(coupon) = c.codes.get(code).cloned() else {
             return Ok(Err(RedeemRefused::Unknown(code.to_string())));
@@ -496,6 +510,7 @@ impl Store for MemoryStore {
         };
         c.states.entry(used.batch.clone()).or_default().redeemed += 1;
         c.codes.insert(code.to_string(), used.clone());
+        self.count(&account, crate::report::merge(counts));
         Ok(Ok(used))
     }
 

@@ -276,11 +276,13 @@ pub trait Store: Send + Sync {
         request: Option<&str>,
     ) -> Result<Result<Coupon, ClaimRefused>, StoreError>;
 
-    /// Marks a code used, once.
+    /// Marks a code used, once, and counts it for the report (`coupons_redeemed`, on the
+    /// local day of `now` at `zone`, under the holder's first touch) in the same write.
     fn redeem_coupon(
         &self,
         code: &str,
         now: i64,
+        zone: crate::local_time::UtcOffset,
     ) -> Result<Result<Coupon, RedeemRefused>, StoreError>;
 
     fn coupon(&self, code: &str) -> Result<Option<Coupon>, StoreError>;
@@ -775,6 +777,8 @@ fn key(account: &str, openid: &str) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::outbox::Effect;
+
+    const Z: crate::local_time::UtcOffset = crate::local_time::UtcOffset::CHINA;
 
     /// The contract every backend must keep, run against each.
     pub(super) fn contract(store: &dyn Store) {
@@ -1385,22 +1389,22 @@ mod tests {
         assert_eq!(store.coupon(&b1.code).unwrap(), Some(b1.clone()));
 
         // Redeem once; twice, unknown and expired codes are refused with the reason.
-        let used = store.redeem_coupon(&a1.code, 2000).unwrap().unwrap();
+        let used = store.redeem_coupon(&a1.code, 2000, Z).unwrap().unwrap();
         assert_eq!(used.redeemed_at, Some(2000));
         assert_eq!(
-            store.redeem_coupon(&a1.code, 2001).unwrap(),
+            store.redeem_coupon(&a1.code, 2001, Z).unwrap(),
             Err(RedeemRefused::AlreadyRedeemed {
                 code: a1.code.clone(),
                 at: 2000
             })
         );
         assert_eq!(
-            store.redeem_coupon("NOSUCHCODE", 2001).unwrap(),
+            store.redeem_coupon("NOSUCHCODE", 2001, Z).unwrap(),
             Err(RedeemRefused::Unknown("NOSUCHCODE".into()))
         );
         let late = 1001 + 7 * day;
         assert_eq!(
-            store.redeem_coupon(&a2.code, late).unwrap(),
+            store.redeem_coupon(&a2.code, late, Z).unwrap(),
             Err(RedeemRefused::Expired {
                 code: a2.code.clone(),
                 at: late
@@ -1595,6 +1599,7 @@ mod tests {
             template: None,
             robot: None,
             mass: None,
+            goals: Vec::new(),
         };
         assert_eq!(store.campaign_run("spring").unwrap(), None);
         let mut run = CampaignRun::new(campaign, false);

@@ -701,6 +701,7 @@ impl Store for SledStore {
         &self,
         code: &str,
         now: i64,
+        zone: crate::local_time::UtcOffset,
     ) -> Result<Result<Coupon, RedeemRefused>, StoreError> {
         let Some(batch) = self
             .coupons
@@ -711,7 +712,24 @@ impl Store for SledStore {
         };
         let code_key = coupon_key(&[b"c", &batch, code.as_bytes()]);
         let state_key = coupon_key(&[b"b", &batch]);
-        let result = self.coupons.transaction(|t| {
+        // The holder (a code's holder never changes) and their first touch, for the
+        // report's count, written in the redemption's transaction under the shard's lock.
+        let Some(held) = self.coupon(code)? else {
+            return Ok(Err(RedeemRefused::Unknown(code.to_string())));
+        };
+        let holder_key = key(&held.account, &held.openid);
+        let holder = match self.followers.get(&holder_key).map_err(backend)? {
+            Some(v) => decode_record(&holder_key, &v)?.follower,
+            None => None,
+        };
+        let counts = crate::report::merge(crate::report::redeem_counts(holder.as_ref(), now, zone));
+        let shard = reports::shard_of(self.stripe_of(&holder_key));
+        let fact = (
+            reports::fact_key(&held.account, self.generate_id()?),
+            reports::encode_fact(&counts),
+        );
+        let _counting = self.lock_counters(shard);
+        let result = (&self.coupons, &self.reports, &self.facts).transaction(|(t, counters, facts)| {
             let Some(v) = t.get(&code_key)? else {
                 return Err(ConflictableTransactionError::Abort(RedeemRefused::Unknown(
                     code.to_string(),
@@ -733,6 +751,8 @@ impl Store for SledStore {
             state.redeemed += 1;
             t.insert(code_key.as_slice(), json(&used))?;
             t.insert(state_key.as_slice(), json(&state))?;
+            reports::add_counts(counters, &held.account, shard, &counts)?;
+            facts.insert(fact.0.as_slice(), fact.1.as_slice())?;
             Ok(used)
         });
         match result {

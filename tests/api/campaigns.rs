@@ -241,7 +241,10 @@ async fn a_campaign_uses_the_window_then_templates_and_reports_every_follower() 
     // A code redeemed at the shop shows in the report; WeChat's delivery report of a
     // template message is recorded against the follower.
     let code = codes.iter().next().unwrap().clone();
-    app.store.redeem_coupon(&code, now()).unwrap().unwrap();
+    app.store
+        .redeem_coupon(&code, now(), siyu::local_time::UtcOffset::CHINA)
+        .unwrap()
+        .unwrap();
     let Some(Progress::Sent {
         msgid: Some(msgid),
         channel: Channel::Template,

@@ -13,6 +13,7 @@ use crate::helpers::*;
 use crate::ingest::{ingest_config, TOKEN};
 
 const VIEWER: &str = "viewer-secret-0123456789";
+const REDEEM: &str = "shop-redeem-0123456789";
 
 fn reports_config(dir: &Path) -> String {
     let config = ingest_config(dir, &format!("token = \"{TOKEN}\"\n"));
@@ -35,6 +36,12 @@ reply = "门店欢迎"
 name = "hello"
 keywords = ["你好"]
 reply = "你好呀"
+
+[[rule]]
+name = "coupon"
+keywords = ["领券"]
+issue_coupon = "new-guest"
+reply = "券码 {coupon.code} 。"
 "#,
     )
     .unwrap();
@@ -62,8 +69,14 @@ kind = "scene"
 "#,
     )
     .unwrap();
-    let text =
-        std::fs::read_to_string(&config).unwrap() + "\n[channels]\nfile = \"channels.toml\"\n";
+    std::fs::write(
+        dir.join("coupons.toml"),
+        "[[batch]]\nname = \"new-guest\"\ntitle = \"新客礼\"\nvalue = \"满 30 减 10\"\nstock = 100\nvalid_days = 7\n",
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&config).unwrap()
+        + "\n[channels]\nfile = \"channels.toml\"\n"
+        + &format!("\n[coupons]\nfile = \"coupons.toml\"\nredeem_token = \"{REDEEM}\"\n");
     std::fs::write(&config, text).unwrap();
     config
 }
@@ -201,6 +214,22 @@ async fn scenario(config: &str, env: &[(&str, &str)]) {
     // p5 comes back through the store's code.
     let reply = subscribe(&client, &base, "p5", Some("store-7")).await;
     assert!(reply.contains("欢迎"), "{reply}");
+    // p1 takes a coupon and redeems it at the shop.
+    let reply = callback(&client, &base, &PLAIN.text("p1", "领券", 200)).await;
+    let code = reply
+        .split("券码 ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .unwrap_or_else(|| panic!("{reply}"))
+        .to_string();
+    let r = client
+        .post(format!("{base}/coupons/v1/redeem"))
+        .bearer_auth(REDEEM)
+        .body(json!({ "code": code }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let orders = [
         order("o-1", "p1", 100),
         order("o-2", "p2", 50),
@@ -234,12 +263,14 @@ async fn scenario(config: &str, env: &[(&str, &str)]) {
         "shop.spend_fen",
         "last_touch_shop_events",
         "last_touch_shop.spend_fen",
+        "coupons_claimed",
+        "coupons_redeemed",
     ];
     let poster = row(&report, "poster");
     assert_eq!(poster["title"], "春季海报");
     assert_eq!(
         figures(poster, &fields),
-        [5, 5, 0, 2, 2, 2, 2, 3, 2, 2, 5, 2, 2, 15_000, 1, 10_000],
+        [5, 5, 0, 2, 2, 2, 2, 3, 2, 3, 5, 2, 2, 15_000, 1, 10_000, 1, 1],
         "{poster}"
     );
     assert_eq!(
@@ -291,13 +322,31 @@ async fn scenario(config: &str, env: &[(&str, &str)]) {
         "shop_events",
         "shop.orders",
         "shop.spend_fen",
+        "coupons_claimed",
+        "coupons_redeemed",
     ]
     .iter()
     .map(|f| sum(f))
     .collect();
-    // Rule hits: 8 channel welcomes, p5's second welcome, 3 hellos (the direct
+    // Rule hits: 8 channel welcomes, p5's second welcome, 3 hellos, 1 coupon (the direct
     // followers' subscribes match no rule).
-    assert_eq!(totals, [10, 1, 2, 9, 10, 3, 12, 3, 3, 17_000], "{daily}");
+    assert_eq!(totals, [10, 1, 2, 9, 10, 4, 13, 3, 3, 17_000, 1, 1], "{daily}");
+    // Today's figures as Prometheus gauges.
+    let today = siyu::local_time::day_date(siyu::local_time::UtcOffset::CHINA.day(now()));
+    let today_new = days
+        .iter()
+        .find(|d| d["date"] == today.as_str())
+        .map_or(0, |d| d["new"].as_i64().unwrap());
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let gauge = format!("siyu_report_today{{account=\"plain\",metric=\"new\"}} {today_new}");
+    assert!(metrics.contains(&gauge), "{gauge} not in {metrics}");
 
     // The CLI beside the running server reads the same report through the admin API.
     let mut beside = env.to_vec();

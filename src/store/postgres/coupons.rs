@@ -388,6 +388,7 @@ impl PgStore {
         &self,
         code: &str,
         now: i64,
+        zone: crate::local_time::UtcOffset,
     ) -> Result<Result<Coupon, RedeemRefused>, StoreError> {
         const LOCK: Sql = Sql {
             text: "SELECT coupon FROM coupons WHERE code = $1 FOR UPDATE",
@@ -402,6 +403,10 @@ impl PgStore {
                 "INSERT INTO coupon_batches (batch, redeemed) VALUES ($1, 1) ON CONFLICT (batch) \
                    DO UPDATE SET redeemed = coupon_batches.redeemed + 1",
             types: &[T],
+        };
+        const HOLDER: Sql = Sql {
+            text: "SELECT record FROM followers WHERE account = $1 AND openid = $2",
+            types: &[T, T],
         };
         let c = self.block(self.conn())?;
         let found = self.timed("coupon_redeem", async {
@@ -437,15 +442,28 @@ impl PgStore {
         };
         let json = to_json(&used);
         let written = self.timed("coupon_redeem", async {
+            // The holder's first touch, for the report's count in this transaction.
+            let holder = self.ready(&c, &HOLDER).await?;
+            let rows = PgStore::run(&c, &holder, &[&used.account, &used.openid]).await?;
+            let follower = match rows.first().map(|r| r.get::<_, Vec<u8>>(0)) {
+                Some(bytes) if !bytes.is_empty() => {
+                    let k = crate::store::key(&used.account, &used.openid);
+                    crate::store::decode_record(&k, &bytes)?.follower
+                }
+                _ => None,
+            };
+            let counts = crate::report::merge(crate::report::redeem_counts(follower.as_ref(), now, zone));
             let mark = self.ready(&c, &USE).await?;
             let count = self.ready(&c, &COUNT).await?;
-            let (m, n, commit) = futures_util::future::join3(
+            let counting = self.ready_counts(&c).await?;
+            let (m, n, k, commit) = futures_util::future::join4(
                 PgStore::run(&c, &mark, &[&code, &json, &now]),
                 PgStore::run(&c, &count, &[&used.batch]),
+                PgStore::write_counts(&c, &counting, &used.account, &used.openid, &counts),
                 c.batch_execute("COMMIT"),
             )
             .await;
-            m.and(n).map(drop).and(commit.map_err(db))
+            m.and(n).map(drop).and(k).and(commit.map_err(db))
         });
         if let Err(e) = written {
             self.block(rollback(&c));

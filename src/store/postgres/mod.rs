@@ -498,8 +498,9 @@ impl super::Store for PgStore {
         &self,
         code: &str,
         now: i64,
+        zone: crate::local_time::UtcOffset,
     ) -> Result<Result<crate::coupon::Coupon, crate::coupon::RedeemRefused>, StoreError> {
-        self.pg_redeem_coupon(code, now)
+        self.pg_redeem_coupon(code, now, zone)
     }
 
     fn coupon(&self, code: &str) -> Result<Option<crate::coupon::Coupon>, StoreError> {
