@@ -10,6 +10,7 @@
 //! anyway); a shared backend for scale-out would use its own (e.g. Redis WATCH/MULTI on the
 //! one key).
 
+pub mod channel_codes;
 mod format;
 mod group_flush;
 mod legacy;
@@ -19,6 +20,7 @@ pub mod postgres;
 pub mod shared_rules;
 mod sled_store;
 
+pub use channel_codes::ChannelCodes;
 pub use group_flush::GroupFlush;
 pub use memory::MemoryStore;
 pub use postgres::PgStore;
@@ -150,7 +152,7 @@ pub enum Ingested {
     Declined,
 }
 
-pub trait Store: Send + Sync {
+pub trait Store: Send + Sync + ChannelCodes {
     fn follower(&self, account: &str, openid: &str) -> Result<Option<Follower>, StoreError>;
 
     /// Runs `decide` on the follower's current state (None if unknown) unless this
@@ -1029,6 +1031,7 @@ mod tests {
         assert_eq!(f.history.len(), 2);
         assert!(f.tags.contains("buyer"));
         kept_contract(store);
+        channel_codes::tests::contract(store);
         store.flush().unwrap();
     }
 

@@ -29,6 +29,7 @@ use crate::follower::Follower;
 use crate::outbox::{DeadItem, NewItem, OutboxItem};
 use crate::sync::SyncRun;
 
+mod channel_codes;
 mod portable;
 
 const STRIPES: usize = 256;
@@ -80,6 +81,8 @@ pub struct SledStore {
     /// keeping and dropping are single-tree writes inside the ingest transaction:
     /// `e\0account\0event id` → JSON `KeptEvent`; `u\0account\0unionid\0event id` → empty.
     kept: Tree,
+    /// account \0 channel → JSON `ChannelCode`: the codes siyu made for channels.
+    channel_codes: Tree,
     /// Added to every id sled generates (see [`ID_FLOOR`]).
     id_floor: Arc<AtomicU64>,
     path: PathBuf,
@@ -129,6 +132,7 @@ impl SledStore {
             people: db.open_tree("people").map_err(backend)?,
             ingested: db.open_tree("ingest_events").map_err(backend)?,
             kept: db.open_tree("ingest_kept").map_err(backend)?,
+            channel_codes: db.open_tree("channel_codes").map_err(backend)?,
             id_floor: Arc::new(AtomicU64::new(
                 match meta.get(ID_FLOOR).map_err(backend)? {
                     Some(v) => <[u8; 8]>::try_from(v.as_ref())

@@ -38,6 +38,13 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "ingest_kept",
         include_str!("../../../migrations/postgres/0006_ingest_kept.sql"),
     ),
+    // 7 is taken by work on another branch; 8 may be applied before it exists, which is
+    // why every version not recorded is applied (below), not only those above the newest.
+    (
+        8,
+        "channel_codes",
+        include_str!("../../../migrations/postgres/0008_channel_codes.sql"),
+    ),
 ];
 
 /// Any number: the advisory lock that serialises migrations of one database.
@@ -87,8 +94,18 @@ async fn apply_locked(c: &deadpool_postgres::Object) -> Result<MigrateReport, St
              数据库结构版本 {from} 比本程序认识的 {known} 新：请使用更新版本的 siyu"
         )));
     }
+    // Every version not recorded yet, not only those above the newest: migrations written
+    // on two branches at once (7 and 8) land in either order, and a database that got 8
+    // first still gets 7 from the siyu that knows it.
+    let recorded: Vec<i32> = c
+        .query("SELECT version FROM siyu_migrations", &[])
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     let mut applied = Vec::new();
-    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > from) {
+    for (version, name, sql) in MIGRATIONS.iter().filter(|m| !recorded.contains(&m.0)) {
         let step = format!(
             "BEGIN;\n{sql}\n;INSERT INTO siyu_migrations (version, name) VALUES ({version}, '{name}');\nCOMMIT;"
         );
