@@ -19,7 +19,7 @@ impl Worker {
     ) {
         channel.limiter.acquire().await;
         self.count_call();
-        let made = make(channel, name, request).await;
+        let made = make(&channel.client, name, request).await;
         let result = match made {
             Ok(code) => self
                 .store
@@ -56,8 +56,10 @@ fn final_failure(
     }
 }
 
-async fn make(
-    channel: &Channel,
+/// Makes the code at WeChat or WeCom (the worker's call; `siyu channels issue` makes it
+/// with this too when no server runs).
+pub async fn make(
+    client: &crate::api::ApiClient,
     name: &str,
     request: &CodeRequest,
 ) -> Result<IssuedCode, crate::api::ApiError> {
@@ -67,8 +69,7 @@ async fn make(
             permanent,
             expire_seconds,
         } => {
-            let t = channel
-                .client
+            let t = client
                 .create_qrcode(name, *permanent, *expire_seconds)
                 .await?;
             Ok(IssuedCode {
@@ -81,7 +82,7 @@ async fn make(
             })
         }
         CodeRequest::ContactWay { staff } => {
-            let c = channel.client.add_contact_way(name, staff).await?;
+            let c = client.add_contact_way(name, staff).await?;
             Ok(IssuedCode {
                 ticket: None,
                 url: c.qr_code,

@@ -6,7 +6,7 @@
 //! This module is the pure part: what an item says, when a failed one is tried again, and
 //! which failures are final. The worker does the I/O.
 
-mod channel_code;
+pub mod channel_code;
 pub mod report;
 pub mod worker;
 

@@ -55,7 +55,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/outbox/{id}/retry", web::post().to(outbox_retry))
             .configure(super::admin_campaigns::configure)
             .configure(super::admin_coupons::configure)
-            .configure(super::admin_segments::configure),
+            .configure(super::admin_segments::configure)
+            .configure(super::channel_codes::configure),
     );
 }
 

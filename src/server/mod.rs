@@ -8,6 +8,7 @@ pub mod admin_import;
 pub mod admin_people;
 pub mod admin_segments;
 pub mod admin_sync;
+pub mod channel_codes;
 pub mod coupons;
 pub mod error;
 pub mod ingest;
