@@ -64,6 +64,7 @@ fn endpoints() -> Vec<Endpoint> {
             Some(r#"{"account":"safe","scene":"role-test"}"#),
             1,
         ),
+        e(Method::GET, "/admin/v1/channels", None, 0),
         e(Method::GET, "/admin/v1/audit", None, 2),
     ]
 }
