@@ -395,3 +395,73 @@ fn read_qr(bytes: &[u8]) -> String {
     assert_eq!(grids.len(), 1, "one code");
     grids[0].decode().unwrap().1
 }
+
+/// Two `siyu serve` on one PostgreSQL database, both looking every second: each channel's
+/// code is queued once and made once between them, both list the same code, and an
+/// operator's issue sent to both at once queues one item.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_postgres_make_each_code_once() {
+    let Some(db) = siyu::store::postgres::testing::TestDatabase::new() else {
+        return;
+    };
+    let fake = siyu::fake_wechat::FakeWechat::start("127.0.0.1:0").unwrap();
+    let f = fake.base_url().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::postgres::on_postgres(&config(dir.path(), &f));
+    let env = [("SIYU_DATABASE_URL", db.url.as_str())];
+    let a = crate::crash::serve_env(&config, &env);
+    let b = crate::crash::serve_env(&config, &env);
+    wait_until!("poster and store-7 issued", Duration::from_secs(20), {
+        let l = channels(&a.base).await;
+        let state = |n: &str| l.iter().find(|c| c["name"] == n).unwrap()["state"].clone();
+        state("poster") == "issued" && state("store-7") == "issued"
+    });
+    // A few looks of each instance later.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert_eq!(accepted(&f, QRCODE).await.len(), 1);
+    let cw = calls(&f, CONTACT_WAY).await;
+    let per_state = |s: &str| cw.iter().filter(|c| c["body"]["state"] == s).count();
+    assert_eq!(
+        (per_state("store-7"), per_state("nobody")),
+        (1, 1),
+        "{cw:?}"
+    );
+    for name in ["poster", "store-7", "nobody"] {
+        assert_eq!(
+            channel(&a.base, name).await,
+            channel(&b.base, name).await,
+            "{name}: the same on both"
+        );
+    }
+    // The operator asks both at once: one item.
+    let issue = |base: String| async move {
+        let r = client()
+            .post(format!("{base}/admin/v1/channels/store-7/issue"))
+            .bearer_auth(OPERATOR)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().await.unwrap()["queued"] == true
+    };
+    let (qa, qb) = tokio::join!(issue(a.base.clone()), issue(b.base.clone()));
+    assert!(qa ^ qb, "one of the two queued ({qa}, {qb})");
+    wait_until!("the second store-7 code", Duration::from_secs(10), {
+        accepted(&f, CONTACT_WAY)
+            .await
+            .iter()
+            .filter(|c| c["body"]["state"] == "store-7")
+            .count()
+            == 2
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let made = accepted(&f, CONTACT_WAY).await;
+    assert_eq!(
+        made.iter()
+            .filter(|c| c["body"]["state"] == "store-7")
+            .count(),
+        2
+    );
+    drop((a, b));
+    fake.stop().await;
+}
