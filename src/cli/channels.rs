@@ -343,7 +343,7 @@ fn draw(
     listed: &[Listed],
     name: &str,
     account: Option<&str>,
-    out: &PathBuf,
+    out: &std::path::Path,
     module_px: u32,
 ) -> ExitCode {
     let Some(c) = find(listed, name, account) else {
