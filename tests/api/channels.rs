@@ -345,6 +345,18 @@ async fn auto_channels_get_their_codes_through_the_outbox_and_temporary_ones_are
         .filter(|e| e["action"] == "channel.issue" && e["who"] == "ops-li")
         .count();
     assert_eq!(issued, 1, "the operator's issue is audited: {audit}");
+    // `siyu channels issue` beside the server: queued through the admin API (an operator
+    // token), shown once the outbox made it.
+    let before = accepted(&f, CONTACT_WAY).await.len();
+    let env = [
+        ("SIYU_BIND", server.bind.as_str()),
+        ("SIYU_ADMIN_TOKEN", OPERATOR),
+    ];
+    let (code, out, err) = run(&["channels", "issue", "store-7", "--config", &config], &env).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("state     issued (lasts)"), "{out}");
+    assert!(out.contains("config_id"), "{out}");
+    assert_eq!(accepted(&f, CONTACT_WAY).await.len(), before + 1);
     server.stop();
 
     // Without a server: `issue` makes the code now, stores it, and draws it.
