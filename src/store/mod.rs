@@ -1675,6 +1675,28 @@ mod tests {
         let again = postgres::migrate(&store).unwrap();
         let latest = postgres::MIGRATIONS.last().unwrap().0;
         assert_eq!((again.from, again.applied.len()), (latest, 0));
+        // A version below the newest and never applied (two branches' migrations landing
+        // in either order, e.g. 8 before 7): applied all the same.
+        store.block(async {
+            let c = store.conn().await.unwrap();
+            c.batch_execute(
+                "DROP TABLE channel_codes; DELETE FROM siyu_migrations WHERE version = 8; \
+                 DROP TABLE people; DELETE FROM siyu_migrations WHERE version = 4",
+            )
+            .await
+            .unwrap();
+        });
+        let gap = postgres::migrate(&store).unwrap();
+        assert_eq!(
+            gap.applied,
+            [(4, "people".to_string()), (8, "channel_codes".to_string())]
+        );
+        assert_eq!(gap.from, 6, "the newest recorded version before");
+        assert!(
+            store.people("nobody").unwrap().is_empty(),
+            "the table is back"
+        );
+        assert!(store.all_channel_codes().unwrap().is_empty());
         drop(store);
         let store = PgStore::connect(&db.settings(1)).unwrap();
         let future = latest + 1;
