@@ -161,6 +161,12 @@ async fn auto_channels_get_their_codes_through_the_outbox_and_temporary_ones_are
     let f = fake.base_url().to_string();
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &f);
+    let (code, out, err) = run(&["check", "--config", &config], &[]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("channel poster (春季海报): account safe, qr_temporary, code made by siyu (7 days, re-issued)"),
+        "{out}"
+    );
     // The first QR code call fails transiently (system busy): retried, and still made.
     let r = client()
         .post(format!("{f}/fake/faults"))
