@@ -1,9 +1,9 @@
 //! Channel codes on sled: one tree, `account \0 channel` → JSON `ChannelCode`; queuing
 //! writes the entry and the outbox item in one transaction over both trees.
 
-use sled::transaction::{ConflictableTransactionError, Transactional};
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
-use super::{backend, from_json, id_key, json, tx_backend, SledStore};
+use super::{backend, from_json, id_key, json, SledStore};
 use crate::channel_code::{ChannelCode, IssuedCode};
 use crate::outbox::NewItem;
 use crate::store::channel_codes::{failed, issued, queued, ChannelCodes};
@@ -48,10 +48,9 @@ impl ChannelCodes for SledStore {
         let done = (&self.outbox, &self.channel_codes)
             .transaction(|(outbox, codes)| {
                 let old: Option<ChannelCode> = match codes.get(&k)? {
-                    Some(v) => Some(
-                        serde_json::from_slice(&v)
-                            .map_err(|_| ConflictableTransactionError::Abort(()))?,
-                    ),
+                    Some(v) => {
+                        Some(from_json(TREE, &k, &v).map_err(ConflictableTransactionError::Abort)?)
+                    }
                     None => None,
                 };
                 if old.as_ref().is_some_and(|e| e.queued_at.is_some()) {
@@ -59,9 +58,12 @@ impl ChannelCodes for SledStore {
                 }
                 outbox.insert(&id_key(id), value.as_slice())?;
                 codes.insert(k.as_slice(), json(&queued(old, account, channel, now_ms)))?;
-                Ok::<_, ConflictableTransactionError<()>>(true)
+                Ok::<_, ConflictableTransactionError<StoreError>>(true)
             })
-            .map_err(tx_backend)?;
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => backend(e),
+            })?;
         Ok(done.then_some(id))
     }
 
