@@ -111,7 +111,7 @@ struct RawConfig {
     campaigns: Option<RawCampaigns>,
     /// `[channels] file = "channels.toml"`: the named sources followers arrive through.
     #[serde(default)]
-    channels: Option<RawCampaigns>,
+    channels: Option<RawChannels>,
     #[serde(default)]
     display: RawDisplay,
     /// `[ingest]`: behaviour from the shop (README "Behaviour from the shop").
@@ -132,6 +132,35 @@ struct RawDisplay {
 #[serde(deny_unknown_fields)]
 struct RawCampaigns {
     file: PathBuf,
+}
+
+/// `[channels]`: the file, and how the server looks after the codes it makes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChannels {
+    file: PathBuf,
+    check_secs: Option<u64>,
+    reissue_days_before: Option<f64>,
+}
+
+/// How `siyu serve` looks after channels with `code = "auto"` (`[channels]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelCodeSettings {
+    /// Seconds between two looks at the channels' codes (default 300: a code queued by a
+    /// look is made within the outbox's pace, and 5 minutes is nothing against days).
+    pub check_secs: u64,
+    /// A temporary code with less than this many days left is re-issued (default 3: a
+    /// weekend and a holiday's worth of WeChat trouble before the printed code dies).
+    pub reissue_days_before: f64,
+}
+
+impl Default for ChannelCodeSettings {
+    fn default() -> Self {
+        ChannelCodeSettings {
+            check_secs: 300,
+            reissue_days_before: 3.0,
+        }
+    }
 }
 
 /// `[coupons]`: the batches file and the shop system's redeem token.
@@ -352,6 +381,25 @@ fn outbox_settings(raw: RawOutbox) -> Result<OutboxSettings, String> {
     Ok(s)
 }
 
+fn channel_code_settings(raw: Option<&RawChannels>) -> Result<ChannelCodeSettings, String> {
+    let d = ChannelCodeSettings::default();
+    let Some(raw) = raw else { return Ok(d) };
+    let s = ChannelCodeSettings {
+        check_secs: raw.check_secs.unwrap_or(d.check_secs),
+        reissue_days_before: raw.reissue_days_before.unwrap_or(d.reissue_days_before),
+    };
+    if s.check_secs == 0 {
+        return Err("[channels] check_secs must be at least 1 (渠道码检查间隔至少 1 秒)".into());
+    }
+    if !(0.0..30.0).contains(&s.reissue_days_before) {
+        return Err(format!(
+            "[channels] reissue_days_before {}: 0 to less than 30 days (a temporary code lives at most 30) (提前重新生成的天数须小于 30)",
+            s.reissue_days_before
+        ));
+    }
+    Ok(s)
+}
+
 fn default_skew() -> u64 {
     300
 }
@@ -393,6 +441,9 @@ pub struct Settings {
     /// The channels file (`[channels] file`), read by [`Settings::load`] into `channels`.
     pub channels_file: Option<PathBuf>,
     pub channels: Vec<crate::channel::Channel>,
+    /// The codes siyu makes (channels with `code = "auto"`), read with `channels`.
+    pub channel_codes: Vec<crate::channel::CodeOrder>,
+    pub channel_code_settings: ChannelCodeSettings,
     /// The bearer token a shop system presents to `POST /coupons/v1/redeem`.
     pub redeem_token: Option<Secret>,
     /// The offset at which the command line shows times (`[display] utc_offset`, default
@@ -565,6 +616,8 @@ impl Settings {
             campaigns: Vec::new(),
             channels_file: raw.channels.as_ref().map(|c| base.join(&c.file)),
             channels: Vec::new(),
+            channel_codes: Vec::new(),
+            channel_code_settings: channel_code_settings(raw.channels.as_ref()).map_err(invalid)?,
             redeem_token: match raw.coupons {
                 Some(RawCoupons {
                     redeem_token_env: Some(var),
@@ -631,9 +684,18 @@ impl Settings {
         };
         let (shown, text) = read_listed(&path)?;
         let kinds = |id: &str| self.account(id).map(|a| a.kind);
-        self.channels =
-            crate::channel::parse_channels(&shown, &text, &kinds).map_err(ConfigError::Channels)?;
+        let (channels, codes) = crate::channel::parse_channel_file(&shown, &text, &kinds)
+            .map_err(ConfigError::Channels)?;
+        self.channels = channels;
+        self.channel_codes = codes;
         Ok(())
+    }
+
+    /// The code siyu makes for a channel, if it has `code = "auto"`.
+    pub fn channel_code(&self, account: &str, channel: &str) -> Option<&crate::channel::CodeOrder> {
+        self.channel_codes
+            .iter()
+            .find(|o| o.account == account && o.channel == channel)
     }
 
     /// What the rule folders are compiled against (the coupon batches `issue_coupon` may

@@ -20,6 +20,8 @@
 //! - [`api`]: the outbound half: typed WeChat/WeCom API calls, shared access tokens.
 //! - [`outbox`]: the durable queue of calls to WeChat and its background worker.
 //! - [`channel`]: PURE. Channels (渠道) from `channels.toml`: named sources followers arrive through.
+//! - [`channel_code`]: PURE. The codes siyu makes for channels (`code = "auto"`): what is
+//!   stored, when one is made or re-issued.
 //! - [`coupon`], [`segment`], [`campaign`]: coupon batches, audiences, pushes to them.
 //! - [`sync`]: importing an account's existing followers from WeChat, and the merge rules.
 //! - [`ingest`]: PURE. Behaviour from the shop: the event mapping (counters, money in fen,
@@ -40,6 +42,7 @@ pub mod api;
 pub mod audit;
 pub mod campaign;
 pub mod channel;
+pub mod channel_code;
 pub mod cli;
 pub mod config;
 pub mod coupon;

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::model::{
-    ContactsPage, CustomMessage, FollowerPage, QrTicket, Tag, TemplateMessage, UserInfo,
+    ContactWay, ContactsPage, CustomMessage, FollowerPage, QrTicket, Tag, TemplateMessage, UserInfo,
 };
 use super::token::{TokenSource, Tokens};
 use super::transport::{exchange, url};
@@ -482,6 +482,34 @@ impl ApiClient {
         )
         .await
         .map(drop)
+    }
+
+    /// A "contact me" QR code (`scene` 2) adding one of `staff` (one: `type` 1, several:
+    /// `type` 2), with `state` (at most 30 characters) coming back in the
+    /// `add_external_contact` event of everyone who adds through it.
+    pub async fn add_contact_way(
+        &self,
+        state: &str,
+        staff: &[String],
+    ) -> Result<ContactWay, ApiError> {
+        self.require(AccountKind::Wecom, "add_contact_way")?;
+        let chars = state.chars().count();
+        if !(1..=30).contains(&chars) {
+            return Err(ApiError::Invalid(format!(
+                "a contact code's state is 1 to 30 characters, this one is {chars}"
+            )));
+        }
+        if staff.is_empty() {
+            return Err(ApiError::Invalid(
+                "a contact code needs at least one staff member".into(),
+            ));
+        }
+        let kind = if staff.len() == 1 { 1 } else { 2 };
+        self.post(
+            "/cgi-bin/externalcontact/add_contact_way",
+            &json!({ "type": kind, "scene": 2, "state": state, "user": staff }),
+        )
+        .await
     }
 
     /// Answers an `add_external_contact` event's WelcomeCode (valid 20 seconds, once).

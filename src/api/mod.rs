@@ -22,7 +22,7 @@ pub use client::{
 };
 pub use error::ApiError;
 pub use model::{
-    ContactEntry, ContactsPage, CustomMessage, ExternalContact, FollowInfo, FollowerPage,
-    MiniProgramLink, QrTicket, Tag, TemplateMessage, TemplateValue, UserInfo,
+    ContactEntry, ContactWay, ContactsPage, CustomMessage, ExternalContact, FollowInfo,
+    FollowerPage, MiniProgramLink, QrTicket, Tag, TemplateMessage, TemplateValue, UserInfo,
 };
 pub use token::REFRESH_AHEAD_SECS;

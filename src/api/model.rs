@@ -299,6 +299,16 @@ pub struct QrTicket {
     pub image_url: String,
 }
 
+/// A WeCom "contact me" code (`externalcontact/add_contact_way`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ContactWay {
+    /// WeCom's id of the code (to edit or delete it).
+    pub config_id: String,
+    /// A link to the code's image (for a `scene` 2 code).
+    #[serde(default)]
+    pub qr_code: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

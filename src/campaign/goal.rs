@@ -132,9 +132,15 @@ mod tests {
         assert!(check("coupons_redeemed", 500, "2026-11-11").is_ok());
         assert!(check("shop:spend_fen", 1, "2026-11-11").is_ok());
         assert!(check("net", 1, "2026-11-11").is_ok());
-        assert!(check("likes", 1, "2026-11-11").unwrap_err().contains("likes"));
-        assert!(check("sent", 0, "2026-11-11").unwrap_err().contains("above 0"));
-        assert!(check("sent", 1, "11/11").unwrap_err().contains("YYYY-MM-DD"));
+        assert!(check("likes", 1, "2026-11-11")
+            .unwrap_err()
+            .contains("likes"));
+        assert!(check("sent", 0, "2026-11-11")
+            .unwrap_err()
+            .contains("above 0"));
+        assert!(check("sent", 1, "11/11")
+            .unwrap_err()
+            .contains("YYYY-MM-DD"));
     }
 
     #[test]

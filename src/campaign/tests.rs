@@ -90,7 +90,10 @@ fn a_good_file_parses_into_campaigns() {
         .collect();
     assert_eq!(
         goals,
-        [("coupons_redeemed", 500, "2026-11-11"), ("shop:orders", 50, "2026-12-03")]
+        [
+            ("coupons_redeemed", 500, "2026-11-11"),
+            ("shop:orders", 50, "2026-12-03")
+        ]
     );
     assert_eq!(vip.coupon.as_deref(), Some("vip-back"));
     assert!(matches!(&vip.message, Some(Content::Text(t)) if t.starts_with("{attr.name}")));

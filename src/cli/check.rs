@@ -69,8 +69,22 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         } else {
             format!(", arrival tags: {}", c.tags.join(" "))
         };
+        let code = match settings
+            .channel_code(&c.account, &c.name)
+            .map(|o| &o.request)
+        {
+            None => String::new(),
+            Some(crate::channel::CodeRequest::Qr {
+                permanent: false,
+                expire_seconds,
+            }) => format!(
+                ", code made by siyu ({} days, re-issued)",
+                expire_seconds / 86_400
+            ),
+            Some(_) => ", code made by siyu".to_string(),
+        };
         outln!(
-            "  channel {} ({}): account {}, {}{tags}",
+            "  channel {} ({}): account {}, {}{tags}{code}",
             c.name,
             c.title,
             c.account,

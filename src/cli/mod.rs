@@ -10,6 +10,7 @@ pub mod output;
 
 pub mod audit;
 pub mod campaign;
+pub mod channels;
 pub mod check;
 pub mod coupon;
 pub mod fake_wechat;
@@ -64,6 +65,9 @@ pub enum Command {
     FakeWechat(fake_wechat::FakeWechatArgs),
     /// Create a channel QR code (parametric, with a scene) and print its ticket and URL.
     Qrcode(qrcode::QrcodeArgs),
+    /// Channels of channels.toml with their codes; `issue NAME` makes a channel's code
+    /// (`code = "auto"`), `png NAME --out FILE` draws it for print.
+    Channels(channels::ChannelsArgs),
     /// Show what waits to be sent to WeChat (pending, retrying, dead); `retry ID` requeues
     /// a dead letter.
     Outbox(outbox::OutboxArgs),
@@ -190,6 +194,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Audit(a) => audit::run(&a),
         Command::FakeWechat(a) => fake_wechat::run(&a),
         Command::Qrcode(a) => qrcode::run(&a),
+        Command::Channels(a) => channels::run(&a),
         Command::Outbox(a) => outbox::run(&a),
         Command::Coupon(a) => coupon::run(&a),
         Command::Campaign(a) => campaign::run(&a),

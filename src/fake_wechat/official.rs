@@ -206,7 +206,7 @@ pub(super) fn batch(state: &mut State, b: &Value, tagging: bool) -> Value {
     ok()
 }
 
-pub(super) fn create_qrcode(_state: &mut State, b: &Value) -> Value {
+pub(super) fn create_qrcode(state: &mut State, b: &Value) -> Value {
     let action = str_field(b, "action_name").unwrap_or_default();
     let scene = &b["action_info"]["scene"];
     let valid_scene = match action {
@@ -232,5 +232,6 @@ pub(super) fn create_qrcode(_state: &mut State, b: &Value) -> Value {
     if !(1..=2_592_000).contains(&expire) {
         return err(40097, "invalid args");
     }
+    let expire = state.qr_expire_cap.map_or(expire, |cap| expire.min(cap));
     json!({ "ticket": ticket, "expire_seconds": expire, "url": url })
 }

@@ -25,6 +25,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         .route("/fake/faults", web::post().to(faults))
         .route("/fake/window", web::post().to(window))
         .route("/fake/expire_tokens", web::post().to(expire_tokens))
+        .route("/fake/qrcode", web::post().to(qrcode_knob))
         .route("/fake/hold", web::post().to(hold))
         .route("/fake/hold", web::get().to(held))
         .route("/fake/hold", web::delete().to(release))
@@ -83,6 +84,13 @@ async fn release(shared: web::Data<Shared>) -> HttpResponse {
 /// Ages every issued token past its expiry: the next call with one gets 42001.
 async fn expire_tokens(shared: web::Data<Shared>) -> HttpResponse {
     shared.lock().expire_tokens();
+    HttpResponse::NoContent().finish()
+}
+
+/// `{"expire_seconds": N}`: temporary QR codes live at most N seconds from now on
+/// (`null`: as asked).
+async fn qrcode_knob(shared: web::Data<Shared>, body: web::Json<Value>) -> HttpResponse {
+    shared.lock().qr_expire_cap = body["expire_seconds"].as_u64();
     HttpResponse::NoContent().finish()
 }
 
@@ -227,6 +235,9 @@ fn authorised_handler(method: &str, path: &str) -> Option<Handler> {
         // The filters are optional: no body lists every tag.
         ("POST", "/cgi-bin/externalcontact/get_corp_tag_list") => {
             |s, o, _, b| population::corp_tag_list(s, o, b.unwrap_or(&Value::Null))
+        }
+        ("POST", "/cgi-bin/externalcontact/add_contact_way") => {
+            |s, _, _, b| with_body(b.cloned(), |b| wecom::add_contact_way(s, b))
         }
         ("POST", "/cgi-bin/externalcontact/send_welcome_msg") => {
             |s, _, _, b| with_body(b.cloned(), |b| wecom::welcome(s, b))

@@ -191,6 +191,12 @@ pub(crate) struct State {
     pub followers: HashMap<String, Followers>,
     /// CorpID → its external contacts; `""`: the one for every CorpID without its own.
     pub contacts: HashMap<String, Contacts>,
+    /// `POST /fake/qrcode {"expire_seconds": N}`: temporary QR codes are made for at most
+    /// N seconds whatever was asked (WeChat answers the life it gave), so a test sees a
+    /// code near its end without waiting days.
+    pub qr_expire_cap: Option<u64>,
+    /// "Contact me" codes made, numbering their config_ids.
+    pub contact_ways: u64,
 }
 
 impl State {
@@ -203,6 +209,8 @@ impl State {
 
     pub fn new(token_lifetime: Duration) -> State {
         State {
+            qr_expire_cap: None,
+            contact_ways: 0,
             token_lifetime,
             tokens: HashMap::new(),
             stable: HashMap::new(),

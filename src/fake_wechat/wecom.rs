@@ -34,6 +34,45 @@ pub(super) fn mark_tag(_state: &mut State, b: &Value) -> Value {
     ok()
 }
 
+/// A "contact me" code (§11): `type` 1 (one staff member) or 2 (several), `scene` 1 (a
+/// mini-program button) or 2 (a QR code, which comes with `qr_code`), `state` at most 30
+/// characters. Users named `unknown…` do not exist (40003, as for app messages); other
+/// refusals are WeCom's generic 40097.
+pub(super) fn add_contact_way(state: &mut State, b: &Value) -> Value {
+    let kind = b["type"].as_i64();
+    let scene = b["scene"].as_i64();
+    let users: Vec<&str> = b["user"]
+        .as_array()
+        .map(|u| u.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let valid = match kind {
+        Some(1) => users.len() == 1,
+        Some(2) => (1..=100).contains(&users.len()),
+        _ => false,
+    };
+    if !valid || !matches!(scene, Some(1 | 2)) {
+        return err(40097, "invalid args");
+    }
+    if let Some(s) = b.get("state") {
+        if s.as_str().is_none_or(|s| s.chars().count() > 30) {
+            return err(40097, "invalid state: at most 30 characters");
+        }
+    }
+    if users.iter().any(|u| u.starts_with("unknown")) {
+        return err(40003, "invalid userid");
+    }
+    state.contact_ways += 1;
+    let config_id = format!("{:032x}", state.contact_ways);
+    let mut answer = json!({ "errcode": 0, "errmsg": "ok", "config_id": config_id });
+    if scene == Some(2) {
+        answer["qr_code"] = json!(format!(
+            "https://wework.qq.com/q/fake/{}",
+            hex::encode(rand::random::<[u8; 8]>())
+        ));
+    }
+    answer
+}
+
 /// WelcomeCodes work once (§11); the errcode for a reused one is not in protocol.md, so
 /// the fake answers the generic 40097.
 pub(super) fn welcome(state: &mut State, b: &Value) -> Value {

@@ -6,6 +6,7 @@
 //! This module is the pure part: what an item says, when a failed one is tried again, and
 //! which failures are final. The worker does the I/O.
 
+pub mod channel_code;
 pub mod report;
 pub mod worker;
 
@@ -62,6 +63,12 @@ pub enum Effect {
         batch: u64,
         openids: Vec<String>,
     },
+    /// The code of a channel with `code = "auto"` (`crate::channel_code`): made at WeChat
+    /// (a parametric QR code) or WeCom (a "contact me" code) and stored for the channel.
+    ChannelCode {
+        channel: String,
+        request: crate::channel::CodeRequest,
+    },
 }
 
 impl Effect {
@@ -74,7 +81,10 @@ impl Effect {
             Effect::CorpTag {
                 external_userid, ..
             } => external_userid,
-            Effect::Welcome { .. } | Effect::Announcement { .. } | Effect::Mass { .. } => "",
+            Effect::Welcome { .. }
+            | Effect::Announcement { .. }
+            | Effect::Mass { .. }
+            | Effect::ChannelCode { .. } => "",
         }
     }
 
@@ -88,6 +98,7 @@ impl Effect {
             Effect::Campaign { .. } => "campaign",
             Effect::Announcement { .. } => "announcement",
             Effect::Mass { .. } => "mass",
+            Effect::ChannelCode { .. } => "channel_code",
         }
     }
 
@@ -125,6 +136,19 @@ impl Effect {
                 "campaign {campaign} mass send #{batch} to {} followers",
                 openids.len()
             ),
+            Effect::ChannelCode { channel, request } => match request {
+                crate::channel::CodeRequest::Qr {
+                    permanent: true, ..
+                } => format!("channel {channel}: a permanent QR code"),
+                crate::channel::CodeRequest::Qr { expire_seconds, .. } => format!(
+                    "channel {channel}: a QR code for {} days",
+                    expire_seconds / 86_400
+                ),
+                crate::channel::CodeRequest::ContactWay { staff } => format!(
+                    "channel {channel}: a contact code for {} staff",
+                    staff.len()
+                ),
+            },
         }
     }
 }

@@ -456,6 +456,15 @@ impl Worker {
         if let Effect::Mass { .. } = &item.effect {
             return self.deliver_mass(channel, &item).await;
         }
+        if let Effect::ChannelCode {
+            channel: name,
+            request,
+        } = &item.effect
+        {
+            return self
+                .deliver_channel_code(channel, &item, name, request)
+                .await;
+        }
         channel.limiter.acquire().await;
         let result = match &item.effect {
             Effect::Custom { openid, message } => {
@@ -503,8 +512,11 @@ impl Worker {
                 }
             },
             Effect::Announcement { campaign } => self.announce(channel, campaign).await,
-            Effect::Tag { .. } | Effect::Campaign { .. } | Effect::Mass { .. } => {
-                unreachable!("tag changes are batched by sync_tags; campaigns handled above")
+            Effect::Tag { .. }
+            | Effect::Campaign { .. }
+            | Effect::Mass { .. }
+            | Effect::ChannelCode { .. } => {
+                unreachable!("tag changes are batched by sync_tags; the others handled above")
             }
         };
         self.settle(&[item], result).await;

@@ -136,7 +136,9 @@ impl Metrics {
     /// new day starts at zero).
     pub fn report_today(&self, account: &str, counts: &[crate::report::Count]) {
         for metric in crate::report::metric::DAILY {
-            self.report_today.with_label_values(&[account, metric]).set(0);
+            self.report_today
+                .with_label_values(&[account, metric])
+                .set(0);
         }
         for c in counts {
             self.report_today

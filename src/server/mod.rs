@@ -9,6 +9,7 @@ pub mod admin_people;
 pub mod admin_reports;
 pub mod admin_segments;
 pub mod admin_sync;
+pub mod channel_codes;
 pub mod coupons;
 pub mod error;
 pub mod ingest;
@@ -159,7 +160,9 @@ async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
         reader
             .accounts
             .keys()
-            .map(|a| crate::report::query::today(reader.store.as_ref(), a, day).map(|c| (a.clone(), c)))
+            .map(|a| {
+                crate::report::query::today(reader.store.as_ref(), a, day).map(|c| (a.clone(), c))
+            })
             .collect::<Result<Vec<_>, _>>()
     })
     .await;

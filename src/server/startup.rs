@@ -234,7 +234,8 @@ impl Application {
             stopped.clone(),
         ));
         super::rule_sync::follow(state.clone(), stopped.clone());
-        let schedules = super::sync_schedule::spawn(state.clone(), stopped.clone());
+        let mut schedules = super::sync_schedule::spawn(state.clone(), stopped.clone());
+        schedules.extend(super::channel_codes::spawn(state.clone(), stopped.clone()));
         let worker = tokio::spawn(worker.run(stopped));
         let result = server.await;
         #[cfg(unix)]

@@ -66,6 +66,9 @@ struct Queue {
     msgids: HashMap<(String, i64), (String, String)>,
     /// (campaign, msg_id) → mass job.
     jobs: BTreeMap<(String, i64), MassJob>,
+    /// (account, channel) → its code: with the queue, as its queued mark is written with
+    /// the item.
+    channel_codes: BTreeMap<(String, String), crate::channel_code::ChannelCode>,
 }
 
 impl Queue {
@@ -115,6 +118,67 @@ impl MemoryStore {
 impl MemoryStore {
     fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl super::ChannelCodes for MemoryStore {
+    fn channel_code(
+        &self,
+        account: &str,
+        channel: &str,
+    ) -> Result<Option<crate::channel_code::ChannelCode>, StoreError> {
+        let k = (account.to_string(), channel.to_string());
+        Ok(self.queue().channel_codes.get(&k).cloned())
+    }
+
+    fn all_channel_codes(&self) -> Result<Vec<crate::channel_code::ChannelCode>, StoreError> {
+        Ok(self.queue().channel_codes.values().cloned().collect())
+    }
+
+    fn queue_channel_code(
+        &self,
+        account: &str,
+        channel: &str,
+        item: NewItem,
+        now_ms: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut q = self.queue();
+        let k = (account.to_string(), channel.to_string());
+        let old = q.channel_codes.get(&k).cloned();
+        if old.as_ref().is_some_and(|e| e.queued_at.is_some()) {
+            return Ok(None);
+        }
+        let id = q.push(account, vec![item], now_ms)[0];
+        let entry = super::channel_codes::queued(old, account, channel, now_ms);
+        q.channel_codes.insert(k, entry);
+        Ok(Some(id))
+    }
+
+    fn put_channel_code(
+        &self,
+        account: &str,
+        channel: &str,
+        code: &crate::channel_code::IssuedCode,
+    ) -> Result<(), StoreError> {
+        let entry = super::channel_codes::issued(account, channel, code);
+        self.queue()
+            .channel_codes
+            .insert((account.to_string(), channel.to_string()), entry);
+        Ok(())
+    }
+
+    fn channel_code_failed(
+        &self,
+        account: &str,
+        channel: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let mut q = self.queue();
+        let k = (account.to_string(), channel.to_string());
+        let old = q.channel_codes.get(&k).cloned();
+        let entry = super::channel_codes::failed(old, account, channel, reason);
+        q.channel_codes.insert(k, entry);
+        Ok(())
     }
 }
 
@@ -490,7 +554,9 @@ impl Store for MemoryStore {
         // The holder first (records before coupons, the order callbacks lock them in).
         let holder = {
             let c = self.coupons.lock().unwrap_or_else(|p| p.into_inner());
-            c.codes.get(code).map(|k| (k.account.clone(), k.openid.clone()))
+            c.codes
+                .get(code)
+                .map(|k| (k.account.clone(), k.openid.clone()))
         };
         let Some((account, openid)) = holder else {
             return Ok(Err(RedeemRefused::Unknown(code.to_string())));

@@ -10,6 +10,7 @@
 //! anyway); a shared backend for scale-out would use its own (e.g. Redis WATCH/MULTI on the
 //! one key).
 
+pub mod channel_codes;
 mod format;
 mod group_flush;
 mod legacy;
@@ -19,6 +20,7 @@ pub mod postgres;
 pub mod shared_rules;
 mod sled_store;
 
+pub use channel_codes::ChannelCodes;
 pub use group_flush::GroupFlush;
 pub use memory::MemoryStore;
 pub use postgres::PgStore;
@@ -153,7 +155,7 @@ pub enum Ingested {
     Declined,
 }
 
-pub trait Store: Send + Sync {
+pub trait Store: Send + Sync + ChannelCodes {
     fn follower(&self, account: &str, openid: &str) -> Result<Option<Follower>, StoreError>;
 
     /// Runs `decide` on the follower's current state (None if unknown) unless this
@@ -1149,6 +1151,7 @@ mod tests {
         assert_eq!(f.history.len(), 2);
         assert!(f.tags.contains("buyer"));
         kept_contract(store);
+        channel_codes::tests::contract(store);
         store.flush().unwrap();
     }
 
@@ -1800,6 +1803,28 @@ mod tests {
         let again = postgres::migrate(&store).unwrap();
         let latest = postgres::MIGRATIONS.last().unwrap().0;
         assert_eq!((again.from, again.applied.len()), (latest, 0));
+        // A version below the newest and never applied (two branches' migrations landing
+        // in either order, e.g. 8 before 7): applied all the same.
+        store.block(async {
+            let c = store.conn().await.unwrap();
+            c.batch_execute(
+                "DROP TABLE channel_codes; DELETE FROM siyu_migrations WHERE version = 8; \
+                 DROP TABLE people; DELETE FROM siyu_migrations WHERE version = 4",
+            )
+            .await
+            .unwrap();
+        });
+        let gap = postgres::migrate(&store).unwrap();
+        assert_eq!(
+            gap.applied,
+            [(4, "people".to_string()), (8, "channel_codes".to_string())]
+        );
+        assert_eq!(gap.from, 6, "the newest recorded version before");
+        assert!(
+            store.people("nobody").unwrap().is_empty(),
+            "the table is back"
+        );
+        assert!(store.all_channel_codes().unwrap().is_empty());
         drop(store);
         let store = PgStore::connect(&db.settings(1)).unwrap();
         let future = latest + 1;

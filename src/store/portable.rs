@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{StoreError, StoredToken};
+use super::{KeptEvent, StoreError, StoredToken};
 use crate::audit::AuditEntry;
 use crate::campaign::{CampaignRun, MassJob, Progress};
 use crate::coupon::{BatchState, Coupon};
@@ -40,10 +40,12 @@ pub enum Table {
     SyncRuns,
     People,
     IngestEvents,
+    IngestKept,
+    ChannelCodes,
 }
 
 impl Table {
-    pub const ALL: [Table; 17] = [
+    pub const ALL: [Table; 19] = [
         Table::Followers,
         Table::Audit,
         Table::Tokens,
@@ -61,6 +63,8 @@ impl Table {
         Table::SyncRuns,
         Table::People,
         Table::IngestEvents,
+        Table::IngestKept,
+        Table::ChannelCodes,
     ];
 
     /// The name operators see (the PostgreSQL table's).
@@ -83,6 +87,8 @@ impl Table {
             Table::SyncRuns => "sync_runs",
             Table::People => "people",
             Table::IngestEvents => "ingest_events",
+            Table::IngestKept => "ingest_kept",
+            Table::ChannelCodes => "channel_codes",
         }
     }
 }
@@ -158,6 +164,15 @@ pub enum Row {
         event_id: String,
         openid: String,
     },
+    /// A shop event kept for a person not known yet (`[ingest] unknown = "keep"`), with
+    /// its unionid inside: sled's index by unionid is rebuilt from it.
+    Kept {
+        account: String,
+        event: KeptEvent,
+    },
+    /// What siyu made for a channel with `code = "auto"`: the code in use, a queued mark,
+    /// the last failure.
+    ChannelCode(crate::channel_code::ChannelCode),
     /// One identity of the people index.
     Person {
         unionid: String,
@@ -459,6 +474,15 @@ mod tests {
             .collect()
     }
 
+    /// The kept events the storage contract leaves (`k`: k2 and k3, `l`: k1), as the
+    /// store's own reads find them by unionid (on sled through its index).
+    fn kept(store: &dyn Store) -> Vec<KeptEvent> {
+        let unionids = ["ou_a".to_string(), "ou_b".to_string()];
+        let mut all = store.kept_events("k", &unionids).unwrap();
+        all.extend(store.kept_events("l", &unionids).unwrap());
+        all
+    }
+
     fn tag_item() -> crate::outbox::NewItem {
         crate::outbox::NewItem {
             effect: crate::outbox::Effect::Tag {
@@ -533,6 +557,13 @@ mod tests {
         assert_eq!(rows(&source), rows(&dest));
         assert_eq!(dest.count(Table::SyncRuns).unwrap(), 3);
         assert_eq!(sync_runs(&source), sync_runs(&dest));
+        assert_eq!(
+            dest.count(Table::IngestKept).unwrap(),
+            3,
+            "events, not index keys"
+        );
+        assert_eq!(kept(&dest).len(), 3);
+        assert_eq!(kept(&source), kept(&dest));
         assert_eq!(
             dest.sync_run("demo").unwrap().unwrap().page_from.as_deref(),
             Some("o_next")
@@ -651,6 +682,9 @@ mod tests {
         assert_eq!(sync_runs(&sled), sync_runs(&pg));
         assert_eq!(pg.people("u_new").unwrap().len(), 1, "the people index");
         assert_eq!(sled.people("u_o_b").unwrap(), pg.people("u_o_b").unwrap());
+        assert_eq!(pg.count(Table::IngestKept).unwrap(), 3);
+        assert_eq!(kept(&pg).len(), 3, "kept events found by unionid");
+        assert_eq!(kept(&sled), kept(&pg));
         // A second run writes nothing.
         let before = rows(&pg);
         let (again, _) = copy(&sled, &pg, 2, 70, &mut |_, _| {}).unwrap();
@@ -670,8 +704,15 @@ mod tests {
         assert_eq!(rows(&sled), rows(&back));
         assert_eq!(sync_runs(&sled), sync_runs(&back));
         assert_eq!(sled.people("u_new").unwrap(), back.people("u_new").unwrap());
+        assert_eq!(back.count(Table::IngestKept).unwrap(), 3);
+        assert_eq!(kept(&sled), kept(&back), "sled's index by unionid rebuilt");
         let (again, _) = copy(&pg, &back, 3, 80, &mut |_, _| {}).unwrap();
         assert_eq!(again, Copied::AlreadyDone { finished_at: 60 });
         assert_eq!(rows(&sled), rows(&back));
+        // Applying a kept event on the copy drops it there, index and all.
+        back.ingest_event("k", "o_k", "k2", &mut |f| f.map(|f| (f, Vec::new())))
+            .unwrap();
+        assert_eq!(kept(&back).len(), 2);
+        assert_eq!(back.count(Table::IngestKept).unwrap(), 2);
     }
 }

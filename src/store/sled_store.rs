@@ -29,6 +29,7 @@ use crate::follower::Follower;
 use crate::outbox::{DeadItem, NewItem, OutboxItem};
 use crate::sync::SyncRun;
 
+mod channel_codes;
 mod portable;
 mod reports;
 
@@ -85,6 +86,8 @@ pub struct SledStore {
     reports: Tree,
     /// account \0 id → postcard `Vec<Count>`: each counting commit's counts.
     facts: Tree,
+    /// account \0 channel → JSON `ChannelCode`: the codes siyu made for channels.
+    channel_codes: Tree,
     /// Added to every id sled generates (see [`ID_FLOOR`]).
     id_floor: Arc<AtomicU64>,
     path: PathBuf,
@@ -138,6 +141,7 @@ impl SledStore {
             kept: db.open_tree("ingest_kept").map_err(backend)?,
             reports: db.open_tree("report_counts").map_err(backend)?,
             facts: db.open_tree("report_facts").map_err(backend)?,
+            channel_codes: db.open_tree("channel_codes").map_err(backend)?,
             id_floor: Arc::new(AtomicU64::new(
                 match meta.get(ID_FLOOR).map_err(backend)? {
                     Some(v) => <[u8; 8]>::try_from(v.as_ref())
@@ -729,32 +733,33 @@ impl Store for SledStore {
             reports::encode_fact(&counts),
         );
         let _counting = self.lock_counters(shard);
-        let result = (&self.coupons, &self.reports, &self.facts).transaction(|(t, counters, facts)| {
-            let Some(v) = t.get(&code_key)? else {
-                return Err(ConflictableTransactionError::Abort(RedeemRefused::Unknown(
-                    code.to_string(),
-                )));
-            };
-            let coupon: Coupon = match serde_json::from_slice(&v) {
-                Ok(c) => c,
-                Err(_) => {
+        let result =
+            (&self.coupons, &self.reports, &self.facts).transaction(|(t, counters, facts)| {
+                let Some(v) = t.get(&code_key)? else {
                     return Err(ConflictableTransactionError::Abort(RedeemRefused::Unknown(
                         code.to_string(),
-                    )))
-                }
-            };
-            let used = redeem(coupon, now).map_err(ConflictableTransactionError::Abort)?;
-            let mut state: BatchState = match t.get(&state_key)? {
-                Some(v) => serde_json::from_slice(&v).unwrap_or_default(),
-                None => BatchState::default(),
-            };
-            state.redeemed += 1;
-            t.insert(code_key.as_slice(), json(&used))?;
-            t.insert(state_key.as_slice(), json(&state))?;
-            reports::add_counts(counters, &held.account, shard, &counts)?;
-            facts.insert(fact.0.as_slice(), fact.1.as_slice())?;
-            Ok(used)
-        });
+                    )));
+                };
+                let coupon: Coupon = match serde_json::from_slice(&v) {
+                    Ok(c) => c,
+                    Err(_) => {
+                        return Err(ConflictableTransactionError::Abort(RedeemRefused::Unknown(
+                            code.to_string(),
+                        )))
+                    }
+                };
+                let used = redeem(coupon, now).map_err(ConflictableTransactionError::Abort)?;
+                let mut state: BatchState = match t.get(&state_key)? {
+                    Some(v) => serde_json::from_slice(&v).unwrap_or_default(),
+                    None => BatchState::default(),
+                };
+                state.redeemed += 1;
+                t.insert(code_key.as_slice(), json(&used))?;
+                t.insert(state_key.as_slice(), json(&state))?;
+                reports::add_counts(counters, &held.account, shard, &counts)?;
+                facts.insert(fact.0.as_slice(), fact.1.as_slice())?;
+                Ok(used)
+            });
         match result {
             Ok(c) => Ok(Ok(c)),
             Err(TransactionError::Abort(refused)) => Ok(Err(refused)),

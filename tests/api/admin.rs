@@ -64,6 +64,7 @@ fn endpoints() -> Vec<Endpoint> {
             Some(r#"{"account":"safe","scene":"role-test"}"#),
             1,
         ),
+        e(Method::GET, "/admin/v1/channels", None, 0),
         e(Method::GET, "/admin/v1/audit", None, 2),
     ]
 }
@@ -529,7 +530,8 @@ fn the_openapi_file_lists_every_route() {
         include_str!("../../src/server/admin_segments.rs"),
         include_str!("../../src/server/admin_sync.rs"),
         include_str!("../../src/server/admin_import.rs"),
-        include_str!("../../src/server/admin_people.rs")
+        include_str!("../../src/server/admin_people.rs"),
+        include_str!("../../src/server/channel_codes.rs")
     );
     let routes: Vec<&str> = source
         .lines()

@@ -267,7 +267,9 @@ async fn a_killed_server_resumes_a_campaign_sending_each_follower_once() {
     assert_eq!(fake.templates_delivered() as usize, OUTSIDE);
 
     let store = open_store(&settings.storage_path);
-    let report = siyu::campaign::runner::report(&store, "spring", siyu::local_time::UtcOffset::CHINA, now()).unwrap();
+    let report =
+        siyu::campaign::runner::report(&store, "spring", siyu::local_time::UtcOffset::CHINA, now())
+            .unwrap();
     assert_eq!(
         (
             report.targeted,

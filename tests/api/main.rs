@@ -7,6 +7,7 @@ mod autotags;
 mod bad_input;
 mod beside_server;
 mod campaigns;
+mod channels;
 mod cli;
 mod coupons;
 mod crash;

@@ -330,7 +330,11 @@ async fn scenario(config: &str, env: &[(&str, &str)]) {
     .collect();
     // Rule hits: 8 channel welcomes, p5's second welcome, 3 hellos, 1 coupon (the direct
     // followers' subscribes match no rule).
-    assert_eq!(totals, [10, 1, 2, 9, 10, 4, 13, 3, 3, 17_000, 1, 1], "{daily}");
+    assert_eq!(
+        totals,
+        [10, 1, 2, 9, 10, 4, 13, 3, 3, 17_000, 1, 1],
+        "{daily}"
+    );
     // Today's figures as Prometheus gauges.
     let today = siyu::local_time::day_date(siyu::local_time::UtcOffset::CHINA.day(now()));
     let today_new = days

@@ -452,7 +452,8 @@ impl PgStore {
                 }
                 _ => None,
             };
-            let counts = crate::report::merge(crate::report::redeem_counts(follower.as_ref(), now, zone));
+            let counts =
+                crate::report::merge(crate::report::redeem_counts(follower.as_ref(), now, zone));
             let mark = self.ready(&c, &USE).await?;
             let count = self.ready(&c, &COUNT).await?;
             let counting = self.ready_counts(&c).await?;

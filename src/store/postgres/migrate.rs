@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "report_counts",
         include_str!("../../../migrations/postgres/0007_report_counts.sql"),
     ),
+    (
+        8,
+        "channel_codes",
+        include_str!("../../../migrations/postgres/0008_channel_codes.sql"),
+    ),
 ];
 
 /// Any number: the advisory lock that serialises migrations of one database.
@@ -92,8 +97,18 @@ async fn apply_locked(c: &deadpool_postgres::Object) -> Result<MigrateReport, St
              数据库结构版本 {from} 比本程序认识的 {known} 新：请使用更新版本的 siyu"
         )));
     }
+    // Every version not recorded yet, not only those above the newest: migrations written
+    // on two branches at once (7 and 8) land in either order, and a database that got 8
+    // first still gets 7 from the siyu that knows it.
+    let recorded: Vec<i32> = c
+        .query("SELECT version FROM siyu_migrations", &[])
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     let mut applied = Vec::new();
-    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > from) {
+    for (version, name, sql) in MIGRATIONS.iter().filter(|m| !recorded.contains(&m.0)) {
         let step = format!(
             "BEGIN;\n{sql}\n;INSERT INTO siyu_migrations (version, name) VALUES ({version}, '{name}');\nCOMMIT;"
         );

@@ -20,6 +20,7 @@
 //! back), so a callback costs two round trips and a commit.
 
 mod campaigns;
+mod channel_codes;
 mod coupons;
 mod followers;
 mod ingest;

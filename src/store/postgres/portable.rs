@@ -120,6 +120,18 @@ fn spec(table: Table) -> Spec {
             "SELECT count(*) FROM ingest_events",
             &[T, T],
         ),
+        Table::IngestKept => (
+            "SELECT account, event_id, unionid, event, kept_at FROM ingest_kept \
+             WHERE (account, event_id) > ($1, $2) ORDER BY account, event_id LIMIT $3",
+            "SELECT count(*) FROM ingest_kept",
+            &[T, T],
+        ),
+        Table::ChannelCodes => (
+            "SELECT account, channel, queued_at, code, last_error FROM channel_codes \
+             WHERE (account, channel) > ($1, $2) ORDER BY account, channel LIMIT $3",
+            "SELECT count(*) FROM channel_codes",
+            &[T, T],
+        ),
         Table::People => (
             "SELECT unionid, account, openid FROM people \
              WHERE (unionid, account, openid) > ($1, $2, $3) \
@@ -258,6 +270,23 @@ fn decode(table: Table, r: &tokio_postgres::Row) -> Result<(Row, Vec<Key>), Stor
             },
             vec![Key::Text(text(0)), Key::Text(text(1))],
         ),
+        Table::IngestKept => (
+            Row::Kept {
+                account: text(0),
+                event: crate::store::KeptEvent {
+                    id: text(1),
+                    unionid: text(2),
+                    event: from_json(name, &text(1), r.get(3))?,
+                    kept_at: r.get(4),
+                },
+            },
+            vec![Key::Text(text(0)), Key::Text(text(1))],
+        ),
+        Table::ChannelCodes => {
+            let code = super::channel_codes::entry(r)?;
+            let k = vec![Key::Text(text(0)), Key::Text(text(1))];
+            (Row::ChannelCode(code), k)
+        }
         Table::People => (
             Row::Person {
                 unionid: text(0),
@@ -474,6 +503,37 @@ fn upsert(row: &Row) -> (&'static Sql, Vec<Param>) {
                 [T, T, T]
             ),
             vec![s(account), s(event_id), s(openid)],
+        ),
+        Row::Kept { account, event } => (
+            sql!(
+                "INSERT INTO ingest_kept (account, event_id, unionid, event, kept_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account, event_id) DO UPDATE SET \
+                 unionid = excluded.unionid, event = excluded.event, kept_at = excluded.kept_at",
+                [T, T, T, Type::JSONB, I]
+            ),
+            vec![
+                s(account),
+                s(&event.id),
+                s(&event.unionid),
+                Box::new(to_json(&event.event)),
+                Box::new(event.kept_at),
+            ],
+        ),
+        Row::ChannelCode(code) => (
+            sql!(
+                "INSERT INTO channel_codes (account, channel, queued_at, code, last_error) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account, channel) DO UPDATE SET \
+                 queued_at = excluded.queued_at, code = excluded.code, \
+                 last_error = excluded.last_error",
+                [T, T, I, Type::JSONB, T]
+            ),
+            vec![
+                s(&code.account),
+                s(&code.channel),
+                Box::new(code.queued_at),
+                Box::new(code.issued.as_ref().map(to_json)),
+                Box::new(code.last_error.clone()),
+            ],
         ),
         Row::Person {
             unionid,

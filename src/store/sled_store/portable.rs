@@ -5,7 +5,9 @@ use std::sync::atomic::Ordering;
 
 use sled::Tree;
 
-use super::{backend, coupon_key, from_json, id_key, json, SledStore, ID_FLOOR};
+use super::{
+    backend, coupon_key, from_json, id_key, json, kept_by_unionid, kept_key, SledStore, ID_FLOOR,
+};
 use crate::store::portable::{Page, Portable, Row, Table};
 use crate::store::{campaign_key, key, msgid_key, settled, StoreError};
 
@@ -59,6 +61,9 @@ impl SledStore {
             Table::SyncRuns => (&self.syncs, b""),
             Table::People => (&self.people, b""),
             Table::IngestEvents => (&self.ingested, b""),
+            // The `e` keys only: the `u` keys are its index by unionid, rebuilt on import.
+            Table::IngestKept => (&self.kept, b"e\0"),
+            Table::ChannelCodes => (&self.channel_codes, b""),
         }
     }
 
@@ -161,6 +166,16 @@ impl SledStore {
                     openid: String::from_utf8_lossy(v).into_owned(),
                 }
             }
+            Table::IngestKept => {
+                let p = parts(k, prefix, 2);
+                let [account, _] =
+                    <[String; 2]>::try_from(p).map_err(|_| corrupt(name, k, "want 2 parts"))?;
+                Row::Kept {
+                    account,
+                    event: from_json(name, k, v)?,
+                }
+            }
+            Table::ChannelCodes => Row::ChannelCode(from_json(name, k, v)?),
             Table::People => {
                 let (unionid, rest) = split2(k).ok_or_else(|| corrupt(name, k, "no NUL"))?;
                 let (account, openid) =
@@ -354,6 +369,19 @@ impl Portable for SledStore {
                 } => {
                     self.ingested
                         .insert(key(account, event_id), openid.as_bytes())
+                        .map_err(backend)?;
+                }
+                Row::Kept { account, event } => {
+                    self.kept
+                        .insert(kept_key(account, &event.id), json(event))
+                        .map_err(backend)?;
+                    self.kept
+                        .insert(kept_by_unionid(account, &event.unionid, &event.id), &[][..])
+                        .map_err(backend)?;
+                }
+                Row::ChannelCode(code) => {
+                    self.channel_codes
+                        .insert(key(&code.account, &code.channel), json(code))
                         .map_err(backend)?;
                 }
                 Row::Person {
