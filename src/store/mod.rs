@@ -1819,7 +1819,7 @@ mod tests {
             gap.applied,
             [(4, "people".to_string()), (8, "channel_codes".to_string())]
         );
-        assert_eq!(gap.from, 6, "the newest recorded version before");
+        assert_eq!(gap.from, 7, "the newest recorded version before");
         assert!(
             store.people("nobody").unwrap().is_empty(),
             "the table is back"
