@@ -168,7 +168,8 @@ fn run(
             );
         }
     }
-    let report = runner::report(store.as_ref(), "vip").unwrap();
+    let report =
+        runner::report(store.as_ref(), "vip", siyu::local_time::UtcOffset::CHINA, 0).unwrap();
     assert_eq!(report.sent, n, "{report}");
     assert_eq!(report.coupons_issued, n);
     (secs, report.sent, rss_before, peak)

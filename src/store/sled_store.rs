@@ -82,18 +82,21 @@ pub struct SledStore {
     /// keeping and dropping are single-tree writes inside the ingest transaction:
     /// `e\0account\0event id` → JSON `KeptEvent`; `u\0account\0unionid\0event id` → empty.
     kept: Tree,
-    /// Report counters (`reports.rs`): account \0 day channel \0 metric \0 stripe → i64.
+    /// Report counters (`reports.rs`): account \0 day channel \0 metric → i64, written by
+    /// the fold alone.
     reports: Tree,
-    /// account \0 id → postcard `Vec<Count>`: each counting commit's counts.
+    /// account \0 id → postcard `Vec<Count>`: each counting commit's counts, folded.
     facts: Tree,
+    /// account \0 openid \0 callback \0 time → a commit's counts, not folded yet.
+    report_pending: Tree,
     /// account \0 channel → JSON `ChannelCode`: the codes siyu made for channels.
     channel_codes: Tree,
     /// Added to every id sled generates (see [`ID_FLOOR`]).
     id_floor: Arc<AtomicU64>,
     path: PathBuf,
     stripes: Arc<[Mutex<()>]>,
-    /// One lock per counter shard (`reports.rs`), taken after a stripe's.
-    counter_locks: Arc<[Mutex<()>]>,
+    /// The report's pending facts, folded into `reports` (`reports.rs`).
+    folding: Arc<reports::Folding>,
     /// Picks a record's stripe (FNV-1a from a random start, see `lock_stripe`).
     stripe_seed: u64,
 }
@@ -122,7 +125,7 @@ impl SledStore {
             other => StoreError::Backend(other.to_string()),
         })?;
         let meta = db.open_tree("meta").map_err(backend)?;
-        Ok(SledStore {
+        let store = SledStore {
             followers: db.open_tree("followers").map_err(backend)?,
             audit: db.open_tree("audit").map_err(backend)?,
             tokens: db.open_tree("tokens").map_err(backend)?,
@@ -141,6 +144,7 @@ impl SledStore {
             kept: db.open_tree("ingest_kept").map_err(backend)?,
             reports: db.open_tree("report_counts").map_err(backend)?,
             facts: db.open_tree("report_facts").map_err(backend)?,
+            report_pending: db.open_tree("report_pending").map_err(backend)?,
             channel_codes: db.open_tree("channel_codes").map_err(backend)?,
             id_floor: Arc::new(AtomicU64::new(
                 match meta.get(ID_FLOOR).map_err(backend)? {
@@ -157,9 +161,11 @@ impl SledStore {
             path: path.to_path_buf(),
             db,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
-            counter_locks: (0..reports::SHARDS).map(|_| Mutex::new(())).collect(),
+            folding: Arc::new(reports::Folding::new()),
             stripe_seed: RandomState::new().hash_one(0u8),
-        })
+        };
+        store.reconcile_pending()?;
+        Ok(store)
     }
 
     /// Serialises writers of one record.
@@ -175,12 +181,6 @@ impl SledStore {
             (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
         });
         ((hash ^ (hash >> 32)) as usize) % STRIPES
-    }
-
-    fn lock_counters(&self, shard: u16) -> std::sync::MutexGuard<'_, ()> {
-        self.counter_locks[usize::from(shard)]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_stripe_at(&self, stripe: usize) -> std::sync::MutexGuard<'_, ()> {
@@ -305,40 +305,41 @@ impl SledStore {
             .collect()
     }
 
-    /// A callback's commit in one transaction: the follower's record, the outbox items
-    /// its change causes, and its counts (added to the counters of the follower's stripe,
-    /// whose lock the caller holds, and kept as a fact).
+    /// A callback's commit: its counts as a pending fact (`reports.rs`), then the
+    /// follower's record with the outbox items its change causes (one transaction when
+    /// there are items: a crash keeps both or neither); the fact is committed once the
+    /// record is written.
     fn write_commit(
         &self,
-        account: &str,
+        ck: CallbackKey<'_>,
         k: &[u8],
-        value: &[u8],
+        value: Vec<u8>,
         items: &[(u64, Vec<u8>)],
         counts: &[crate::report::Count],
     ) -> Result<(), StoreError> {
-        let shard = reports::shard_of(self.stripe_of(k));
-        let _counting = (!counts.is_empty()).then(|| self.lock_counters(shard));
-        let fact = if counts.is_empty() {
-            None
+        let fact = self.pending_fact(ck.account, ck.openid, ck.dedupe_key, counts, false);
+        if let Some((fk, fv)) = &fact {
+            self.report_pending
+                .insert(fk.as_slice(), fv.as_slice())
+                .map_err(backend)?;
+        }
+        let written = if items.is_empty() {
+            self.followers.insert(k, value).map(drop).map_err(backend)
         } else {
-            Some((
-                reports::fact_key(account, self.generate_id()?),
-                reports::encode_fact(counts),
-            ))
+            self.write_follower_and_items(k, &value, items)
         };
-        (&self.followers, &self.outbox, &self.reports, &self.facts)
-            .transaction(|(followers, outbox, counters, facts)| {
-                followers.insert(k, value)?;
-                for (id, item) in items {
-                    outbox.insert(&id_key(*id), item.as_slice())?;
+        match (written, fact) {
+            (Ok(()), Some((fk, _))) => self.committed(fk),
+            (Ok(()), None) => Ok(()),
+            (Err(e), fact) => {
+                // Not committed: not to be counted (if this fails too, the fact is
+                // dropped on the next open, its record not holding the delivery).
+                if let Some((fk, _)) = fact {
+                    let _ = self.report_pending.remove(fk);
                 }
-                if let Some((fk, fv)) = &fact {
-                    reports::add_counts(counters, account, shard, counts)?;
-                    facts.insert(fk.as_slice(), fv.as_slice())?;
-                }
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
-            .map_err(tx_backend)
+                Err(e)
+            }
+        }
     }
 
     /// A follower's record and the outbox items its change causes, in one transaction: a
@@ -403,7 +404,7 @@ impl Store for SledStore {
                 // counts pays for a transaction.
                 let items =
                     self.new_items(ck.account, written.effects, ck.now.saturating_mul(1000))?;
-                self.write_commit(ck.account, &k, &value, &items, &written.counts)?;
+                self.write_commit(ck, &k, value, &items, &written.counts)?;
             }
         }
         Ok(applied)
@@ -727,41 +728,42 @@ impl Store for SledStore {
             None => None,
         };
         let counts = crate::report::merge(crate::report::redeem_counts(holder.as_ref(), now, zone));
-        let shard = reports::shard_of(self.stripe_of(&holder_key));
-        let fact = (
-            reports::fact_key(&held.account, self.generate_id()?),
-            reports::encode_fact(&counts),
-        );
-        let _counting = self.lock_counters(shard);
-        let result =
-            (&self.coupons, &self.reports, &self.facts).transaction(|(t, counters, facts)| {
-                let Some(v) = t.get(&code_key)? else {
+        let callback = format!("redeem:{code}");
+        let fact = self.pending_fact(&held.account, &held.openid, &callback, &counts, true);
+        let result = (&self.coupons, &self.report_pending).transaction(|(t, pending)| {
+            let Some(v) = t.get(&code_key)? else {
+                return Err(ConflictableTransactionError::Abort(RedeemRefused::Unknown(
+                    code.to_string(),
+                )));
+            };
+            let coupon: Coupon = match serde_json::from_slice(&v) {
+                Ok(c) => c,
+                Err(_) => {
                     return Err(ConflictableTransactionError::Abort(RedeemRefused::Unknown(
                         code.to_string(),
-                    )));
-                };
-                let coupon: Coupon = match serde_json::from_slice(&v) {
-                    Ok(c) => c,
-                    Err(_) => {
-                        return Err(ConflictableTransactionError::Abort(RedeemRefused::Unknown(
-                            code.to_string(),
-                        )))
-                    }
-                };
-                let used = redeem(coupon, now).map_err(ConflictableTransactionError::Abort)?;
-                let mut state: BatchState = match t.get(&state_key)? {
-                    Some(v) => serde_json::from_slice(&v).unwrap_or_default(),
-                    None => BatchState::default(),
-                };
-                state.redeemed += 1;
-                t.insert(code_key.as_slice(), json(&used))?;
-                t.insert(state_key.as_slice(), json(&state))?;
-                reports::add_counts(counters, &held.account, shard, &counts)?;
-                facts.insert(fact.0.as_slice(), fact.1.as_slice())?;
-                Ok(used)
-            });
+                    )))
+                }
+            };
+            let used = redeem(coupon, now).map_err(ConflictableTransactionError::Abort)?;
+            let mut state: BatchState = match t.get(&state_key)? {
+                Some(v) => serde_json::from_slice(&v).unwrap_or_default(),
+                None => BatchState::default(),
+            };
+            state.redeemed += 1;
+            t.insert(code_key.as_slice(), json(&used))?;
+            t.insert(state_key.as_slice(), json(&state))?;
+            if let Some((fk, fv)) = &fact {
+                pending.insert(fk.as_slice(), fv.as_slice())?;
+            }
+            Ok(used)
+        });
         match result {
-            Ok(c) => Ok(Ok(c)),
+            Ok(c) => {
+                if let Some((fk, _)) = fact {
+                    self.committed(fk)?;
+                }
+                Ok(Ok(c))
+            }
             Err(TransactionError::Abort(refused)) => Ok(Err(refused)),
             Err(TransactionError::Storage(e)) => Err(backend(e)),
         }
@@ -924,33 +926,35 @@ impl Store for SledStore {
         record.follower = Some(after.clone());
         let value = encode_record(&mut record);
         let counts = crate::report::merge(counts);
-        let shard = reports::shard_of(self.stripe_of(&k));
-        let _counting = (!counts.is_empty()).then(|| self.lock_counters(shard));
-        let fact = (
-            reports::fact_key(account, self.generate_id()?),
-            reports::encode_fact(&counts),
+        let fact = self.pending_fact(
+            account,
+            openid,
+            &format!("ingest:{event_id}"),
+            &counts,
+            true,
         );
         let fresh = (
             &self.followers,
             &self.ingested,
             &self.kept,
-            &self.reports,
-            &self.facts,
+            &self.report_pending,
         )
-            .transaction(|(followers, ingested, kept, counters, facts)| {
+            .transaction(|(followers, ingested, kept, pending)| {
                 drop_kept(kept, account, event_id)?;
                 if ingested.get(id.as_slice())?.is_some() {
                     return Ok(false);
                 }
                 followers.insert(k.as_slice(), value.as_slice())?;
                 ingested.insert(id.as_slice(), openid.as_bytes())?;
-                if !counts.is_empty() {
-                    reports::add_counts(counters, account, shard, &counts)?;
-                    facts.insert(fact.0.as_slice(), fact.1.as_slice())?;
+                if let Some((fk, fv)) = &fact {
+                    pending.insert(fk.as_slice(), fv.as_slice())?;
                 }
                 Ok::<_, ConflictableTransactionError<()>>(true)
             })
             .map_err(tx_backend)?;
+        if let (true, Some((fk, _))) = (fresh, fact) {
+            self.committed(fk)?;
+        }
         Ok(if fresh {
             Ingested::Applied(Box::new(after))
         } else {

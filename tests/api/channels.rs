@@ -451,7 +451,9 @@ async fn two_instances_on_postgres_make_each_code_once() {
             "{name}: the same on both"
         );
     }
-    // The operator asks both at once: one item.
+    // The operator asks both at once: one item. WeChat holds the new code's call until both
+    // have answered, or a quick delivery could settle the first before the second asks.
+    fake.hold(CONTACT_WAY, calls(&f, CONTACT_WAY).await.len());
     let issue = |base: String| async move {
         let r = client()
             .post(format!("{base}/admin/v1/channels/store-7/issue"))
@@ -464,6 +466,7 @@ async fn two_instances_on_postgres_make_each_code_once() {
     };
     let (qa, qb) = tokio::join!(issue(a.base.clone()), issue(b.base.clone()));
     assert!(qa ^ qb, "one of the two queued ({qa}, {qb})");
+    fake.release();
     wait_until!("the second store-7 code", Duration::from_secs(10), {
         accepted(&f, CONTACT_WAY)
             .await
