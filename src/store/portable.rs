@@ -42,10 +42,12 @@ pub enum Table {
     IngestEvents,
     IngestKept,
     ChannelCodes,
+    ReportCounts,
+    ReportFacts,
 }
 
 impl Table {
-    pub const ALL: [Table; 19] = [
+    pub const ALL: [Table; 21] = [
         Table::Followers,
         Table::Audit,
         Table::Tokens,
@@ -65,6 +67,8 @@ impl Table {
         Table::IngestEvents,
         Table::IngestKept,
         Table::ChannelCodes,
+        Table::ReportCounts,
+        Table::ReportFacts,
     ];
 
     /// The name operators see (the PostgreSQL table's).
@@ -89,6 +93,8 @@ impl Table {
             Table::IngestEvents => "ingest_events",
             Table::IngestKept => "ingest_kept",
             Table::ChannelCodes => "channel_codes",
+            Table::ReportCounts => "report_counts",
+            Table::ReportFacts => "report_facts",
         }
     }
 }
@@ -173,6 +179,17 @@ pub enum Row {
     /// What siyu made for a channel with `code = "auto"`: the code in use, a queued mark,
     /// the last failure.
     ChannelCode(crate::channel_code::ChannelCode),
+    /// A report counter, whole (however the store spreads it over shards).
+    ReportCount {
+        account: String,
+        count: crate::report::Count,
+    },
+    /// One commit's counts (`siyu report rebuild` sums them). `id`: unique in the store.
+    ReportFact {
+        account: String,
+        id: u64,
+        counts: Vec<crate::report::Count>,
+    },
     /// One identity of the people index.
     Person {
         unionid: String,

@@ -329,7 +329,7 @@ impl SledStore {
             self.write_follower_and_items(k, &value, items)
         };
         match (written, fact) {
-            (Ok(()), Some((fk, _))) => self.committed(fk),
+            (Ok(()), Some((fk, _))) => self.committed(fk, counts),
             (Ok(()), None) => Ok(()),
             (Err(e), fact) => {
                 // Not committed: not to be counted (if this fails too, the fact is
@@ -760,7 +760,7 @@ impl Store for SledStore {
         match result {
             Ok(c) => {
                 if let Some((fk, _)) = fact {
-                    self.committed(fk)?;
+                    self.committed(fk, &counts)?;
                 }
                 Ok(Ok(c))
             }
@@ -953,7 +953,7 @@ impl Store for SledStore {
             })
             .map_err(tx_backend)?;
         if let (true, Some((fk, _))) = (fresh, fact) {
-            self.committed(fk)?;
+            self.committed(fk, &counts)?;
         }
         Ok(if fresh {
             Ingested::Applied(Box::new(after))

@@ -531,7 +531,8 @@ fn the_openapi_file_lists_every_route() {
         include_str!("../../src/server/admin_sync.rs"),
         include_str!("../../src/server/admin_import.rs"),
         include_str!("../../src/server/admin_people.rs"),
-        include_str!("../../src/server/channel_codes.rs")
+        include_str!("../../src/server/channel_codes.rs"),
+        include_str!("../../src/server/admin_reports.rs")
     );
     let routes: Vec<&str> = source
         .lines()

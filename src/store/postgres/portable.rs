@@ -132,6 +132,20 @@ fn spec(table: Table) -> Spec {
             "SELECT count(*) FROM channel_codes",
             &[T, T],
         ),
+        Table::ReportCounts => (
+            "SELECT account, day, channel, metric, sum(n)::bigint FROM report_counts \
+             WHERE (account, day, channel, metric) > ($1, $2, $3, $4) \
+             GROUP BY account, day, channel, metric \
+             ORDER BY account, day, channel, metric LIMIT $5",
+            "SELECT count(*) FROM (SELECT 1 FROM report_counts \
+             GROUP BY account, day, channel, metric) AS cells",
+            &[T, I, T, T],
+        ),
+        Table::ReportFacts => (
+            "SELECT id, account, counts FROM report_facts WHERE id > $1 ORDER BY id LIMIT $2",
+            "SELECT count(*) FROM report_facts",
+            &[I],
+        ),
         Table::People => (
             "SELECT unionid, account, openid FROM people \
              WHERE (unionid, account, openid) > ($1, $2, $3) \
@@ -286,6 +300,37 @@ fn decode(table: Table, r: &tokio_postgres::Row) -> Result<(Row, Vec<Key>), Stor
             let code = super::channel_codes::entry(r)?;
             let k = vec![Key::Text(text(0)), Key::Text(text(1))];
             (Row::ChannelCode(code), k)
+        }
+        Table::ReportCounts => {
+            let day: i64 = r.get(1);
+            (
+                Row::ReportCount {
+                    account: text(0),
+                    count: crate::report::Count {
+                        day,
+                        channel: text(2),
+                        metric: text(3),
+                        n: r.get(4),
+                    },
+                },
+                vec![
+                    Key::Text(text(0)),
+                    Key::Int(day),
+                    Key::Text(text(2)),
+                    Key::Text(text(3)),
+                ],
+            )
+        }
+        Table::ReportFacts => {
+            let id: i64 = r.get(0);
+            (
+                Row::ReportFact {
+                    id: id as u64,
+                    account: text(1),
+                    counts: from_json(name, &id.to_string(), r.get(2))?,
+                },
+                vec![Key::Int(id)],
+            )
         }
         Table::People => (
             Row::Person {
@@ -534,6 +579,39 @@ fn upsert(row: &Row) -> (&'static Sql, Vec<Param>) {
                 Box::new(code.issued.as_ref().map(to_json)),
                 Box::new(code.last_error.clone()),
             ],
+        ),
+        // The whole counter in shard 0, the others emptied: writing it twice leaves it.
+        Row::ReportCount { account, count } => (
+            sql!(
+                "WITH others AS (DELETE FROM report_counts WHERE account = $1 AND day = $2 \
+                   AND channel = $3 AND metric = $4 AND shard <> 0) \
+                 INSERT INTO report_counts (account, day, channel, metric, shard, n) \
+                 VALUES ($1, $2, $3, $4, 0, $5) ON CONFLICT (account, day, channel, metric, shard) \
+                 DO UPDATE SET n = excluded.n",
+                [T, I, T, T, I]
+            ),
+            vec![
+                s(account),
+                Box::new(count.day),
+                s(&count.channel),
+                s(&count.metric),
+                Box::new(count.n),
+            ],
+        ),
+        // With its id; the serial moved past it, so later facts never take it.
+        Row::ReportFact {
+            account,
+            id,
+            counts,
+        } => (
+            sql!(
+                "WITH fact AS (INSERT INTO report_facts (id, account, counts) VALUES ($1, $2, $3) \
+                   ON CONFLICT (id) DO NOTHING) \
+                 SELECT setval(pg_get_serial_sequence('report_facts', 'id'), \
+                   GREATEST($1, (SELECT last_value FROM report_facts_id_seq)))",
+                [I, T, Type::JSONB]
+            ),
+            vec![Box::new(int8(*id)), s(account), Box::new(to_json(counts))],
         ),
         Row::Person {
             unionid,

@@ -27,6 +27,16 @@ fn parts(k: &[u8], prefix: &[u8], n: usize) -> Vec<String> {
         .collect()
 }
 
+/// `account \0 id(8)`.
+fn split_id(k: &[u8]) -> Option<(String, u64)> {
+    let at = k.iter().position(|&b| b == 0)?;
+    let id = <[u8; 8]>::try_from(k.get(at + 1..)?).ok()?;
+    Some((
+        String::from_utf8_lossy(&k[..at]).into_owned(),
+        u64::from_be_bytes(id),
+    ))
+}
+
 fn corrupt(tree: &str, k: &[u8], reason: &str) -> StoreError {
     StoreError::Corrupt {
         key: format!("{tree}/{}", hex::encode(k)),
@@ -64,6 +74,9 @@ impl SledStore {
             // The `e` keys only: the `u` keys are its index by unionid, rebuilt on import.
             Table::IngestKept => (&self.kept, b"e\0"),
             Table::ChannelCodes => (&self.channel_codes, b""),
+            // Folded on open, so nothing is pending (the copy runs with the servers stopped).
+            Table::ReportCounts => (&self.reports, b""),
+            Table::ReportFacts => (&self.facts, b""),
         }
     }
 
@@ -176,6 +189,20 @@ impl SledStore {
                 }
             }
             Table::ChannelCodes => Row::ChannelCode(from_json(name, k, v)?),
+            Table::ReportCounts => {
+                let (account, count) = super::reports::counter_row(k, v)
+                    .ok_or_else(|| corrupt(name, k, "not a counter"))?;
+                Row::ReportCount { account, count }
+            }
+            Table::ReportFacts => {
+                let (account, id) = split_id(k).ok_or_else(|| corrupt(name, k, "no NUL"))?;
+                Row::ReportFact {
+                    account,
+                    id,
+                    counts: postcard::from_bytes(v)
+                        .map_err(|e| corrupt(name, k, &e.to_string()))?,
+                }
+            }
             Table::People => {
                 let (unionid, rest) = split2(k).ok_or_else(|| corrupt(name, k, "no NUL"))?;
                 let (account, openid) =
@@ -383,6 +410,22 @@ impl Portable for SledStore {
                     self.channel_codes
                         .insert(key(&code.account, &code.channel), json(code))
                         .map_err(backend)?;
+                }
+                Row::ReportCount { account, count } => {
+                    let (k, v) = super::reports::counter_entry(account, count);
+                    self.reports.insert(k, &v[..]).map_err(backend)?;
+                }
+                Row::ReportFact {
+                    account,
+                    id,
+                    counts,
+                } => {
+                    let mut k = account.as_bytes().to_vec();
+                    k.push(0);
+                    k.extend_from_slice(&id.to_be_bytes());
+                    let v = postcard::to_allocvec(counts).expect("counts encode");
+                    self.facts.insert(k, v).map_err(backend)?;
+                    max_id = max_id.max(Some(*id));
                 }
                 Row::Person {
                     unionid,

@@ -5,9 +5,10 @@
 //! insert alone, 26–30 µs with the counters in a transaction), so a callback that counts
 //! writes its counts as a *pending fact* (one insert, keyed by the follower and the
 //! callback, before the follower's record) and then the record (one insert), and tells the
-//! store the fact is committed. A fold moves committed facts into the counters and into the
-//! archive `siyu report rebuild` sums, in one transaction for many facts: at most once a
-//! second on some callback's way, and before every report, so reports are exact.
+//! store the fact is committed. A fold moves committed facts into the counters and, summed
+//! per account, into the archive `siyu report rebuild` sums, in one transaction for many
+//! facts: at most once a second on some callback's way, and before every report, so
+//! reports are exact.
 //!
 //! After a crash the pending facts left are reconciled on open: per follower, every fact
 //! but the newest was committed (each precedes its record's write, and a follower's writes
@@ -38,8 +39,8 @@ const FOLD_AT: usize = 4096;
 /// What the store keeps in memory for the fold.
 #[derive(Debug)]
 pub(super) struct Folding {
-    /// Pending facts known to be committed, waiting for the fold.
-    committed: Mutex<Vec<Vec<u8>>>,
+    /// Pending facts known to be committed, with their counts, waiting for the fold.
+    committed: Mutex<Vec<(Vec<u8>, Vec<Count>)>>,
     /// One fold at a time: the only writer of counters.
     fold: Mutex<Instant>,
     /// Orders one process's facts (the newest of a follower's is the one checked on open).
@@ -123,6 +124,30 @@ fn parse_counter_key(account: &str, k: &[u8]) -> Option<(i64, String, String)> {
     Some((day, channel, metric))
 }
 
+/// A counter entry as `siyu store copy` moves it: (account, count) of a stored key and value.
+pub(super) fn counter_row(k: &[u8], v: &[u8]) -> Option<(String, Count)> {
+    let at = k.iter().position(|&b| b == 0)?;
+    let account = std::str::from_utf8(&k[..at]).ok()?;
+    let (day, channel, metric) = parse_counter_key(account, k)?;
+    Some((
+        account.to_string(),
+        Count {
+            day,
+            channel,
+            metric,
+            n: value_of(v),
+        },
+    ))
+}
+
+/// The stored key and value of a counter copied in.
+pub(super) fn counter_entry(account: &str, c: &Count) -> (Vec<u8>, [u8; 8]) {
+    (
+        counter_key(account, c.day, &c.channel, &c.metric),
+        c.n.to_be_bytes(),
+    )
+}
+
 fn value_of(v: &[u8]) -> i64 {
     <[u8; 8]>::try_from(v).map(i64::from_be_bytes).unwrap_or(0)
 }
@@ -168,14 +193,14 @@ impl SledStore {
     }
 
     /// The fact's commit is written: it may be folded (now, if one is due).
-    pub(super) fn committed(&self, fact: Vec<u8>) -> Result<(), StoreError> {
+    pub(super) fn committed(&self, fact: Vec<u8>, counts: &[Count]) -> Result<(), StoreError> {
         let due = {
             let mut committed = self
                 .folding
                 .committed
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            committed.push(fact);
+            committed.push((fact, counts.to_vec()));
             committed.len() >= FOLD_AT
         };
         // Never waits on a fold already running: the next callback will look again.
@@ -220,42 +245,51 @@ impl SledStore {
         Ok(())
     }
 
-    /// One transaction: the facts' counts added to the counters, the facts moved from
-    /// pending to the archive.
-    fn fold_chunk(&self, keys: &[Vec<u8>]) -> Result<(), StoreError> {
-        let mut facts = Vec::with_capacity(keys.len());
-        for k in keys {
-            let Some(v) = self.report_pending.get(k).map_err(backend)? else {
-                continue; // folded already (a retry of this fold)
-            };
-            let fact: PendingFact = postcard::from_bytes(&v)
-                .map_err(|e| corrupt("report_pending", k, e.to_string()))?;
-            let (account, _, _) =
-                pending_parts(k).ok_or_else(|| corrupt("report_pending", k, "bad key".into()))?;
-            facts.push((k.clone(), account, fact.counts, self.generate_id()?));
-        }
+    /// One transaction: the facts' counts added to the counters and kept, summed per
+    /// account, as one archived fact (what `siyu report rebuild` sums), the pending facts
+    /// removed. A fact already gone (a fold retried) is not counted again: the transaction
+    /// reads each one.
+    fn fold_chunk(&self, facts: &[(Vec<u8>, Vec<Count>)]) -> Result<(), StoreError> {
         if facts.is_empty() {
             return Ok(());
         }
-        // Summed first: one read and one write per counter however many facts touch it.
-        let mut sums: std::collections::BTreeMap<Vec<u8>, i64> = Default::default();
-        for (_, account, counts, _) in &facts {
-            for c in counts {
-                *sums
-                    .entry(counter_key(account, c.day, &c.channel, &c.metric))
-                    .or_default() += c.n;
-            }
-        }
+        // One archived fact per account of the chunk, each with an id of its own (ids are
+        // unique in the store: `siyu store copy` moves them to PostgreSQL as they are).
+        let accounts: std::collections::BTreeSet<String> = facts
+            .iter()
+            .filter_map(|(k, _)| pending_parts(k).map(|(a, _, _)| a))
+            .collect();
+        let ids: std::collections::BTreeMap<String, u64> = accounts
+            .into_iter()
+            .map(|a| self.generate_id().map(|id| (a, id)))
+            .collect::<Result<_, _>>()?;
         (&self.report_pending, &self.reports, &self.facts)
             .transaction(|(pending, counters, archive)| {
+                // Summed first: one read and one write per counter, one fact per account.
+                let mut sums: std::collections::BTreeMap<Vec<u8>, i64> = Default::default();
+                let mut kept: std::collections::BTreeMap<String, Tally> = Default::default();
+                for (k, counts) in facts {
+                    if pending.remove(k.as_slice())?.is_none() {
+                        continue;
+                    }
+                    let Some((account, _, _)) = pending_parts(k) else {
+                        continue;
+                    };
+                    for c in counts {
+                        *sums
+                            .entry(counter_key(&account, c.day, &c.channel, &c.metric))
+                            .or_default() += c.n;
+                    }
+                    let tally = kept.entry(account).or_default();
+                    counts.iter().for_each(|c| tally.add(c));
+                }
                 for (k, n) in &sums {
                     let old = counters.get(k)?.map_or(0, |v| value_of(&v));
                     counters.insert(k.as_slice(), &old.saturating_add(*n).to_be_bytes())?;
                 }
-                for (k, account, counts, id) in &facts {
-                    pending.remove(k.as_slice())?;
-                    let value = postcard::to_allocvec(counts).expect("counts encode");
-                    archive.insert(fact_key(account, *id), value)?;
+                for (account, tally) in &kept {
+                    let value = postcard::to_allocvec(&tally.counts()).expect("counts encode");
+                    archive.insert(fact_key(account, ids[account]), value)?;
                 }
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
@@ -265,8 +299,8 @@ impl SledStore {
     /// On open: the pending facts a crash left, each folded if its commit was written,
     /// dropped if not (see the module doc).
     pub(super) fn reconcile_pending(&self) -> Result<(), StoreError> {
-        // (account, openid) → its facts: (order, key, callback, atomic).
-        type Facts = Vec<((i64, u64), Vec<u8>, String, bool)>;
+        // (account, openid) → its facts: (order, key, callback, atomic, counts).
+        type Facts = Vec<((i64, u64), Vec<u8>, String, bool, Vec<Count>)>;
         let mut by_follower: std::collections::BTreeMap<(String, String), Facts> =
             Default::default();
         for item in self.report_pending.iter() {
@@ -280,19 +314,25 @@ impl SledStore {
                 k.to_vec(),
                 callback,
                 fact.atomic,
+                fact.counts,
             ));
         }
         let mut committed = Vec::new();
         let mut dropped = 0usize;
         for ((account, openid), mut facts) in by_follower {
             // Written in their commit's own transaction: committed whenever there.
-            committed.extend(facts.iter().filter(|f| f.3).map(|f| f.1.clone()));
+            committed.extend(
+                facts
+                    .iter()
+                    .filter(|f| f.3)
+                    .map(|f| (f.1.clone(), f.4.clone())),
+            );
             facts.retain(|f| !f.3);
-            facts.sort();
-            let Some((_, newest, callback, _)) = facts.pop() else {
+            facts.sort_by(|a, b| a.0.cmp(&b.0));
+            let Some((_, newest, callback, _, counts)) = facts.pop() else {
                 continue;
             };
-            committed.extend(facts.into_iter().map(|f| f.1));
+            committed.extend(facts.into_iter().map(|f| (f.1, f.4)));
             let written = {
                 let rk = key(&account, &openid);
                 match self.followers.get(&rk).map_err(backend)? {
@@ -304,7 +344,7 @@ impl SledStore {
                 }
             };
             if written {
-                committed.push(newest);
+                committed.push((newest, counts));
             } else {
                 self.report_pending.remove(&newest).map_err(backend)?;
                 dropped += 1;
@@ -466,9 +506,13 @@ mod tests {
             ]
         );
         assert_eq!(store.report_pending.len(), 0, "every pending fact settled");
-        let mut facts = 0;
-        store.report_facts("demo", &mut |_| facts += 1).unwrap();
-        assert_eq!(facts, 5);
+        let mut facts = Tally::default();
+        store
+            .report_facts("demo", &mut |counts| {
+                counts.iter().for_each(|c| facts.add(c))
+            })
+            .unwrap();
+        assert_eq!(facts.counts(), store.report_counts("demo", 7, 7).unwrap());
     }
 
     #[test]
