@@ -85,10 +85,8 @@ pub struct SledStore {
     /// Report counters (`reports.rs`): account \0 day channel \0 metric → i64, written by
     /// the fold alone.
     reports: Tree,
-    /// account \0 id → postcard `Vec<Count>`: each counting commit's counts, folded.
+    /// number (8) → postcard `Fact`: each counting commit's counts, in one sequence.
     facts: Tree,
-    /// account \0 openid \0 callback \0 time → a commit's counts, not folded yet.
-    report_pending: Tree,
     /// account \0 channel → JSON `ChannelCode`: the codes siyu made for channels.
     channel_codes: Tree,
     /// Added to every id sled generates (see [`ID_FLOOR`]).
@@ -125,6 +123,7 @@ impl SledStore {
             other => StoreError::Backend(other.to_string()),
         })?;
         let meta = db.open_tree("meta").map_err(backend)?;
+        let facts = db.open_tree("report_facts").map_err(backend)?;
         let store = SledStore {
             followers: db.open_tree("followers").map_err(backend)?,
             audit: db.open_tree("audit").map_err(backend)?,
@@ -143,8 +142,8 @@ impl SledStore {
             ingested: db.open_tree("ingest_events").map_err(backend)?,
             kept: db.open_tree("ingest_kept").map_err(backend)?,
             reports: db.open_tree("report_counts").map_err(backend)?,
-            facts: db.open_tree("report_facts").map_err(backend)?,
-            report_pending: db.open_tree("report_pending").map_err(backend)?,
+            folding: Arc::new(reports::Folding::open(&facts, &meta)?),
+            facts,
             channel_codes: db.open_tree("channel_codes").map_err(backend)?,
             id_floor: Arc::new(AtomicU64::new(
                 match meta.get(ID_FLOOR).map_err(backend)? {
@@ -161,10 +160,9 @@ impl SledStore {
             path: path.to_path_buf(),
             db,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
-            folding: Arc::new(reports::Folding::new()),
             stripe_seed: RandomState::new().hash_one(0u8),
         };
-        store.reconcile_pending()?;
+        store.reconcile_facts()?;
         Ok(store)
     }
 
@@ -305,10 +303,9 @@ impl SledStore {
             .collect()
     }
 
-    /// A callback's commit: its counts as a pending fact (`reports.rs`), then the
-    /// follower's record with the outbox items its change causes (one transaction when
-    /// there are items: a crash keeps both or neither); the fact is committed once the
-    /// record is written.
+    /// A callback's commit: its counts as a fact (`reports.rs`), then the follower's
+    /// record with the outbox items its change causes (one transaction when there are
+    /// items: a crash keeps both or neither).
     fn write_commit(
         &self,
         ck: CallbackKey<'_>,
@@ -317,29 +314,23 @@ impl SledStore {
         items: &[(u64, Vec<u8>)],
         counts: &[crate::report::Count],
     ) -> Result<(), StoreError> {
-        let fact = self.pending_fact(ck.account, ck.openid, ck.dedupe_key, counts, false);
-        if let Some((fk, fv)) = &fact {
-            self.report_pending
-                .insert(fk.as_slice(), fv.as_slice())
-                .map_err(backend)?;
-        }
-        let written = if items.is_empty() {
-            self.followers.insert(k, value).map(drop).map_err(backend)
-        } else {
-            self.write_follower_and_items(k, &value, items)
-        };
-        match (written, fact) {
-            (Ok(()), Some((fk, _))) => self.committed(fk, counts),
-            (Ok(()), None) => Ok(()),
-            (Err(e), fact) => {
-                // Not committed: not to be counted (if this fails too, the fact is
-                // dropped on the next open, its record not holding the delivery).
-                if let Some((fk, _)) = fact {
-                    let _ = self.report_pending.remove(fk);
-                }
-                Err(e)
+        let fact = self.new_fact(ck.account, ck.openid, ck.dedupe_key, counts, false);
+        let written = (|| {
+            if let Some(f) = &fact {
+                self.facts
+                    .insert(f.key, f.value.as_slice())
+                    .map_err(backend)?;
             }
+            if items.is_empty() {
+                self.followers.insert(k, value).map(drop).map_err(backend)
+            } else {
+                self.write_follower_and_items(k, &value, items)
+            }
+        })();
+        if let Some(f) = &fact {
+            self.fact_done(f, written.is_ok())?;
         }
+        written
     }
 
     /// A follower's record and the outbox items its change causes, in one transaction: a
@@ -729,8 +720,8 @@ impl Store for SledStore {
         };
         let counts = crate::report::merge(crate::report::redeem_counts(holder.as_ref(), now, zone));
         let callback = format!("redeem:{code}");
-        let fact = self.pending_fact(&held.account, &held.openid, &callback, &counts, true);
-        let result = (&self.coupons, &self.report_pending).transaction(|(t, pending)| {
+        let fact = self.new_fact(&held.account, &held.openid, &callback, &counts, true);
+        let result = (&self.coupons, &self.facts).transaction(|(t, facts)| {
             let Some(v) = t.get(&code_key)? else {
                 return Err(ConflictableTransactionError::Abort(RedeemRefused::Unknown(
                     code.to_string(),
@@ -752,18 +743,16 @@ impl Store for SledStore {
             state.redeemed += 1;
             t.insert(code_key.as_slice(), json(&used))?;
             t.insert(state_key.as_slice(), json(&state))?;
-            if let Some((fk, fv)) = &fact {
-                pending.insert(fk.as_slice(), fv.as_slice())?;
+            if let Some(f) = &fact {
+                facts.insert(&f.key, f.value.as_slice())?;
             }
             Ok(used)
         });
+        if let Some(f) = &fact {
+            self.fact_done(f, result.is_ok())?;
+        }
         match result {
-            Ok(c) => {
-                if let Some((fk, _)) = fact {
-                    self.committed(fk, &counts)?;
-                }
-                Ok(Ok(c))
-            }
+            Ok(c) => Ok(Ok(c)),
             Err(TransactionError::Abort(refused)) => Ok(Err(refused)),
             Err(TransactionError::Storage(e)) => Err(backend(e)),
         }
@@ -926,35 +915,31 @@ impl Store for SledStore {
         record.follower = Some(after.clone());
         let value = encode_record(&mut record);
         let counts = crate::report::merge(counts);
-        let fact = self.pending_fact(
+        let fact = self.new_fact(
             account,
             openid,
             &format!("ingest:{event_id}"),
             &counts,
             true,
         );
-        let fresh = (
-            &self.followers,
-            &self.ingested,
-            &self.kept,
-            &self.report_pending,
-        )
-            .transaction(|(followers, ingested, kept, pending)| {
+        let fresh = (&self.followers, &self.ingested, &self.kept, &self.facts)
+            .transaction(|(followers, ingested, kept, facts)| {
                 drop_kept(kept, account, event_id)?;
                 if ingested.get(id.as_slice())?.is_some() {
                     return Ok(false);
                 }
                 followers.insert(k.as_slice(), value.as_slice())?;
                 ingested.insert(id.as_slice(), openid.as_bytes())?;
-                if let Some((fk, fv)) = &fact {
-                    pending.insert(fk.as_slice(), fv.as_slice())?;
+                if let Some(f) = &fact {
+                    facts.insert(&f.key, f.value.as_slice())?;
                 }
                 Ok::<_, ConflictableTransactionError<()>>(true)
             })
-            .map_err(tx_backend)?;
-        if let (true, Some((fk, _))) = (fresh, fact) {
-            self.committed(fk, &counts)?;
+            .map_err(tx_backend);
+        if let Some(f) = &fact {
+            self.fact_done(f, matches!(fresh, Ok(true)))?;
         }
+        let fresh = fresh?;
         Ok(if fresh {
             Ingested::Applied(Box::new(after))
         } else {

@@ -27,16 +27,6 @@ fn parts(k: &[u8], prefix: &[u8], n: usize) -> Vec<String> {
         .collect()
 }
 
-/// `account \0 id(8)`.
-fn split_id(k: &[u8]) -> Option<(String, u64)> {
-    let at = k.iter().position(|&b| b == 0)?;
-    let id = <[u8; 8]>::try_from(k.get(at + 1..)?).ok()?;
-    Some((
-        String::from_utf8_lossy(&k[..at]).into_owned(),
-        u64::from_be_bytes(id),
-    ))
-}
-
 fn corrupt(tree: &str, k: &[u8], reason: &str) -> StoreError {
     StoreError::Corrupt {
         key: format!("{tree}/{}", hex::encode(k)),
@@ -195,12 +185,12 @@ impl SledStore {
                 Row::ReportCount { account, count }
             }
             Table::ReportFacts => {
-                let (account, id) = split_id(k).ok_or_else(|| corrupt(name, k, "no NUL"))?;
+                let (id, account, counts) = super::reports::fact_row(k, v)
+                    .ok_or_else(|| corrupt(name, k, "not a report fact"))?;
                 Row::ReportFact {
                     account,
                     id,
-                    counts: postcard::from_bytes(v)
-                        .map_err(|e| corrupt(name, k, &e.to_string()))?,
+                    counts,
                 }
             }
             Table::People => {
@@ -420,12 +410,10 @@ impl Portable for SledStore {
                     id,
                     counts,
                 } => {
-                    let mut k = account.as_bytes().to_vec();
-                    k.push(0);
-                    k.extend_from_slice(&id.to_be_bytes());
-                    let v = postcard::to_allocvec(counts).expect("counts encode");
+                    let (k, v) = super::reports::fact_entry(*id, account, counts);
                     self.facts.insert(k, v).map_err(backend)?;
-                    max_id = max_id.max(Some(*id));
+                    // Folded where it came from (its counters are copied too).
+                    self.copied_fact(*id)?;
                 }
                 Row::Person {
                     unionid,

@@ -2,24 +2,23 @@
 //!
 //! A sled transaction or batch costs about ten times a single insert (measured with
 //! `cargo bench --bench pipeline -- store/apply_callback`: 2.5 µs for the follower's
-//! insert alone, 26–30 µs with the counters in a transaction), so a callback that counts
-//! writes its counts as a *pending fact* (one insert, keyed by the follower and the
-//! callback, before the follower's record) and then the record (one insert), and tells the
-//! store the fact is committed. A fold moves committed facts into the counters and, summed
-//! per account, into the archive `siyu report rebuild` sums, in one transaction for many
-//! facts: at most once a second on some callback's way, and before every report, so
-//! reports are exact.
+//! insert alone, 26–30 µs with the counters in a transaction), so a counting callback
+//! writes its counts as a *fact* (one insert, under the next number of a sequence) before
+//! the follower's record (one insert). The facts are the archive `siyu report rebuild`
+//! sums; counters are folded from them: a fold sums the facts after the last folded number
+//! up to the lowest one still being written (commits finish out of order), adds the sums
+//! to the counters and moves the folded mark, in one small transaction. It runs at most
+//! once a second on some callback's way and before every report, so reports are exact.
 //!
-//! After a crash the pending facts left are reconciled on open: per follower, every fact
-//! but the newest was committed (each precedes its record's write, and a follower's writes
-//! are in order under its lock); the newest was committed if the record holds its
-//! delivery (the newest write, so never pruned). A fact whose record was never written (the
-//! crash came between the two inserts) is dropped: WeChat sends the callback again, and it
-//! is counted then.
-//!
-//! Shop events and redemptions already write in a transaction of their own: they put their
-//! pending fact in it, and it is folded the same way. Only the fold writes counters.
+//! A commit whose record write fails takes its fact back. After a crash the facts past the
+//! folded mark are reconciled on open: per follower, every such fact but the newest was
+//! committed (each precedes its record's write, and a follower's writes are in order under
+//! its lock); the newest was if the record holds its delivery (the newest write, so never
+//! pruned). A fact whose record was never written (the crash came between the two inserts,
+//! before any 200) is dropped: WeChat sends the callback again, and it is counted then.
+//! Shop events and redemptions, already a transaction of their own, write their fact in it.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -33,66 +32,39 @@ use crate::store::{decode_record, key, StoreError};
 
 /// Folded on a callback's way at most this often (and before every report).
 const FOLD_EVERY: Duration = Duration::from_secs(1);
-/// Committed facts that make a fold due at once.
-const FOLD_AT: usize = 4096;
+/// Unfolded facts that make a fold due at once.
+const FOLD_AT: u64 = 8192;
+/// The folded mark in the meta tree: every fact numbered up to it is in the counters.
+const FOLDED: &[u8] = b"report_folded";
 
 /// What the store keeps in memory for the fold.
 #[derive(Debug)]
 pub(super) struct Folding {
-    /// Pending facts known to be committed, with their counts, waiting for the fold.
-    committed: Mutex<Vec<(Vec<u8>, Vec<Count>)>>,
-    /// One fold at a time: the only writer of counters.
-    fold: Mutex<Instant>,
-    /// Orders one process's facts (the newest of a follower's is the one checked on open).
-    seq: AtomicU64,
-}
-
-impl Folding {
-    pub(super) fn new() -> Folding {
-        Folding {
-            committed: Mutex::new(Vec::new()),
-            fold: Mutex::new(Instant::now()),
-            seq: AtomicU64::new(0),
-        }
-    }
+    /// The next fact's number.
+    next: AtomicU64,
+    /// Facts being written (their commit not yet done): the fold stops below the lowest.
+    writing: Mutex<BTreeSet<u64>>,
+    /// One fold at a time (the only writer of counters): when it last ran, and the mark.
+    fold: Mutex<(Instant, u64)>,
 }
 
 #[derive(Serialize, Deserialize)]
-struct PendingFact {
-    /// Unix milliseconds at the write, then the process's sequence: newest last.
-    order: (i64, u64),
+struct Fact {
+    account: String,
+    openid: String,
+    /// The dedupe key (or `ingest:<id>`, `redeem:<code>`).
+    callback: String,
     /// Written in the transaction of its commit (a shop event, a redemption): committed
     /// whenever it is there.
     atomic: bool,
     counts: Vec<Count>,
 }
 
-/// `account \0 openid \0 callback \0 now(8)`: `callback` is the dedupe key (or
-/// `ingest:<id>`, `redeem:<code>`), `now` keeps a later callback with the same key apart.
-fn pending_key(account: &str, openid: &str, callback: &str, now_ms: i64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(account.len() + openid.len() + callback.len() + 12);
-    for part in [account, openid, callback] {
-        k.extend_from_slice(part.as_bytes());
-        k.push(0);
-    }
-    k.extend_from_slice(&now_ms.to_be_bytes());
-    k
-}
-
-/// (account, openid, callback) of a pending key.
-fn pending_parts(k: &[u8]) -> Option<(String, String, String)> {
-    let body = k.get(..k.len().checked_sub(8)?)?;
-    let mut parts = body.split(|b| *b == 0);
-    let text = |p: Option<&[u8]>| {
-        p.and_then(|p| std::str::from_utf8(p).ok())
-            .map(str::to_string)
-    };
-    let (a, o, c) = (
-        text(parts.next())?,
-        text(parts.next())?,
-        text(parts.next())?,
-    );
-    Some((a, o, c))
+/// A fact being written: its number and what to insert (`key`, `value`).
+pub(super) struct NewFact {
+    pub number: u64,
+    pub key: [u8; 8],
+    pub value: Vec<u8>,
 }
 
 /// `account \0 day(8, order-preserving) channel \0 metric`.
@@ -148,17 +120,31 @@ pub(super) fn counter_entry(account: &str, c: &Count) -> (Vec<u8>, [u8; 8]) {
     )
 }
 
-fn value_of(v: &[u8]) -> i64 {
-    <[u8; 8]>::try_from(v).map(i64::from_be_bytes).unwrap_or(0)
+/// A fact as `siyu store copy` moves it: (number, account, counts).
+pub(super) fn fact_row(k: &[u8], v: &[u8]) -> Option<(u64, String, Vec<Count>)> {
+    let number = u64::from_be_bytes(<[u8; 8]>::try_from(k).ok()?);
+    let fact: Fact = postcard::from_bytes(v).ok()?;
+    Some((number, fact.account, fact.counts))
 }
 
-/// `account \0 id`: a folded fact, kept for `siyu report rebuild`.
-fn fact_key(account: &str, id: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(account.len() + 9);
-    k.extend_from_slice(account.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&id.to_be_bytes());
-    k
+/// The stored key and value of a fact copied in (already folded where it came from: the
+/// copy writes the counters too).
+pub(super) fn fact_entry(number: u64, account: &str, counts: &[Count]) -> ([u8; 8], Vec<u8>) {
+    let fact = Fact {
+        account: account.to_string(),
+        openid: String::new(),
+        callback: String::new(),
+        atomic: true,
+        counts: counts.to_vec(),
+    };
+    (
+        number.to_be_bytes(),
+        postcard::to_allocvec(&fact).expect("counts encode"),
+    )
+}
+
+fn value_of(v: &[u8]) -> i64 {
+    <[u8; 8]>::try_from(v).map(i64::from_be_bytes).unwrap_or(0)
 }
 
 fn corrupt(tree: &str, k: &[u8], reason: String) -> StoreError {
@@ -168,200 +154,195 @@ fn corrupt(tree: &str, k: &[u8], reason: String) -> StoreError {
     }
 }
 
+impl Folding {
+    /// From what is on disk: the facts' last number and the folded mark.
+    pub(super) fn open(facts: &sled::Tree, meta: &sled::Tree) -> Result<Folding, StoreError> {
+        let last = match facts.last().map_err(backend)? {
+            Some((k, _)) => <[u8; 8]>::try_from(k.as_ref())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0),
+            None => 0,
+        };
+        let folded = match meta.get(FOLDED).map_err(backend)? {
+            Some(v) => value_of(&v) as u64,
+            None => 0,
+        };
+        Ok(Folding {
+            next: AtomicU64::new(last.max(folded) + 1),
+            writing: Mutex::new(BTreeSet::new()),
+            fold: Mutex::new((Instant::now(), folded)),
+        })
+    }
+}
+
 impl SledStore {
-    /// A pending fact of `counts` for one commit: (key, value) to insert before (or in
-    /// the transaction of) the write that commits it. `None`: nothing to count.
-    pub(super) fn pending_fact(
+    /// A fact of `counts` for one commit, numbered and registered as being written: to
+    /// insert before (or in the transaction of) the write that commits it, then
+    /// [`SledStore::fact_done`]. `None`: nothing to count.
+    pub(super) fn new_fact(
         &self,
         account: &str,
         openid: &str,
         callback: &str,
         counts: &[Count],
         atomic: bool,
-    ) -> Option<(Vec<u8>, Vec<u8>)> {
+    ) -> Option<NewFact> {
         if counts.is_empty() {
             return None;
         }
-        let now_ms = crate::outbox::now_ms();
-        let fact = PendingFact {
-            order: (now_ms, self.folding.seq.fetch_add(1, Ordering::Relaxed)),
+        let fact = Fact {
+            account: account.to_string(),
+            openid: openid.to_string(),
+            callback: callback.to_string(),
             atomic,
             counts: counts.to_vec(),
         };
-        let value = postcard::to_allocvec(&fact).expect("counts encode");
-        Some((pending_key(account, openid, callback, now_ms), value))
+        let mut writing = self
+            .folding
+            .writing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let number = self.folding.next.fetch_add(1, Ordering::SeqCst);
+        writing.insert(number);
+        drop(writing);
+        Some(NewFact {
+            number,
+            key: number.to_be_bytes(),
+            value: postcard::to_allocvec(&fact).expect("counts encode"),
+        })
     }
 
-    /// The fact's commit is written: it may be folded (now, if one is due).
-    pub(super) fn committed(&self, fact: Vec<u8>, counts: &[Count]) -> Result<(), StoreError> {
-        let due = {
-            let mut committed = self
-                .folding
-                .committed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            committed.push((fact, counts.to_vec()));
-            committed.len() >= FOLD_AT
-        };
-        // Never waits on a fold already running: the next callback will look again.
-        let mut last = match self.folding.fold.try_lock() {
-            Ok(last) => last,
+    /// The commit of fact `number` is done (`written`: its fact stays; otherwise it is
+    /// taken back); folds if one is due.
+    pub(super) fn fact_done(&self, fact: &NewFact, written: bool) -> Result<(), StoreError> {
+        if !written {
+            // Not committed: not to be counted. If this fails too, the open after the next
+            // crash or stop drops it (its record does not hold the delivery).
+            let _ = self.facts.remove(fact.key);
+        }
+        self.folding
+            .writing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&fact.number);
+        // Never waits on a fold already running: a later commit will look again.
+        let mut fold = match self.folding.fold.try_lock() {
+            Ok(fold) => fold,
             Err(_) => return Ok(()),
         };
-        if due || last.elapsed() >= FOLD_EVERY {
-            self.fold_locked(&mut last)?;
+        if fold.0.elapsed() >= FOLD_EVERY || fact.number.saturating_sub(fold.1) >= FOLD_AT {
+            self.fold_locked(&mut fold)?;
         }
         Ok(())
     }
 
-    /// Folds every committed fact now (before a report reads the counters).
+    /// A fact copied in by `siyu store copy` (its counters copied too): numbers go on past
+    /// it, and it counts as folded.
+    pub(super) fn copied_fact(&self, number: u64) -> Result<(), StoreError> {
+        let mut fold = self.folding.fold.lock().unwrap_or_else(|p| p.into_inner());
+        self.folding.next.fetch_max(number + 1, Ordering::SeqCst);
+        if number > fold.1 {
+            self.meta
+                .insert(FOLDED, &number.to_be_bytes())
+                .map_err(backend)?;
+            fold.1 = number;
+        }
+        Ok(())
+    }
+
+    /// Folds every fact whose commit is done (before a report reads the counters).
     pub(super) fn fold(&self) -> Result<(), StoreError> {
-        let mut last = self.folding.fold.lock().unwrap_or_else(|p| p.into_inner());
-        self.fold_locked(&mut last)
+        let mut fold = self.folding.fold.lock().unwrap_or_else(|p| p.into_inner());
+        self.fold_locked(&mut fold)
     }
 
-    /// With the fold's lock held (`last`: when the last fold ran).
-    fn fold_locked(&self, last: &mut Instant) -> Result<(), StoreError> {
-        *last = Instant::now();
-        let keys = std::mem::take(
-            &mut *self
+    /// With the fold's lock held: the facts after the mark and below the lowest still
+    /// being written, summed into the counters with the new mark, in one transaction.
+    fn fold_locked(&self, fold: &mut (Instant, u64)) -> Result<(), StoreError> {
+        fold.0 = Instant::now();
+        let upto = {
+            let writing = self
                 .folding
-                .committed
+                .writing
                 .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
-        for chunk in keys.chunks(512) {
-            if let Err(e) = self.fold_chunk(chunk) {
-                // Not lost: still pending, folded by the next fold.
-                let mut committed = self
-                    .folding
-                    .committed
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                committed.extend(keys.iter().cloned());
-                return Err(e);
+                .unwrap_or_else(|p| p.into_inner());
+            match writing.first() {
+                Some(lowest) => lowest - 1,
+                None => self.folding.next.load(Ordering::SeqCst) - 1,
             }
-        }
-        Ok(())
-    }
-
-    /// One transaction: the facts' counts added to the counters and kept, summed per
-    /// account, as one archived fact (what `siyu report rebuild` sums), the pending facts
-    /// removed. A fact already gone (a fold retried) is not counted again: the transaction
-    /// reads each one.
-    fn fold_chunk(&self, facts: &[(Vec<u8>, Vec<Count>)]) -> Result<(), StoreError> {
-        if facts.is_empty() {
+        };
+        if upto <= fold.1 {
             return Ok(());
         }
-        // One archived fact per account of the chunk, each with an id of its own (ids are
-        // unique in the store: `siyu store copy` moves them to PostgreSQL as they are).
-        let accounts: std::collections::BTreeSet<String> = facts
-            .iter()
-            .filter_map(|(k, _)| pending_parts(k).map(|(a, _, _)| a))
-            .collect();
-        let ids: std::collections::BTreeMap<String, u64> = accounts
-            .into_iter()
-            .map(|a| self.generate_id().map(|id| (a, id)))
-            .collect::<Result<_, _>>()?;
-        (&self.report_pending, &self.reports, &self.facts)
-            .transaction(|(pending, counters, archive)| {
-                // Summed first: one read and one write per counter, one fact per account.
-                let mut sums: std::collections::BTreeMap<Vec<u8>, i64> = Default::default();
-                let mut kept: std::collections::BTreeMap<String, Tally> = Default::default();
-                for (k, counts) in facts {
-                    if pending.remove(k.as_slice())?.is_none() {
-                        continue;
-                    }
-                    let Some((account, _, _)) = pending_parts(k) else {
-                        continue;
-                    };
-                    for c in counts {
-                        *sums
-                            .entry(counter_key(&account, c.day, &c.channel, &c.metric))
-                            .or_default() += c.n;
-                    }
-                    let tally = kept.entry(account).or_default();
-                    counts.iter().for_each(|c| tally.add(c));
-                }
+        let mut sums: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
+        for item in self
+            .facts
+            .range((fold.1 + 1).to_be_bytes()..=upto.to_be_bytes())
+        {
+            let (k, v) = item.map_err(backend)?;
+            let f: Fact =
+                postcard::from_bytes(&v).map_err(|e| corrupt("report_facts", &k, e.to_string()))?;
+            for c in &f.counts {
+                *sums
+                    .entry(counter_key(&f.account, c.day, &c.channel, &c.metric))
+                    .or_default() += c.n;
+            }
+        }
+        let mark = upto.to_be_bytes();
+        (&self.reports, &self.meta)
+            .transaction(|(counters, meta)| {
                 for (k, n) in &sums {
                     let old = counters.get(k)?.map_or(0, |v| value_of(&v));
                     counters.insert(k.as_slice(), &old.saturating_add(*n).to_be_bytes())?;
                 }
-                for (account, tally) in &kept {
-                    let value = postcard::to_allocvec(&tally.counts()).expect("counts encode");
-                    archive.insert(fact_key(account, ids[account]), value)?;
-                }
+                meta.insert(FOLDED, &mark)?;
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
-            .map_err(tx_backend)
+            .map_err(tx_backend)?;
+        fold.1 = upto;
+        Ok(())
     }
 
-    /// On open: the pending facts a crash left, each folded if its commit was written,
-    /// dropped if not (see the module doc).
-    pub(super) fn reconcile_pending(&self) -> Result<(), StoreError> {
-        // (account, openid) → its facts: (order, key, callback, atomic, counts).
-        type Facts = Vec<((i64, u64), Vec<u8>, String, bool, Vec<Count>)>;
-        let mut by_follower: std::collections::BTreeMap<(String, String), Facts> =
-            Default::default();
-        for item in self.report_pending.iter() {
+    /// On open: the facts past the folded mark that a crash left, each kept if its commit
+    /// was written and dropped if not (see the module doc); then folded.
+    pub(super) fn reconcile_facts(&self) -> Result<(), StoreError> {
+        let folded = self
+            .folding
+            .fold
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1;
+        // (account, openid) → the number and callback of its newest non-atomic fact.
+        let mut newest: BTreeMap<(String, String), (u64, String)> = BTreeMap::new();
+        for item in self.facts.range((folded + 1).to_be_bytes()..) {
             let (k, v) = item.map_err(backend)?;
-            let fact: PendingFact = postcard::from_bytes(&v)
-                .map_err(|e| corrupt("report_pending", &k, e.to_string()))?;
-            let (account, openid, callback) =
-                pending_parts(&k).ok_or_else(|| corrupt("report_pending", &k, "bad key".into()))?;
-            by_follower.entry((account, openid)).or_default().push((
-                fact.order,
-                k.to_vec(),
-                callback,
-                fact.atomic,
-                fact.counts,
-            ));
-        }
-        let mut committed = Vec::new();
-        let mut dropped = 0usize;
-        for ((account, openid), mut facts) in by_follower {
-            // Written in their commit's own transaction: committed whenever there.
-            committed.extend(
-                facts
-                    .iter()
-                    .filter(|f| f.3)
-                    .map(|f| (f.1.clone(), f.4.clone())),
-            );
-            facts.retain(|f| !f.3);
-            facts.sort_by(|a, b| a.0.cmp(&b.0));
-            let Some((_, newest, callback, _, counts)) = facts.pop() else {
+            let f: Fact =
+                postcard::from_bytes(&v).map_err(|e| corrupt("report_facts", &k, e.to_string()))?;
+            if f.atomic {
                 continue;
+            }
+            let number = u64::from_be_bytes(<[u8; 8]>::try_from(k.as_ref()).unwrap_or_default());
+            newest.insert((f.account, f.openid), (number, f.callback));
+        }
+        let mut dropped = 0usize;
+        for ((account, openid), (number, callback)) in newest {
+            let rk = key(&account, &openid);
+            let written = match self.followers.get(&rk).map_err(backend)? {
+                Some(v) => decode_record(&rk, &v)?
+                    .deliveries
+                    .iter()
+                    .any(|d| d.key == callback),
+                None => false,
             };
-            committed.extend(facts.into_iter().map(|f| (f.1, f.4)));
-            let written = {
-                let rk = key(&account, &openid);
-                match self.followers.get(&rk).map_err(backend)? {
-                    Some(v) => decode_record(&rk, &v)?
-                        .deliveries
-                        .iter()
-                        .any(|d| d.key == callback),
-                    None => false,
-                }
-            };
-            if written {
-                committed.push((newest, counts));
-            } else {
-                self.report_pending.remove(&newest).map_err(backend)?;
+            if !written {
+                self.facts.remove(number.to_be_bytes()).map_err(backend)?;
                 dropped += 1;
             }
         }
         if dropped > 0 {
-            tracing::warn!(dropped, "report: counts of callbacks a crash cut short were dropped; WeChat sends those callbacks again");
+            tracing::warn!(dropped, "report: counts of callbacks a crash cut short were dropped; WeChat sends those callbacks again (崩溃中断的回调未计入，微信重发时计入)");
         }
-        if !committed.is_empty() {
-            self.folding
-                .committed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(committed);
-            self.fold()?;
-        }
-        Ok(())
+        self.fold()
     }
 
     pub(super) fn sled_report_counts(
@@ -394,14 +375,16 @@ impl SledStore {
         account: &str,
         visit: &mut dyn FnMut(Vec<Count>),
     ) -> Result<(), StoreError> {
+        // Every account's facts are in one sequence: a rebuild reads them all (rare, and
+        // sequential reads).
         self.fold()?;
-        let mut prefix = account.as_bytes().to_vec();
-        prefix.push(0);
-        for item in self.facts.scan_prefix(&prefix) {
+        for item in self.facts.iter() {
             let (k, v) = item.map_err(backend)?;
-            let counts: Vec<Count> =
+            let f: Fact =
                 postcard::from_bytes(&v).map_err(|e| corrupt("report_facts", &k, e.to_string()))?;
-            visit(counts);
+            if f.account == account {
+                visit(f.counts);
+            }
         }
         Ok(())
     }
@@ -413,8 +396,8 @@ impl SledStore {
         account: &str,
         counts: &[Count],
     ) -> Result<(), StoreError> {
-        let mut last = self.folding.fold.lock().unwrap_or_else(|p| p.into_inner());
-        self.fold_locked(&mut last)?;
+        let mut fold = self.folding.fold.lock().unwrap_or_else(|p| p.into_inner());
+        self.fold_locked(&mut fold)?;
         let mut prefix = account.as_bytes().to_vec();
         prefix.push(0);
         let mut batch = sled::Batch::default();
@@ -459,7 +442,7 @@ mod tests {
     }
 
     #[test]
-    fn pending_facts_a_crash_left_are_folded_if_committed_and_dropped_if_not() {
+    fn facts_a_crash_left_are_folded_if_committed_and_dropped_if_not() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s");
         {
@@ -471,31 +454,25 @@ mod tests {
             // A crash between the fact and the record: o1's fourth callback and a first
             // callback of o3 have their facts written and no record.
             for (openid, dedupe) in [("o1", "m:3"), ("o3", "m:1")] {
-                let (k, v) = store
-                    .pending_fact(
-                        "demo",
-                        openid,
-                        dedupe,
-                        &[Count::new(7, "*", "messages", 100)],
-                        false,
-                    )
+                let counts = [Count::new(7, "*", "messages", 100)];
+                let f = store
+                    .new_fact("demo", openid, dedupe, &counts, false)
                     .unwrap();
-                store.report_pending.insert(k, v).unwrap();
+                store.facts.insert(f.key, f.value).unwrap();
             }
             // A shop event's fact, written in its own transaction: committed as it is.
-            let (k, v) = store
-                .pending_fact(
-                    "demo",
-                    "o3",
-                    "ingest:e1",
-                    &[Count::new(7, "*", "shop_events", 1)],
-                    true,
-                )
+            let counts = [Count::new(7, "*", "shop_events", 1)];
+            let f = store
+                .new_fact("demo", "o3", "ingest:e1", &counts, true)
                 .unwrap();
-            store.report_pending.insert(k, v).unwrap();
+            store.facts.insert(f.key, f.value).unwrap();
             store.flush().unwrap();
-            // Closed without a fold, as by a kill: the committed facts are still pending.
-            assert_eq!(store.report_pending.len(), 7);
+            // Closed without a fold, as by a kill.
+            assert_eq!(
+                store.folding.fold.lock().unwrap().1,
+                0,
+                "nothing folded yet"
+            );
         }
         let store = SledStore::open(&path).unwrap();
         assert_eq!(
@@ -505,7 +482,7 @@ mod tests {
                 Count::new(7, "*", "shop_events", 1)
             ]
         );
-        assert_eq!(store.report_pending.len(), 0, "every pending fact settled");
+        assert_eq!(store.facts.len(), 5, "the two cut short dropped");
         let mut facts = Tally::default();
         store
             .report_facts("demo", &mut |counts| {
@@ -513,6 +490,9 @@ mod tests {
             })
             .unwrap();
         assert_eq!(facts.counts(), store.report_counts("demo", 7, 7).unwrap());
+        // Numbers go on after the last fact.
+        counted(&store, "o2", "m:10", 1);
+        assert_eq!(store.report_counts("demo", 7, 7).unwrap()[0].n, 14);
     }
 
     #[test]
@@ -529,11 +509,6 @@ mod tests {
         assert_eq!(
             parse_counter_key("demo2", &counter_key("demo", 1, "", "n")),
             None
-        );
-        let p = pending_key("demo", "o1", "m:42", 1_700_000_000_123);
-        assert_eq!(
-            pending_parts(&p),
-            Some(("demo".into(), "o1".into(), "m:42".into()))
         );
     }
 }
