@@ -16,12 +16,16 @@ mod legacy;
 mod memory;
 pub mod portable;
 pub mod postgres;
+pub mod referrals;
 pub mod shared_rules;
 mod sled_store;
 
 pub use group_flush::GroupFlush;
 pub use memory::MemoryStore;
 pub use postgres::PgStore;
+pub use referrals::{
+    InviteChange, InviteView, Participant, ParticipantChange, PosterMedia, QrCode, RewardRecord,
+};
 pub use sled_store::SledStore;
 
 /// A sync step's change to one follower ([`Store::sync_step`]): the run to count in, the
@@ -52,6 +56,7 @@ use crate::coupon::{Batch, ClaimRefused, Coupon, CouponStats, RedeemRefused};
 use crate::follower::{Follower, HISTORY_LEN};
 use crate::outbox::{DeadItem, NewItem, OutboxItem};
 use crate::protocol::Reply;
+use crate::referral::{InviteRecord, ParticipantId};
 use crate::report::Count;
 use crate::sync::SyncRun;
 
@@ -466,6 +471,43 @@ pub trait Store: Send + Sync {
     fn replace_report_counts(&self, account: &str, counts: &[Count]) -> Result<(), StoreError>;
 
     /// Bytes used on disk, where the backend knows.
+    // --- Referral programmes (`referrals.rs`) ---
+
+    /// The participant `id` of `programme`, if they asked for a code.
+    fn referral_participant(
+        &self,
+        programme: &str,
+        id: &ParticipantId,
+    ) -> Result<Option<Participant>, StoreError>;
+
+    /// Changes a participant atomically with the outbox items `change` returns (of
+    /// `account`); the participant as stored afterwards.
+    fn update_referral_participant(
+        &self,
+        account: &str,
+        programme: &str,
+        id: &ParticipantId,
+        change: &mut dyn FnMut(Option<Participant>) -> ParticipantChange,
+    ) -> Result<Option<Participant>, StoreError>;
+
+    /// One atomic referral write (see `referrals.rs`): `change` sees the programme's
+    /// records and rewards concerning `people`, and what it returns is written in one
+    /// transaction, serialised with every other referral write of the programme. The
+    /// change written is returned.
+    fn referral_write(
+        &self,
+        account: &str,
+        programme: &str,
+        people: &[&str],
+        change: &mut dyn FnMut(&InviteView) -> InviteChange,
+    ) -> Result<InviteChange, StoreError>;
+
+    /// Every invite record of a programme (the report, the maturing run).
+    fn referral_invites(&self, programme: &str) -> Result<Vec<InviteRecord>, StoreError>;
+
+    /// Every reward given in a programme.
+    fn referral_rewards(&self, programme: &str) -> Result<Vec<RewardRecord>, StoreError>;
+
     fn size_on_disk(&self) -> Option<u64> {
         None
     }

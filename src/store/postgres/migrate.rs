@@ -43,6 +43,14 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "report_counts",
         include_str!("../../../migrations/postgres/0007_report_counts.sql"),
     ),
+    // 8 is taken by the channel codes (another branch): the runner applies every version
+    // missing from `siyu_migrations`, not only those above the highest, so a database
+    // that got 9 first still gets 8 once both are merged.
+    (
+        9,
+        "referral",
+        include_str!("../../../migrations/postgres/0009_referral.sql"),
+    ),
 ];
 
 /// Any number: the advisory lock that serialises migrations of one database.
@@ -92,8 +100,17 @@ async fn apply_locked(c: &deadpool_postgres::Object) -> Result<MigrateReport, St
              数据库结构版本 {from} 比本程序认识的 {known} 新：请使用更新版本的 siyu"
         )));
     }
+    let done: Vec<i32> = c
+        .query("SELECT version FROM siyu_migrations", &[])
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     let mut applied = Vec::new();
-    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > from) {
+    // Every version not applied yet, in order: numbers are given out on branches, so a
+    // lower one (merged later) may arrive after a higher one was applied.
+    for (version, name, sql) in MIGRATIONS.iter().filter(|m| !done.contains(&m.0)) {
         let step = format!(
             "BEGIN;\n{sql}\n;INSERT INTO siyu_migrations (version, name) VALUES ({version}, '{name}');\nCOMMIT;"
         );
