@@ -62,6 +62,17 @@ pub enum Effect {
         batch: u64,
         openids: Vec<String>,
     },
+    /// A referral participant's personal code (`src/referral_flow/send.rs`): made or
+    /// reused (`qrcode/create`), drawn on the poster and uploaded (`media/upload`), sent
+    /// as a customer-service image (or the code's link as text, without a poster).
+    ReferralPoster { programme: String, openid: String },
+    /// A reward tier reached: the coupon claimed (its idempotent key), then the notice by
+    /// customer service, a template message, or kept for the inviter's next message.
+    ReferralNotice {
+        programme: String,
+        inviter: String,
+        tier: u32,
+    },
 }
 
 impl Effect {
@@ -70,7 +81,11 @@ impl Effect {
         match self {
             Effect::Tag { openid, .. }
             | Effect::Custom { openid, .. }
-            | Effect::Campaign { openid, .. } => openid,
+            | Effect::Campaign { openid, .. }
+            | Effect::ReferralPoster { openid, .. }
+            | Effect::ReferralNotice {
+                inviter: openid, ..
+            } => openid,
             Effect::CorpTag {
                 external_userid, ..
             } => external_userid,
@@ -88,6 +103,8 @@ impl Effect {
             Effect::Campaign { .. } => "campaign",
             Effect::Announcement { .. } => "announcement",
             Effect::Mass { .. } => "mass",
+            Effect::ReferralPoster { .. } => "referral_poster",
+            Effect::ReferralNotice { .. } => "referral_notice",
         }
     }
 
@@ -125,6 +142,14 @@ impl Effect {
                 "campaign {campaign} mass send #{batch} to {} followers",
                 openids.len()
             ),
+            Effect::ReferralPoster { programme, openid } => {
+                format!("referral {programme} poster to {openid}")
+            }
+            Effect::ReferralNotice {
+                programme,
+                inviter,
+                tier,
+            } => format!("referral {programme} tier {tier} notice to {inviter}"),
         }
     }
 }
