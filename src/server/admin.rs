@@ -499,6 +499,7 @@ fn run_simulation(
         zone: state.settings.utc_offset,
         coupons: &state.settings.coupons,
         outbound: account.settings.outbound(),
+        referral: None,
     };
     // A commit is one follower's write, as a callback's is (the flush is the scope's).
     let (outcome, after) = if commit {
