@@ -2,7 +2,7 @@
 //! state, tiers reached, top inviters, new followers brought and still following) and the
 //! rewards actually given per tier.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::referral::{report, Programme, Report};
 use crate::store::{Store, StoreError};
@@ -10,7 +10,7 @@ use crate::store::{Store, StoreError};
 /// How many inviters the report lists.
 pub const TOP: usize = 10;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Figures {
     pub title: String,
     #[serde(flatten)]
@@ -19,7 +19,7 @@ pub struct Figures {
     pub rewards: Vec<TierRewards>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TierRewards {
     pub invites: u32,
     pub coupon: String,

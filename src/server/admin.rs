@@ -56,7 +56,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(super::admin_campaigns::configure)
             .configure(super::admin_coupons::configure)
             .configure(super::admin_segments::configure)
-            .configure(super::admin_reports::configure),
+            .configure(super::admin_reports::configure)
+            .configure(super::admin_referrals::configure),
     );
 }
 
