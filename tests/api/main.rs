@@ -22,6 +22,7 @@ mod outbox;
 mod persistence;
 mod postgres;
 mod reload;
+mod referral;
 mod reports;
 mod sync;
 mod wecom;
