@@ -213,6 +213,7 @@ async fn a_referral_programme_rewards_each_tier_once_through_a_crash() {
 
     let second: Serve = serve_env(&config, &[]);
     let base = second.base.clone();
+    let bind = base.trim_start_matches("http://");
     let held = admin(&client, &base, VIEWER, "/admin/v1/referrals/tea/held", false).await;
     let held: Vec<&str> = held["held"]
         .as_array()
@@ -233,7 +234,7 @@ async fn a_referral_programme_rewards_each_tier_once_through_a_crash() {
     // The CLI beside the server goes through its admin API.
     let (code, out, err) = siyu_env(
         &["referral", "reject", "tea", "iv19", "--config", &config],
-        &[("SIYU_ADMIN_TOKEN", OPERATOR)],
+        &[("SIYU_ADMIN_TOKEN", OPERATOR), ("SIYU_BIND", bind)],
     );
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("Rejected"), "{out}");
@@ -296,7 +297,7 @@ async fn a_referral_programme_rewards_each_tier_once_through_a_crash() {
     );
     let (code, out, err) = siyu_env(
         &["referral", "report", "tea", "--json", "--config", &config],
-        &[("SIYU_ADMIN_TOKEN", VIEWER)],
+        &[("SIYU_ADMIN_TOKEN", VIEWER), ("SIYU_BIND", bind)],
     );
     assert_eq!(code, 0, "{err}");
     let cli: Value = serde_json::from_str(&out).unwrap();
@@ -315,6 +316,7 @@ async fn a_referral_programme_rewards_each_tier_once_through_a_crash() {
         .unwrap();
         assert_eq!(stats.issued, 3, "{batch}");
     }
+    drop(store);
     let (code, out, err) = siyu(&["referral", "report", "tea", "--config", &config]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("valid 17"), "{out}");
