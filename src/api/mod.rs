@@ -23,6 +23,6 @@ pub use client::{
 pub use error::ApiError;
 pub use model::{
     ContactEntry, ContactsPage, CustomMessage, ExternalContact, FollowInfo, FollowerPage,
-    MiniProgramLink, QrTicket, Tag, UploadedMedia, TemplateMessage, TemplateValue, UserInfo,
+    MiniProgramLink, QrTicket, Tag, TemplateMessage, TemplateValue, UploadedMedia, UserInfo,
 };
 pub use token::REFRESH_AHEAD_SECS;

@@ -67,7 +67,8 @@ pub fn run(args: &ReferralArgs) -> ExitCode {
                     figures(store, &p).map(|f| print_figures(&f, *json))
                 }
                 ReferralAction::Held { .. } => held(store, &p).map(|h| print_held(&h)),
-                ReferralAction::Release { invitee, .. } | ReferralAction::Reject { invitee, .. } => {
+                ReferralAction::Release { invitee, .. }
+                | ReferralAction::Reject { invitee, .. } => {
                     let let_go = matches!(args.action, ReferralAction::Release { .. });
                     match review(store, &p, invitee, let_go, now) {
                         Ok(r) => {
@@ -109,7 +110,8 @@ pub fn run(args: &ReferralArgs) -> ExitCode {
                         .and_then(|v| records(&v["held"]))
                         .map(|h| print_held(&h))
                 }
-                ReferralAction::Release { invitee, .. } | ReferralAction::Reject { invitee, .. } => {
+                ReferralAction::Release { invitee, .. }
+                | ReferralAction::Reject { invitee, .. } => {
                     let let_go = matches!(args.action, ReferralAction::Release { .. });
                     let mut path = base.to_vec();
                     path.extend(["invites", invitee.as_str(), verdict(let_go)]);
@@ -142,33 +144,55 @@ fn records(v: &serde_json::Value) -> Result<Vec<InviteRecord>, Failure> {
 
 fn print_figures(f: &Figures, json: bool) -> ExitCode {
     if json {
-        outln!("{}", serde_json::to_string_pretty(f).expect("plain data encodes"));
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(f).expect("plain data encodes")
+        );
         return ExitCode::SUCCESS;
     }
     let r = &f.report;
     let i = &r.invites;
     outln!("referral {} ({})", r.programme, f.title);
-    outln!("  participants (inviters with an invite): {}", r.participants);
+    outln!(
+        "  participants (inviters with an invite): {}",
+        r.participants
+    );
     outln!(
         "  invites: pending {}, held {}, valid {}, revoked {}, rejected {}, capped {}",
-        i.pending, i.held, i.valid, i.revoked, i.rejected, i.capped
+        i.pending,
+        i.held,
+        i.valid,
+        i.revoked,
+        i.rejected,
+        i.capped
     );
     outln!(
         "  refused: self-invite {}, mutual {}, not new {}",
-        i.refused_self, i.refused_mutual, i.refused_not_new
+        i.refused_self,
+        i.refused_mutual,
+        i.refused_not_new
     );
     outln!(
         "  new followers brought: {}, still following: {}",
-        r.new_followers, r.still_following
+        r.new_followers,
+        r.still_following
     );
     for (reach, given) in r.tiers.iter().zip(&f.rewards) {
         outln!(
             "  tier {} ({}): {} inviters there now, {} rewards given",
-            reach.invites, reach.coupon, reach.inviters, given.given
+            reach.invites,
+            reach.coupon,
+            reach.inviters,
+            given.given
         );
     }
     for t in &r.top {
-        outln!("  top: {} valid {} pending {}", t.inviter, t.valid, t.pending);
+        outln!(
+            "  top: {} valid {} pending {}",
+            t.inviter,
+            t.valid,
+            t.pending
+        );
     }
     ExitCode::SUCCESS
 }
@@ -178,7 +202,12 @@ fn print_held(held: &[InviteRecord]) -> ExitCode {
         outln!("no invites held for review (没有待审核的邀请)");
     }
     for r in held {
-        outln!("{}  invited by {}  at {}", r.invitee, r.inviter, r.created_at);
+        outln!(
+            "{}  invited by {}  at {}",
+            r.invitee,
+            r.inviter,
+            r.created_at
+        );
     }
     ExitCode::SUCCESS
 }

@@ -283,7 +283,9 @@ fn compile(
     };
     let hold_secs = match &p.hold_hours {
         None => Some(i64::from(DEFAULT_HOLD_HOURS) * 3600),
-        Some(h) if (0.0..=720.0).contains(h.get_ref()) => Some((h.get_ref() * 3600.0).round() as i64),
+        Some(h) if (0.0..=720.0).contains(h.get_ref()) => {
+            Some((h.get_ref() * 3600.0).round() as i64)
+        }
         Some(h) => {
             err(
                 h.span().start,

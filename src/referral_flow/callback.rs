@@ -46,8 +46,7 @@ fn arrival_after(msg: &Inbound, after: Option<&Follower>) -> Option<Arrival> {
         InboundKind::Event(Event::Scan { .. }) => Some(Arrival::AlreadyFollowing),
         InboundKind::Event(Event::Subscribe { .. }) => Some(match after {
             Some(f)
-                if f.unsubscribed_at.is_some()
-                    || f.first_subscribed_at != f.last_subscribed_at =>
+                if f.unsubscribed_at.is_some() || f.first_subscribed_at != f.last_subscribed_at =>
             {
                 Arrival::Returning
             }

@@ -38,7 +38,12 @@ pub fn figures(store: &dyn Store, p: &Programme) -> Result<Figures, StoreError> 
             following.insert(r.invitee.clone(), now);
         }
     }
-    let report = report(p, &records, &|o| following.get(o).copied().unwrap_or(false), TOP);
+    let report = report(
+        p,
+        &records,
+        &|o| following.get(o).copied().unwrap_or(false),
+        TOP,
+    );
     Ok(Figures {
         title: p.title.clone(),
         report,

@@ -29,10 +29,14 @@ pub struct Matured {
     pub rewards: usize,
 }
 
-/// The lease's name, and how long it is held without a renewal (a dead instance's is
-/// taken over after this).
+/// The lease's name. It is held for three intervals (at least 3 s): renewed by every run,
+/// taken over soon after an instance dies. Two instances overlapping after a slow run
+/// would do no harm either: every write is serialised and rewards are create-if-absent.
 pub const LEASE: &str = "referral:mature";
-const LEASE_MS: i64 = 60_000;
+
+fn lease_ms(every: Duration) -> i64 {
+    (every.as_millis() as i64).saturating_mul(3).max(3_000)
+}
 
 /// Matures every programme's due invites at `now`.
 pub fn run(store: &dyn Store, programmes: &[Programme], now: i64) -> Result<Matured, StoreError> {
@@ -157,7 +161,7 @@ pub async fn every(
         let programmes2 = programmes.clone();
         let done = tokio::task::spawn_blocking(move || {
             let now_ms = crate::outbox::now_ms();
-            if !store2.lease(LEASE, owner, now_ms, LEASE_MS)? {
+            if !store2.lease(LEASE, owner, now_ms, lease_ms(every))? {
                 return Ok(None);
             }
             let done = run(store2.as_ref(), &programmes2, now_ms / 1000)?;
@@ -169,7 +173,13 @@ pub async fn every(
         .await;
         match done {
             Ok(Ok(Some(m))) if m != Matured::default() => {
-                tracing::info!(valid = m.valid, capped = m.capped, revoked = m.revoked, rewards = m.rewards, "referral: invites matured (邀请已确认)");
+                tracing::info!(
+                    valid = m.valid,
+                    capped = m.capped,
+                    revoked = m.revoked,
+                    rewards = m.rewards,
+                    "referral: invites matured (邀请已确认)"
+                );
                 if m.rewards > 0 {
                     wake.notify_one();
                 }

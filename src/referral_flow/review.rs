@@ -29,7 +29,11 @@ pub fn review(
             outcome = Err(ReviewError::NoSuchInvite(invitee.to_string()));
             return InviteChange::default();
         };
-        let next = if let_go { release(r, now) } else { reject(r, now) };
+        let next = if let_go {
+            release(r, now)
+        } else {
+            reject(r, now)
+        };
         match next {
             Ok(next) => {
                 outcome = Ok(next.clone());

@@ -20,7 +20,9 @@ use crate::api::TemplateMessage;
 use crate::outbox::now_ms;
 use crate::outbox::worker::{Channel, Failure, Worker};
 use crate::protocol::Reply;
-use crate::referral::{draw_poster, reward_key, reward_notice, scene, tally, ParticipantId, Programme, Reward};
+use crate::referral::{
+    draw_poster, reward_key, reward_notice, scene, tally, ParticipantId, Programme, Reward,
+};
 use crate::rules::CouponView;
 use crate::store::{Participant, PosterMedia, QrCode};
 
@@ -36,7 +38,9 @@ impl Worker {
         self.referrals
             .iter()
             .find(|p| p.name == name)
-            .ok_or_else(|| Failure::Final(format!("no referral programme `{name}` in referrals.toml")))
+            .ok_or_else(|| {
+                Failure::Final(format!("no referral programme `{name}` in referrals.toml"))
+            })
     }
 
     pub(crate) async fn deliver_poster(
@@ -50,34 +54,38 @@ impl Worker {
         let id = ParticipantId::of(account, openid);
         let now = now_ms() / 1000;
         let mut taken = false;
-        let known = self
-            .store
-            .update_referral_participant(account, programme, &id, &mut |known| match known {
-                Some(k) => {
-                    taken = k.openid != openid;
-                    (None, Vec::new())
-                }
-                None => (
-                    Some(Participant {
-                        programme: programme.to_string(),
-                        id: id.clone(),
-                        account: account.to_string(),
-                        openid: openid.to_string(),
-                        created_at: now,
-                        qr: None,
-                        poster: None,
-                        notices: Vec::new(),
-                    }),
-                    Vec::new(),
-                ),
-            })?;
+        let known =
+            self.store
+                .update_referral_participant(account, programme, &id, &mut |known| match known {
+                    Some(k) => {
+                        taken = k.openid != openid;
+                        (None, Vec::new())
+                    }
+                    None => (
+                        Some(Participant {
+                            programme: programme.to_string(),
+                            id: id.clone(),
+                            account: account.to_string(),
+                            openid: openid.to_string(),
+                            created_at: now,
+                            qr: None,
+                            poster: None,
+                            notices: Vec::new(),
+                        }),
+                        Vec::new(),
+                    ),
+                })?;
         let Some(mut known) = known.filter(|_| !taken) else {
             return Err(Failure::Final(format!(
                 "participant id {id} of `{programme}` stands for another follower: refused \
                  (参与者编号已被占用)"
             )));
         };
-        let qr = match known.qr.clone().filter(|q| q.expires_at - now > QR_RENEW_SECS) {
+        let qr = match known
+            .qr
+            .clone()
+            .filter(|q| q.expires_at - now > QR_RENEW_SECS)
+        {
             Some(qr) => qr,
             None => {
                 let scene = scene(programme, &id).map_err(|e| Failure::Final(e.to_string()))?;
@@ -112,10 +120,14 @@ impl Worker {
                     Some(m) => m.media_id,
                     None => {
                         let background = std::fs::read(&poster.background).map_err(|e| {
-                            Failure::Final(format!("cannot read {}: {e}", poster.background.display()))
+                            Failure::Final(format!(
+                                "cannot read {}: {e}",
+                                poster.background.display()
+                            ))
                         })?;
-                        let png = draw_poster(&background, &qr.url, poster.x, poster.y, poster.size)
-                            .map_err(|e| Failure::Final(e.to_string()))?;
+                        let png =
+                            draw_poster(&background, &qr.url, poster.x, poster.y, poster.size)
+                                .map_err(|e| Failure::Final(e.to_string()))?;
                         channel.limiter.acquire().await;
                         self.count_call();
                         let up = channel.client.upload_image("poster.png", &png).await?;
@@ -168,7 +180,9 @@ impl Worker {
         let p = self.programme(programme)?;
         let now = now_ms() / 1000;
         let Some(t) = p.tiers.iter().find(|t| t.invites == tier) else {
-            return Err(Failure::Final(format!("`{programme}` has no tier at {tier} invites")));
+            return Err(Failure::Final(format!(
+                "`{programme}` has no tier at {tier} invites"
+            )));
         };
         let reward = Reward {
             programme: programme.to_string(),
@@ -209,33 +223,53 @@ impl Worker {
                 .map_err(Failure::Api);
         }
         let id = ParticipantId::of(account, inviter);
-        let kept = self.store.update_referral_participant(account, programme, &id, &mut |known| {
-            (
-                known.map(|mut k| {
-                    if !k.notices.contains(&text) {
-                        k.notices.push(text.clone());
-                    }
-                    k
-                }),
-                Vec::new(),
-            )
-        })?;
+        let kept =
+            self.store
+                .update_referral_participant(account, programme, &id, &mut |known| {
+                    (
+                        known.map(|mut k| {
+                            if !k.notices.contains(&text) {
+                                k.notices.push(text.clone());
+                            }
+                            k
+                        }),
+                        Vec::new(),
+                    )
+                })?;
         if kept.is_none() {
-            return Err(Failure::Final(format!("inviter {inviter} is no participant of `{programme}`")));
+            return Err(Failure::Final(format!(
+                "inviter {inviter} is no participant of `{programme}`"
+            )));
         }
-        tracing::info!(programme, inviter, tier, "referral: reward notice kept for the inviter's next message");
+        tracing::info!(
+            programme,
+            inviter,
+            tier,
+            "referral: reward notice kept for the inviter's next message"
+        );
         Ok(())
     }
 
     /// The reward's coupon, claimed once per (programme, inviter, tier) by its key.
-    fn claim_reward(&self, account: &str, reward: &Reward, now: i64) -> Result<CouponView, Failure> {
+    fn claim_reward(
+        &self,
+        account: &str,
+        reward: &Reward,
+        now: i64,
+    ) -> Result<CouponView, Failure> {
         let Some(batch) = self.coupons.iter().find(|b| b.name == reward.coupon) else {
-            return Err(Failure::Final(format!("no coupon batch `{}`", reward.coupon)));
+            return Err(Failure::Final(format!(
+                "no coupon batch `{}`",
+                reward.coupon
+            )));
         };
-        match self
-            .store
-            .claim_coupon(batch, account, &reward.inviter, now, Some(&reward.request))?
-        {
+        match self.store.claim_coupon(
+            batch,
+            account,
+            &reward.inviter,
+            now,
+            Some(&reward.request),
+        )? {
             Ok(c) => Ok(CouponView {
                 code: c.code,
                 title: batch.title.clone(),

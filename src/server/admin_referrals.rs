@@ -11,8 +11,8 @@ use super::reload::audit;
 use super::AppState;
 use crate::config::Role;
 use crate::referral::Programme;
-use crate::referral_flow::review::{held, review, ReviewError};
 use crate::referral_flow::figures::figures;
+use crate::referral_flow::review::{held, review, ReviewError};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/referrals/{name}", web::get().to(report))

@@ -157,8 +157,7 @@ impl Store for MemoryStore {
             r.participants.insert(key.clone(), p);
         }
         if !items.is_empty() {
-            self.queue()
-                .push(account, items, crate::outbox::now_ms());
+            self.queue().push(account, items, crate::outbox::now_ms());
         }
         Ok(r.participants.get(&key).cloned())
     }

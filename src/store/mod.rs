@@ -1133,7 +1133,10 @@ mod tests {
                 ("c1", InviteState::Pending)
             ]
         );
-        assert_eq!(store.referral_rewards("tea").unwrap(), vec![reward("inviter", 2)]);
+        assert_eq!(
+            store.referral_rewards("tea").unwrap(),
+            vec![reward("inviter", 2)]
+        );
         assert!(store.referral_invites("te").unwrap().is_empty());
         assert!(store.referral_rewards("tea2").unwrap().is_empty());
         let queued = store.outbox_page(None, 1000).unwrap();

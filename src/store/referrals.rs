@@ -98,7 +98,9 @@ impl InviteView {
         InviteView {
             records: records
                 .into_iter()
-                .filter(|r| people.contains(&r.invitee.as_str()) || people.contains(&r.inviter.as_str()))
+                .filter(|r| {
+                    people.contains(&r.invitee.as_str()) || people.contains(&r.inviter.as_str())
+                })
                 .collect(),
             rewards: rewards
                 .into_iter()

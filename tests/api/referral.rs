@@ -146,14 +146,59 @@ fn images(fake: &siyu::fake_wechat::FakeWechatHandle) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_referral_programme_rewards_each_tier_once_through_a_crash() {
     let fake = FakeWechat::start("127.0.0.1:0").unwrap();
-    fake.open_window("*", 5);
     let dir = tempfile::tempdir().unwrap();
     let config = referral_config(dir.path(), fake.base_url());
-    let (code, out, err) = siyu(&["check", "--config", &config]);
+    scenario(&fake, &config, &[]).await;
+    // The coupons once more, from the store itself once the server is gone.
+    let store = open_store(&dir.path().join("data/siyu.sled"));
+    let settings = siyu::config::Settings::load(Path::new(&config)).unwrap();
+    for batch in ["tea-2", "tea-5"] {
+        let stats =
+            siyu::store::Store::coupon_stats(&store, settings.coupon_batch(batch).unwrap(), now())
+                .unwrap();
+        assert_eq!(stats.issued, 3, "{batch}");
+    }
+    drop(store);
+    let (code, out, err) = siyu(&["referral", "report", "tea", "--config", &config]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("valid 17"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_referral_programme_rewards_each_tier_once_through_a_crash_on_postgres() {
+    let Some(db) = siyu::store::postgres::testing::TestDatabase::new() else {
+        return;
+    };
+    let fake = FakeWechat::start("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::postgres::on_postgres(&referral_config(dir.path(), fake.base_url()));
+    let env = [("SIYU_DATABASE_URL", db.url.as_str())];
+    scenario(&fake, &config, &env).await;
+    // Beside no server: the CLI reads PostgreSQL itself.
+    let (code, out, err) = siyu_env(&["referral", "report", "tea", "--config", &config], &env);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("valid 17"), "{out}");
+}
+
+async fn scenario(fake: &siyu::fake_wechat::FakeWechatHandle, config: &str, env: &[(&str, &str)]) {
+    fake.open_window("*", 5);
+    let config = config.to_string();
+    let with = |extra: &[(&'static str, &str)]| -> Vec<(String, String)> {
+        env.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect()
+    };
+    let cli = |args: &[&str], extra: &[(&'static str, &str)]| {
+        let vars = with(extra);
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        siyu_env(args, &vars)
+    };
+    let (code, out, err) = cli(&["check", "--config", &config], &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("referral tea (冬日茶会)"), "{out}");
     let client = reqwest::Client::new();
-    let first = serve_env(&config, &[]);
+    let first = serve_env(&config, env);
     let base = first.base.clone();
 
     // The inviters ask: the passive reply is the invitation; the posters come through the
@@ -162,7 +207,7 @@ async fn a_referral_programme_rewards_each_tier_once_through_a_crash() {
         let reply = post(&client, &base, &PLAIN.text(a, KEYWORD, 10 + i as u64)).await;
         assert!(reply.contains("这是你的专属二维码"), "{reply}");
     }
-    eventually(20, "three posters sent", || images(&fake).len() == 3).await;
+    eventually(20, "three posters sent", || images(fake).len() == 3).await;
     assert_eq!(fake.accepted("/cgi-bin/qrcode/create").len(), 3);
     let uploads = fake.accepted("/cgi-bin/media/upload");
     assert_eq!(uploads.len(), 3);
@@ -188,8 +233,13 @@ async fn a_referral_programme_rewards_each_tier_once_through_a_crash() {
     // mutual invite: neither counts).
     subscribe(&client, &base, "iv07", "a2").await;
     post(&client, &base, &PLAIN.text("iv07", KEYWORD, 20)).await;
-    eventually(20, "iv07's poster", || images(&fake).len() == 4).await;
-    post(&client, &base, &PLAIN.event_at("a2", "unsubscribe", None, now() - 1)).await;
+    eventually(20, "iv07's poster", || images(fake).len() == 4).await;
+    post(
+        &client,
+        &base,
+        &PLAIN.event_at("a2", "unsubscribe", None, now() - 1),
+    )
+    .await;
     subscribe(&client, &base, "a2", "iv07").await;
     for i in 8..=11 {
         subscribe(&client, &base, &format!("iv{i:02}"), "a2").await;
@@ -198,9 +248,19 @@ async fn a_referral_programme_rewards_each_tier_once_through_a_crash() {
     let retried = PLAIN.event("iv20", "subscribe", Some(&code_of("a2")));
     post(&client, &base, &retried).await;
     post(&client, &base, &retried).await;
-    post(&client, &base, &PLAIN.event("iv20", "SCAN", Some(&code_of("a1")[8..]))).await;
+    post(
+        &client,
+        &base,
+        &PLAIN.event("iv20", "SCAN", Some(&code_of("a1")[8..])),
+    )
+    .await;
     // a3: a self-invite, then a burst of eight: the 7th and 8th are held.
-    post(&client, &base, &PLAIN.event_at("a3", "unsubscribe", None, now() - 1)).await;
+    post(
+        &client,
+        &base,
+        &PLAIN.event_at("a3", "unsubscribe", None, now() - 1),
+    )
+    .await;
     subscribe(&client, &base, "a3", "a3").await;
     for i in 12..=19 {
         subscribe(&client, &base, &format!("iv{i:02}"), "a3").await;
@@ -211,10 +271,17 @@ async fn a_referral_programme_rewards_each_tier_once_through_a_crash() {
     first.child.wait().unwrap();
     drop(first);
 
-    let second: Serve = serve_env(&config, &[]);
+    let second: Serve = serve_env(&config, env);
     let base = second.base.clone();
     let bind = base.trim_start_matches("http://");
-    let held = admin(&client, &base, VIEWER, "/admin/v1/referrals/tea/held", false).await;
+    let held = admin(
+        &client,
+        &base,
+        VIEWER,
+        "/admin/v1/referrals/tea/held",
+        false,
+    )
+    .await;
     let held: Vec<&str> = held["held"]
         .as_array()
         .unwrap()
@@ -232,7 +299,7 @@ async fn a_referral_programme_rewards_each_tier_once_through_a_crash() {
     .await;
     assert_eq!(released["invite"]["state"], "pending");
     // The CLI beside the server goes through its admin API.
-    let (code, out, err) = siyu_env(
+    let (code, out, err) = cli(
         &["referral", "reject", "tea", "iv19", "--config", &config],
         &[("SIYU_ADMIN_TOKEN", OPERATOR), ("SIYU_BIND", bind)],
     );
@@ -241,7 +308,7 @@ async fn a_referral_programme_rewards_each_tier_once_through_a_crash() {
 
     // Every hold ends; each inviter reaches both tiers: six notices.
     eventually(60, "six reward notices", || {
-        texts(&fake)
+        texts(fake)
             .values()
             .flatten()
             .filter(|t| t.contains("你获得了"))
@@ -251,9 +318,12 @@ async fn a_referral_programme_rewards_each_tier_once_through_a_crash() {
     .await;
     // A few more maturing runs: nothing is given twice.
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    let notices = texts(&fake);
+    let notices = texts(fake);
     for a in ["a1", "a2", "a3"] {
-        let mine: Vec<&String> = notices[a].iter().filter(|t| t.contains("你获得了")).collect();
+        let mine: Vec<&String> = notices[a]
+            .iter()
+            .filter(|t| t.contains("你获得了"))
+            .collect();
         assert_eq!(mine.len(), 2, "{a}: {mine:?}");
         assert!(mine.iter().any(|t| t.contains("两人茶券")), "{a}: {mine:?}");
         assert!(mine.iter().any(|t| t.contains("五人茶券")), "{a}: {mine:?}");
@@ -267,8 +337,15 @@ async fn a_referral_programme_rewards_each_tier_once_through_a_crash() {
     let report = admin(&client, &base, VIEWER, "/admin/v1/referrals/tea", false).await;
     let inv = &report["invites"];
     let figures: Vec<i64> = [
-        "pending", "held", "valid", "revoked", "rejected", "capped", "refused_self",
-        "refused_mutual", "refused_not_new",
+        "pending",
+        "held",
+        "valid",
+        "revoked",
+        "rejected",
+        "capped",
+        "refused_self",
+        "refused_mutual",
+        "refused_not_new",
     ]
     .iter()
     .map(|k| inv[k].as_i64().unwrap_or_else(|| panic!("{k}: {report}")))
@@ -288,14 +365,23 @@ async fn a_referral_programme_rewards_each_tier_once_through_a_crash() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| (t["inviter"].as_str().unwrap().to_string(), t["valid"].as_i64().unwrap()))
+        .map(|t| {
+            (
+                t["inviter"].as_str().unwrap().to_string(),
+                t["valid"].as_i64().unwrap(),
+            )
+        })
         .take(3)
         .collect();
     assert_eq!(
         top,
-        [("a3".to_string(), 7), ("a1".to_string(), 5), ("a2".to_string(), 5)]
+        [
+            ("a3".to_string(), 7),
+            ("a1".to_string(), 5),
+            ("a2".to_string(), 5)
+        ]
     );
-    let (code, out, err) = siyu_env(
+    let (code, out, err) = cli(
         &["referral", "report", "tea", "--json", "--config", &config],
         &[("SIYU_ADMIN_TOKEN", VIEWER), ("SIYU_BIND", bind)],
     );
@@ -303,21 +389,17 @@ async fn a_referral_programme_rewards_each_tier_once_through_a_crash() {
     let cli: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(cli, report);
 
-    // The coupons: one per (inviter, tier), read from the store once the server is gone.
-    drop(second);
-    let store = open_store(&dir.path().join("data/siyu.sled"));
-    let settings = siyu::config::Settings::load(Path::new(&config)).unwrap();
+    // The coupons: one per (inviter, tier).
     for batch in ["tea-2", "tea-5"] {
-        let stats = siyu::store::Store::coupon_stats(
-            &store,
-            settings.coupon_batch(batch).unwrap(),
-            now(),
+        let stats = admin(
+            &client,
+            &base,
+            VIEWER,
+            &format!("/admin/v1/coupons/{batch}/stats"),
+            false,
         )
-        .unwrap();
-        assert_eq!(stats.issued, 3, "{batch}");
+        .await;
+        assert_eq!(stats["issued"], 3, "{stats}");
     }
-    drop(store);
-    let (code, out, err) = siyu(&["referral", "report", "tea", "--config", &config]);
-    assert_eq!(code, 0, "{err}");
-    assert!(out.contains("valid 17"), "{out}");
+    drop(second);
 }

@@ -10,7 +10,9 @@ use tokio_postgres::types::{ToSql, Type};
 use super::followers::{item_json, ENQUEUE};
 use super::{db, from_json, rollback, to_json, PgStore, Sql};
 use crate::referral::{InviteRecord, ParticipantId};
-use crate::store::{InviteChange, InviteView, Participant, ParticipantChange, RewardRecord, StoreError};
+use crate::store::{
+    InviteChange, InviteView, Participant, ParticipantChange, RewardRecord, StoreError,
+};
 
 const T: Type = Type::TEXT;
 
@@ -37,7 +39,8 @@ const REWARDS_OF: Sql = Sql {
     types: &[T, Type::TEXT_ARRAY],
 };
 const PUT_INVITE: Sql = Sql {
-    text: "INSERT INTO referral_invites (programme, invitee, inviter, body) VALUES ($1, $2, $3, $4) \
+    text:
+        "INSERT INTO referral_invites (programme, invitee, inviter, body) VALUES ($1, $2, $3, $4) \
            ON CONFLICT (programme, invitee) DO UPDATE SET body = excluded.body",
     types: &[T, T, T, Type::JSONB],
 };
@@ -107,7 +110,10 @@ impl PgStore {
         let c = self.block(self.conn())?;
         let before = self.block(async {
             self.begin_referral(&c, programme).await?;
-            match self.step(&c, &PARTICIPANT, &[&programme, &id.as_str()]).await {
+            match self
+                .step(&c, &PARTICIPANT, &[&programme, &id.as_str()])
+                .await
+            {
                 Ok(rows) => bodies::<Participant>("referral_participants", &rows),
                 Err(e) => {
                     rollback(&c).await;
@@ -127,8 +133,12 @@ impl PgStore {
         self.timed("referral_participant_write", async {
             let written = async {
                 if let Some(p) = &after {
-                    self.step(&c, &PUT_PARTICIPANT, &[&programme, &id.as_str(), &to_json(p)])
-                        .await?;
+                    self.step(
+                        &c,
+                        &PUT_PARTICIPANT,
+                        &[&programme, &id.as_str(), &to_json(p)],
+                    )
+                    .await?;
                 }
                 if !items.is_empty() {
                     self.step(&c, &ENQUEUE, &[&account, &items]).await?;

@@ -14,7 +14,9 @@ use sled::Transactional;
 
 use super::{backend, from_json, id_key, json, tx_backend, SledStore};
 use crate::referral::{InviteRecord, ParticipantId};
-use crate::store::{InviteChange, InviteView, Participant, ParticipantChange, RewardRecord, StoreError};
+use crate::store::{
+    InviteChange, InviteView, Participant, ParticipantChange, RewardRecord, StoreError,
+};
 
 /// `kind\0programme\0`: every key of one kind in a programme.
 pub(super) fn prefix(kind: u8, programme: &str) -> Vec<u8> {
@@ -108,7 +110,9 @@ impl SledStore {
         let mut view = InviteView::default();
         let mut seen = std::collections::BTreeSet::new();
         for person in people {
-            let mine = self.referrals.get(key(b'i', programme, &[person.as_bytes()]));
+            let mine = self
+                .referrals
+                .get(key(b'i', programme, &[person.as_bytes()]));
             if let Some(v) = mine.map_err(backend)? {
                 let r: InviteRecord = from_json("referrals", person.as_bytes(), &v)?;
                 if seen.insert(r.invitee.clone()) {
@@ -132,7 +136,8 @@ impl SledStore {
                 }
             }
             let rewards = key(b'w', programme, &[person.as_bytes(), b""]);
-            view.rewards.extend(self.sled_scan::<RewardRecord>(&rewards)?);
+            view.rewards
+                .extend(self.sled_scan::<RewardRecord>(&rewards)?);
         }
         let mut done = change(&view);
         done.rewards.retain(|w| {
@@ -148,13 +153,20 @@ impl SledStore {
         for r in &done.records {
             puts.push((key(b'i', programme, &[r.invitee.as_bytes()]), json(r)));
             puts.push((
-                key(b'n', programme, &[r.inviter.as_bytes(), r.invitee.as_bytes()]),
+                key(
+                    b'n',
+                    programme,
+                    &[r.inviter.as_bytes(), r.invitee.as_bytes()],
+                ),
                 Vec::new(),
             ));
         }
         for w in &done.rewards {
             let tier = w.tier.to_be_bytes();
-            puts.push((key(b'w', programme, &[w.inviter.as_bytes(), &tier]), json(w)));
+            puts.push((
+                key(b'w', programme, &[w.inviter.as_bytes(), &tier]),
+                json(w),
+            ));
         }
         let items = self.new_items(account, done.items.clone(), crate::outbox::now_ms())?;
         (&self.referrals, &self.outbox)
