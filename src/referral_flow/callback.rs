@@ -177,3 +177,80 @@ fn kept_notices(
     }
     Ok((wrote, queued))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(kind: InboundKind) -> Inbound {
+        Inbound {
+            to: "gh".into(),
+            from: "o1".into(),
+            create_time: 100,
+            agent_id: None,
+            kind,
+        }
+    }
+
+    #[test]
+    fn arrivals_come_from_the_state_before_the_callback() {
+        let subscribe = msg(InboundKind::Event(Event::Subscribe {
+            scene: Some("ref:tea:aaaaaaaaaaaaaaaa".into()),
+            ticket: None,
+        }));
+        let scan = msg(InboundKind::Event(Event::Scan {
+            scene: "ref:tea:aaaaaaaaaaaaaaaa".into(),
+            ticket: None,
+        }));
+        let follower = |subscribed, first: Option<i64>, left: Option<i64>| Follower {
+            subscribed,
+            first_subscribed_at: first,
+            last_subscribed_at: first,
+            unsubscribed_at: left,
+            ..Follower::new("o1")
+        };
+        for (case, before, want) in [
+            ("never seen", None, Arrival::New),
+            (
+                "known, never subscribed (a shop event)",
+                Some(follower(false, None, None)),
+                Arrival::New,
+            ),
+            (
+                "had unfollowed",
+                Some(follower(false, Some(10), Some(20))),
+                Arrival::Returning,
+            ),
+            (
+                "following",
+                Some(follower(true, Some(10), None)),
+                Arrival::AlreadyFollowing,
+            ),
+        ] {
+            assert_eq!(
+                arrival_before(&subscribe, before.as_ref()),
+                Some(want),
+                "{case}"
+            );
+        }
+        assert_eq!(
+            arrival_before(&scan, None),
+            Some(Arrival::AlreadyFollowing),
+            "a scan is by a follower"
+        );
+        let text = msg(InboundKind::Text {
+            content: "hi".into(),
+            msg_id: 1,
+        });
+        assert_eq!(arrival_before(&text, None), None);
+        // A retried subscribe, from the state after its first delivery.
+        assert_eq!(
+            arrival_after(&subscribe, Some(&follower(true, Some(100), None))),
+            Some(Arrival::New)
+        );
+        assert_eq!(
+            arrival_after(&subscribe, Some(&follower(true, Some(100), Some(50)))),
+            Some(Arrival::Returning)
+        );
+    }
+}

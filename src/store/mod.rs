@@ -470,7 +470,6 @@ pub trait Store: Send + Sync {
     /// --write`, with the servers stopped), in one atomic write.
     fn replace_report_counts(&self, account: &str, counts: &[Count]) -> Result<(), StoreError>;
 
-    /// Bytes used on disk, where the backend knows.
     // --- Referral programmes (`referrals.rs`) ---
 
     /// The participant `id` of `programme`, if they asked for a code.
@@ -508,6 +507,7 @@ pub trait Store: Send + Sync {
     /// Every reward given in a programme.
     fn referral_rewards(&self, programme: &str) -> Result<Vec<RewardRecord>, StoreError>;
 
+    /// Bytes used on disk, where the backend knows.
     fn size_on_disk(&self) -> Option<u64> {
         None
     }
