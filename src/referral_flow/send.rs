@@ -26,8 +26,8 @@ use crate::referral::{
 use crate::rules::CouponView;
 use crate::store::{Participant, PosterMedia, QrCode};
 
-/// A code is made again once it has less than a day to live: a poster handed out now
-/// should scan for a while.
+/// A code is made again once it has less than a day (or a quarter of its lifetime, if
+/// that is shorter) to live: a poster handed out now should scan for a while.
 pub const QR_RENEW_SECS: i64 = 86_400;
 /// WeChat keeps temporary media 3 days; an upload is reused until an hour before that.
 pub const MEDIA_SECS: i64 = 3 * 86_400;
