@@ -51,6 +51,9 @@ pub enum ConfigError {
     /// Every mistake of the channels file, each as `file:line:column: message`.
     #[error("channels refused:\n{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Channels(Vec<crate::located::FileError>),
+    /// Every mistake of the referrals file, each as `file:line:column: message`.
+    #[error("{0}")]
+    Referrals(crate::referral::LoadError),
     /// Every mistake of `[[ingest.event]]`, each as `file:line:column: message`.
     #[error("[ingest] refused:\n{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Ingest(Vec<crate::located::FileError>),
@@ -112,6 +115,9 @@ struct RawConfig {
     /// `[channels] file = "channels.toml"`: the named sources followers arrive through.
     #[serde(default)]
     channels: Option<RawChannels>,
+    /// `[referral] file = "referrals.toml"`: the referral programmes (任务宝).
+    #[serde(default)]
+    referral: Option<RawReferral>,
     #[serde(default)]
     display: RawDisplay,
     /// `[ingest]`: behaviour from the shop (README "Behaviour from the shop").
@@ -126,6 +132,19 @@ struct RawDisplay {
     /// `+HH:MM`; parsed while deserialising, so a bad value is reported at its file:line.
     utc_offset: Option<crate::local_time::UtcOffset>,
 }
+
+/// `[referral]`: the programmes' file and how often invites are matured.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReferral {
+    file: PathBuf,
+    /// Seconds between two maturing runs of `siyu serve` (default 60).
+    check_every_secs: Option<u64>,
+}
+
+/// The default seconds between two maturing runs: an invite's hold is hours, so a
+/// minute's delay is nothing, and a run that finds nothing due costs one scan.
+pub const DEFAULT_REFERRAL_CHECK_SECS: u64 = 60;
 
 /// `[campaigns]` and `[channels]`: the file.
 #[derive(Debug, Deserialize)]
@@ -444,6 +463,11 @@ pub struct Settings {
     /// The codes siyu makes (channels with `code = "auto"`), read with `channels`.
     pub channel_codes: Vec<crate::channel::CodeOrder>,
     pub channel_code_settings: ChannelCodeSettings,
+    /// The referrals file (`[referral] file`), read by [`Settings::load`] into `referrals`.
+    pub referrals_file: Option<PathBuf>,
+    pub referrals: Vec<crate::referral::Programme>,
+    /// Seconds between two maturing runs of invites (`[referral] check_every_secs`).
+    pub referral_check_secs: u64,
     /// The bearer token a shop system presents to `POST /coupons/v1/redeem`.
     pub redeem_token: Option<Secret>,
     /// The offset at which the command line shows times (`[display] utc_offset`, default
@@ -496,6 +520,7 @@ impl Settings {
         settings.load_coupons()?;
         settings.load_campaigns()?;
         settings.load_channels()?;
+        settings.load_referrals()?;
         Ok(settings)
     }
 
@@ -618,6 +643,14 @@ impl Settings {
             channels: Vec::new(),
             channel_codes: Vec::new(),
             channel_code_settings: channel_code_settings(raw.channels.as_ref()).map_err(invalid)?,
+            referrals_file: raw.referral.as_ref().map(|r| base.join(&r.file)),
+            referrals: Vec::new(),
+            referral_check_secs: raw
+                .referral
+                .as_ref()
+                .and_then(|r| r.check_every_secs)
+                .unwrap_or(DEFAULT_REFERRAL_CHECK_SECS)
+                .max(1),
             redeem_token: match raw.coupons {
                 Some(RawCoupons {
                     redeem_token_env: Some(var),
@@ -696,6 +729,24 @@ impl Settings {
         self.channel_codes
             .iter()
             .find(|o| o.account == account && o.channel == channel)
+    }
+
+    /// Reads the referrals file named by `[referral] file`, checked against the accounts
+    /// and coupon batches (so coupons are read first).
+    pub fn load_referrals(&mut self) -> Result<(), ConfigError> {
+        let Some(path) = self.referrals_file.clone() else {
+            return Ok(());
+        };
+        let kinds = |id: &str| self.account(id).map(|a| a.kind);
+        let batches = |name: &str| self.coupon_batch(name).is_some();
+        self.referrals = crate::referral::load(&path, &kinds, &batches, self.utc_offset)
+            .map_err(ConfigError::Referrals)?;
+        Ok(())
+    }
+
+    /// The referral programme called `name`.
+    pub fn referral(&self, name: &str) -> Option<&crate::referral::Programme> {
+        self.referrals.iter().find(|p| p.name == name)
     }
 
     /// What the rule folders are compiled against (the coupon batches `issue_coupon` may

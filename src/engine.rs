@@ -38,6 +38,10 @@ pub struct Outcome {
     /// recorded a delivery report the first delivery may not have): what was written
     /// must be on disk before WeChat is answered.
     pub changed: bool,
+    /// For a subscribe or scan: how the follower arrived, from their state before this
+    /// callback (a referral invite's `counts` rule). `None` for a duplicate (the first
+    /// delivery decided it) and for every other message.
+    pub arrival: Option<crate::referral::Arrival>,
 }
 
 /// The inputs of one callback besides the message.
@@ -60,6 +64,9 @@ pub struct Context<'a> {
     /// Whether and how the account talks back to WeChat: `None` (no `[account.api]`)
     /// queues nothing, so nothing piles up that no worker would send.
     pub outbound: Option<Outbound>,
+    /// A referral programme's keyword (`referral_flow::ask`): its reply replaces the
+    /// rules' and its poster is queued with the commit.
+    pub referral: Option<&'a crate::referral_flow::Ask>,
 }
 
 /// The API an account's side effects go through.
@@ -84,6 +91,7 @@ pub fn handle(store: &dyn Store, ctx: Context<'_>, msg: &Inbound) -> Result<Outc
     let dedupe_key = msg.dedupe_key();
     let mut actions = Vec::new();
     let mut effects = Vec::new();
+    let mut arrival = None;
     let applied = store.apply_callback(
         CallbackKey {
             account: ctx.account,
@@ -96,6 +104,7 @@ pub fn handle(store: &dyn Store, ctx: Context<'_>, msg: &Inbound) -> Result<Outc
             // A claim is keyed by the callback's dedupe key: however often this runs (a
             // retry, a rerun), the follower gets one code.
             let mut issue = |batch: &str| claim(store, ctx, &follower_id, &dedupe_key, batch);
+            arrival = crate::referral_flow::arrival_before(msg, current.as_ref());
             let (commit, applied_actions) = prepare(current, &follower_id, msg, ctx, &mut issue);
             actions = applied_actions;
             effects = commit.effects.clone();
@@ -112,6 +121,7 @@ pub fn handle(store: &dyn Store, ctx: Context<'_>, msg: &Inbound) -> Result<Outc
             duplicate: false,
             effects,
             changed: true,
+            arrival,
         },
         Applied::Duplicate(answer) => Outcome {
             follower_id,
@@ -120,6 +130,7 @@ pub fn handle(store: &dyn Store, ctx: Context<'_>, msg: &Inbound) -> Result<Outc
             duplicate: true,
             effects: Vec::new(),
             changed: reported,
+            arrival: None,
         },
     })
 }
@@ -200,6 +211,7 @@ pub fn dry_run(
 ) -> Result<(Outcome, Option<Follower>), StoreError> {
     let follower_id = follower_id(msg);
     let current = store.follower(ctx.account, &follower_id)?;
+    let arrival = crate::referral_flow::arrival_before(msg, current.as_ref());
     let mut preview = |name: &str| preview(ctx, name);
     let (commit, actions) = prepare(current, &follower_id, msg, ctx, &mut preview);
     Ok((
@@ -210,6 +222,7 @@ pub fn dry_run(
             duplicate: false,
             effects: commit.effects,
             changed: false,
+            arrival,
         },
         commit.follower,
     ))
@@ -258,13 +271,19 @@ fn prepare(
     let mut decision = ctx
         .rules
         .decide_with(msg, &mut follower, ctx.seed, &mut issue);
-    let effects = match ctx.outbound {
+    let mut effects = match ctx.outbound {
         Some(outbound) => {
             let before = tags_before.unwrap_or_default();
             effects(outbound, msg, &before, &follower, &mut decision, ctx)
         }
         None => Vec::new(),
     };
+    // The keyword of a referral programme: its reply, and the poster queued in this
+    // commit (so a crash never answers without queueing it, nor queues it twice).
+    if let (Some(ask), Some(_)) = (ctx.referral, ctx.outbound) {
+        decision.reply = Some(ask.reply.clone());
+        effects.extend(ask.item(ctx.now_ms));
+    }
     let rule = decision.rules.first().cloned();
     follower.history.push(HistoryEntry {
         at: ctx.now,
@@ -670,6 +689,7 @@ incr = { checkin = 1 }
             zone: crate::local_time::UtcOffset::CHINA,
             coupons: &[],
             outbound: None,
+            referral: None,
         }
     }
 
@@ -720,6 +740,7 @@ incr = { checkin = 1 }
         let c = Context {
             channels: &channels,
             outbound: Some(Outbound::Official),
+            referral: None,
             ..ctx(&rules, 100)
         };
         let o = handle(&store, c, &msg("o1", 100, subscribe(Some("spring-poster")))).unwrap();
@@ -796,6 +817,7 @@ add_tags = ["contact"]
         let store = MemoryStore::default();
         let official = Context {
             outbound: Some(Outbound::Official),
+            referral: None,
             now_ms: 100_250,
             ..ctx(&rules, 100)
         };
@@ -832,6 +854,7 @@ add_tags = ["contact"]
         // through mark_tag as the staff member.
         let wecom = Context {
             outbound: Some(Outbound::WeCom),
+            referral: None,
             ..ctx(&rules, 200)
         };
         let add = InboundKind::Event(Event::ExternalContact {

@@ -31,6 +31,8 @@
 //! - [`report`]: PURE. Per-channel and per-day counters: what a commit counts, summed into rows.
 //! - [`referral`]: PURE. Referral programmes (任务宝) from `referrals.toml`: participants'
 //!   QR scenes, the invite state machine with its anti-fraud rules, tiers, posters, reports.
+//! - [`referral_flow`]: the referral programmes wired in: the keyword, invites from
+//!   callbacks, the maturing run, posters and reward notices through the outbox, reviews.
 //! - [`export`]: a segment's followers as a count, a list or a CSV (CLI and admin API).
 //! - [`import`]: a follower file applied to the store line by line (CLI and admin API).
 //! - [`fake_wechat`]: a fake WeChat/WeCom API server for tests and local development.
@@ -60,6 +62,7 @@ pub mod person;
 pub mod protocol;
 pub mod qr;
 pub mod referral;
+pub mod referral_flow;
 pub mod report;
 pub mod rulebook;
 pub mod rules;

@@ -23,6 +23,7 @@ pub use client::{
 pub use error::ApiError;
 pub use model::{
     ContactEntry, ContactWay, ContactsPage, CustomMessage, ExternalContact, FollowInfo,
-    FollowerPage, MiniProgramLink, QrTicket, Tag, TemplateMessage, TemplateValue, UserInfo,
+    FollowerPage, MiniProgramLink, QrTicket, Tag, TemplateMessage, TemplateValue, UploadedMedia,
+    UserInfo,
 };
 pub use token::REFRESH_AHEAD_SECS;

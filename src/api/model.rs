@@ -287,6 +287,17 @@ pub struct Tag {
     pub count: i64,
 }
 
+/// Temporary media as uploaded (`/cgi-bin/media/upload`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct UploadedMedia {
+    /// `image` for an image.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub media_id: String,
+    /// Unix seconds: the media lives 3 days from then.
+    pub created_at: i64,
+}
+
 /// A parametric QR code (`/cgi-bin/qrcode/create`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QrTicket {

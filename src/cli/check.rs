@@ -91,6 +91,24 @@ pub fn run(args: &CheckArgs) -> ExitCode {
             c.kind
         );
     }
+    for p in &settings.referrals {
+        let tiers: Vec<String> = p
+            .tiers
+            .iter()
+            .map(|t| format!("{}→{}", t.invites, t.coupon))
+            .collect();
+        outln!(
+            "  referral {} ({}): account {}, {} to {}, tiers {}, hold {} h{}",
+            p.name,
+            p.title,
+            p.account,
+            p.zone.date_time(p.start),
+            p.end_text(),
+            tiers.join(" "),
+            p.hold_secs / 3600,
+            if p.poster.is_some() { ", poster" } else { "" }
+        );
+    }
     let mut dirs = settings.rule_dirs();
     if let Some(id) = &args.account {
         let Some(account) = settings.account(id) else {

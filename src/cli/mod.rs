@@ -19,6 +19,7 @@ pub mod import;
 pub mod migrate;
 pub mod outbox;
 pub mod qrcode;
+pub mod referral;
 pub mod remote;
 pub mod report;
 pub mod serve;
@@ -85,6 +86,9 @@ pub enum Command {
     /// Reports from the counters: `channels` (per channel, the funnel), `daily` (per day),
     /// `rebuild` (sum every commit's counts again and compare).
     Report(report::ReportArgs),
+    /// Referral programmes (任务宝): `report NAME` (the figures), `held NAME` (invites held
+    /// for review), `release|reject NAME INVITEE`.
+    Referral(referral::ReferralArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -202,6 +206,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Migrate(a) => migrate::run(&a),
         Command::Store(a) => store::run(&a),
         Command::Report(a) => report::run(&a),
+        Command::Referral(a) => referral::run(&a),
     };
     output::finish(code)
 }

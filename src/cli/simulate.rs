@@ -145,6 +145,7 @@ fn simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
         zone: settings.utc_offset,
         coupons: &settings.coupons,
         outbound: account.outbound(),
+        referral: None,
     };
     let (outcome, after) = if args.commit {
         let o = engine::handle(store.as_ref(), ctx, &msg)?;

@@ -210,6 +210,11 @@ impl FakeWechatHandle {
             .any(|t| t.name == name && t.contains(openid))
     }
 
+    /// The bytes of a temporary media upload (a poster), by its media_id.
+    pub fn media(&self, media_id: &str) -> Option<Vec<u8>> {
+        self.shared.lock().media.get(media_id).cloned()
+    }
+
     /// Template messages delivered: repeats of a `client_msg_id` are not counted.
     pub fn templates_delivered(&self) -> u64 {
         self.shared.lock().templates_delivered

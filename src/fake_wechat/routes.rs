@@ -97,7 +97,19 @@ async fn qrcode_knob(shared: web::Data<Shared>, body: web::Json<Value>) -> HttpR
 /// Every WeChat API call: record, apply the next fault, answer.
 async fn api(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
     let path = req.path().to_string();
-    let json_body: Option<Value> = serde_json::from_slice(&body).ok();
+    // An upload is multipart: recorded (and handled) as a summary of its one part.
+    let upload = (path == "/cgi-bin/media/upload").then(|| {
+        let content_type = req
+            .headers()
+            .get(actix_web::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        official::multipart_media(content_type, &body)
+    });
+    let json_body: Option<Value> = match &upload {
+        Some((summary, _)) => Some(summary.clone()),
+        None => serde_json::from_slice(&body).ok(),
+    };
     let call = RecordedCall {
         method: req.method().to_string(),
         path: path.clone(),
@@ -168,6 +180,13 @@ async fn api(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> H
         ("GET", "/cgi-bin/token") => official_token(&mut state, &query),
         ("POST", "/cgi-bin/stable_token") => with_body(json_body, |b| stable_token(&mut state, b)),
         ("GET", "/cgi-bin/gettoken") => wecom_token(&mut state, &query),
+        ("POST", "/cgi-bin/media/upload") => match check_token(&state, &query) {
+            Err(e) => e,
+            Ok(_) => {
+                let bytes = upload.map(|(_, b)| b).unwrap_or_default();
+                official::upload_media(&mut state, &query, json_body.as_ref(), bytes)
+            }
+        },
         ("POST", "/cgi-bin/webhook/send") => {
             with_body(json_body, |b| wecom::robot_send(&mut state, &query, b))
         }

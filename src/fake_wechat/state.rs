@@ -180,6 +180,9 @@ pub(crate) struct State {
     pub mass_client_ids: HashSet<String>,
     pub mass_recipients: u64,
     pub used_welcome_codes: HashSet<String>,
+    /// Temporary media uploaded (`media/upload`): media_id → its PNG bytes, so a test
+    /// can read the poster's QR code back.
+    pub media: HashMap<String, Vec<u8>>,
     /// Robot key → send times in the last minute.
     pub robot_sends: HashMap<String, VecDeque<Instant>>,
     pub calls: Vec<RecordedCall>,
@@ -224,6 +227,7 @@ impl State {
             mass_client_ids: HashSet::new(),
             mass_recipients: 0,
             used_welcome_codes: HashSet::new(),
+            media: HashMap::new(),
             robot_sends: HashMap::new(),
             calls: Vec::new(),
             faults: VecDeque::new(),

@@ -69,6 +69,17 @@ pub enum Effect {
         channel: String,
         request: crate::channel::CodeRequest,
     },
+    /// A referral participant's personal code (`src/referral_flow/send.rs`): made or
+    /// reused (`qrcode/create`), drawn on the poster and uploaded (`media/upload`), sent
+    /// as a customer-service image (or the code's link as text, without a poster).
+    ReferralPoster { programme: String, openid: String },
+    /// A reward tier reached: the coupon claimed (its idempotent key), then the notice by
+    /// customer service, a template message, or kept for the inviter's next message.
+    ReferralNotice {
+        programme: String,
+        inviter: String,
+        tier: u32,
+    },
 }
 
 impl Effect {
@@ -77,7 +88,11 @@ impl Effect {
         match self {
             Effect::Tag { openid, .. }
             | Effect::Custom { openid, .. }
-            | Effect::Campaign { openid, .. } => openid,
+            | Effect::Campaign { openid, .. }
+            | Effect::ReferralPoster { openid, .. }
+            | Effect::ReferralNotice {
+                inviter: openid, ..
+            } => openid,
             Effect::CorpTag {
                 external_userid, ..
             } => external_userid,
@@ -99,6 +114,8 @@ impl Effect {
             Effect::Announcement { .. } => "announcement",
             Effect::Mass { .. } => "mass",
             Effect::ChannelCode { .. } => "channel_code",
+            Effect::ReferralPoster { .. } => "referral_poster",
+            Effect::ReferralNotice { .. } => "referral_notice",
         }
     }
 
@@ -149,6 +166,14 @@ impl Effect {
                     staff.len()
                 ),
             },
+            Effect::ReferralPoster { programme, openid } => {
+                format!("referral {programme} poster to {openid}")
+            }
+            Effect::ReferralNotice {
+                programme,
+                inviter,
+                tier,
+            } => format!("referral {programme} tier {tier} notice to {inviter}"),
         }
     }
 }

@@ -157,6 +157,8 @@ pub struct Worker {
     pub(crate) settings: OutboxSettings,
     /// Coupon batches, for campaigns that give one per follower.
     pub(crate) coupons: Vec<crate::coupon::Batch>,
+    /// Referral programmes, for their posters and reward notices.
+    pub(crate) referrals: Vec<crate::referral::Programme>,
     /// Each running campaign's own pace.
     pub(crate) campaign_limiters: Mutex<HashMap<String, Arc<RateLimiter>>>,
     /// Accounts whose daily API quota ran out (45009), until when (unix ms): their
@@ -204,6 +206,7 @@ impl Worker {
             channels,
             settings,
             coupons: Vec::new(),
+            referrals: Vec::new(),
             campaign_limiters: Mutex::new(HashMap::new()),
             quota_until: Mutex::new(HashMap::new()),
             flusher,
@@ -222,6 +225,11 @@ impl Worker {
 
     pub fn with_coupons(mut self, coupons: Vec<crate::coupon::Batch>) -> Worker {
         self.coupons = coupons;
+        self
+    }
+
+    pub fn with_referrals(mut self, referrals: Vec<crate::referral::Programme>) -> Worker {
+        self.referrals = referrals;
         self
     }
 
@@ -465,7 +473,13 @@ impl Worker {
                 .deliver_channel_code(channel, &item, name, request)
                 .await;
         }
-        channel.limiter.acquire().await;
+        // Referral items pace each of their calls themselves (several per item).
+        if !matches!(
+            item.effect,
+            Effect::ReferralPoster { .. } | Effect::ReferralNotice { .. }
+        ) {
+            channel.limiter.acquire().await;
+        }
         let result = match &item.effect {
             Effect::Custom { openid, message } => {
                 self.send_custom(channel, &item.account, openid, message)
@@ -512,6 +526,18 @@ impl Worker {
                 }
             },
             Effect::Announcement { campaign } => self.announce(channel, campaign).await,
+            Effect::ReferralPoster { programme, openid } => {
+                self.deliver_poster(channel, &item.account, programme, openid)
+                    .await
+            }
+            Effect::ReferralNotice {
+                programme,
+                inviter,
+                tier,
+            } => {
+                self.deliver_notice(channel, &item.account, programme, inviter, *tier)
+                    .await
+            }
             Effect::Tag { .. }
             | Effect::Campaign { .. }
             | Effect::Mass { .. }

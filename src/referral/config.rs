@@ -122,7 +122,8 @@ struct RawProgramme {
     #[serde(default)]
     tier: Vec<Spanned<RawTier>>,
     counts: Option<Spanned<String>>,
-    hold_hours: Option<Spanned<i64>>,
+    /// Hours, a fraction allowed (`0.01` is 36 s: tests, and short trials).
+    hold_hours: Option<Spanned<f64>>,
     daily_cap: Option<Spanned<i64>>,
     burst: Option<Spanned<RawBurst>>,
     template_id: Option<Spanned<String>>,
@@ -280,14 +281,19 @@ fn compile(
             None
         }
     };
-    let hold_hours = optional(
-        &p.hold_hours,
-        "hold_hours",
-        0,
-        24 * 30,
-        DEFAULT_HOLD_HOURS,
-        err,
-    );
+    let hold_secs = match &p.hold_hours {
+        None => Some(i64::from(DEFAULT_HOLD_HOURS) * 3600),
+        Some(h) if (0.0..=720.0).contains(h.get_ref()) => {
+            Some((h.get_ref() * 3600.0).round() as i64)
+        }
+        Some(h) => {
+            err(
+                h.span().start,
+                format!("hold_hours must be 0 to 720, not {}", h.get_ref()),
+            );
+            None
+        }
+    };
     let daily_cap = optional(
         &p.daily_cap,
         "daily_cap",
@@ -361,7 +367,7 @@ fn compile(
         zone: known.zone,
         tiers,
         counts: counts?,
-        hold_secs: i64::from(hold_hours?) * 3600,
+        hold_secs: hold_secs?,
         daily_cap: daily_cap?,
         burst: burst?,
         keywords: keywords?,

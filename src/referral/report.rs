@@ -2,12 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::invite::{Arrival, InviteRecord, InviteState, Refusal};
 use super::programme::Programme;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     pub programme: String,
     /// Inviters with at least one record: people whose code brought anyone.
@@ -24,7 +24,7 @@ pub struct Report {
     pub still_following: usize,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ByState {
     pub pending: usize,
     pub held: usize,
@@ -37,14 +37,14 @@ pub struct ByState {
     pub refused_not_new: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TierReach {
     pub invites: u32,
     pub coupon: String,
     pub inviters: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopInviter {
     pub inviter: String,
     pub valid: u32,

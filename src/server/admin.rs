@@ -57,7 +57,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(super::admin_coupons::configure)
             .configure(super::admin_segments::configure)
             .configure(super::admin_reports::configure)
-            .configure(super::channel_codes::configure),
+            .configure(super::channel_codes::configure)
+            .configure(super::admin_referrals::configure),
     );
 }
 
@@ -500,6 +501,7 @@ fn run_simulation(
         zone: state.settings.utc_offset,
         coupons: &state.settings.coupons,
         outbound: account.settings.outbound(),
+        referral: None,
     };
     // A commit is one follower's write, as a callback's is (the flush is the scope's).
     let (outcome, after) = if commit {

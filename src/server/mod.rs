@@ -6,6 +6,7 @@ pub mod admin_campaigns;
 pub mod admin_coupons;
 pub mod admin_import;
 pub mod admin_people;
+pub mod admin_referrals;
 pub mod admin_reports;
 pub mod admin_segments;
 pub mod admin_sync;

@@ -120,7 +120,8 @@ pub fn standalone_worker(
         })
         .collect();
     Ok(Worker::new(store, channels, settings.outbox.clone(), wake)
-        .with_coupons(settings.coupons.clone()))
+        .with_coupons(settings.coupons.clone())
+        .with_referrals(settings.referrals.clone()))
 }
 
 pub struct Application {
@@ -152,6 +153,7 @@ pub fn outbox_worker(state: &AppState) -> Worker {
         state.outbox_wake.clone(),
     )
     .with_coupons(state.settings.coupons.clone())
+    .with_referrals(state.settings.referrals.clone())
     .with_flusher(state.flusher.clone())
     .with_metrics(state.metrics.clone())
 }
@@ -236,6 +238,15 @@ impl Application {
         super::rule_sync::follow(state.clone(), stopped.clone());
         let mut schedules = super::sync_schedule::spawn(state.clone(), stopped.clone());
         schedules.extend(super::channel_codes::spawn(state.clone(), stopped.clone()));
+        if !state.settings.referrals.is_empty() {
+            schedules.push(tokio::spawn(crate::referral_flow::mature::every(
+                state.store.clone(),
+                state.settings.referrals.clone(),
+                std::time::Duration::from_secs(state.settings.referral_check_secs),
+                state.outbox_wake.clone(),
+                stopped.clone(),
+            )));
+        }
         let worker = tokio::spawn(worker.run(stopped));
         let result = server.await;
         #[cfg(unix)]

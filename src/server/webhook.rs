@@ -153,7 +153,19 @@ pub fn handle_callback(
         return Ok(success(None, kind));
     }
     let rules = account.rules.current();
-    let outcome = engine::handle(
+    let programmes = &state.settings.referrals;
+    let outbound = account.settings.outbound();
+    let ask = match outbound {
+        Some(_) => crate::referral_flow::ask::ask(
+            state.store.as_ref(),
+            programmes,
+            account_id,
+            &msg,
+            entropy.now,
+        )?,
+        None => None,
+    };
+    let mut outcome = engine::handle(
         state.store.as_ref(),
         Context {
             account: account_id,
@@ -165,10 +177,24 @@ pub fn handle_callback(
             channels: &state.settings.channels,
             zone: state.settings.utc_offset,
             coupons: &state.settings.coupons,
-            outbound: account.settings.outbound(),
+            outbound,
+            referral: ask.as_ref(),
         },
         &msg,
     )?;
+    // Written before the answer, like the callback's own commit (on a retry too).
+    if outbound.is_some() {
+        let (wrote, queued) = crate::referral_flow::after_callback(
+            state.store.as_ref(),
+            programmes,
+            account_id,
+            &msg,
+            &outcome,
+            entropy.now,
+        )?;
+        outcome.changed |= wrote;
+        outcome.effects.extend(queued);
+    }
     // A customer-contact event comes from `sys`: a passive reply would reach nobody.
     let passive = !matches!(msg.kind, InboundKind::Event(Event::ExternalContact { .. }));
     let Some(reply) = outcome.answer.reply.as_ref().filter(|_| passive) else {

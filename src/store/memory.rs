@@ -34,6 +34,8 @@ pub struct MemoryStore {
     kept: Mutex<BTreeMap<(String, String), super::KeptEvent>>,
     /// account → its counters and facts. Locked after `records` (and after `kept`).
     reports: Mutex<HashMap<String, Reports>>,
+    /// Referral programmes: one lock for all of them (a test store).
+    referrals: Mutex<Referrals>,
 }
 
 #[derive(Debug, Default)]
@@ -115,7 +117,20 @@ impl MemoryStore {
     }
 }
 
+/// Participants by (programme, id), invites by (programme, invitee), rewards by
+/// (programme, inviter, tier).
+#[derive(Debug, Default)]
+struct Referrals {
+    participants: BTreeMap<(String, String), super::Participant>,
+    invites: BTreeMap<(String, String), crate::referral::InviteRecord>,
+    rewards: BTreeMap<(String, String, u32), super::RewardRecord>,
+}
+
 impl MemoryStore {
+    fn referrals(&self) -> std::sync::MutexGuard<'_, Referrals> {
+        self.referrals.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -183,6 +198,92 @@ impl super::ChannelCodes for MemoryStore {
 }
 
 impl Store for MemoryStore {
+    fn referral_participant(
+        &self,
+        programme: &str,
+        id: &crate::referral::ParticipantId,
+    ) -> Result<Option<super::Participant>, StoreError> {
+        let key = (programme.to_string(), id.to_string());
+        Ok(self.referrals().participants.get(&key).cloned())
+    }
+
+    fn update_referral_participant(
+        &self,
+        account: &str,
+        programme: &str,
+        id: &crate::referral::ParticipantId,
+        change: &mut dyn FnMut(Option<super::Participant>) -> super::ParticipantChange,
+    ) -> Result<Option<super::Participant>, StoreError> {
+        let key = (programme.to_string(), id.to_string());
+        let mut r = self.referrals();
+        let (after, items) = change(r.participants.get(&key).cloned());
+        if let Some(p) = after {
+            r.participants.insert(key.clone(), p);
+        }
+        if !items.is_empty() {
+            self.queue().push(account, items, crate::outbox::now_ms());
+        }
+        Ok(r.participants.get(&key).cloned())
+    }
+
+    fn referral_write(
+        &self,
+        account: &str,
+        programme: &str,
+        people: &[&str],
+        change: &mut dyn FnMut(&super::InviteView) -> super::InviteChange,
+    ) -> Result<super::InviteChange, StoreError> {
+        let mut r = self.referrals();
+        let view = super::InviteView::of(
+            r.invites
+                .iter()
+                .filter(|((p, _), _)| p == programme)
+                .map(|(_, v)| v.clone()),
+            r.rewards
+                .iter()
+                .filter(|((p, _, _), _)| p == programme)
+                .map(|(_, v)| v.clone()),
+            people,
+        );
+        let mut done = change(&view);
+        for rec in &done.records {
+            r.invites
+                .insert((programme.to_string(), rec.invitee.clone()), rec.clone());
+        }
+        done.rewards.retain(|w| {
+            let key = (programme.to_string(), w.inviter.clone(), w.tier);
+            !r.rewards.contains_key(&key) && r.rewards.insert(key, w.clone()).is_none()
+        });
+        if !done.items.is_empty() {
+            self.queue()
+                .push(account, done.items.clone(), crate::outbox::now_ms());
+        }
+        Ok(done)
+    }
+
+    fn referral_invites(
+        &self,
+        programme: &str,
+    ) -> Result<Vec<crate::referral::InviteRecord>, StoreError> {
+        Ok(self
+            .referrals()
+            .invites
+            .iter()
+            .filter(|((p, _), _)| p == programme)
+            .map(|(_, v)| v.clone())
+            .collect())
+    }
+
+    fn referral_rewards(&self, programme: &str) -> Result<Vec<super::RewardRecord>, StoreError> {
+        Ok(self
+            .referrals()
+            .rewards
+            .iter()
+            .filter(|((p, _, _), _)| p == programme)
+            .map(|(_, v)| v.clone())
+            .collect())
+    }
+
     fn people(&self, unionid: &str) -> Result<Vec<(String, String)>, StoreError> {
         let people = self.people.lock().unwrap_or_else(|p| p.into_inner());
         Ok(people

@@ -17,6 +17,7 @@ mod legacy;
 mod memory;
 pub mod portable;
 pub mod postgres;
+pub mod referrals;
 pub mod shared_rules;
 mod sled_store;
 
@@ -24,6 +25,9 @@ pub use channel_codes::ChannelCodes;
 pub use group_flush::GroupFlush;
 pub use memory::MemoryStore;
 pub use postgres::PgStore;
+pub use referrals::{
+    InviteChange, InviteView, Participant, ParticipantChange, PosterMedia, QrCode, RewardRecord,
+};
 pub use sled_store::SledStore;
 
 /// A sync step's change to one follower ([`Store::sync_step`]): the run to count in, the
@@ -54,6 +58,7 @@ use crate::coupon::{Batch, ClaimRefused, Coupon, CouponStats, RedeemRefused};
 use crate::follower::{Follower, HISTORY_LEN};
 use crate::outbox::{DeadItem, NewItem, OutboxItem};
 use crate::protocol::Reply;
+use crate::referral::{InviteRecord, ParticipantId};
 use crate::report::Count;
 use crate::sync::SyncRun;
 
@@ -468,6 +473,43 @@ pub trait Store: Send + Sync + ChannelCodes {
     /// Replaces all of the account's counters with `counts` (`siyu report rebuild
     /// --write`, with the servers stopped), in one atomic write.
     fn replace_report_counts(&self, account: &str, counts: &[Count]) -> Result<(), StoreError>;
+
+    // --- Referral programmes (`referrals.rs`) ---
+
+    /// The participant `id` of `programme`, if they asked for a code.
+    fn referral_participant(
+        &self,
+        programme: &str,
+        id: &ParticipantId,
+    ) -> Result<Option<Participant>, StoreError>;
+
+    /// Changes a participant atomically with the outbox items `change` returns (of
+    /// `account`); the participant as stored afterwards.
+    fn update_referral_participant(
+        &self,
+        account: &str,
+        programme: &str,
+        id: &ParticipantId,
+        change: &mut dyn FnMut(Option<Participant>) -> ParticipantChange,
+    ) -> Result<Option<Participant>, StoreError>;
+
+    /// One atomic referral write (see `referrals.rs`): `change` sees the programme's
+    /// records and rewards concerning `people`, and what it returns is written in one
+    /// transaction, serialised with every other referral write of the programme. The
+    /// change written is returned.
+    fn referral_write(
+        &self,
+        account: &str,
+        programme: &str,
+        people: &[&str],
+        change: &mut dyn FnMut(&InviteView) -> InviteChange,
+    ) -> Result<InviteChange, StoreError>;
+
+    /// Every invite record of a programme (the report, the maturing run).
+    fn referral_invites(&self, programme: &str) -> Result<Vec<InviteRecord>, StoreError>;
+
+    /// Every reward given in a programme.
+    fn referral_rewards(&self, programme: &str) -> Result<Vec<RewardRecord>, StoreError>;
 
     /// Bytes used on disk, where the backend knows.
     fn size_on_disk(&self) -> Option<u64> {
@@ -931,6 +973,7 @@ mod tests {
         sync_contract(store);
         ingest_contract(store);
         report_contract(store);
+        referral_contract(store);
         update_contract(store);
     }
 
@@ -983,6 +1026,154 @@ mod tests {
 
     /// Report counters: written with the commit, once however often it is retried, summed
     /// across whatever the backend spreads them over, kept as facts, and replaceable.
+    /// Referral programmes: a participant's id stands for one openid; an invite is created
+    /// once per (programme, invitee) however often the write runs; a reward once per
+    /// (programme, inviter, tier), its outbox items queued with it; programmes apart.
+    fn referral_contract(store: &dyn Store) {
+        use crate::referral::{Arrival, InviteRecord, InviteState, ParticipantId};
+        let id = ParticipantId::of("demo", "inviter");
+        assert_eq!(store.referral_participant("tea", &id).unwrap(), None);
+        let first = Participant {
+            programme: "tea".into(),
+            id: id.clone(),
+            account: "demo".into(),
+            openid: "inviter".into(),
+            created_at: 10,
+            qr: None,
+            poster: None,
+            notices: vec![],
+        };
+        let before = store.outbox_page(None, 1000).unwrap().len();
+        let stored = store
+            .update_referral_participant("demo", "tea", &id, &mut |p| {
+                assert!(p.is_none());
+                (Some(first.clone()), vec![])
+            })
+            .unwrap();
+        assert_eq!(stored.as_ref(), Some(&first));
+        // A change that keeps the participant writes nothing but may queue.
+        let kept = store
+            .update_referral_participant("demo", "tea", &id, &mut |p| {
+                assert_eq!(p.as_ref(), Some(&first));
+                (None, vec![item("tea-poster")])
+            })
+            .unwrap();
+        assert_eq!(kept.as_ref(), Some(&first));
+        assert_eq!(store.outbox_page(None, 1000).unwrap().len(), before + 1);
+        assert_eq!(store.referral_participant("other", &id).unwrap(), None);
+
+        let record = |invitee: &str, inviter: &str, state| InviteRecord {
+            programme: "tea".into(),
+            inviter: inviter.into(),
+            invitee: invitee.into(),
+            arrival: Arrival::New,
+            state,
+            created_at: 100,
+            matures_at: 200,
+            updated_at: 100,
+        };
+        // Create-if-absent: the decision sees the record it made the first time.
+        for attempt in 0..3 {
+            let done = store
+                .referral_write("demo", "tea", &["b1", "inviter"], &mut |view| {
+                    if view.records.iter().any(|r| r.invitee == "b1") {
+                        return InviteChange::default();
+                    }
+                    assert_eq!(attempt, 0, "the record is seen from the second write on");
+                    InviteChange {
+                        records: vec![record("b1", "inviter", InviteState::Pending)],
+                        ..Default::default()
+                    }
+                })
+                .unwrap();
+            assert_eq!(done.records.len(), usize::from(attempt == 0));
+        }
+        store
+            .referral_write("demo", "tea", &["b2", "inviter"], &mut |_| InviteChange {
+                records: vec![record("b2", "inviter", InviteState::Valid)],
+                ..Default::default()
+            })
+            .unwrap();
+        // Another inviter's view holds only what concerns them.
+        store
+            .referral_write("demo", "tea", &["c1", "other"], &mut |view| {
+                assert!(view.records.is_empty(), "{view:?}");
+                InviteChange {
+                    records: vec![record("c1", "other", InviteState::Pending)],
+                    ..Default::default()
+                }
+            })
+            .unwrap();
+        // The inviter's view: both their records; a record replaced keeps its key.
+        store
+            .referral_write("demo", "tea", &["inviter"], &mut |view| {
+                let mut mine: Vec<_> = view.records.iter().map(|r| r.invitee.as_str()).collect();
+                mine.sort();
+                assert_eq!(mine, ["b1", "b2"]);
+                InviteChange {
+                    records: vec![record("b1", "inviter", InviteState::Valid)],
+                    rewards: vec![reward("inviter", 2)],
+                    items: vec![item("notice")],
+                }
+            })
+            .unwrap();
+        // A reward already given is kept, and reported as not created.
+        let again = store
+            .referral_write("demo", "tea", &["inviter"], &mut |view| {
+                assert_eq!(view.rewards, vec![reward("inviter", 2)]);
+                InviteChange {
+                    rewards: vec![reward("inviter", 2)],
+                    ..Default::default()
+                }
+            })
+            .unwrap();
+        assert!(again.rewards.is_empty());
+        let mut all = store.referral_invites("tea").unwrap();
+        all.sort_by(|a, b| a.invitee.cmp(&b.invitee));
+        let states: Vec<_> = all.iter().map(|r| (r.invitee.as_str(), r.state)).collect();
+        assert_eq!(
+            states,
+            [
+                ("b1", InviteState::Valid),
+                ("b2", InviteState::Valid),
+                ("c1", InviteState::Pending)
+            ]
+        );
+        assert_eq!(
+            store.referral_rewards("tea").unwrap(),
+            vec![reward("inviter", 2)]
+        );
+        assert!(store.referral_invites("te").unwrap().is_empty());
+        assert!(store.referral_rewards("tea2").unwrap().is_empty());
+        let queued = store.outbox_page(None, 1000).unwrap();
+        assert_eq!(queued.len(), before + 2);
+        for id in queued.iter().skip(before).map(|i| i.id) {
+            store.outbox_done(id).unwrap();
+        }
+
+        fn reward(inviter: &str, tier: u32) -> RewardRecord {
+            RewardRecord {
+                programme: "tea".into(),
+                inviter: inviter.into(),
+                tier,
+                coupon: "gift".into(),
+                at: 300,
+            }
+        }
+        fn item(origin: &str) -> NewItem {
+            NewItem {
+                effect: crate::outbox::Effect::Custom {
+                    openid: "inviter".into(),
+                    message: Reply::Text {
+                        content: "hi".into(),
+                    },
+                },
+                origin: origin.into(),
+                not_before_ms: 0,
+            }
+        }
+    }
+
     fn report_contract(store: &dyn Store) {
         let counted = |openid: &'static str, counts: Vec<Count>| {
             move |f: Option<Follower>| Commit {

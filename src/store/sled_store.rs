@@ -31,6 +31,7 @@ use crate::sync::SyncRun;
 
 mod channel_codes;
 mod portable;
+mod referrals;
 mod reports;
 
 const STRIPES: usize = 256;
@@ -89,6 +90,12 @@ pub struct SledStore {
     facts: Tree,
     /// account \0 channel → JSON `ChannelCode`: the codes siyu made for channels.
     channel_codes: Tree,
+    /// Referral programmes (`referrals.rs`), four kinds of key in one tree so that a write
+    /// is one transaction with the outbox.
+    referrals: Tree,
+    /// Serialises referral writes (sled is one process): the read of the records a
+    /// decision needs and the write of what it decided are one step.
+    referral_lock: Arc<Mutex<()>>,
     /// Added to every id sled generates (see [`ID_FLOOR`]).
     id_floor: Arc<AtomicU64>,
     path: PathBuf,
@@ -145,6 +152,8 @@ impl SledStore {
             folding: Arc::new(reports::Folding::open(&facts, &meta)?),
             facts,
             channel_codes: db.open_tree("channel_codes").map_err(backend)?,
+            referrals: db.open_tree("referrals").map_err(backend)?,
+            referral_lock: Arc::new(Mutex::new(())),
             id_floor: Arc::new(AtomicU64::new(
                 match meta.get(ID_FLOOR).map_err(backend)? {
                     Some(v) => <[u8; 8]>::try_from(v.as_ref())
@@ -369,6 +378,45 @@ impl SledStore {
 }
 
 impl Store for SledStore {
+    fn referral_participant(
+        &self,
+        programme: &str,
+        id: &crate::referral::ParticipantId,
+    ) -> Result<Option<super::Participant>, StoreError> {
+        self.sled_referral_participant(programme, id)
+    }
+
+    fn update_referral_participant(
+        &self,
+        account: &str,
+        programme: &str,
+        id: &crate::referral::ParticipantId,
+        change: &mut dyn FnMut(Option<super::Participant>) -> super::ParticipantChange,
+    ) -> Result<Option<super::Participant>, StoreError> {
+        self.sled_update_referral_participant(account, programme, id, change)
+    }
+
+    fn referral_write(
+        &self,
+        account: &str,
+        programme: &str,
+        people: &[&str],
+        change: &mut dyn FnMut(&super::InviteView) -> super::InviteChange,
+    ) -> Result<super::InviteChange, StoreError> {
+        self.sled_referral_write(account, programme, people, change)
+    }
+
+    fn referral_invites(
+        &self,
+        programme: &str,
+    ) -> Result<Vec<crate::referral::InviteRecord>, StoreError> {
+        self.sled_scan(&referrals::prefix(b'i', programme))
+    }
+
+    fn referral_rewards(&self, programme: &str) -> Result<Vec<super::RewardRecord>, StoreError> {
+        self.sled_scan(&referrals::prefix(b'w', programme))
+    }
+
     fn follower(&self, account: &str, openid: &str) -> Result<Option<Follower>, StoreError> {
         let k = key(account, openid);
         match self.followers.get(&k).map_err(backend)? {

@@ -22,6 +22,7 @@ mod outbound;
 mod outbox;
 mod persistence;
 mod postgres;
+mod referral;
 mod reload;
 mod reports;
 mod sync;

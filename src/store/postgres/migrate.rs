@@ -48,6 +48,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "channel_codes",
         include_str!("../../../migrations/postgres/0008_channel_codes.sql"),
     ),
+    (
+        9,
+        "referral",
+        include_str!("../../../migrations/postgres/0009_referral.sql"),
+    ),
 ];
 
 /// Any number: the advisory lock that serialises migrations of one database.

@@ -27,6 +27,7 @@ mod ingest;
 mod migrate;
 mod outbox;
 mod portable;
+mod referrals;
 mod reports;
 mod rules;
 mod syncs;
@@ -353,6 +354,45 @@ impl Drop for PgStore {
 }
 
 impl super::Store for PgStore {
+    fn referral_participant(
+        &self,
+        programme: &str,
+        id: &crate::referral::ParticipantId,
+    ) -> Result<Option<super::Participant>, StoreError> {
+        self.pg_referral_participant(programme, id)
+    }
+
+    fn update_referral_participant(
+        &self,
+        account: &str,
+        programme: &str,
+        id: &crate::referral::ParticipantId,
+        change: &mut dyn FnMut(Option<super::Participant>) -> super::ParticipantChange,
+    ) -> Result<Option<super::Participant>, StoreError> {
+        self.pg_update_referral_participant(account, programme, id, change)
+    }
+
+    fn referral_write(
+        &self,
+        account: &str,
+        programme: &str,
+        people: &[&str],
+        change: &mut dyn FnMut(&super::InviteView) -> super::InviteChange,
+    ) -> Result<super::InviteChange, StoreError> {
+        self.pg_referral_write(account, programme, people, change)
+    }
+
+    fn referral_invites(
+        &self,
+        programme: &str,
+    ) -> Result<Vec<crate::referral::InviteRecord>, StoreError> {
+        self.pg_referral_invites(programme)
+    }
+
+    fn referral_rewards(&self, programme: &str) -> Result<Vec<super::RewardRecord>, StoreError> {
+        self.pg_referral_rewards(programme)
+    }
+
     fn follower(
         &self,
         account: &str,
