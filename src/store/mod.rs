@@ -671,8 +671,7 @@ impl Record {
             expires_at: k.expires_at,
             answer: commit.answer.clone(),
         });
-        let counts = crate::report::merge(commit.counts);
-        (Applied::Fresh(commit.answer), commit.effects, counts)
+        (Applied::Fresh(commit.answer), commit.effects, commit.counts)
     }
 }
 
@@ -733,7 +732,7 @@ struct Written {
     /// The new record, for a fresh delivery.
     value: Option<Vec<u8>>,
     effects: Vec<NewItem>,
-    /// Merged: one per (day, channel, metric).
+    /// As decided (a backend that needs one per cell merges them).
     counts: Vec<Count>,
 }
 
@@ -802,7 +801,7 @@ fn apply_stored(
     let written = Written {
         value: Some(w.finish()),
         effects: commit.effects,
-        counts: crate::report::merge(commit.counts),
+        counts: commit.counts,
     };
     Ok((Applied::Fresh(commit.answer), written))
 }
@@ -2006,7 +2005,7 @@ mod tests {
             gap.applied,
             [(4, "people".to_string()), (8, "channel_codes".to_string())]
         );
-        assert_eq!(gap.from, 7, "the newest recorded version before");
+        assert_eq!(gap.from, latest, "the newest recorded version before");
         assert!(
             store.people("nobody").unwrap().is_empty(),
             "the table is back"

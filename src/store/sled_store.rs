@@ -336,7 +336,7 @@ impl SledStore {
                 self.write_follower_and_items(k, &value, items)
             }
         })();
-        if let Some(f) = &fact {
+        if let Some(f) = fact {
             self.fact_done(f, written.is_ok())?;
         }
         written
@@ -796,7 +796,7 @@ impl Store for SledStore {
             }
             Ok(used)
         });
-        if let Some(f) = &fact {
+        if let Some(f) = fact {
             self.fact_done(f, result.is_ok())?;
         }
         match result {
@@ -962,7 +962,6 @@ impl Store for SledStore {
         };
         record.follower = Some(after.clone());
         let value = encode_record(&mut record);
-        let counts = crate::report::merge(counts);
         let fact = self.new_fact(
             account,
             openid,
@@ -984,7 +983,7 @@ impl Store for SledStore {
                 Ok::<_, ConflictableTransactionError<()>>(true)
             })
             .map_err(tx_backend);
-        if let Some(f) = &fact {
+        if let Some(f) = fact {
             self.fact_done(f, matches!(fresh, Ok(true)))?;
         }
         let fresh = fresh?;

@@ -71,6 +71,8 @@ impl PgStore {
         if counts.is_empty() {
             return Ok(());
         }
+        // One per cell: an upsert may not touch one row twice in a statement.
+        let counts = crate::report::merge(counts.to_vec());
         let days: Vec<i64> = counts.iter().map(|c| c.day).collect();
         let channels: Vec<&str> = counts.iter().map(|c| c.channel.as_str()).collect();
         let metrics: Vec<&str> = counts.iter().map(|c| c.metric.as_str()).collect();

@@ -44,6 +44,9 @@ pub(super) struct Folding {
     next: AtomicU64,
     /// Facts being written (their commit not yet done): the fold stops below the lowest.
     writing: Mutex<BTreeSet<u64>>,
+    /// Facts written and not folded yet, by number: (account, counts). The fold sums these,
+    /// never reading the facts back.
+    done: Mutex<BTreeMap<u64, (String, Vec<Count>)>>,
     /// One fold at a time (the only writer of counters): when it last ran, and the mark.
     fold: Mutex<(Instant, u64)>,
 }
@@ -65,6 +68,8 @@ pub(super) struct NewFact {
     pub number: u64,
     pub key: [u8; 8],
     pub value: Vec<u8>,
+    account: String,
+    counts: Vec<Count>,
 }
 
 /// `account \0 day(8, order-preserving) channel \0 metric`.
@@ -170,6 +175,7 @@ impl Folding {
         Ok(Folding {
             next: AtomicU64::new(last.max(folded) + 1),
             writing: Mutex::new(BTreeSet::new()),
+            done: Mutex::new(BTreeMap::new()),
             fold: Mutex::new((Instant::now(), folded)),
         })
     }
@@ -209,13 +215,21 @@ impl SledStore {
             number,
             key: number.to_be_bytes(),
             value: postcard::to_allocvec(&fact).expect("counts encode"),
+            account: fact.account,
+            counts: fact.counts,
         })
     }
 
     /// The commit of fact `number` is done (`written`: its fact stays; otherwise it is
     /// taken back); folds if one is due.
-    pub(super) fn fact_done(&self, fact: &NewFact, written: bool) -> Result<(), StoreError> {
-        if !written {
+    pub(super) fn fact_done(&self, fact: NewFact, written: bool) -> Result<(), StoreError> {
+        if written {
+            self.folding
+                .done
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(fact.number, (fact.account, fact.counts));
+        } else {
             // Not committed: not to be counted. If this fails too, the open after the next
             // crash or stop drops it (its record does not hold the delivery).
             let _ = self.facts.remove(fact.key);
@@ -274,17 +288,16 @@ impl SledStore {
         if upto <= fold.1 {
             return Ok(());
         }
+        let folding = {
+            let mut done = self.folding.done.lock().unwrap_or_else(|p| p.into_inner());
+            let later = done.split_off(&(upto + 1));
+            std::mem::replace(&mut *done, later)
+        };
         let mut sums: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
-        for item in self
-            .facts
-            .range((fold.1 + 1).to_be_bytes()..=upto.to_be_bytes())
-        {
-            let (k, v) = item.map_err(backend)?;
-            let f: Fact =
-                postcard::from_bytes(&v).map_err(|e| corrupt("report_facts", &k, e.to_string()))?;
-            for c in &f.counts {
+        for (account, counts) in folding.values() {
+            for c in counts {
                 *sums
-                    .entry(counter_key(&f.account, c.day, &c.channel, &c.metric))
+                    .entry(counter_key(account, c.day, &c.channel, &c.metric))
                     .or_default() += c.n;
             }
         }
@@ -298,7 +311,15 @@ impl SledStore {
                 meta.insert(FOLDED, &mark)?;
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
-            .map_err(tx_backend)?;
+            .map_err(|e| {
+                // Not folded: back for the next fold.
+                self.folding
+                    .done
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(folding);
+                tx_backend(e)
+            })?;
         fold.1 = upto;
         Ok(())
     }
@@ -314,15 +335,16 @@ impl SledStore {
             .1;
         // (account, openid) → the number and callback of its newest non-atomic fact.
         let mut newest: BTreeMap<(String, String), (u64, String)> = BTreeMap::new();
+        let mut unfolded = BTreeMap::new();
         for item in self.facts.range((folded + 1).to_be_bytes()..) {
             let (k, v) = item.map_err(backend)?;
             let f: Fact =
                 postcard::from_bytes(&v).map_err(|e| corrupt("report_facts", &k, e.to_string()))?;
-            if f.atomic {
-                continue;
-            }
             let number = u64::from_be_bytes(<[u8; 8]>::try_from(k.as_ref()).unwrap_or_default());
-            newest.insert((f.account, f.openid), (number, f.callback));
+            if !f.atomic {
+                newest.insert((f.account.clone(), f.openid), (number, f.callback));
+            }
+            unfolded.insert(number, (f.account, f.counts));
         }
         let mut dropped = 0usize;
         for ((account, openid), (number, callback)) in newest {
@@ -336,12 +358,18 @@ impl SledStore {
             };
             if !written {
                 self.facts.remove(number.to_be_bytes()).map_err(backend)?;
+                unfolded.remove(&number);
                 dropped += 1;
             }
         }
         if dropped > 0 {
             tracing::warn!(dropped, "report: counts of callbacks a crash cut short were dropped; WeChat sends those callbacks again (崩溃中断的回调未计入，微信重发时计入)");
         }
+        self.folding
+            .done
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(unfolded);
         self.fold()
     }
 
