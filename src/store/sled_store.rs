@@ -337,7 +337,7 @@ impl SledStore {
             }
         })();
         if let Some(f) = fact {
-            self.fact_done(f, written.is_ok())?;
+            self.fact_done(f, written.is_ok());
         }
         written
     }
@@ -797,7 +797,7 @@ impl Store for SledStore {
             Ok(used)
         });
         if let Some(f) = fact {
-            self.fact_done(f, result.is_ok())?;
+            self.fact_done(f, result.is_ok());
         }
         match result {
             Ok(c) => Ok(Ok(c)),
@@ -984,7 +984,7 @@ impl Store for SledStore {
             })
             .map_err(tx_backend);
         if let Some(f) = fact {
-            self.fact_done(f, matches!(fresh, Ok(true)))?;
+            self.fact_done(f, matches!(fresh, Ok(true)));
         }
         let fresh = fresh?;
         Ok(if fresh {
