@@ -128,6 +128,18 @@ pub enum Channel {
     Mass,
 }
 
+impl Channel {
+    /// Its name in files, JSON and the report's metrics (`campaign_sends:custom`).
+    pub fn key(self) -> &'static str {
+        match self {
+            Channel::Custom => "custom",
+            Channel::Template => "template",
+            Channel::App => "app",
+            Channel::Mass => "mass",
+        }
+    }
+}
+
 impl fmt::Display for Channel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -39,6 +39,38 @@ enum Outcome {
 }
 
 impl Worker {
+    /// Records progress that settles `done_item` (it leaves the queue in the same step),
+    /// counting its sends for the daily report (`campaign_sends:<channel>`).
+    fn record_settled(
+        &self,
+        account: &str,
+        campaign: &str,
+        records: &[(String, Progress)],
+        done_item: Option<u64>,
+        job: Option<&super::MassJob>,
+    ) -> Result<(), StoreError> {
+        let counts: Vec<crate::report::Count> = records
+            .iter()
+            .filter_map(|(_, p)| match p {
+                Progress::Sent { channel, at, .. } if done_item.is_some() => {
+                    Some(crate::report::Count::new(
+                        self.zone.day(*at),
+                        crate::report::TOTAL,
+                        &format!(
+                            "{}{}",
+                            crate::report::metric::CAMPAIGN_SENDS_PREFIX,
+                            channel.key()
+                        ),
+                        1,
+                    ))
+                }
+                _ => None,
+            })
+            .collect();
+        self.store
+            .campaign_record_counted(account, campaign, records, done_item, job, &counts)
+    }
+
     /// Whether a campaign's items may be sent now (paused ones wait in the queue).
     pub(crate) fn campaign_running(&self, campaign: &str) -> bool {
         match self.store.campaign_run(campaign) {
@@ -289,7 +321,7 @@ impl Worker {
             }));
         }
         if to_send.is_empty() {
-            store.campaign_record_many(account, campaign, &records, Some(item.id), None)?;
+            self.record_settled(account, campaign, &records, Some(item.id), None)?;
             return self.flush().await;
         }
         if let Some(limiter) = self.campaign_limiter(campaign, run.campaign.rate_per_sec) {
@@ -317,13 +349,7 @@ impl Worker {
                     followers: to_send.len() as u64,
                     ..super::MassJob::default()
                 };
-                store.campaign_record_many(
-                    account,
-                    campaign,
-                    &records,
-                    Some(item.id),
-                    Some(&job),
-                )?;
+                self.record_settled(account, campaign, &records, Some(item.id), Some(&job))?;
                 tracing::info!(
                     campaign,
                     msg_id,
@@ -335,7 +361,7 @@ impl Worker {
             Err(crate::api::ApiError::DuplicateClientMsgId) => {
                 // Sent before a crash, its outcome not recorded: WeChat has the job.
                 records.extend(to_send.iter().map(|o| (o.clone(), sent_as(None))));
-                store.campaign_record_many(account, campaign, &records, Some(item.id), None)?;
+                self.record_settled(account, campaign, &records, Some(item.id), None)?;
                 tracing::info!(
                     campaign,
                     batch,
@@ -417,8 +443,15 @@ impl Worker {
     ) -> Result<(), StoreError> {
         let store = &self.store;
         let at = now_ms() / 1000;
-        let settle =
-            |p: Progress| store.campaign_record(&item.account, campaign, openid, &p, Some(item.id));
+        let settle = |p: Progress| {
+            self.record_settled(
+                &item.account,
+                campaign,
+                &[(openid.to_string(), p)],
+                Some(item.id),
+                None,
+            )
+        };
         match outcome {
             Outcome::Leave => return Ok(()),
             Outcome::Sent {

@@ -173,6 +173,8 @@ pub struct Worker {
     metrics: Option<crate::server::metrics::Metrics>,
     /// This instance, as the owner of the outbox items it leases.
     pub(crate) owner: &'static str,
+    /// The local day the report counts campaign sends in (`[display] utc_offset`).
+    pub(crate) zone: crate::local_time::UtcOffset,
 }
 
 /// A name for this process among the instances sharing a store (host, pid and a random
@@ -214,7 +216,13 @@ impl Worker {
             tally: Mutex::new(Tally::default()),
             metrics: None,
             owner: instance_id(),
+            zone: crate::local_time::UtcOffset::CHINA,
         }
+    }
+
+    pub fn with_zone(mut self, zone: crate::local_time::UtcOffset) -> Worker {
+        self.zone = zone;
+        self
     }
 
     /// Shares fsyncs with others writing the same store (the server's callbacks).

@@ -121,7 +121,8 @@ pub fn standalone_worker(
         .collect();
     Ok(Worker::new(store, channels, settings.outbox.clone(), wake)
         .with_coupons(settings.coupons.clone())
-        .with_referrals(settings.referrals.clone()))
+        .with_referrals(settings.referrals.clone())
+        .with_zone(settings.utc_offset))
 }
 
 pub struct Application {
@@ -154,6 +155,7 @@ pub fn outbox_worker(state: &AppState) -> Worker {
     )
     .with_coupons(state.settings.coupons.clone())
     .with_referrals(state.settings.referrals.clone())
+    .with_zone(state.settings.utc_offset)
     .with_flusher(state.flusher.clone())
     .with_metrics(state.metrics.clone())
 }

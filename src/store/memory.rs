@@ -768,15 +768,18 @@ impl Store for MemoryStore {
             .cloned())
     }
 
-    fn campaign_record_many(
+    fn campaign_record_counted(
         &self,
         account: &str,
         campaign: &str,
         records: &[(String, Progress)],
         done_item: Option<u64>,
         job: Option<&MassJob>,
+        counts: &[crate::report::Count],
     ) -> Result<(), StoreError> {
         let mut q = self.queue();
+        // Under the queue lock, as the item's removal.
+        self.count(account, counts.to_vec());
         if let Some(id) = done_item {
             q.outbox.remove(&id);
         }

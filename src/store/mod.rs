@@ -376,6 +376,21 @@ pub trait Store: Send + Sync + ChannelCodes {
         records: &[(String, Progress)],
         done_item: Option<u64>,
         job: Option<&MassJob>,
+    ) -> Result<(), StoreError> {
+        self.campaign_record_counted(account, campaign, records, done_item, job, &[])
+    }
+
+    /// [`Store::campaign_record_many`] with the report counts of the sends it settles
+    /// (`campaign_sends:<channel>`), in the same atomic step: a send is counted exactly
+    /// when its outbox item leaves the queue.
+    fn campaign_record_counted(
+        &self,
+        account: &str,
+        campaign: &str,
+        records: &[(String, Progress)],
+        done_item: Option<u64>,
+        job: Option<&MassJob>,
+        counts: &[Count],
     ) -> Result<(), StoreError>;
 
     /// Writes what MASSSENDJOBFINISH said of a campaign's mass job.
@@ -1226,7 +1241,26 @@ mod tests {
         store
             .ingest_event("r", "or0", "order-1", &mut shop)
             .unwrap();
+        // A campaign's sends, counted in the step that records them.
+        store
+            .campaign_record_counted(
+                "r",
+                "report-sends",
+                &[(
+                    "or1".to_string(),
+                    Progress::Failed {
+                        channel: None,
+                        reason: "only the counts matter here".into(),
+                        at: 1,
+                    },
+                )],
+                None,
+                None,
+                &[Count::new(day, "*", "campaign_sends:custom", 2)],
+            )
+            .unwrap();
         let want = vec![
+            Count::new(day, "*", "campaign_sends:custom", 2),
             Count::new(day, "*", "messages", 40),
             Count::new(day, "poster", "messages", 80),
             Count::new(day, "poster", "shop:spend_fen", 12_850),
@@ -1237,7 +1271,7 @@ mod tests {
         assert_eq!(got, want);
         assert_eq!(
             store.report_counts("r", day, day).unwrap().len(),
-            3,
+            4,
             "by day"
         );
         assert!(store.report_counts("r2", day, day + 1).unwrap().is_empty());

@@ -1164,13 +1164,14 @@ impl Store for SledStore {
             .transpose()
     }
 
-    fn campaign_record_many(
+    fn campaign_record_counted(
         &self,
         account: &str,
         campaign: &str,
         records: &[(String, Progress)],
         done_item: Option<u64>,
         job: Option<&MassJob>,
+        counts: &[crate::report::Count],
     ) -> Result<(), StoreError> {
         // (progress key, progress, settled?, msgid index key)
         type Row = (Vec<u8>, Vec<u8>, bool, Option<Vec<u8>>);
@@ -1198,14 +1199,17 @@ impl Store for SledStore {
                 campaign_key(campaign, ""),
             )
         });
-        (
+        let callback = format!("campaign:{campaign}:{}", done_item.unwrap_or(0));
+        let fact = self.new_fact(account, "", &callback, counts, true);
+        let written = (
             &self.progress,
             &self.pending,
             &self.outbox,
             &self.msgids,
             &self.jobs,
+            &self.facts,
         )
-            .transaction(|(progress, pending, outbox, msgids, jobs)| {
+            .transaction(|(progress, pending, outbox, msgids, jobs, facts)| {
                 for (k, value, done, msgid) in &rows {
                     progress.insert(k.as_slice(), value.as_slice())?;
                     if *done {
@@ -1222,9 +1226,16 @@ impl Store for SledStore {
                     jobs.insert(jk.as_slice(), jv.as_slice())?;
                     msgids.insert(mk.as_slice(), mv.as_slice())?;
                 }
+                if let Some(f) = &fact {
+                    facts.insert(&f.key, f.value.as_slice())?;
+                }
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
-            .map_err(tx_backend)
+            .map_err(tx_backend);
+        if let Some(f) = fact {
+            self.fact_done(f, written.is_ok());
+        }
+        written
     }
 
     fn put_campaign_job(&self, campaign: &str, job: &MassJob) -> Result<(), StoreError> {

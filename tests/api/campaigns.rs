@@ -228,6 +228,30 @@ async fn a_campaign_uses_the_window_then_templates_and_reports_every_follower() 
     );
     assert_eq!(r["sent_by_channel"]["customer-service message"], 4);
     assert_eq!(r["sent_by_channel"]["template message"], 4);
+    // The daily report counts the same sends, by how they went, on the day they went.
+    let daily = app
+        .admin(
+            Method::GET,
+            "/admin/v1/reports/daily?account=plain",
+            Some(VIEWER),
+            None,
+        )
+        .await;
+    assert_eq!(daily.status, 200, "{}", daily.body);
+    let sends = |how: &str| -> i64 {
+        daily.json()["days"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["campaign_sends"][how].as_i64().unwrap_or(0))
+            .sum()
+    };
+    assert_eq!(
+        (sends("custom"), sends("template")),
+        (4, 4),
+        "{}",
+        daily.body
+    );
     assert_eq!(r["skipped_by_reason"]["unsubscribed"], 1);
     assert_eq!(
         (r["failed"].as_u64(), r["queued"].as_u64()),

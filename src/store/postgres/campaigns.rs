@@ -180,6 +180,7 @@ impl PgStore {
         records: &[(String, Progress)],
         done_item: Option<u64>,
         job: Option<&MassJob>,
+        counts: &[crate::report::Count],
     ) -> Result<(), StoreError> {
         const PROGRESS: Sql = Sql {
             text: "INSERT INTO campaign_progress (campaign, openid, progress, pending) \
@@ -237,6 +238,22 @@ impl PgStore {
         }
         if let (Some(id), Some(j)) = (&job_id, &job_json) {
             steps.push((&JOB, vec![&campaign, id, j]));
+        }
+        // The sends it settles, counted in the same transaction (shard 0: one write per
+        // outbox item, not per callback).
+        let counts = crate::report::merge(counts.to_vec());
+        let days: Vec<i64> = counts.iter().map(|c| c.day).collect();
+        let channels: Vec<&str> = counts.iter().map(|c| c.channel.as_str()).collect();
+        let metrics: Vec<&str> = counts.iter().map(|c| c.metric.as_str()).collect();
+        let ns: Vec<i64> = counts.iter().map(|c| c.n).collect();
+        let fact = to_json(&counts);
+        let shard = 0_i16;
+        if !counts.is_empty() {
+            steps.push((
+                &super::reports::COUNT,
+                vec![&account, &shard, &days, &channels, &metrics, &ns],
+            ));
+            steps.push((&super::reports::FACT, vec![&account, &fact]));
         }
         if steps.is_empty() {
             return Ok(());

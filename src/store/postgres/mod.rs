@@ -669,15 +669,16 @@ impl super::Store for PgStore {
         self.pg_campaign_progress(campaign, openid)
     }
 
-    fn campaign_record_many(
+    fn campaign_record_counted(
         &self,
         account: &str,
         campaign: &str,
         records: &[(String, crate::campaign::Progress)],
         done_item: Option<u64>,
         job: Option<&crate::campaign::MassJob>,
+        counts: &[crate::report::Count],
     ) -> Result<(), StoreError> {
-        self.pg_campaign_record_many(account, campaign, records, done_item, job)
+        self.pg_campaign_record_many(account, campaign, records, done_item, job, counts)
     }
 
     fn put_campaign_job(

@@ -15,7 +15,7 @@ pub(super) const SHARDS: i16 = 16;
 
 const T: Type = Type::TEXT;
 
-const COUNT: Sql = Sql {
+pub(super) const COUNT: Sql = Sql {
     text: "INSERT INTO report_counts (account, day, channel, metric, shard, n) \
            SELECT $1, u.day, u.channel, u.metric, $2, u.n \
            FROM unnest($3::bigint[], $4::text[], $5::text[], $6::bigint[]) AS u(day, channel, metric, n) \
@@ -24,7 +24,7 @@ const COUNT: Sql = Sql {
            DO UPDATE SET n = report_counts.n + excluded.n",
     types: &[T, Type::INT2, Type::INT8_ARRAY, Type::TEXT_ARRAY, Type::TEXT_ARRAY, Type::INT8_ARRAY],
 };
-const FACT: Sql = Sql {
+pub(super) const FACT: Sql = Sql {
     text: "INSERT INTO report_facts (account, counts) VALUES ($1, $2)",
     types: &[T, Type::JSONB],
 };
