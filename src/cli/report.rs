@@ -169,6 +169,16 @@ fn shop_columns<'a>(
     names
 }
 
+/// The values of `map` under `names`, in order, 0 where missing.
+fn cells<'a>(
+    names: &'a [String],
+    map: &'a std::collections::BTreeMap<String, i64>,
+) -> impl Iterator<Item = String> + 'a {
+    names
+        .iter()
+        .map(|k| map.get(k).copied().unwrap_or(0).to_string())
+}
+
 fn print_channels(r: &ChannelReport, s: &Span) -> ExitCode {
     if s.json {
         return json_out(r);
@@ -229,15 +239,9 @@ fn print_channels(r: &ChannelReport, s: &Span) -> ExitCode {
                 .iter()
                 .map(i64::to_string),
             );
-            line.extend(
-                shop.iter()
-                    .map(|k| w.shop.get(k).copied().unwrap_or(0).to_string()),
-            );
+            line.extend(cells(&shop, &w.shop));
             line.push(w.last_touch_shop_events.to_string());
-            line.extend(
-                shop.iter()
-                    .map(|k| w.last_touch_shop.get(k).copied().unwrap_or(0).to_string()),
-            );
+            line.extend(cells(&shop, &w.last_touch_shop));
             line
         })
         .collect();
@@ -335,15 +339,8 @@ fn print_daily(r: &DailyReport, s: &Span) -> ExitCode {
                 .iter()
                 .map(i64::to_string),
             );
-            line.extend(
-                shop.iter()
-                    .map(|k| d.shop.get(k).copied().unwrap_or(0).to_string()),
-            );
-            line.extend(
-                sends
-                    .iter()
-                    .map(|k| d.campaign_sends.get(k).copied().unwrap_or(0).to_string()),
-            );
+            line.extend(cells(&shop, &d.shop));
+            line.extend(cells(&sends, &d.campaign_sends));
             line
         })
         .collect();

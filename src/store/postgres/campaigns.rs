@@ -242,10 +242,12 @@ impl PgStore {
         // The sends it settles, counted in the same transaction (shard 0: one write per
         // outbox item, not per callback).
         let counts = crate::report::merge(counts.to_vec());
-        let days: Vec<i64> = counts.iter().map(|c| c.day).collect();
-        let channels: Vec<&str> = counts.iter().map(|c| c.channel.as_str()).collect();
-        let metrics: Vec<&str> = counts.iter().map(|c| c.metric.as_str()).collect();
-        let ns: Vec<i64> = counts.iter().map(|c| c.n).collect();
+        let super::reports::Columns {
+            days,
+            channels,
+            metrics,
+            ns,
+        } = super::reports::Columns::of(&counts);
         let fact = to_json(&counts);
         let shard = 0_i16;
         if !counts.is_empty() {

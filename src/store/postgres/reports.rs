@@ -39,6 +39,25 @@ const FACTS: Sql = Sql {
     types: &[T, Type::INT8],
 };
 
+/// Counts as the `COUNT` statement's arrays ($3 to $6).
+pub(super) struct Columns<'a> {
+    pub days: Vec<i64>,
+    pub channels: Vec<&'a str>,
+    pub metrics: Vec<&'a str>,
+    pub ns: Vec<i64>,
+}
+
+impl<'a> Columns<'a> {
+    pub(super) fn of(counts: &'a [Count]) -> Columns<'a> {
+        Columns {
+            days: counts.iter().map(|c| c.day).collect(),
+            channels: counts.iter().map(|c| c.channel.as_str()).collect(),
+            metrics: counts.iter().map(|c| c.metric.as_str()).collect(),
+            ns: counts.iter().map(|c| c.n).collect(),
+        }
+    }
+}
+
 /// The shard of a follower's counters (FNV-1a of the openid: stable across instances).
 pub(super) fn shard_of(openid: &str) -> i16 {
     let hash = openid.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
@@ -73,10 +92,12 @@ impl PgStore {
         }
         // One per cell: an upsert may not touch one row twice in a statement.
         let counts = crate::report::merge(counts.to_vec());
-        let days: Vec<i64> = counts.iter().map(|c| c.day).collect();
-        let channels: Vec<&str> = counts.iter().map(|c| c.channel.as_str()).collect();
-        let metrics: Vec<&str> = counts.iter().map(|c| c.metric.as_str()).collect();
-        let ns: Vec<i64> = counts.iter().map(|c| c.n).collect();
+        let Columns {
+            days,
+            channels,
+            metrics,
+            ns,
+        } = Columns::of(&counts);
         let shard = shard_of(openid);
         let json = super::to_json(&counts);
         let (counted, kept) = futures_util::future::join(
@@ -145,10 +166,12 @@ impl PgStore {
                     .map_err(db)?;
                 let count = self.ready(&c, &COUNT).await?;
                 for chunk in counts.chunks(1000) {
-                    let days: Vec<i64> = chunk.iter().map(|c| c.day).collect();
-                    let channels: Vec<&str> = chunk.iter().map(|c| c.channel.as_str()).collect();
-                    let metrics: Vec<&str> = chunk.iter().map(|c| c.metric.as_str()).collect();
-                    let ns: Vec<i64> = chunk.iter().map(|c| c.n).collect();
+                    let Columns {
+                        days,
+                        channels,
+                        metrics,
+                        ns,
+                    } = Columns::of(chunk);
                     PgStore::run(
                         &c,
                         &count,
