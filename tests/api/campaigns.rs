@@ -104,6 +104,11 @@ name = "vip-back"
 account = "plain"
 audience = "tag:vip"
 coupon = "back"
+goals = [
+  { metric = "sent", at_least = 8, by = "2099-12-31" },
+  { metric = "coupons_redeemed", at_least = 5, by = "2000-01-01" },
+  { metric = "new", at_least = 1, by = "2099-12-31" },
+]
 
 [campaign.message]
 text = "{attr.name}，回归礼 {coupon.code} 请收好"
@@ -253,6 +258,15 @@ async fn a_campaign_uses_the_window_then_templates_and_reports_every_follower() 
         daily.body
     );
     assert_eq!(r["skipped_by_reason"]["unsubscribed"], 1);
+    // Its goals: 8 sent (met), none of its coupons redeemed by a day long past (missed),
+    // no follower of the account new in the store's counters yet (open, still time).
+    let goals: Vec<(i64, &str)> = r["goals"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{r}"))
+        .iter()
+        .map(|g| (g["value"].as_i64().unwrap(), g["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(goals, [(8, "met"), (0, "missed"), (0, "open")], "{r}");
     assert_eq!(
         (r["failed"].as_u64(), r["queued"].as_u64()),
         (Some(0), Some(0))
