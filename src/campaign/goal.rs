@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::local_time::parse_day;
-use crate::report::{metric, Tally, TOTAL};
+use crate::report::{metric, TOTAL};
 use crate::store::{Store, StoreError};
 
 /// The campaign's own figures a goal may name (from its report).
@@ -80,22 +80,17 @@ pub fn progress(
             Some(v) => v,
             None => {
                 let last = by.min(today);
-                let mut tally = Tally::default();
+                let mut totals = Vec::new();
                 for a in accounts {
-                    for c in store.report_counts(a, first_day, last)? {
-                        if c.channel == TOTAL {
-                            tally.add(&c);
-                        }
-                    }
+                    totals.extend(
+                        store
+                            .report_counts(a, first_day, last)?
+                            .into_iter()
+                            .filter(|c| c.channel == TOTAL),
+                    );
                 }
-                let sum = |m: &str| -> i64 {
-                    tally
-                        .counts()
-                        .iter()
-                        .filter(|c| c.metric == m)
-                        .map(|c| c.n)
-                        .sum()
-                };
+                let sum =
+                    |m: &str| -> i64 { totals.iter().filter(|c| c.metric == m).map(|c| c.n).sum() };
                 if g.metric == "net" {
                     sum(metric::NEW) + sum(metric::RETURNING) - sum(metric::UNFOLLOWS)
                 } else {

@@ -40,25 +40,35 @@ fn range(state: &AppState, q: &SpanQuery) -> Result<Range, AdminError> {
         .map_err(|e| AdminError::BadRequest(e.to_string()))
 }
 
-async fn channels(
+/// A report over a range of days of one account, read on the blocking pool.
+async fn span_report<T: serde::Serialize + Send + 'static>(
     state: web::Data<AppState>,
     req: HttpRequest,
     q: web::Query<SpanQuery>,
+    read: fn(&AppState, &str, Range) -> Result<T, crate::store::StoreError>,
 ) -> Result<HttpResponse, AdminError> {
     authorize(&state, &req, Role::Viewer)?;
     known_account(&state, &q.account)?;
     let range = range(&state, &q)?;
     let account = q.into_inner().account;
-    let r = on_pool(&state, move |state| {
-        Ok(query::channels(
+    let r = on_pool(&state, move |state| Ok(read(state, &account, range)?)).await?;
+    Ok(HttpResponse::Ok().json(r))
+}
+
+async fn channels(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    q: web::Query<SpanQuery>,
+) -> Result<HttpResponse, AdminError> {
+    span_report(state, req, q, |state, account, range| {
+        query::channels(
             state.store.as_ref(),
-            &account,
+            account,
             range,
             &state.settings.channels,
-        )?)
+        )
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(r))
+    .await
 }
 
 async fn daily(
@@ -66,15 +76,10 @@ async fn daily(
     req: HttpRequest,
     q: web::Query<SpanQuery>,
 ) -> Result<HttpResponse, AdminError> {
-    authorize(&state, &req, Role::Viewer)?;
-    known_account(&state, &q.account)?;
-    let range = range(&state, &q)?;
-    let account = q.into_inner().account;
-    let r = on_pool(&state, move |state| {
-        Ok(query::daily(state.store.as_ref(), &account, range)?)
+    span_report(state, req, q, |state, account, range| {
+        query::daily(state.store.as_ref(), account, range)
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(r))
+    .await
 }
 
 async fn rebuild(

@@ -757,8 +757,13 @@ impl Store for SledStore {
         let code_key = coupon_key(&[b"c", &batch, code.as_bytes()]);
         let state_key = coupon_key(&[b"b", &batch]);
         // The holder (a code's holder never changes) and their first touch, for the
-        // report's count, written in the redemption's transaction under the shard's lock.
-        let Some(held) = self.coupon(code)? else {
+        // report's count, written as a fact in the redemption's transaction.
+        let Some(held) = self
+            .coupons
+            .get(&code_key)
+            .map_err(backend)?
+            .and_then(|v| serde_json::from_slice::<Coupon>(&v).ok())
+        else {
             return Ok(Err(RedeemRefused::Unknown(code.to_string())));
         };
         let holder_key = key(&held.account, &held.openid);
